@@ -1,0 +1,109 @@
+//! Serving helpers: every service answers grpc.health.v1 and reflection (v1 and v1alpha).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::Shutdown;
+
+/// A server builder with the settings every facesweep service uses.
+pub fn server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// Health (`grpc.health.v1`) reporter and service; services start NOT_SERVING and flip when ready.
+pub fn health() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    tonic_health::server::health_reporter()
+}
+
+/// Adds both reflection versions: grpcurl 1.8 only speaks v1alpha, newer clients v1.
+pub fn with_reflection<L>(router: Router<L>) -> Router<L> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(facesweep_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("valid descriptor set");
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(facesweep_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("valid descriptor set");
+    router.add_service(v1).add_service(v1alpha)
+}
+
+/// A server running in the background: its bound address and its task.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))
+}
+
+/// Serves `router` on `listener` until `shutdown`, then drains in-flight calls.
+pub fn spawn_router<L>(router: Router<L>, listener: TcpListener, shutdown: Shutdown) -> Running
+where
+    Router<L>: ServeRouter,
+{
+    let addr = listener.local_addr().expect("bound listener");
+    let task = tokio::spawn(router.serve_until(listener, shutdown));
+    Running { addr, task }
+}
+
+/// Lets `spawn_router` stay generic over tower layers without naming their bounds.
+pub trait ServeRouter: Send + 'static {
+    fn serve_until(
+        self,
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+}
+
+impl ServeRouter for Router<tower::layer::util::Identity> {
+    fn serve_until(
+        self,
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// A lazily connecting channel to `addr` (`host:port` or `http://host:port`).
+pub fn channel(addr: &str) -> anyhow::Result<Channel> {
+    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    Ok(Endpoint::from_shared(uri)?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}

@@ -1,0 +1,247 @@
+//! An embedded PostgreSQL cluster for `facesweep up` and the tests.
+//!
+//! PostgreSQL refuses to run as root, so when we are root the cluster runs as an
+//! unprivileged user (`postgres` by default, `FACESWEEP_PG_USER` to override).
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{chown, Pid, User};
+
+/// How durable the cluster is: ephemeral ones skip fsync (tests, benchmarks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Durable,
+    Ephemeral,
+}
+
+/// A running cluster; stopped (fast shutdown) on drop.
+pub struct PgEmbed {
+    pgdata: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PgEmbed {
+    /// Starts (initialising if needed) a cluster whose files live in `dir/pg`.
+    pub fn start(dir: &Path, durability: Durability) -> anyhow::Result<Self> {
+        let bin = bin_dir()?;
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let dir = dir.canonicalize()?;
+        let pgdata = dir.join("pg");
+        let user = run_as_user()?;
+        if let Some(u) = &user {
+            check_traversable(&dir, u)?;
+        }
+        if !pgdata.join("PG_VERSION").exists() {
+            init(&bin, &pgdata, user.as_ref())?;
+        }
+        stop_stale(&pgdata);
+        let port = free_port()?;
+        let log = fs::File::create(dir.join("postgres.log"))?;
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D").arg(&pgdata).arg("-p").arg(port.to_string());
+        for (k, v) in [
+            ("listen_addresses", "127.0.0.1"),
+            ("unix_socket_directories", pgdata.to_str().unwrap_or("/tmp")),
+            ("max_connections", "300"),
+            ("shared_buffers", "256MB"),
+        ] {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        if durability == Durability::Ephemeral {
+            for kv in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
+                cmd.arg("-c").arg(kv);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        as_user(&mut cmd, user.as_ref());
+        // The cluster must not outlive us, even after kill -9.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().context("spawn postgres")?;
+        let mut pg = PgEmbed { pgdata, port, child: Some(child) };
+        pg.wait_ready(&dir)?;
+        Ok(pg)
+    }
+
+    /// Connection URL (superuser `facesweep`, trust auth on loopback).
+    pub fn url(&self) -> String {
+        format!("postgres://facesweep@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.pgdata
+    }
+
+    fn wait_ready(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+                bail!("postgres exited with {status}:\n{log}");
+            }
+            if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("postgres did not accept connections within 60 s")
+    }
+
+    /// Fast shutdown: aborts open transactions, keeps committed data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+            let _ = child.wait();
+        }
+    }
+
+    /// Simulates a crash: SIGKILL, no shutdown checkpoint (used by chaos tests).
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PgEmbed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PG_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut found: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.join("postgres").exists());
+    // Highest major version first ("9" < "15" as numbers, not strings).
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop().context(
+        "PostgreSQL server binaries not found under /usr/lib/postgresql (run scripts/setup.sh \
+         or set PG_BIN)",
+    )
+}
+
+fn run_as_user() -> anyhow::Result<Option<User>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let name = std::env::var("FACESWEEP_PG_USER").unwrap_or_else(|_| "postgres".into());
+    let user = User::from_name(&name)?
+        .with_context(|| format!("running as root needs a user {name:?} to run PostgreSQL"))?;
+    Ok(Some(user))
+}
+
+fn check_traversable(dir: &Path, user: &User) -> anyhow::Result<()> {
+    for anc in dir.ancestors().skip(1) {
+        let mode = fs::metadata(anc)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "{} is not traversable by user {:?}, which runs PostgreSQL; choose a data dir \
+                 outside it (e.g. under /var/tmp)",
+                anc.display(),
+                user.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn as_user(cmd: &mut Command, user: Option<&User>) {
+    if let Some(u) = user {
+        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        cmd.env("HOME", &u.dir).env("USER", &u.name);
+    }
+}
+
+fn init(bin: &Path, pgdata: &Path, user: Option<&User>) -> anyhow::Result<()> {
+    // A half-written cluster from an interrupted initdb cannot be reused.
+    if pgdata.exists() {
+        fs::remove_dir_all(pgdata)?;
+    }
+    fs::create_dir_all(pgdata)?;
+    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))?;
+    if let Some(u) = user {
+        chown(pgdata, Some(u.uid), Some(u.gid))?;
+        if let Some(parent) = pgdata.parent() {
+            chown(parent, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    let mut cmd = Command::new(bin.join("initdb"));
+    cmd.arg("-D").arg(pgdata).args(["-U", "facesweep", "--auth=trust", "-E", "UTF8"]);
+    cmd.args(["--locale=C", "--no-sync"]);
+    as_user(&mut cmd, user);
+    let out = cmd.output().context("run initdb")?;
+    if !out.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A postmaster left running by a killed parent still holds the data dir: stop it.
+fn stop_stale(pgdata: &Path) {
+    let Ok(pidfile) = fs::read_to_string(pgdata.join("postmaster.pid")) else { return };
+    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+        return;
+    };
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline.contains("postgres") {
+        return;
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_and_restarts_on_the_same_data_dir() {
+        let tmp = tempfile::Builder::new().prefix("pgembed").tempdir_in("/tmp").unwrap();
+        let mut pg = PgEmbed::start(tmp.path(), Durability::Ephemeral).unwrap();
+        assert!(pg.url().starts_with("postgres://facesweep@127.0.0.1:"));
+        assert!(pg.data_dir().join("PG_VERSION").exists());
+        let port = pg.port();
+        pg.stop();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after stop");
+        // Kept between runs: the second start reuses the cluster rather than re-initialising.
+        let pg2 = PgEmbed::start(tmp.path(), Durability::Ephemeral).unwrap();
+        assert!(TcpStream::connect(("127.0.0.1", pg2.port())).is_ok());
+    }
+}

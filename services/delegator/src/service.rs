@@ -1,0 +1,174 @@
+//! gRPC surface of the delegator: validate, then call the store.
+
+use facesweep_common::error::ServiceError;
+use facesweep_proto::delegator_service_server::DelegatorService;
+use facesweep_proto::*;
+use futures::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::import;
+use crate::store::Store;
+
+/// URLs buffered before one COPY round trip.
+const IMPORT_BATCH: usize = 20_000;
+const MAX_LEASE_URLS: i32 = 100_000;
+
+pub struct DelegatorSvc {
+    store: Store,
+    default_chunk_size: u32,
+}
+
+impl DelegatorSvc {
+    pub fn new(store: Store, default_chunk_size: u32) -> Self {
+        DelegatorSvc { store, default_chunk_size }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    ServiceError::InvalidArgument(msg.into()).into()
+}
+
+fn lease_ref(r: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    let r = r.ok_or_else(|| invalid("lease is required"))?;
+    if r.job_id <= 0 || r.chunk_no < 0 || r.fencing_token <= 0 {
+        return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
+    }
+    Ok(r)
+}
+
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+#[tonic::async_trait]
+impl DelegatorService for DelegatorSvc {
+    async fn create_job(&self, req: Request<CreateJobRequest>) -> Result<Response<CreateJobResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.trim().is_empty() || r.name.len() > 200 {
+            return Err(invalid("job name must be 1..=200 characters"));
+        }
+        if r.chunk_size < 0 || r.chunk_size > 1_000_000 {
+            return Err(invalid("chunk_size must be in 0..=1000000 (0 = default)"));
+        }
+        let chunk = if r.chunk_size == 0 { self.default_chunk_size as i32 } else { r.chunk_size };
+        let (job, created) = self.store.create_job(&r.name, chunk, r.priority).await?;
+        Ok(Response::new(CreateJobResponse { job: Some(job), created }))
+    }
+
+    async fn append_urls(
+        &self,
+        req: Request<Streaming<AppendUrlsRequest>>,
+    ) -> Result<Response<AppendUrlsResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut job = None;
+        let (mut received, mut inserted) = (0i64, 0i64);
+        let mut batch: Vec<String> = Vec::new();
+        let mut batch_first = 0i64;
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            if job.is_none() {
+                if msg.job.is_empty() {
+                    return Err(invalid("the first AppendUrls message must name the job"));
+                }
+                job = Some(self.store.job(&msg.job).await?);
+            }
+            let j = job.as_ref().expect("set above");
+            if msg.first_ordinal < 0 {
+                return Err(invalid("first_ordinal must be >= 0"));
+            }
+            received += msg.urls.len() as i64;
+            // Flush when the next message is not contiguous or the batch is full.
+            if !batch.is_empty() && batch_first + batch.len() as i64 != msg.first_ordinal
+                || batch.len() >= IMPORT_BATCH
+            {
+                inserted += import::append(&self.store.pool, j.id, j.chunk_size, batch_first, &batch).await?;
+                batch.clear();
+            }
+            if batch.is_empty() {
+                batch_first = msg.first_ordinal;
+            }
+            batch.extend(msg.urls);
+        }
+        if let Some(j) = &job {
+            inserted += import::append(&self.store.pool, j.id, j.chunk_size, batch_first, &batch).await?;
+        }
+        Ok(Response::new(AppendUrlsResponse { received, inserted }))
+    }
+
+    async fn acquire_lease(
+        &self,
+        req: Request<AcquireLeaseRequest>,
+    ) -> Result<Response<AcquireLeaseResponse>, Status> {
+        let r = req.into_inner();
+        if r.fetcher_id.is_empty() {
+            return Err(invalid("fetcher_id is required"));
+        }
+        if r.max_urls < 0 || r.max_urls > MAX_LEASE_URLS {
+            return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
+        }
+        let max = if r.max_urls == 0 { MAX_LEASE_URLS } else { r.max_urls };
+        let lease = self.store.acquire(&r.fetcher_id, max as i64).await?.map(|g| Lease {
+            job_id: g.job_id,
+            chunk_no: g.chunk_no,
+            fencing_token: g.token,
+            expires_at: Some(timestamp(g.expires_at)),
+            urls: g.urls,
+            job_name: g.job_name,
+        });
+        Ok(Response::new(AcquireLeaseResponse { lease }))
+    }
+
+    async fn renew_lease(&self, req: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
+        let lease = lease_ref(req.into_inner().lease)?;
+        let at = self.store.renew(&lease).await?;
+        Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
+    }
+
+    async fn complete_lease(
+        &self,
+        req: Request<CompleteLeaseRequest>,
+    ) -> Result<Response<CompleteLeaseResponse>, Status> {
+        let lease = lease_ref(req.into_inner().lease)?;
+        let done = self.store.complete(&lease).await?;
+        Ok(Response::new(CompleteLeaseResponse { done }))
+    }
+
+    async fn release_lease(
+        &self,
+        req: Request<ReleaseLeaseRequest>,
+    ) -> Result<Response<ReleaseLeaseResponse>, Status> {
+        let lease = lease_ref(req.into_inner().lease)?;
+        self.store.release(&lease).await?;
+        Ok(Response::new(ReleaseLeaseResponse {}))
+    }
+
+    async fn get_progress(&self, req: Request<GetProgressRequest>) -> Result<Response<GetProgressResponse>, Status> {
+        let name = req.into_inner().job;
+        if name.is_empty() {
+            return Err(invalid("job is required"));
+        }
+        let job = self.store.job(&name).await?;
+        let p = self.store.progress(job.id).await?;
+        let left = (p.total_urls - p.done_urls).max(0);
+        let eta = if left == 0 {
+            0.0
+        } else if p.rate_per_second > 0.0 {
+            left as f64 / p.rate_per_second
+        } else {
+            -1.0
+        };
+        Ok(Response::new(GetProgressResponse {
+            job: Some(job),
+            total_urls: p.total_urls,
+            done_urls: p.done_urls,
+            chunks_total: p.chunks.iter().sum(),
+            chunks_pending: p.chunks[0],
+            chunks_leased: p.chunks[1],
+            chunks_done: p.chunks[2],
+            by_status: p.by_status,
+            rate_per_second: p.rate_per_second,
+            eta_seconds: eta,
+            leases_reissued: p.leases_reissued,
+        }))
+    }
+}

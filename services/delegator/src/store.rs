@@ -1,0 +1,252 @@
+//! Lease state in Postgres. Taking a lease is one atomic UPDATE on the chunk row, so no
+//! chunk is ever leased twice, whatever the number of delegator instances.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use facesweep_common::error::{ServiceError, ServiceResult};
+use facesweep_common::{chunk_id_range, ORDINAL_BITS};
+use facesweep_proto::{Job, LeaseRef, LeaseUrl, StatusCount};
+use sqlx::{PgPool, Row};
+
+/// Which chunks this instance owns: `chunk_no % count == index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: PgPool,
+    shard: Shard,
+    ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct GrantedLease {
+    pub job_id: i64,
+    pub job_name: String,
+    pub chunk_no: i64,
+    pub token: i64,
+    pub expires_at: DateTime<Utc>,
+    pub urls: Vec<LeaseUrl>,
+}
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total_urls: i64,
+    pub done_urls: i64,
+    pub chunks: [i64; 3],
+    pub by_status: Vec<StatusCount>,
+    pub rate_per_second: f64,
+    pub leases_reissued: i64,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, shard: Shard, ttl: Duration) -> Self {
+        Store { pool, shard, ttl }
+    }
+
+    fn ttl_secs(&self) -> f64 {
+        self.ttl.as_secs_f64()
+    }
+
+    /// Creates the job, or returns the existing one with this name (`created` = false).
+    pub async fn create_job(&self, name: &str, chunk_size: i32, priority: i32) -> ServiceResult<(Job, bool)> {
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (name, chunk_size, priority) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(name)
+        .bind(chunk_size)
+        .bind(priority)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok((self.job(name).await?, inserted.is_some()))
+    }
+
+    pub async fn job(&self, name: &str) -> ServiceResult<Job> {
+        let row = sqlx::query("SELECT id, name, chunk_size, priority, created_at FROM jobs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {name:?}")))?;
+        let created: DateTime<Utc> = row.get(4);
+        Ok(Job {
+            id: row.get(0),
+            name: row.get(1),
+            chunk_size: row.get(2),
+            priority: row.get(3),
+            created_at: Some(prost_types::Timestamp {
+                seconds: created.timestamp(),
+                nanos: created.timestamp_subsec_nanos() as i32,
+            }),
+        })
+    }
+
+    /// Leases the next chunk of this shard that is pending or whose lease expired.
+    pub async fn acquire(&self, owner: &str, max_urls: i64) -> ServiceResult<Option<GrantedLease>> {
+        // A chunk whose URLs all have results is closed here and the next one tried.
+        for _ in 0..16 {
+            let Some(row) = sqlx::query(
+                "UPDATE chunks c SET state = 'leased', lease_owner = $1,
+                     token = nextval('lease_tokens'),
+                     expires_at = now() + make_interval(secs => $2),
+                     attempts = c.attempts + 1,
+                     reissued = c.reissued + CASE WHEN c.state = 'leased' THEN 1 ELSE 0 END,
+                     updated_at = now()
+                 FROM (SELECT c2.job_id, c2.chunk_no FROM chunks c2 JOIN jobs j ON j.id = c2.job_id
+                       WHERE c2.state <> 'done' AND c2.chunk_no % $3 = $4
+                         AND (c2.state = 'pending' OR c2.expires_at < now())
+                       ORDER BY j.priority DESC, c2.job_id, c2.chunk_no
+                       LIMIT 1 FOR UPDATE OF c2 SKIP LOCKED) pick
+                 WHERE c.job_id = pick.job_id AND c.chunk_no = pick.chunk_no
+                 RETURNING c.job_id, c.chunk_no, c.token, c.expires_at,
+                     (SELECT chunk_size FROM jobs WHERE id = c.job_id),
+                     (SELECT name FROM jobs WHERE id = c.job_id)",
+            )
+            .bind(owner)
+            .bind(self.ttl_secs())
+            .bind(self.shard.count as i64)
+            .bind(self.shard.index as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let (job_id, chunk_no, token): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let chunk_size: i32 = row.get(4);
+            let (lo, hi) = chunk_id_range(job_id, chunk_no, chunk_size as i64);
+            let urls: Vec<LeaseUrl> = sqlx::query(
+                "SELECT u.id, u.url FROM urls u WHERE u.id BETWEEN $1 AND $2
+                   AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id)
+                 ORDER BY u.id LIMIT $3",
+            )
+            .bind(lo)
+            .bind(hi)
+            .bind(max_urls)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| LeaseUrl { id: r.get(0), url: r.get(1) })
+            .collect();
+            let lease = LeaseRef { job_id, chunk_no, fencing_token: token };
+            if urls.is_empty() {
+                self.complete(&lease).await?;
+                continue;
+            }
+            return Ok(Some(GrantedLease {
+                job_id,
+                job_name: row.get(5),
+                chunk_no,
+                token,
+                expires_at: row.get(3),
+                urls,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Extends a lease still held under `lease.fencing_token`.
+    pub async fn renew(&self, lease: &LeaseRef) -> ServiceResult<DateTime<Utc>> {
+        sqlx::query_scalar(
+            "UPDATE chunks SET expires_at = now() + make_interval(secs => $4), updated_at = now()
+             WHERE job_id = $1 AND chunk_no = $2 AND token = $3 AND state = 'leased'
+             RETURNING expires_at",
+        )
+        .bind(lease.job_id)
+        .bind(lease.chunk_no)
+        .bind(lease.fencing_token)
+        .bind(self.ttl_secs())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| lost(lease))
+    }
+
+    /// Closes a lease: `done` only if every URL of the chunk has a result, else back to pending.
+    pub async fn complete(&self, lease: &LeaseRef) -> ServiceResult<bool> {
+        let state: String = sqlx::query_scalar(
+            "UPDATE chunks c SET
+                 state = CASE WHEN EXISTS (
+                     SELECT 1 FROM urls u
+                     WHERE u.id BETWEEN ($1 << $4) + c.chunk_no * j.chunk_size
+                                    AND ($1 << $4) + (c.chunk_no + 1) * j.chunk_size - 1
+                       AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id))
+                   THEN 'pending'::chunk_state ELSE 'done'::chunk_state END,
+                 lease_owner = NULL, expires_at = NULL, updated_at = now()
+             FROM jobs j
+             WHERE j.id = c.job_id AND c.job_id = $1 AND c.chunk_no = $2 AND c.token = $3
+               AND c.state = 'leased'
+             RETURNING c.state::text",
+        )
+        .bind(lease.job_id)
+        .bind(lease.chunk_no)
+        .bind(lease.fencing_token)
+        .bind(ORDINAL_BITS as i32)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| lost(lease))?;
+        Ok(state == "done")
+    }
+
+    /// Gives a lease back unfinished; its chunk is immediately leasable again.
+    pub async fn release(&self, lease: &LeaseRef) -> ServiceResult<()> {
+        sqlx::query(
+            "UPDATE chunks SET state = 'pending', lease_owner = NULL, expires_at = NULL,
+                 updated_at = now()
+             WHERE job_id = $1 AND chunk_no = $2 AND token = $3 AND state = 'leased'
+             RETURNING 1",
+        )
+        .bind(lease.job_id)
+        .bind(lease.chunk_no)
+        .bind(lease.fencing_token)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| lost(lease))
+    }
+
+    pub async fn progress(&self, job_id: i64) -> ServiceResult<Progress> {
+        let row = sqlx::query(
+            "SELECT (SELECT total_urls FROM jobs WHERE id = $1),
+                    count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state = 'leased'),
+                    count(*) FILTER (WHERE state = 'done'),
+                    coalesce(sum(reissued), 0)
+             FROM chunks WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let statuses = sqlx::query(
+            "SELECT status, count(*), count(*) FILTER (WHERE created_at > now() - interval '60 s')
+             FROM url_results WHERE job_id = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut p = Progress {
+            total_urls: row.get(0),
+            chunks: [row.get(1), row.get(2), row.get(3)],
+            leases_reissued: row.get(4),
+            ..Default::default()
+        };
+        let mut recent = 0;
+        for s in statuses {
+            let n: i64 = s.get(1);
+            p.done_urls += n;
+            recent += s.get::<i64, _>(2);
+            p.by_status.push(StatusCount { status: s.get(0), count: n });
+        }
+        p.rate_per_second = recent as f64 / 60.0;
+        Ok(p)
+    }
+}
+
+fn lost(lease: &LeaseRef) -> ServiceError {
+    ServiceError::FailedPrecondition(format!(
+        "lease on job {} chunk {} with token {} is no longer held",
+        lease.job_id, lease.chunk_no, lease.fencing_token
+    ))
+}

@@ -1,0 +1,44 @@
+//! Results service: persists one terminal status per URL (first writer wins) and its faces.
+
+mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use facesweep_common::grpc::{self, Running};
+use facesweep_common::Shutdown;
+use facesweep_proto::results_service_server::ResultsServiceServer;
+
+pub use store::Store;
+
+/// Results service configuration (`facesweep-results --help`).
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "facesweep-results", version, about)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "RESULTS_LISTEN", default_value = "0.0.0.0:50053")]
+    pub listen: SocketAddr,
+    /// Postgres URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Maximum Postgres connections in the pool.
+    #[arg(long, env = "RESULTS_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+}
+
+/// Starts serving in the background; returns once the port is bound and Postgres is ready.
+pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let listener = grpc::bind(config.listen).await?;
+    let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
+    let (health, health_svc) = grpc::health();
+    health.set_serving::<ResultsServiceServer<service::ResultsSvc>>().await;
+    let svc = ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool)))
+        .max_decoding_message_size(64 << 20);
+    let router = grpc::with_reflection(grpc::server().add_service(health_svc)).add_service(svc);
+    Ok(grpc::spawn_router(router, listener, shutdown))
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    spawn(config, shutdown).await?.join().await
+}

@@ -1,0 +1,156 @@
+//! gRPC surface of the results service: validation, then the store.
+
+use std::pin::Pin;
+
+use facesweep_common::error::ServiceError;
+use facesweep_common::ORDINAL_BITS;
+use facesweep_proto::results_service_server::ResultsService;
+use facesweep_proto::{
+    ExportResultsRequest, ExportResultsResponse, GetUrlResultRequest, GetUrlResultResponse,
+    RecordRequest, RecordResponse, UrlResult, UrlStatus,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::store::{ExportRow, Store};
+
+/// Largest batch one `Record` call may carry.
+pub const MAX_BATCH: usize = 10_000;
+const EXPORT_PAGE: i64 = 1_000;
+
+pub struct ResultsSvc {
+    store: Store,
+}
+
+impl ResultsSvc {
+    pub fn new(store: Store) -> Self {
+        ResultsSvc { store }
+    }
+}
+
+/// Rejects results that could not be stored faithfully.
+pub fn validate(results: &[UrlResult]) -> Result<(), ServiceError> {
+    if results.len() > MAX_BATCH {
+        return Err(ServiceError::InvalidArgument(format!(
+            "{} results in one batch (max {MAX_BATCH})",
+            results.len()
+        )));
+    }
+    for r in results {
+        let bad = |why: &str| ServiceError::InvalidArgument(format!("url {}: {why}", r.url_id));
+        if r.url_id <= 0 {
+            return Err(bad("url_id must be positive"));
+        }
+        match UrlStatus::try_from(r.status) {
+            Ok(UrlStatus::Unspecified) | Err(_) => return Err(bad("status must be terminal")),
+            Ok(UrlStatus::Ok) => {}
+            Ok(_) if !r.faces.is_empty() => return Err(bad("a failed URL cannot carry faces")),
+            Ok(_) if r.reason.is_empty() => return Err(bad("a failure needs a reason")),
+            Ok(_) => {}
+        }
+        for f in &r.faces {
+            let nums = [f.x1, f.y1, f.x2, f.y2, f.score];
+            if nums.iter().chain(&f.landmarks).any(|v| !v.is_finite()) {
+                return Err(bad("face with a non-finite number"));
+            }
+            if !(f.landmarks.is_empty() || f.landmarks.len() == 10) {
+                return Err(bad("landmarks must be 0 or 10 numbers"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl ResultsService for ResultsSvc {
+    async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
+        let results = req.into_inner().results;
+        validate(&results)?;
+        let out = self.store.record(&results).await?;
+        tracing::debug!(inserted = out.inserted, duplicates = out.duplicates, "recorded");
+        Ok(Response::new(RecordResponse {
+            inserted: out.inserted,
+            duplicates: out.duplicates,
+            unknown: out.unknown,
+        }))
+    }
+
+    async fn get_url_result(
+        &self,
+        req: Request<GetUrlResultRequest>,
+    ) -> Result<Response<GetUrlResultResponse>, Status> {
+        let id = req.into_inner().url_id;
+        if id <= 0 {
+            return Err(ServiceError::InvalidArgument("url_id must be positive".into()).into());
+        }
+        let row = self.store.get(id).await?;
+        Ok(Response::new(GetUrlResultResponse { url: row.url, result: row.result }))
+    }
+
+    type ExportResultsStream =
+        Pin<Box<dyn Stream<Item = Result<ExportResultsResponse, Status>> + Send + 'static>>;
+
+    async fn export_results(
+        &self,
+        req: Request<ExportResultsRequest>,
+    ) -> Result<Response<Self::ExportResultsStream>, Status> {
+        let job = req.into_inner().job;
+        if job.is_empty() {
+            return Err(ServiceError::InvalidArgument("job name is empty".into()).into());
+        }
+        let job_id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE name = $1")
+            .bind(&job)
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {job:?}")))?;
+        let store = self.store.clone();
+        let first = job_id << ORDINAL_BITS;
+        let last = first + (1i64 << ORDINAL_BITS) - 1;
+        // Keyset pagination: memory stays bounded whatever the job size.
+        let stream = futures::stream::try_unfold(Some(first), move |next| {
+            let store = store.clone();
+            async move {
+                let Some(from) = next else { return Ok(None) };
+                let page = store.page(from, last, EXPORT_PAGE).await?;
+                let cont = (page.len() as i64 == EXPORT_PAGE).then(|| page.last().unwrap().url_id + 1);
+                let items: Vec<Result<ExportResultsResponse, Status>> =
+                    page.into_iter().map(|r| Ok(to_export(r))).collect();
+                Ok::<_, Status>(Some((futures::stream::iter(items), cont)))
+            }
+        });
+        use futures::TryStreamExt;
+        Ok(Response::new(Box::pin(stream.try_flatten())))
+    }
+}
+
+fn to_export(row: ExportRow) -> ExportResultsResponse {
+    let pending_url_id = if row.result.is_none() { row.url_id } else { 0 };
+    ExportResultsResponse { url: row.url, result: row.result, pending_url_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facesweep_proto::Face;
+
+    fn ok(id: i64) -> UrlResult {
+        UrlResult { url_id: id, status: UrlStatus::Ok as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn validation_rejects_what_cannot_be_stored() {
+        assert!(validate(&[ok(1)]).is_ok());
+        assert!(validate(&[ok(0)]).is_err());
+        assert!(validate(&[UrlResult { status: 0, ..ok(1) }]).is_err());
+        assert!(validate(&[UrlResult { status: 999, ..ok(1) }]).is_err());
+        let failed = UrlResult { status: UrlStatus::Timeout as i32, ..ok(1) };
+        assert!(validate(&[failed.clone()]).is_err(), "failure without reason");
+        assert!(validate(&[UrlResult { reason: "slow".into(), ..failed }]).is_ok());
+        let nan = Face { x1: f32::NAN, ..Default::default() };
+        assert!(validate(&[UrlResult { faces: vec![nan], ..ok(1) }]).is_err());
+        let lm = Face { landmarks: vec![1.0; 3], ..Default::default() };
+        assert!(validate(&[UrlResult { faces: vec![lm], ..ok(1) }]).is_err());
+        assert!(validate(&vec![ok(1); MAX_BATCH + 1]).is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Postgres access for results. Every write is idempotent: the first terminal result wins.
+
+use std::collections::HashSet;
+
+use facesweep_common::error::{ServiceError, ServiceResult};
+use facesweep_proto::{Face, UrlResult, UrlStatus};
+use sqlx::{PgPool, Row};
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RecordOutcome {
+    pub inserted: u32,
+    pub duplicates: u32,
+    pub unknown: u32,
+}
+
+/// One URL's row for export: the URL and its result, if any.
+pub struct ExportRow {
+    pub url_id: i64,
+    pub url: String,
+    pub result: Option<UrlResult>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores a batch in one transaction; URLs that already have a result are left untouched.
+    pub async fn record(&self, results: &[UrlResult]) -> ServiceResult<RecordOutcome> {
+        let mut seen = HashSet::new();
+        // A URL twice in one batch: keep the first, like a second batch would.
+        let batch: Vec<&UrlResult> = results.iter().filter(|r| seen.insert(r.url_id)).collect();
+        let mut cols = Columns::default();
+        for r in &batch {
+            cols.push(r);
+        }
+        let mut tx = self.pool.begin().await?;
+        let known: i64 = sqlx::query_scalar("SELECT count(*) FROM urls WHERE id = ANY($1)")
+            .bind(&cols.url_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let inserted: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO url_results (url_id, job_id, status, reason, http_status, width, height,
+                 bytes, face_count, model_id, download_ms, decode_ms, detect_ms)
+             SELECT t.url_id, u.job_id, t.status, t.reason, t.http_status, t.width, t.height,
+                 t.bytes, t.face_count, t.model_id, t.download_ms, t.decode_ms, t.detect_ms
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                 $7::bigint[], $8::int[], $9::text[], $10::real[], $11::real[], $12::real[])
+               AS t(url_id, status, reason, http_status, width, height, bytes, face_count,
+                 model_id, download_ms, decode_ms, detect_ms)
+             JOIN urls u ON u.id = t.url_id
+             ORDER BY t.url_id
+             ON CONFLICT (url_id) DO NOTHING
+             RETURNING url_id",
+        )
+        .bind(&cols.url_id)
+        .bind(&cols.status)
+        .bind(&cols.reason)
+        .bind(&cols.http_status)
+        .bind(&cols.width)
+        .bind(&cols.height)
+        .bind(&cols.bytes)
+        .bind(&cols.face_count)
+        .bind(&cols.model_id)
+        .bind(&cols.download_ms)
+        .bind(&cols.decode_ms)
+        .bind(&cols.detect_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let fresh: HashSet<i64> = inserted.iter().copied().collect();
+        let faces = FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id)));
+        if !faces.url_id.is_empty() {
+            sqlx::query(
+                "INSERT INTO faces (url_id, idx, x1, y1, x2, y2, score, landmarks)
+                 SELECT u, i, x1, y1, x2, y2, s, ($8::real[])[(n - 1) * 10 + 1 : n * 10]
+                 FROM UNNEST($1::bigint[], $2::int[], $3::real[], $4::real[], $5::real[],
+                     $6::real[], $7::real[]) WITH ORDINALITY AS t(u, i, x1, y1, x2, y2, s, n)",
+            )
+            .bind(&faces.url_id)
+            .bind(&faces.idx)
+            .bind(&faces.x1)
+            .bind(&faces.y1)
+            .bind(&faces.x2)
+            .bind(&faces.y2)
+            .bind(&faces.score)
+            .bind(&faces.landmarks)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let inserted = fresh.len() as u32;
+        let known = known as u32;
+        Ok(RecordOutcome {
+            inserted,
+            duplicates: known - inserted + (results.len() - batch.len()) as u32,
+            unknown: batch.len() as u32 - known,
+        })
+    }
+
+    /// The URL and its result; NotFound when the URL id does not exist.
+    pub async fn get(&self, url_id: i64) -> ServiceResult<ExportRow> {
+        let rows = self.page(url_id, url_id, 1).await?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| ServiceError::NotFound(format!("url {url_id}")))
+    }
+
+    /// Up to `limit` URLs with ids in `from..=to`, in id order, with results and faces.
+    pub async fn page(&self, from: i64, to: i64, limit: i64) -> ServiceResult<Vec<ExportRow>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.url, u.job_id, r.status, r.reason, r.http_status, r.width, r.height,
+                    r.bytes, r.model_id, r.download_ms, r.decode_ms, r.detect_ms
+             FROM urls u LEFT JOIN url_results r ON r.url_id = u.id
+             WHERE u.id BETWEEN $1 AND $2 ORDER BY u.id LIMIT $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
+        let face_rows = sqlx::query(
+            "SELECT url_id, x1, y1, x2, y2, score, landmarks FROM faces
+             WHERE url_id = ANY($1) ORDER BY url_id, idx",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut faces = face_rows.into_iter().peekable();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let url_id: i64 = row.get(0);
+            let mut mine = Vec::new();
+            while faces.peek().is_some_and(|f| f.get::<i64, _>(0) == url_id) {
+                let f = faces.next().expect("peeked");
+                mine.push(Face {
+                    x1: f.get(1),
+                    y1: f.get(2),
+                    x2: f.get(3),
+                    y2: f.get(4),
+                    score: f.get(5),
+                    landmarks: f.get(6),
+                });
+            }
+            let status: Option<String> = row.get(3);
+            let result = status.map(|s| UrlResult {
+                url_id,
+                job_id: row.get(2),
+                status: UrlStatus::from_short_name(&s).unwrap_or(UrlStatus::Unspecified) as i32,
+                reason: row.get(4),
+                http_status: row.get::<i32, _>(5) as u32,
+                width: row.get::<i32, _>(6) as u32,
+                height: row.get::<i32, _>(7) as u32,
+                bytes: row.get::<i64, _>(8) as u64,
+                faces: std::mem::take(&mut mine),
+                model_id: row.get(9),
+                download_ms: row.get(10),
+                decode_ms: row.get(11),
+                detect_ms: row.get(12),
+            });
+            out.push(ExportRow { url_id, url: row.get(1), result });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Default)]
+struct Columns {
+    url_id: Vec<i64>,
+    status: Vec<String>,
+    reason: Vec<String>,
+    http_status: Vec<i32>,
+    width: Vec<i32>,
+    height: Vec<i32>,
+    bytes: Vec<i64>,
+    face_count: Vec<i32>,
+    model_id: Vec<String>,
+    download_ms: Vec<f32>,
+    decode_ms: Vec<f32>,
+    detect_ms: Vec<f32>,
+}
+
+impl Columns {
+    fn push(&mut self, r: &UrlResult) {
+        self.url_id.push(r.url_id);
+        self.status.push(r.status().short_name().to_string());
+        self.reason.push(r.reason.clone());
+        self.http_status.push(r.http_status as i32);
+        self.width.push(r.width as i32);
+        self.height.push(r.height as i32);
+        self.bytes.push(r.bytes as i64);
+        self.face_count.push(r.faces.len() as i32);
+        self.model_id.push(r.model_id.clone());
+        self.download_ms.push(r.download_ms);
+        self.decode_ms.push(r.decode_ms);
+        self.detect_ms.push(r.detect_ms);
+    }
+}
+
+#[derive(Default)]
+struct FaceColumns {
+    url_id: Vec<i64>,
+    idx: Vec<i32>,
+    x1: Vec<f32>,
+    y1: Vec<f32>,
+    x2: Vec<f32>,
+    y2: Vec<f32>,
+    score: Vec<f32>,
+    landmarks: Vec<f32>,
+}
+
+impl FaceColumns {
+    fn from_results<'a>(results: impl Iterator<Item = &'a &'a UrlResult>) -> Self {
+        let mut c = FaceColumns::default();
+        for r in results {
+            for (i, f) in r.faces.iter().enumerate() {
+                c.url_id.push(r.url_id);
+                c.idx.push(i as i32);
+                c.x1.push(f.x1);
+                c.y1.push(f.y1);
+                c.x2.push(f.x2);
+                c.y2.push(f.y2);
+                c.score.push(f.score);
+                let mut lm = [0f32; 10];
+                for (d, s) in lm.iter_mut().zip(&f.landmarks) {
+                    *d = *s;
+                }
+                c.landmarks.extend_from_slice(&lm);
+            }
+        }
+        c
+    }
+}
