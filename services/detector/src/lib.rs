@@ -1,0 +1,133 @@
+//! Detector: a TorchScript face detector behind a dynamic batcher on its own OS thread.
+
+mod batcher;
+pub mod model;
+pub mod nms;
+mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use facesweep_common::grpc::{self, Running};
+use facesweep_common::Shutdown;
+use facesweep_proto::detector_service_server::DetectorServiceServer;
+use facesweep_proto::ModelInfoResponse;
+
+pub use batcher::{Batcher, Detection};
+pub use model::{ImageInput, Model, ModelConfig};
+pub use service::validate;
+
+/// Detector configuration (`facesweep-detector --help`).
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "facesweep-detector", version, about)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "DETECTOR_LISTEN", default_value = "0.0.0.0:50052")]
+    pub listen: SocketAddr,
+    /// TorchScript model; its contract is read from the `.json` beside it.
+    #[arg(long, env = "DETECTOR_MODEL", default_value = "models/retinaface_mnet025.pt")]
+    pub model: PathBuf,
+    /// `auto` (CUDA when present), `cpu`, or `cuda:N`.
+    #[arg(long, env = "DETECTOR_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Run fp32 on CUDA instead of the default fp16.
+    #[arg(long, env = "DETECTOR_FP32")]
+    pub fp32: bool,
+    /// Largest batch handed to the model.
+    #[arg(long, env = "DETECTOR_MAX_BATCH", default_value_t = 32)]
+    pub max_batch: usize,
+    /// Longest the first image of a batch waits for company, in microseconds.
+    #[arg(long, env = "DETECTOR_MAX_DELAY_US", default_value_t = 2000)]
+    pub max_delay_us: u64,
+    /// Images queued across all streams before new work waits (streams) or is refused (unary).
+    #[arg(long, env = "DETECTOR_QUEUE", default_value_t = 1024)]
+    pub queue: usize,
+    /// CPU threads for LibTorch; 0 = number of cores.
+    #[arg(long, env = "DETECTOR_THREADS", default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=1024).contains(&self.max_batch), "--max-batch must be in 1..=1024");
+        anyhow::ensure!(self.queue >= self.max_batch, "--queue must be at least --max-batch");
+        anyhow::ensure!(self.model.exists(), "model {} not found (run scripts/setup.sh)", self.model.display());
+        Ok(())
+    }
+
+    pub fn torch_device(&self) -> anyhow::Result<tch::Device> {
+        Ok(match self.device.as_str() {
+            "auto" => tch::Device::cuda_if_available(),
+            "cpu" => tch::Device::Cpu,
+            "cuda" => tch::Device::Cuda(0),
+            d => match d.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => tch::Device::Cuda(n),
+                None => anyhow::bail!("--device must be auto, cpu, cuda or cuda:N, got {d:?}"),
+            },
+        })
+    }
+}
+
+/// Loads and warms the model, then serves in the background.
+pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    config.validate()?;
+    let listener = grpc::bind(config.listen).await?;
+    let (health, health_svc) = grpc::health();
+    health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
+    let cfg = config.clone();
+    // Loading and warm-up block for seconds: keep them off the async workers.
+    let (batcher, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
+    let svc = service::DetectorSvc { batcher, info: Arc::new(info) };
+    health.set_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
+    let router = grpc::with_reflection(grpc::server().add_service(health_svc)).add_service(
+        DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20),
+    );
+    Ok(grpc::spawn_router(router, listener, shutdown))
+}
+
+fn load(config: &Config) -> anyhow::Result<(Batcher, ModelInfoResponse)> {
+    let cuda = model::preload_cuda();
+    let device = config.torch_device()?;
+    if config.threads > 0 {
+        tch::set_num_threads(config.threads as i32);
+    }
+    let model = Model::load(&config.model, device, !config.fp32)?;
+    let c = &model.config;
+    let info = ModelInfoResponse {
+        model_id: c.model_id.clone(),
+        input_height: c.input_height,
+        input_width: c.input_width,
+        channel_order: c.channel_order.clone(),
+        mean: c.mean.to_vec(),
+        std: c.std.to_vec(),
+        score_threshold: c.score_threshold,
+        nms_iou: c.nms_iou,
+        device: format!("{device:?}"),
+        dtype: format!("{:?}", model.kind),
+        max_batch: config.max_batch as u32,
+    };
+    // Warm-up: the first forward pass compiles kernels and is many times slower.
+    let warm = ImageInput {
+        data: vec![0u8; (c.input_height * c.input_width * 3) as usize].into(),
+        height: c.input_height,
+        width: c.input_width,
+        scale: 1.0,
+        offset_x: 0.0,
+        offset_y: 0.0,
+        original_width: c.input_width,
+        original_height: c.input_height,
+    };
+    for _ in 0..2 {
+        model.detect(&[&warm])?;
+    }
+    tracing::info!(model = %c.model_id, ?device, libtorch_cuda = cuda, "detector model ready");
+    let batcher = Batcher::start(model, config.max_batch, Duration::from_micros(config.max_delay_us), config.queue);
+    Ok((batcher, info))
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    spawn(config, shutdown).await?.join().await
+}

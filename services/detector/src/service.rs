@@ -1,0 +1,175 @@
+//! gRPC surface of the detector: validation, back-pressure, and streaming replies.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use facesweep_proto::detector_service_server::DetectorService;
+use facesweep_proto::{DetectRequest, DetectResponse, ModelInfoRequest, ModelInfoResponse};
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::batcher::{Batcher, Detection, SubmitError};
+use crate::model::ImageInput;
+
+/// Images one stream may have queued or running at once.
+const MAX_IN_FLIGHT_PER_STREAM: usize = 512;
+/// Largest side accepted; beyond it an image is certainly not letterboxed.
+pub const MAX_SIDE: u32 = 4096;
+
+pub struct DetectorSvc {
+    pub batcher: Batcher,
+    pub info: Arc<ModelInfoResponse>,
+}
+
+/// Checks a request describes a real u8 HWC RGB image; the message is the client's fix.
+pub fn validate(r: &DetectRequest) -> Result<ImageInput, String> {
+    if r.channels != 3 {
+        return Err(format!("channels must be 3 (RGB), got {}", r.channels));
+    }
+    if r.height == 0 || r.width == 0 || r.height > MAX_SIDE || r.width > MAX_SIDE {
+        return Err(format!("height and width must be in 1..={MAX_SIDE}, got {}x{}", r.width, r.height));
+    }
+    let expected = r.height as usize * r.width as usize * 3;
+    if r.data.len() != expected {
+        return Err(format!("data has {} bytes, height*width*channels is {expected}", r.data.len()));
+    }
+    if !(r.scale.is_finite() && r.scale > 0.0 && r.offset_x.is_finite() && r.offset_y.is_finite()) {
+        return Err("scale must be a positive number and offsets finite".into());
+    }
+    let (ow, oh) = if r.original_width == 0 || r.original_height == 0 {
+        (r.width, r.height)
+    } else {
+        (r.original_width, r.original_height)
+    };
+    Ok(ImageInput {
+        data: r.data.clone(),
+        height: r.height,
+        width: r.width,
+        scale: r.scale,
+        offset_x: r.offset_x,
+        offset_y: r.offset_y,
+        original_width: ow,
+        original_height: oh,
+    })
+}
+
+fn error_response(id: u64, code: Code, msg: String) -> DetectResponse {
+    DetectResponse { id, error: msg, error_code: code as i32, ..Default::default() }
+}
+
+fn to_response(id: u64, model_id: &str, res: Result<Result<Detection, String>, tokio::sync::oneshot::error::RecvError>) -> DetectResponse {
+    match res {
+        Ok(Ok(d)) => DetectResponse {
+            id,
+            faces: d.faces,
+            model_id: model_id.to_string(),
+            batch_size: d.batch_size,
+            queue_ms: d.queue.as_secs_f32() * 1e3,
+            inference_ms: d.inference.as_secs_f32() * 1e3,
+            ..Default::default()
+        },
+        Ok(Err(e)) => error_response(id, Code::Internal, e),
+        Err(_) => error_response(id, Code::Unavailable, "detector shutting down".into()),
+    }
+}
+
+type DetectStream = Pin<Box<dyn Stream<Item = Result<DetectResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl DetectorService for DetectorSvc {
+    type DetectStream = DetectStream;
+
+    async fn detect(&self, req: Request<Streaming<DetectRequest>>) -> Result<Response<DetectStream>, Status> {
+        let mut incoming = req.into_inner();
+        let batcher = self.batcher.clone();
+        let model_id = self.info.model_id.clone();
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
+        tokio::spawn(async move {
+            let mut inflight = FuturesUnordered::new();
+            let mut input_open = true;
+            loop {
+                tokio::select! {
+                    msg = incoming.next(), if input_open && inflight.len() < MAX_IN_FLIGHT_PER_STREAM => {
+                        let req = match msg {
+                            Some(Ok(r)) => r,
+                            _ => { input_open = false; continue; }
+                        };
+                        let id = req.id;
+                        let img = match validate(&req) {
+                            Ok(img) => img,
+                            Err(e) => {
+                                if tx.send(Ok(error_response(id, Code::InvalidArgument, e))).await.is_err() { return; }
+                                continue;
+                            }
+                        };
+                        match batcher.submit(img).await {
+                            Ok(rx) => inflight.push(async move { (id, rx.await) }),
+                            Err(SubmitError::Closed | SubmitError::QueueFull) => {
+                                let _ = tx.send(Err(Status::unavailable("detector shutting down"))).await;
+                                return;
+                            }
+                        }
+                    }
+                    Some((id, res)) = inflight.next(), if !inflight.is_empty() => {
+                        if tx.send(Ok(to_response(id, &model_id, res))).await.is_err() { return; }
+                    }
+                    else => break,
+                }
+                if !input_open && inflight.is_empty() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn detect_one(&self, req: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
+        let req = req.into_inner();
+        let img = validate(&req).map_err(Status::invalid_argument)?;
+        let rx = self.batcher.try_submit(img).map_err(|e| match e {
+            SubmitError::QueueFull => Status::resource_exhausted(e.to_string()),
+            SubmitError::Closed => Status::unavailable(e.to_string()),
+        })?;
+        let resp = to_response(req.id, &self.info.model_id, rx.await);
+        if resp.error_code != 0 {
+            return Err(Status::new(Code::from(resp.error_code), resp.error));
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn model_info(&self, _: Request<ModelInfoRequest>) -> Result<Response<ModelInfoResponse>, Status> {
+        Ok(Response::new((*self.info).clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(w: u32, h: u32, c: u32, len: usize) -> DetectRequest {
+        DetectRequest { id: 1, data: vec![0u8; len].into(), width: w, height: h, channels: c, scale: 1.0, ..Default::default() }
+    }
+
+    #[test]
+    fn malformed_images_are_rejected_with_a_reason() {
+        assert!(validate(&req(4, 2, 3, 24)).is_ok());
+        assert!(validate(&req(4, 2, 3, 23)).unwrap_err().contains("24"));
+        assert!(validate(&req(4, 2, 1, 8)).unwrap_err().contains("channels"));
+        assert!(validate(&req(0, 2, 3, 0)).is_err());
+        assert!(validate(&req(MAX_SIDE + 1, 1, 3, (MAX_SIDE as usize + 1) * 3)).is_err());
+        let mut r = req(4, 2, 3, 24);
+        r.scale = f32::NAN;
+        assert!(validate(&r).is_err());
+        r.scale = 0.0;
+        assert!(validate(&r).is_err());
+    }
+
+    #[test]
+    fn original_size_defaults_to_the_tensor_size() {
+        let img = validate(&req(4, 2, 3, 24)).unwrap();
+        assert_eq!((img.original_width, img.original_height), (4, 2));
+    }
+}
