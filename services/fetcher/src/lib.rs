@@ -1,0 +1,152 @@
+//! Fetcher: leases URLs, downloads, decodes, letterboxes, detects, records.
+
+pub mod decode;
+mod detect_client;
+pub mod download;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use facesweep_common::grpc::{self, Running};
+use facesweep_common::Shutdown;
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::detector_service_client::DetectorServiceClient;
+use facesweep_proto::results_service_client::ResultsServiceClient;
+use facesweep_proto::ModelInfoRequest;
+use tokio::sync::Semaphore;
+
+use download::DownloadConfig;
+
+/// Fetcher configuration (`facesweep-fetcher --help`).
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "facesweep-fetcher", version, about)]
+pub struct Config {
+    /// Address to serve gRPC health and reflection on.
+    #[arg(long, env = "FETCHER_LISTEN", default_value = "0.0.0.0:50054")]
+    pub listen: SocketAddr,
+    /// Delegator address (host:port).
+    #[arg(long, env = "FETCHER_DELEGATOR", default_value = "127.0.0.1:50051")]
+    pub delegator: String,
+    /// Detector address (host:port).
+    #[arg(long, env = "FETCHER_DETECTOR", default_value = "127.0.0.1:50052")]
+    pub detector: String,
+    /// Results address (host:port).
+    #[arg(long, env = "FETCHER_RESULTS", default_value = "127.0.0.1:50053")]
+    pub results: String,
+    /// Name this fetcher gives the delegator as lease owner (default: hostname-pid).
+    #[arg(long, env = "FETCHER_ID")]
+    pub id: Option<String>,
+    /// Leases worked on at once.
+    #[arg(long, env = "FETCHER_LEASES", default_value_t = 2)]
+    pub leases: usize,
+    /// Downloads in flight per lease.
+    #[arg(long, env = "FETCHER_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Decodes at once (0 = number of cores).
+    #[arg(long, env = "FETCHER_DECODE_THREADS", default_value_t = 0)]
+    pub decode_threads: usize,
+    /// Most URLs asked for per lease (0 = the whole chunk).
+    #[arg(long, env = "FETCHER_LEASE_MAX_URLS", default_value_t = 0)]
+    pub lease_max_urls: i32,
+    /// TCP connect timeout, milliseconds.
+    #[arg(long, env = "FETCHER_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub connect_timeout_ms: u64,
+    /// Whole-download timeout, milliseconds.
+    #[arg(long, env = "FETCHER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+    /// Largest body accepted, bytes.
+    #[arg(long, env = "FETCHER_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub max_body_bytes: u64,
+    /// Largest decoded image accepted, pixels (decompression-bomb guard).
+    #[arg(long, env = "FETCHER_MAX_PIXELS", default_value_t = 100_000_000)]
+    pub max_pixels: u64,
+    /// Redirects followed before giving up.
+    #[arg(long, env = "FETCHER_MAX_REDIRECTS", default_value_t = 5)]
+    pub max_redirects: usize,
+    /// User-Agent header sent with every download.
+    #[arg(long, env = "FETCHER_USER_AGENT", default_value = concat!("facesweep/", env!("CARGO_PKG_VERSION")))]
+    pub user_agent: String,
+    /// Pause between polls when there is no work, milliseconds.
+    #[arg(long, env = "FETCHER_IDLE_POLL_MS", default_value_t = 500)]
+    pub idle_poll_ms: u64,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.leases >= 1, "--leases must be at least 1");
+        anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
+        Ok(())
+    }
+
+    fn download(&self) -> DownloadConfig {
+        DownloadConfig {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            total_timeout: Duration::from_millis(self.timeout_ms),
+            max_body_bytes: self.max_body_bytes,
+            max_redirects: self.max_redirects,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// Starts the lease workers and the health server in the background.
+pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    config.validate()?;
+    let listener = grpc::bind(config.listen).await?;
+    let (health, health_svc) = grpc::health();
+    let router = grpc::with_reflection(grpc::server().add_service(health_svc));
+    let server = grpc::spawn_router(router, listener, shutdown.clone());
+    let mut detector = DetectorServiceClient::new(grpc::channel(&config.detector)?)
+        .max_decoding_message_size(64 << 20);
+    // The letterbox size comes from the model: wait until a detector answers.
+    let info = loop {
+        match detector.model_info(ModelInfoRequest {}).await {
+            Ok(i) => break i.into_inner(),
+            Err(e) if shutdown.is_cancelled() => anyhow::bail!("shut down before a detector answered: {e}"),
+            Err(e) => {
+                tracing::info!(error = %e, detector = %config.detector, "waiting for a detector");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let dl = config.download();
+    let worker = Arc::new(worker::Worker {
+        id: config.id.clone().unwrap_or_else(default_id),
+        delegator: DelegatorServiceClient::new(grpc::channel(&config.delegator)?),
+        detector,
+        results: ResultsServiceClient::new(grpc::channel(&config.results)?),
+        http: download::client(&dl),
+        download: dl,
+        decode_slots: Arc::new(Semaphore::new(if config.decode_threads == 0 { cores } else { config.decode_threads })),
+        input: (info.input_width, info.input_height),
+        concurrency: config.concurrency,
+        max_pixels: config.max_pixels,
+        lease_max_urls: config.lease_max_urls,
+        idle_poll: Duration::from_millis(config.idle_poll_ms),
+    });
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let addr = server.addr;
+    let task = tokio::spawn(async move {
+        let loops: Vec<_> =
+            (0..config.leases).map(|_| tokio::spawn(worker.clone().lease_loop(shutdown.clone()))).collect();
+        for l in loops {
+            let _ = l.await;
+        }
+        server.join().await
+    });
+    Ok(Running { addr, task })
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// Works until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    spawn(config, shutdown).await?.join().await
+}
