@@ -1,1 +1,174 @@
-fn main() {}
+//! `facesweep`: run the whole face-detection pipeline from one command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use facesweep_cli::{client, httpserve, job_name_for, run_job, Mesh, MeshOptions};
+
+#[derive(Parser)]
+#[command(name = "facesweep", version, about = "Image URLs in, face coordinates out.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct MeshArgs {
+    /// Where the embedded PostgreSQL cluster lives (kept between runs).
+    #[arg(long, env = "FACESWEEP_DATA_DIR", default_value = ".facesweep")]
+    data_dir: PathBuf,
+    /// Use this Postgres instead of the embedded one.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// TorchScript detector (its .json contract sits beside it).
+    #[arg(long, env = "FACESWEEP_MODEL", default_value = "models/retinaface_mnet025.pt")]
+    model: PathBuf,
+}
+
+impl MeshArgs {
+    fn options(&self) -> MeshOptions {
+        let mut o = MeshOptions::new(&self.data_dir, &self.model);
+        o.database_url = self.database_url.clone();
+        o
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run all four services on loopback (delegator :PORT, detector +1, results +2, fetcher +3).
+    Up {
+        #[command(flatten)]
+        mesh: MeshArgs,
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+    },
+    /// Import URLs (one per line, or CSV with a `url` column) into a job.
+    Import {
+        #[arg(long)]
+        job: String,
+        file: PathBuf,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+    /// Show a job's progress: counts by state and status, rate, ETA.
+    Progress {
+        #[arg(long)]
+        job: String,
+        /// Wait with a progress bar until every URL has a result.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+    /// Export a job as JSON Lines, one line per URL.
+    Export {
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "FACESWEEP_RESULTS", default_value = "127.0.0.1:50053")]
+        results: String,
+    },
+    /// The main job: start the mesh, import FILE, wait, export to --out. Re-running resumes.
+    Run {
+        file: PathBuf,
+        #[arg(long, default_value = "results.jsonl")]
+        out: PathBuf,
+        /// Job name (default: the file's name without extension).
+        #[arg(long)]
+        job: Option<String>,
+        #[command(flatten)]
+        mesh: MeshArgs,
+    },
+    /// Detect faces in bundled sample photos served from a loopback HTTP server.
+    Demo {
+        #[command(flatten)]
+        mesh: MeshArgs,
+        /// Folder of sample photos (fetched by scripts/setup.sh).
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        #[arg(long, default_value = ".facesweep/demo.jsonl")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Progress bars, not logs, for interactive commands.
+        std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { "warn" });
+    }
+    let _telemetry = facesweep_common::telemetry::init("facesweep");
+    match cli.cmd {
+        Cmd::Up { mesh, port } => {
+            let mut o = mesh.options();
+            o.base_port = port;
+            let m = Mesh::start(o).await?;
+            println!("facesweep up: delegator {} detector {} results {} fetcher {}", m.delegator, m.detector, m.results, m.fetcher);
+            println!("database: {}", m.database_url);
+            facesweep_common::shutdown::signal().await;
+            m.stop().await?;
+        }
+        Cmd::Import { job, file, delegator } => {
+            let urls = client::read_urls(&file)?;
+            let r = client::import(&delegator, &job, urls, false).await?;
+            println!("job {job}: received {} URLs, {} new", r.received, r.inserted);
+        }
+        Cmd::Progress { job, wait, delegator } => {
+            let p = if wait { client::wait(&delegator, &job, false).await? } else { client::progress(&delegator, &job).await? };
+            println!("{}", client::describe(&p));
+        }
+        Cmd::Export { job, out, results } => {
+            let lines = client::export(&results, &job, &out).await?;
+            println!("wrote {} lines to {}", lines.len(), out.display());
+        }
+        Cmd::Run { file, out, job, mesh } => {
+            let urls = client::read_urls(&file)?;
+            let job = job.unwrap_or_else(|| job_name_for(&file));
+            let m = Mesh::start(mesh.options()).await?;
+            let s = run_job(&m, &job, urls, &out, false).await;
+            m.stop().await?;
+            let s = s?;
+            print_summary(&s, &out);
+        }
+        Cmd::Demo { mesh, samples, out } => {
+            let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);
+            let mut routes = httpserve::Routes::default();
+            let names = routes.add_dir(&dir)?;
+            anyhow::ensure!(!names.is_empty(), "no sample photos in {} (run scripts/setup.sh)", dir.display());
+            let (addr, _server) = httpserve::serve(routes).await?;
+            let urls: Vec<String> = names.iter().map(|n| format!("http://{addr}/{n}")).collect();
+            let m = Mesh::start(mesh.options()).await?;
+            // A fresh job per demo: the loopback port changes every run.
+            let job = format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+            let s = run_job(&m, &job, urls, &out, false).await;
+            m.stop().await?;
+            let s = s?;
+            for l in &s.lines {
+                let name = l["url"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("");
+                let faces = l["faces"].as_array().map(Vec::len).unwrap_or(0);
+                println!("{name:<40} {:>4}x{:<4} {faces} face(s)", l["width"], l["height"]);
+                for f in l["faces"].as_array().into_iter().flatten() {
+                    let b: Vec<String> = f["box"].as_array().into_iter().flatten().map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0))).collect();
+                    println!("    box [{}] score {:.3}", b.join(", "), f["score"].as_f64().unwrap_or(0.0));
+                }
+            }
+            print_summary(&s, &out);
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(s: &facesweep_cli::RunSummary, out: &std::path::Path) {
+    let faces: usize = s.lines.iter().map(|l| l["faces"].as_array().map(Vec::len).unwrap_or(0)).sum();
+    println!(
+        "job {}: {} URLs, {} faces in {:.1} s -> {}",
+        s.job,
+        s.lines.len(),
+        faces,
+        s.seconds,
+        out.display()
+    );
+    println!("{}", client::describe(&s.progress));
+}

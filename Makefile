@@ -1,0 +1,19 @@
+# The two commands of the README: `make demo` and `make test`.
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+
+.PHONY: setup build demo test lint
+setup:
+	scripts/setup.sh
+
+build: setup
+	$(ENV) cargo build --workspace
+
+demo: build
+	$(ENV) cargo run -q -p facesweep -- demo
+
+test: setup
+	$(ENV) cargo test --workspace -- --test-threads=2
+
+lint: setup
+	$(ENV) cargo clippy --workspace --all-targets -- -D warnings

