@@ -28,19 +28,28 @@ pub fn health() -> (
 }
 
 /// Adds both reflection versions: grpcurl 1.8 only speaks v1alpha, newer clients v1.
-pub fn with_reflection<L>(router: Router<L>) -> Router<L> {
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(facesweep_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("valid descriptor set");
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(facesweep_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .expect("valid descriptor set");
+/// `services` are the fully qualified names this server serves (health is always added).
+pub fn with_reflection<L>(router: Router<L>, services: &[&str]) -> Router<L> {
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(facesweep_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        // Listing exactly what is served: the descriptor set holds every facesweep service.
+        for name in services.iter().copied().chain(SERVED_BY_ALL) {
+            b = b.with_service_name(name);
+        }
+        b
+    };
+    let v1 = builder().build_v1().expect("valid descriptor set");
+    let v1alpha = builder().build_v1alpha().expect("valid descriptor set");
     router.add_service(v1).add_service(v1alpha)
 }
+
+const SERVED_BY_ALL: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /// A server running in the background: its bound address and its task.
 pub struct Running {

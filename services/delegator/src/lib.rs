@@ -72,7 +72,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
     let (health, health_svc) = grpc::health();
     health.set_serving::<DelegatorServiceServer<service::DelegatorSvc>>().await;
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc))
+    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DelegatorService"])
         .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     Ok(grpc::spawn_router(router, listener, shutdown))

@@ -81,7 +81,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let (batcher, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
     let svc = service::DetectorSvc { batcher, info: Arc::new(info) };
     health.set_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc)).add_service(
+    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"]).add_service(
         DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20),
     );
     Ok(grpc::spawn_router(router, listener, shutdown))

@@ -97,7 +97,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     config.validate()?;
     let listener = grpc::bind(config.listen).await?;
     let (health, health_svc) = grpc::health();
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc));
+    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &[]);
     let server = grpc::spawn_router(router, listener, shutdown.clone());
     let mut detector = DetectorServiceClient::new(grpc::channel(&config.detector)?)
         .max_decoding_message_size(64 << 20);

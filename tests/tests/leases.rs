@@ -1,0 +1,143 @@
+//! Lease semantics against a real Postgres and real delegator instances over gRPC.
+
+use std::time::Duration;
+
+use facesweep_common::grpc::channel;
+use facesweep_common::Shutdown;
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::results_service_client::ResultsServiceClient;
+use facesweep_proto::*;
+use facesweep_tests::TestDb;
+use tonic::transport::Channel;
+use tonic::Code;
+
+async fn delegator(db: &TestDb, index: u32, count: u32, ttl: u64, stop: &Shutdown) -> DelegatorServiceClient<Channel> {
+    let cfg = facesweep_delegator::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.pg.url(),
+        shard_index: index,
+        shard_count: count,
+        lease_ttl_secs: ttl,
+        default_chunk_size: 10,
+        db_connections: 4,
+    };
+    let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
+    DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
+}
+
+async fn import(d: &mut DelegatorServiceClient<Channel>, job: &str, n: usize, chunk: i32) -> AppendUrlsResponse {
+    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0 }).await.unwrap();
+    let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
+    let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
+    d.append_urls(futures::stream::iter(vec![msg])).await.unwrap().into_inner()
+}
+
+fn lref(l: &Lease) -> Option<LeaseRef> {
+    Some(LeaseRef { job_id: l.job_id, chunk_no: l.chunk_no, fencing_token: l.fencing_token })
+}
+
+async fn acquire(d: &mut DelegatorServiceClient<Channel>, who: &str) -> Option<Lease> {
+    d.acquire_lease(AcquireLeaseRequest { fetcher_id: who.into(), max_urls: 0 }).await.unwrap().into_inner().lease
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_split_chunks_and_never_lease_one_twice() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d0 = delegator(&db, 0, 2, 60, &stop).await;
+    let mut d1 = delegator(&db, 1, 2, 60, &stop).await;
+    let r = import(&mut d0, "sharded", 95, 10).await;
+    assert_eq!((r.received, r.inserted), (95, 95));
+    // Re-importing the same ordinals is a no-op.
+    assert_eq!(import(&mut d1, "sharded", 95, 10).await.inserted, 0);
+
+    let mut seen = std::collections::HashSet::new();
+    let mut url_total = 0;
+    for (d, shard) in [(&mut d0, 0), (&mut d1, 1)] {
+        while let Some(l) = acquire(d, "f").await {
+            assert_eq!(l.chunk_no % 2, shard, "shard {shard} leased chunk {}", l.chunk_no);
+            assert!(seen.insert(l.chunk_no), "chunk {} leased twice", l.chunk_no);
+            url_total += l.urls.len();
+        }
+    }
+    assert_eq!(seen.len(), 10);
+    assert_eq!(url_total, 95);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_leases_are_reissued_and_fencing_rejects_the_old_holder() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 1, &stop).await;
+    import(&mut d, "expiry", 5, 10).await;
+    let first = acquire(&mut d, "a").await.expect("a lease");
+    assert_eq!(first.urls.len(), 5);
+    assert!(acquire(&mut d, "b").await.is_none(), "a live lease must not be handed out again");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = acquire(&mut d, "b").await.expect("the expired lease is re-issued");
+    assert_eq!(second.chunk_no, first.chunk_no);
+    assert!(second.fencing_token > first.fencing_token);
+    // The old holder's token no longer works, for any operation.
+    let e = d.renew_lease(RenewLeaseRequest { lease: lref(&first) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = d.complete_lease(CompleteLeaseRequest { lease: lref(&first) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // The new holder renews, releases, and the chunk comes back.
+    d.renew_lease(RenewLeaseRequest { lease: lref(&second) }).await.unwrap();
+    d.release_lease(ReleaseLeaseRequest { lease: lref(&second) }).await.unwrap();
+    let third = acquire(&mut d, "c").await.expect("released chunk is leasable");
+    let p = d.get_progress(GetProgressRequest { job: "expiry".into() }).await.unwrap().into_inner();
+    assert_eq!(p.leases_reissued, 1);
+    assert_eq!((p.chunks_leased, p.total_urls, p.done_urls), (1, 5, 0));
+    // Completing without results sends the chunk back to pending, never to done.
+    let c = d.complete_lease(CompleteLeaseRequest { lease: lref(&third) }).await.unwrap().into_inner();
+    assert!(!c.done);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let results = facesweep_results::spawn(
+        facesweep_results::Config { listen: "127.0.0.1:0".parse().unwrap(), database_url: db.pg.url(), db_connections: 4 },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
+    import(&mut d, "idem", 4, 10).await;
+    let lease = acquire(&mut d, "a").await.unwrap();
+    let ids: Vec<i64> = lease.urls.iter().map(|u| u.id).collect();
+    let face = |x: f32| Face { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0, score: 0.9, landmarks: vec![1.0; 10] };
+    let ok = |id: i64, faces: Vec<Face>| UrlResult { url_id: id, status: UrlStatus::Ok as i32, faces, ..Default::default() };
+    let first = vec![ok(ids[0], vec![face(1.0), face(50.0)]), ok(ids[1], vec![])];
+    let out = r.record(RecordRequest { results: first.clone() }).await.unwrap().into_inner();
+    assert_eq!((out.inserted, out.duplicates, out.unknown), (2, 0, 0));
+    // A second writer (stale lease, retry) with different faces changes nothing.
+    let again = vec![ok(ids[0], vec![face(99.0)]), ok(ids[0], vec![]), ok(999_999, vec![])];
+    let out = r.record(RecordRequest { results: again }).await.unwrap().into_inner();
+    assert_eq!((out.inserted, out.duplicates, out.unknown), (0, 2, 1));
+    let got = r.get_url_result(GetUrlResultRequest { url_id: ids[0] }).await.unwrap().into_inner();
+    let faces = got.result.unwrap().faces;
+    assert_eq!(faces.len(), 2);
+    assert_eq!((faces[0].x1, faces[1].x1), (1.0, 50.0));
+    // Completing now leaves two URLs open: the chunk goes back and the next lease holds only them.
+    let c = d.complete_lease(CompleteLeaseRequest { lease: lref(&lease) }).await.unwrap().into_inner();
+    assert!(!c.done);
+    let next = acquire(&mut d, "b").await.unwrap();
+    let left: Vec<i64> = next.urls.iter().map(|u| u.id).collect();
+    assert_eq!(left, ids[2..].to_vec());
+    let fail = |id: i64| UrlResult { url_id: id, status: UrlStatus::Timeout as i32, reason: "slow".into(), ..Default::default() };
+    r.record(RecordRequest { results: vec![fail(ids[2]), fail(ids[3])] }).await.unwrap();
+    let c = d.complete_lease(CompleteLeaseRequest { lease: lref(&next) }).await.unwrap().into_inner();
+    assert!(c.done);
+    assert!(acquire(&mut d, "c").await.is_none());
+    let p = d.get_progress(GetProgressRequest { job: "idem".into() }).await.unwrap().into_inner();
+    assert_eq!((p.done_urls, p.total_urls, p.chunks_done), (4, 4, 1));
+    let timeouts = p.by_status.iter().find(|s| s.status == "timeout").unwrap().count;
+    assert_eq!(timeouts, 2);
+    stop.cancel();
+}
