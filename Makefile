@@ -13,6 +13,7 @@ demo: build
 	$(ENV) cargo run -q -p facesweep -- demo
 
 test: setup
+	$(ENV) buf lint
 	$(ENV) cargo test --workspace -- --test-threads=2
 
 lint: setup

@@ -4,3 +4,4 @@ export LIBTORCH="$("$CACHE/venv/bin/python" -c 'import os, torch; print(os.path.
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export FACESWEEP_VENV="$CACHE/venv"
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$CACHE/node/node_modules/.bin:$PATH"

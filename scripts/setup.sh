@@ -66,4 +66,11 @@ if [ ! -f "$SAMPLES/.done" ]; then
   rm -rf "$tmp"
   touch "$SAMPLES/.done"
 fi
+# 5. buf (protobuf lint / breaking-change checks), from the npm registry.
+BUF="$CACHE/node/node_modules/.bin/buf"
+if [ ! -x "$BUF" ]; then
+  log "installing buf"
+  mkdir -p "$CACHE/node"
+  npm install -q --prefix "$CACHE/node" @bufbuild/buf@1.75.0 >/dev/null 2>&1
+fi
 log "ready (venv $VENV, samples $SAMPLES)"

@@ -50,7 +50,12 @@ pub async fn delegator(addr: &str) -> anyhow::Result<DelegatorServiceClient<toni
 }
 
 /// Creates the job if needed and streams the URLs; re-importing the same file is a no-op.
-pub async fn import(addr: &str, job: &str, urls: Vec<String>, quiet: bool) -> anyhow::Result<AppendUrlsResponse> {
+pub async fn import(
+    addr: &str,
+    job: &str,
+    urls: Vec<String>,
+    quiet: bool,
+) -> anyhow::Result<AppendUrlsResponse> {
     let mut d = delegator(addr).await?;
     d.create_job(CreateJobRequest { name: job.into(), chunk_size: 0, priority: 0 }).await?;
     let bar = if quiet { ProgressBar::hidden() } else { bar(urls.len() as u64, "import") };
@@ -151,7 +156,9 @@ pub async fn export(addr: &str, job: &str, out: &Path) -> anyhow::Result<Vec<ser
     let mut client = ResultsServiceClient::new(channel(addr)?).max_decoding_message_size(64 << 20);
     let mut stream = client.export_results(ExportResultsRequest { job: job.into() }).await?.into_inner();
     let tmp = out.with_extension("jsonl.tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?);
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
+    );
     let mut lines = Vec::new();
     while let Some(r) = stream.next().await {
         let line = export_line(&r?);
@@ -193,7 +200,14 @@ mod tests {
                 status: UrlStatus::Ok as i32,
                 width: 10,
                 height: 20,
-                faces: vec![Face { x1: 1.0, y1: 2.0, x2: 3.0, y2: 4.0, score: 0.9, landmarks: vec![0.5; 10] }],
+                faces: vec![Face {
+                    x1: 1.0,
+                    y1: 2.0,
+                    x2: 3.0,
+                    y2: 4.0,
+                    score: 0.9,
+                    landmarks: vec![0.5; 10],
+                }],
                 ..Default::default()
             }),
             pending_url_id: 0,

@@ -25,7 +25,13 @@ pub struct Route {
 pub struct Routes(HashMap<String, Route>);
 
 impl Routes {
-    pub fn add(&mut self, path: &str, status: u16, content_type: &'static str, body: impl Into<Bytes>) -> &mut Self {
+    pub fn add(
+        &mut self,
+        path: &str,
+        status: u16,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> &mut Self {
         self.0.insert(path.to_string(), Route { status, content_type, body: body.into() });
         self
     }

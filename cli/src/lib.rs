@@ -18,7 +18,13 @@ pub struct RunSummary {
 }
 
 /// Imports `urls` as `job` on a running mesh, waits for every result, exports to `out`.
-pub async fn run_job(mesh: &Mesh, job: &str, urls: Vec<String>, out: &Path, quiet: bool) -> anyhow::Result<RunSummary> {
+pub async fn run_job(
+    mesh: &Mesh,
+    job: &str,
+    urls: Vec<String>,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<RunSummary> {
     let started = std::time::Instant::now();
     let delegator = mesh.delegator.to_string();
     client::import(&delegator, job, urls, quiet).await?;
@@ -34,9 +40,7 @@ pub fn job_name_for(path: &Path) -> String {
 
 /// Where setup puts sample photos (outside the clone, shared between clones).
 pub fn default_samples_dir() -> PathBuf {
-    std::env::var_os("FACESWEEP_SAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache_dir().join("samples"))
+    std::env::var_os("FACESWEEP_SAMPLES").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("samples"))
 }
 
 pub fn cache_dir() -> PathBuf {

@@ -105,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
             let mut o = mesh.options();
             o.base_port = port;
             let m = Mesh::start(o).await?;
-            println!("facesweep up: delegator {} detector {} results {} fetcher {}", m.delegator, m.detector, m.results, m.fetcher);
+            println!(
+                "facesweep up: delegator {} detector {} results {} fetcher {}",
+                m.delegator, m.detector, m.results, m.fetcher
+            );
             println!("database: {}", m.database_url);
             facesweep_common::shutdown::signal().await;
             m.stop().await?;
@@ -116,7 +119,11 @@ async fn main() -> anyhow::Result<()> {
             println!("job {job}: received {} URLs, {} new", r.received, r.inserted);
         }
         Cmd::Progress { job, wait, delegator } => {
-            let p = if wait { client::wait(&delegator, &job, false).await? } else { client::progress(&delegator, &job).await? };
+            let p = if wait {
+                client::wait(&delegator, &job, false).await?
+            } else {
+                client::progress(&delegator, &job).await?
+            };
             println!("{}", client::describe(&p));
         }
         Cmd::Export { job, out, results } => {
@@ -136,12 +143,19 @@ async fn main() -> anyhow::Result<()> {
             let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);
             let mut routes = httpserve::Routes::default();
             let names = routes.add_dir(&dir)?;
-            anyhow::ensure!(!names.is_empty(), "no sample photos in {} (run scripts/setup.sh)", dir.display());
+            anyhow::ensure!(
+                !names.is_empty(),
+                "no sample photos in {} (run scripts/setup.sh)",
+                dir.display()
+            );
             let (addr, _server) = httpserve::serve(routes).await?;
             let urls: Vec<String> = names.iter().map(|n| format!("http://{addr}/{n}")).collect();
             let m = Mesh::start(mesh.options()).await?;
             // A fresh job per demo: the loopback port changes every run.
-            let job = format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+            let job = format!(
+                "demo-{}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
+            );
             let s = run_job(&m, &job, urls, &out, false).await;
             m.stop().await?;
             let s = s?;
@@ -150,7 +164,12 @@ async fn main() -> anyhow::Result<()> {
                 let faces = l["faces"].as_array().map(Vec::len).unwrap_or(0);
                 println!("{name:<40} {:>4}x{:<4} {faces} face(s)", l["width"], l["height"]);
                 for f in l["faces"].as_array().into_iter().flatten() {
-                    let b: Vec<String> = f["box"].as_array().into_iter().flatten().map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0))).collect();
+                    let b: Vec<String> = f["box"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0)))
+                        .collect();
                     println!("    box [{}] score {:.3}", b.join(", "), f["score"].as_f64().unwrap_or(0.0));
                 }
             }

@@ -75,7 +75,11 @@ impl Mesh {
         };
         let shutdown = Shutdown::new();
         let results = facesweep_results::spawn(
-            facesweep_results::Config { listen: addr(o.base_port, 2), database_url: database_url.clone(), db_connections: 8 },
+            facesweep_results::Config {
+                listen: addr(o.base_port, 2),
+                database_url: database_url.clone(),
+                db_connections: 8,
+            },
             shutdown.clone(),
         )
         .await?;

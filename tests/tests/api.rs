@@ -15,7 +15,15 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 fn good_image() -> DetectRequest {
-    DetectRequest { id: 2, data: vec![0u8; 32 * 32 * 3].into(), height: 32, width: 32, channels: 3, scale: 1.0, ..Default::default() }
+    DetectRequest {
+        id: 2,
+        data: vec![0u8; 32 * 32 * 3].into(),
+        height: 32,
+        width: 32,
+        channels: 3,
+        scale: 1.0,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -29,7 +37,8 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     let mut d = DelegatorServiceClient::new(ch(mesh.delegator));
     let e = d.create_job(CreateJobRequest { name: "".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = d.create_job(CreateJobRequest { name: "x".into(), chunk_size: -1, priority: 0 }).await.unwrap_err();
+    let e =
+        d.create_job(CreateJobRequest { name: "x".into(), chunk_size: -1, priority: 0 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = d.acquire_lease(AcquireLeaseRequest { fetcher_id: "".into(), max_urls: 0 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -63,13 +72,22 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     assert_eq!((info.input_width, info.input_height, info.channel_order.as_str()), (640, 640, "BGR"));
     let mut short = good_image();
     short.data = vec![0u8; 10].into();
-    let e = det.detect_one(short.clone()).await.unwrap_err();
+    let e = det.detect_one(DetectOneRequest { image: Some(short.clone()) }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(det.detect_one(good_image()).await.is_ok());
+    assert!(det.detect_one(DetectOneRequest { image: Some(good_image()) }).await.is_ok());
+    let e = det.detect_one(DetectOneRequest { image: None }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
     // In a stream a bad image gets its own INVALID_ARGUMENT reply and the stream goes on.
     let gray = DetectRequest { id: 3, channels: 1, data: vec![0u8; 32 * 32].into(), ..good_image() };
     let reqs = vec![DetectRequest { id: 1, ..short }, good_image(), gray];
-    let mut out: Vec<DetectResponse> = det.detect(futures::stream::iter(reqs)).await.unwrap().into_inner().map(|r| r.unwrap()).collect().await;
+    let mut out: Vec<DetectResponse> = det
+        .detect(futures::stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
     out.sort_by_key(|r| r.id);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].error_code, Code::InvalidArgument as i32);
@@ -77,13 +95,21 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     assert_eq!((out[1].error_code, out[1].model_id.as_str()), (0, "retinaface-mnet025-v1"));
     assert_eq!(out[2].error_code, Code::InvalidArgument as i32);
 
-    for (name, addr) in [("delegator", mesh.delegator), ("detector", mesh.detector), ("results", mesh.results), ("fetcher", mesh.fetcher)] {
+    for (name, addr) in [
+        ("delegator", mesh.delegator),
+        ("detector", mesh.detector),
+        ("results", mesh.results),
+        ("fetcher", mesh.fetcher),
+    ] {
         let mut h = HealthClient::new(ch(addr));
         let s = h.check(HealthCheckRequest { service: "".into() }).await.unwrap().into_inner();
         assert_eq!(s.status, 1, "{name} overall health is not SERVING");
         let services = reflection_v1(ch(addr)).await;
         assert!(services.contains(&"grpc.health.v1.Health".to_string()), "{name}: {services:?}");
-        assert!(services.iter().filter(|s| s.starts_with("facesweep.")).count() <= 1, "{name} lists services it does not serve: {services:?}");
+        assert!(
+            services.iter().filter(|s| s.starts_with("facesweep.")).count() <= 1,
+            "{name} lists services it does not serve: {services:?}"
+        );
         assert_eq!(services, reflection_v1alpha(ch(addr)).await, "{name}: v1 and v1alpha disagree");
     }
     let svcs = reflection_v1(ch(mesh.detector)).await;
@@ -92,21 +118,49 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
 }
 
 async fn reflection_v1(ch: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
-    let req = ServerReflectionRequest { host: "".into(), message_request: Some(MessageRequest::ListServices("".into())) };
-    let mut resp = ServerReflectionClient::new(ch).server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let req = ServerReflectionRequest {
+        host: "".into(),
+        message_request: Some(MessageRequest::ListServices("".into())),
+    };
+    let mut resp = ServerReflectionClient::new(ch)
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     match resp.next().await.unwrap().unwrap().message_response.unwrap() {
-        MessageResponse::ListServicesResponse(l) => { let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect(); v.sort(); v }
+        MessageResponse::ListServicesResponse(l) => {
+            let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+            v.sort();
+            v
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
 
 async fn reflection_v1alpha(ch: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
-    let req = ServerReflectionRequest { host: "".into(), message_request: Some(MessageRequest::ListServices("".into())) };
-    let mut resp = ServerReflectionClient::new(ch).server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
+    let req = ServerReflectionRequest {
+        host: "".into(),
+        message_request: Some(MessageRequest::ListServices("".into())),
+    };
+    let mut resp = ServerReflectionClient::new(ch)
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     match resp.next().await.unwrap().unwrap().message_response.unwrap() {
-        MessageResponse::ListServicesResponse(l) => { let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect(); v.sort(); v }
+        MessageResponse::ListServicesResponse(l) => {
+            let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+            v.sort();
+            v
+        }
         other => panic!("unexpected {other:?}"),
     }
 }

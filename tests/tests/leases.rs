@@ -11,7 +11,13 @@ use facesweep_tests::TestDb;
 use tonic::transport::Channel;
 use tonic::Code;
 
-async fn delegator(db: &TestDb, index: u32, count: u32, ttl: u64, stop: &Shutdown) -> DelegatorServiceClient<Channel> {
+async fn delegator(
+    db: &TestDb,
+    index: u32,
+    count: u32,
+    ttl: u64,
+    stop: &Shutdown,
+) -> DelegatorServiceClient<Channel> {
     let cfg = facesweep_delegator::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
@@ -25,7 +31,12 @@ async fn delegator(db: &TestDb, index: u32, count: u32, ttl: u64, stop: &Shutdow
     DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
 }
 
-async fn import(d: &mut DelegatorServiceClient<Channel>, job: &str, n: usize, chunk: i32) -> AppendUrlsResponse {
+async fn import(
+    d: &mut DelegatorServiceClient<Channel>,
+    job: &str,
+    n: usize,
+    chunk: i32,
+) -> AppendUrlsResponse {
     d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0 }).await.unwrap();
     let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
     let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
@@ -37,7 +48,11 @@ fn lref(l: &Lease) -> Option<LeaseRef> {
 }
 
 async fn acquire(d: &mut DelegatorServiceClient<Channel>, who: &str) -> Option<Lease> {
-    d.acquire_lease(AcquireLeaseRequest { fetcher_id: who.into(), max_urls: 0 }).await.unwrap().into_inner().lease
+    d.acquire_lease(AcquireLeaseRequest { fetcher_id: who.into(), max_urls: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +117,11 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     let results = facesweep_results::spawn(
-        facesweep_results::Config { listen: "127.0.0.1:0".parse().unwrap(), database_url: db.pg.url(), db_connections: 4 },
+        facesweep_results::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: db.pg.url(),
+            db_connections: 4,
+        },
         stop.clone(),
     )
     .await
@@ -112,7 +131,12 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     let lease = acquire(&mut d, "a").await.unwrap();
     let ids: Vec<i64> = lease.urls.iter().map(|u| u.id).collect();
     let face = |x: f32| Face { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0, score: 0.9, landmarks: vec![1.0; 10] };
-    let ok = |id: i64, faces: Vec<Face>| UrlResult { url_id: id, status: UrlStatus::Ok as i32, faces, ..Default::default() };
+    let ok = |id: i64, faces: Vec<Face>| UrlResult {
+        url_id: id,
+        status: UrlStatus::Ok as i32,
+        faces,
+        ..Default::default()
+    };
     let first = vec![ok(ids[0], vec![face(1.0), face(50.0)]), ok(ids[1], vec![])];
     let out = r.record(RecordRequest { results: first.clone() }).await.unwrap().into_inner();
     assert_eq!((out.inserted, out.duplicates, out.unknown), (2, 0, 0));
@@ -130,7 +154,12 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     let next = acquire(&mut d, "b").await.unwrap();
     let left: Vec<i64> = next.urls.iter().map(|u| u.id).collect();
     assert_eq!(left, ids[2..].to_vec());
-    let fail = |id: i64| UrlResult { url_id: id, status: UrlStatus::Timeout as i32, reason: "slow".into(), ..Default::default() };
+    let fail = |id: i64| UrlResult {
+        url_id: id,
+        status: UrlStatus::Timeout as i32,
+        reason: "slow".into(),
+        ..Default::default()
+    };
     r.record(RecordRequest { results: vec![fail(ids[2]), fail(ids[3])] }).await.unwrap();
     let c = d.complete_lease(CompleteLeaseRequest { lease: lref(&next) }).await.unwrap().into_inner();
     assert!(c.done);

@@ -38,15 +38,11 @@ impl ServiceError {
 /// Postgres errors by SQLSTATE class: retryable ones become UNAVAILABLE/ABORTED.
 fn db_code(e: &sqlx::Error) -> Code {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            Code::Unavailable
-        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Code::Unavailable,
         sqlx::Error::RowNotFound => Code::NotFound,
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some("23505") => Code::AlreadyExists,
-            Some("23503") | Some("23502") | Some("23514") | Some("22P02") => {
-                Code::FailedPrecondition
-            }
+            Some("23503") | Some("23502") | Some("23514") | Some("22P02") => Code::FailedPrecondition,
             Some("40001") | Some("40P01") => Code::Aborted,
             Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
                 Code::Unavailable
@@ -75,18 +71,9 @@ mod tests {
 
     #[test]
     fn codes_follow_the_table() {
-        assert_eq!(
-            Status::from(ServiceError::InvalidArgument("x".into())).code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            Status::from(ServiceError::Database(sqlx::Error::PoolTimedOut)).code(),
-            Code::Unavailable
-        );
-        assert_eq!(
-            Status::from(ServiceError::Database(sqlx::Error::RowNotFound)).code(),
-            Code::NotFound
-        );
+        assert_eq!(Status::from(ServiceError::InvalidArgument("x".into())).code(), Code::InvalidArgument);
+        assert_eq!(Status::from(ServiceError::Database(sqlx::Error::PoolTimedOut)).code(), Code::Unavailable);
+        assert_eq!(Status::from(ServiceError::Database(sqlx::Error::RowNotFound)).code(), Code::NotFound);
         let s = Status::from(ServiceError::ResourceExhausted("queue full".into()));
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("queue full"));

@@ -65,9 +65,7 @@ impl Running {
 
 /// Binds `addr` (port 0 picks a free one).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))
+    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))
 }
 
 /// Serves `router` on `listener` until `shutdown`, then drains in-flight calls.
@@ -96,11 +94,8 @@ impl ServeRouter for Router<tower::layer::util::Identity> {
         shutdown: Shutdown,
     ) -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            self.serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
-            .await?;
+            self.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+                .await?;
             Ok(())
         })
     }

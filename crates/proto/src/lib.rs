@@ -6,8 +6,7 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every facesweep proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/facesweep_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/facesweep_descriptor.bin"));
 
 pub use v1::*;
 

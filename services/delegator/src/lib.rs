@@ -72,8 +72,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
     let (health, health_svc) = grpc::health();
     health.set_serving::<DelegatorServiceServer<service::DelegatorSvc>>().await;
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DelegatorService"])
-        .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
+    let router =
+        grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DelegatorService"])
+            .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     Ok(grpc::spawn_router(router, listener, shutdown))
 }
@@ -91,13 +92,25 @@ mod tests {
     #[test]
     fn config_parses_and_validates() {
         let c = Config::try_parse_from([
-            "d", "--database-url", "postgres://x", "--shard-index", "1", "--shard-count", "2",
+            "d",
+            "--database-url",
+            "postgres://x",
+            "--shard-index",
+            "1",
+            "--shard-count",
+            "2",
         ])
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.shard(), Shard { index: 1, count: 2 });
         let bad = Config::try_parse_from([
-            "d", "--database-url", "postgres://x", "--shard-index", "2", "--shard-count", "2",
+            "d",
+            "--database-url",
+            "postgres://x",
+            "--shard-index",
+            "2",
+            "--shard-count",
+            "2",
         ])
         .unwrap();
         assert!(bad.validate().is_err());

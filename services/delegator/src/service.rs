@@ -42,7 +42,10 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 
 #[tonic::async_trait]
 impl DelegatorService for DelegatorSvc {
-    async fn create_job(&self, req: Request<CreateJobRequest>) -> Result<Response<CreateJobResponse>, Status> {
+    async fn create_job(
+        &self,
+        req: Request<CreateJobRequest>,
+    ) -> Result<Response<CreateJobResponse>, Status> {
         let r = req.into_inner();
         if r.name.trim().is_empty() || r.name.len() > 200 {
             return Err(invalid("job name must be 1..=200 characters"));
@@ -118,7 +121,10 @@ impl DelegatorService for DelegatorSvc {
         Ok(Response::new(AcquireLeaseResponse { lease }))
     }
 
-    async fn renew_lease(&self, req: Request<RenewLeaseRequest>) -> Result<Response<RenewLeaseResponse>, Status> {
+    async fn renew_lease(
+        &self,
+        req: Request<RenewLeaseRequest>,
+    ) -> Result<Response<RenewLeaseResponse>, Status> {
         let lease = lease_ref(req.into_inner().lease)?;
         let at = self.store.renew(&lease).await?;
         Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
@@ -142,7 +148,10 @@ impl DelegatorService for DelegatorSvc {
         Ok(Response::new(ReleaseLeaseResponse {}))
     }
 
-    async fn get_progress(&self, req: Request<GetProgressRequest>) -> Result<Response<GetProgressResponse>, Status> {
+    async fn get_progress(
+        &self,
+        req: Request<GetProgressRequest>,
+    ) -> Result<Response<GetProgressResponse>, Status> {
         let name = req.into_inner().job;
         if name.is_empty() {
             return Err(invalid("job is required"));

@@ -69,13 +69,19 @@ impl Batcher {
     }
 
     /// Waits for queue space (streams: back-pressure reaches the client through HTTP/2).
-    pub async fn submit(&self, image: ImageInput) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
+    pub async fn submit(
+        &self,
+        image: ImageInput,
+    ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| SubmitError::Closed)?;
         self.send(image, permit)
     }
 
     /// Fails fast when the queue is full (unary callers get RESOURCE_EXHAUSTED).
-    pub fn try_submit(&self, image: ImageInput) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
+    pub fn try_submit(
+        &self,
+        image: ImageInput,
+    ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| SubmitError::QueueFull)?;
         self.send(image, permit)
     }
@@ -92,7 +98,13 @@ impl Batcher {
     }
 }
 
-fn model_loop(model: Model, rx: mpsc::Receiver<Request>, max_batch: usize, max_delay: Duration, stats: Arc<Stats>) {
+fn model_loop(
+    model: Model,
+    rx: mpsc::Receiver<Request>,
+    max_batch: usize,
+    max_delay: Duration,
+    stats: Arc<Stats>,
+) {
     let mut pending: VecDeque<Request> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -116,7 +128,11 @@ fn model_loop(model: Model, rx: mpsc::Receiver<Request>, max_batch: usize, max_d
         while batch.len() < max_batch {
             let now = Instant::now();
             let wait = deadline.saturating_duration_since(now);
-            let r = if wait.is_zero() { rx.try_recv().map_err(|_| RecvTimeoutError::Timeout) } else { rx.recv_timeout(wait) };
+            let r = if wait.is_zero() {
+                rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                rx.recv_timeout(wait)
+            };
             match r {
                 Ok(r) if (r.image.height, r.image.width) == shape => batch.push(r),
                 Ok(r) => pending.push_back(r),

@@ -53,7 +53,11 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!((1..=1024).contains(&self.max_batch), "--max-batch must be in 1..=1024");
         anyhow::ensure!(self.queue >= self.max_batch, "--queue must be at least --max-batch");
-        anyhow::ensure!(self.model.exists(), "model {} not found (run scripts/setup.sh)", self.model.display());
+        anyhow::ensure!(
+            self.model.exists(),
+            "model {} not found (run scripts/setup.sh)",
+            self.model.display()
+        );
         Ok(())
     }
 
@@ -81,9 +85,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let (batcher, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
     let svc = service::DetectorSvc { batcher, info: Arc::new(info) };
     health.set_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"]).add_service(
-        DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20),
-    );
+    let router =
+        grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"])
+            .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     Ok(grpc::spawn_router(router, listener, shutdown))
 }
 
@@ -123,7 +127,8 @@ fn load(config: &Config) -> anyhow::Result<(Batcher, ModelInfoResponse)> {
         model.detect(&[&warm])?;
     }
     tracing::info!(model = %c.model_id, ?device, libtorch_cuda = cuda, "detector model ready");
-    let batcher = Batcher::start(model, config.max_batch, Duration::from_micros(config.max_delay_us), config.queue);
+    let batcher =
+        Batcher::start(model, config.max_batch, Duration::from_micros(config.max_delay_us), config.queue);
     Ok((batcher, info))
 }
 

@@ -36,8 +36,8 @@ impl ModelConfig {
     /// Reads `<model>.json` beside `<model>.pt`.
     pub fn for_model(pt: &Path) -> Result<Self, ModelError> {
         let path = pt.with_extension("json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ModelError::Config(path.clone(), e.to_string()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ModelError::Config(path.clone(), e.to_string()))?;
         let cfg: ModelConfig =
             serde_json::from_str(&text).map_err(|e| ModelError::Config(path.clone(), e.to_string()))?;
         if !matches!(cfg.channel_order.as_str(), "BGR" | "RGB") {

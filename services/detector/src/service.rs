@@ -4,7 +4,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use facesweep_proto::detector_service_server::DetectorService;
-use facesweep_proto::{DetectRequest, DetectResponse, ModelInfoRequest, ModelInfoResponse};
+use facesweep_proto::{
+    DetectOneRequest, DetectOneResponse, DetectRequest, DetectResponse, ModelInfoRequest, ModelInfoResponse,
+};
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -60,7 +62,11 @@ fn error_response(id: u64, code: Code, msg: String) -> DetectResponse {
     DetectResponse { id, error: msg, error_code: code as i32, ..Default::default() }
 }
 
-fn to_response(id: u64, model_id: &str, res: Result<Result<Detection, String>, tokio::sync::oneshot::error::RecvError>) -> DetectResponse {
+fn to_response(
+    id: u64,
+    model_id: &str,
+    res: Result<Result<Detection, String>, tokio::sync::oneshot::error::RecvError>,
+) -> DetectResponse {
     match res {
         Ok(Ok(d)) => DetectResponse {
             id,
@@ -126,8 +132,11 @@ impl DetectorService for DetectorSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn detect_one(&self, req: Request<DetectRequest>) -> Result<Response<DetectResponse>, Status> {
-        let req = req.into_inner();
+    async fn detect_one(
+        &self,
+        req: Request<DetectOneRequest>,
+    ) -> Result<Response<DetectOneResponse>, Status> {
+        let req = req.into_inner().image.ok_or_else(|| Status::invalid_argument("image is required"))?;
         let img = validate(&req).map_err(Status::invalid_argument)?;
         let rx = self.batcher.try_submit(img).map_err(|e| match e {
             SubmitError::QueueFull => Status::resource_exhausted(e.to_string()),
@@ -137,7 +146,7 @@ impl DetectorService for DetectorSvc {
         if resp.error_code != 0 {
             return Err(Status::new(Code::from(resp.error_code), resp.error));
         }
-        Ok(Response::new(resp))
+        Ok(Response::new(DetectOneResponse { result: Some(resp) }))
     }
 
     async fn model_info(&self, _: Request<ModelInfoRequest>) -> Result<Response<ModelInfoResponse>, Status> {
@@ -150,7 +159,15 @@ mod tests {
     use super::*;
 
     fn req(w: u32, h: u32, c: u32, len: usize) -> DetectRequest {
-        DetectRequest { id: 1, data: vec![0u8; len].into(), width: w, height: h, channels: c, scale: 1.0, ..Default::default() }
+        DetectRequest {
+            id: 1,
+            data: vec![0u8; len].into(),
+            width: w,
+            height: h,
+            channels: c,
+            scale: 1.0,
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -21,7 +21,12 @@ pub struct Letterboxed {
 }
 
 /// Decodes `bytes`, applies EXIF orientation, letterboxes into `target_w` x `target_h`.
-pub fn decode_letterbox(bytes: &[u8], target_w: u32, target_h: u32, max_pixels: u64) -> Result<Letterboxed, Failure> {
+pub fn decode_letterbox(
+    bytes: &[u8],
+    target_w: u32,
+    target_h: u32,
+    max_pixels: u64,
+) -> Result<Letterboxed, Failure> {
     if bytes.is_empty() {
         return Err(Failure::new(UrlStatus::NotAnImage, "empty body"));
     }
@@ -29,7 +34,10 @@ pub fn decode_letterbox(bytes: &[u8], target_w: u32, target_h: u32, max_pixels: 
         .with_guessed_format()
         .map_err(|e| Failure::new(UrlStatus::DecodeError, e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(Failure::new(UrlStatus::NotAnImage, format!("not an image (starts with {:?})", sniff(bytes))));
+        return Err(Failure::new(
+            UrlStatus::NotAnImage,
+            format!("not an image (starts with {:?})", sniff(bytes)),
+        ));
     };
     if format == image::ImageFormat::Jpeg && !has_jpeg_end(bytes) {
         // zune-jpeg fills missing scans with grey instead of failing.

@@ -48,7 +48,11 @@ pub fn client(cfg: &DownloadConfig) -> reqwest::Client {
 }
 
 /// Fetches `url`; every way it can fail maps to one failure class with a reason.
-pub async fn download(client: &reqwest::Client, cfg: &DownloadConfig, url: &str) -> Result<Downloaded, Failure> {
+pub async fn download(
+    client: &reqwest::Client,
+    cfg: &DownloadConfig,
+    url: &str,
+) -> Result<Downloaded, Failure> {
     let started = Instant::now();
     let parsed = reqwest::Url::parse(url.trim())
         .map_err(|e| Failure::new(UrlStatus::InvalidUrl, format!("invalid URL: {e}")))?;

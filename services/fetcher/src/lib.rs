@@ -99,8 +99,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let (health, health_svc) = grpc::health();
     let router = grpc::with_reflection(grpc::server().add_service(health_svc), &[]);
     let server = grpc::spawn_router(router, listener, shutdown.clone());
-    let mut detector = DetectorServiceClient::new(grpc::channel(&config.detector)?)
-        .max_decoding_message_size(64 << 20);
+    let mut detector =
+        DetectorServiceClient::new(grpc::channel(&config.detector)?).max_decoding_message_size(64 << 20);
     // The letterbox size comes from the model: wait until a detector answers.
     let info = loop {
         match detector.model_info(ModelInfoRequest {}).await {
@@ -121,7 +121,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         results: ResultsServiceClient::new(grpc::channel(&config.results)?),
         http: download::client(&dl),
         download: dl,
-        decode_slots: Arc::new(Semaphore::new(if config.decode_threads == 0 { cores } else { config.decode_threads })),
+        decode_slots: Arc::new(Semaphore::new(if config.decode_threads == 0 {
+            cores
+        } else {
+            config.decode_threads
+        })),
         input: (info.input_width, info.input_height),
         concurrency: config.concurrency,
         max_pixels: config.max_pixels,

@@ -53,8 +53,10 @@ impl Worker {
     }
 
     async fn process_lease(&self, lease: Lease) {
-        let lref = LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
-        let span = tracing::info_span!("lease", job = lease.job_id, chunk = lease.chunk_no, urls = lease.urls.len());
+        let lref =
+            LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
+        let span =
+            tracing::info_span!("lease", job = lease.job_id, chunk = lease.chunk_no, urls = lease.urls.len());
         let _e = span.enter();
         let started = Instant::now();
         let renewing = Shutdown::new();
@@ -85,7 +87,11 @@ impl Worker {
         recorded += self.record(batch).await;
         match self.delegator.clone().complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await {
             Ok(r) => tracing::info!(
-                recorded, of = n, done = r.into_inner().done, secs = started.elapsed().as_secs_f32(), "lease completed"
+                recorded,
+                of = n,
+                done = r.into_inner().done,
+                secs = started.elapsed().as_secs_f32(),
+                "lease completed"
             ),
             Err(e) => tracing::warn!(error = %e, "complete lease failed"),
         }

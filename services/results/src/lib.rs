@@ -34,7 +34,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     health.set_serving::<ResultsServiceServer<service::ResultsSvc>>().await;
     let svc = ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool)))
         .max_decoding_message_size(64 << 20);
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.ResultsService"]).add_service(svc);
+    let router =
+        grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.ResultsService"])
+            .add_service(svc);
     Ok(grpc::spawn_router(router, listener, shutdown))
 }
 

@@ -6,8 +6,8 @@ use facesweep_common::error::ServiceError;
 use facesweep_common::ORDINAL_BITS;
 use facesweep_proto::results_service_server::ResultsService;
 use facesweep_proto::{
-    ExportResultsRequest, ExportResultsResponse, GetUrlResultRequest, GetUrlResultResponse,
-    RecordRequest, RecordResponse, UrlResult, UrlStatus,
+    ExportResultsRequest, ExportResultsResponse, GetUrlResultRequest, GetUrlResultResponse, RecordRequest,
+    RecordResponse, UrlResult, UrlStatus,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -145,7 +145,7 @@ mod tests {
         assert!(validate(&[UrlResult { status: 0, ..ok(1) }]).is_err());
         assert!(validate(&[UrlResult { status: 999, ..ok(1) }]).is_err());
         let failed = UrlResult { status: UrlStatus::Timeout as i32, ..ok(1) };
-        assert!(validate(&[failed.clone()]).is_err(), "failure without reason");
+        assert!(validate(std::slice::from_ref(&failed)).is_err(), "failure without reason");
         assert!(validate(&[UrlResult { reason: "slow".into(), ..failed }]).is_ok());
         let nan = Face { x1: f32::NAN, ..Default::default() };
         assert!(validate(&[UrlResult { faces: vec![nan], ..ok(1) }]).is_err());

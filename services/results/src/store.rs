@@ -109,9 +109,7 @@ impl Store {
     /// The URL and its result; NotFound when the URL id does not exist.
     pub async fn get(&self, url_id: i64) -> ServiceResult<ExportRow> {
         let rows = self.page(url_id, url_id, 1).await?;
-        rows.into_iter()
-            .next()
-            .ok_or_else(|| ServiceError::NotFound(format!("url {url_id}")))
+        rows.into_iter().next().ok_or_else(|| ServiceError::NotFound(format!("url {url_id}")))
     }
 
     /// Up to `limit` URLs with ids in `from..=to`, in id order, with results and faces.
