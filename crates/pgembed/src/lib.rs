@@ -35,17 +35,25 @@ impl PgEmbed {
         let bin = bin_dir()?;
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
-        let pgdata = dir.join("pg");
         let user = run_as_user()?;
-        if let Some(u) = &user {
-            check_traversable(&dir, u)?;
-        }
+        let pgdata = match &user {
+            Some(u) if !traversable(&dir) => {
+                // e.g. a clone under /root: the cluster lives in a stable place outside it.
+                let alt = fallback_dir(&dir);
+                tracing::warn!(data_dir = %dir.display(), cluster = %alt.display(), user = %u.name,
+                    "data dir not reachable by the PostgreSQL user; keeping the cluster elsewhere");
+                fs::create_dir_all(&alt)?;
+                alt.join("pg")
+            }
+            _ => dir.join("pg"),
+        };
         if !pgdata.join("PG_VERSION").exists() {
             init(&bin, &pgdata, user.as_ref())?;
         }
         stop_stale(&pgdata);
         let port = free_port()?;
-        let log = fs::File::create(dir.join("postgres.log"))?;
+        let log_path = pgdata.with_file_name("postgres.log");
+        let log = fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D").arg(&pgdata).arg("-p").arg(port.to_string());
         for (k, v) in [
@@ -72,7 +80,7 @@ impl PgEmbed {
         }
         let child = cmd.spawn().context("spawn postgres")?;
         let mut pg = PgEmbed { pgdata, port, child: Some(child) };
-        pg.wait_ready(&dir)?;
+        pg.wait_ready(&log_path)?;
         Ok(pg)
     }
 
@@ -89,12 +97,12 @@ impl PgEmbed {
         &self.pgdata
     }
 
-    fn wait_ready(&mut self, dir: &Path) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, log_path: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+                let log = fs::read_to_string(log_path).unwrap_or_default();
                 bail!("postgres exited with {status}:\n{log}");
             }
             if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
@@ -160,19 +168,17 @@ fn run_as_user() -> anyhow::Result<Option<User>> {
     Ok(Some(user))
 }
 
-fn check_traversable(dir: &Path, user: &User) -> anyhow::Result<()> {
-    for anc in dir.ancestors().skip(1) {
-        let mode = fs::metadata(anc)?.permissions().mode();
-        if mode & 0o001 == 0 {
-            bail!(
-                "{} is not traversable by user {:?}, which runs PostgreSQL; choose a data dir \
-                 outside it (e.g. under /var/tmp)",
-                anc.display(),
-                user.name
-            );
-        }
-    }
-    Ok(())
+/// Whether every ancestor of `dir` lets others through (the cluster user is not us).
+fn traversable(dir: &Path) -> bool {
+    dir.ancestors().skip(1).all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+}
+
+/// A stable cluster location for `dir` under /var/tmp, so it is still kept between runs.
+fn fallback_dir(dir: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    PathBuf::from(format!("/var/tmp/facesweep-pg/{:016x}", h.finish()))
 }
 
 fn as_user(cmd: &mut Command, user: Option<&User>) {
@@ -193,6 +199,10 @@ fn init(bin: &Path, pgdata: &Path, user: Option<&User>) -> anyhow::Result<()> {
         chown(pgdata, Some(u.uid), Some(u.gid))?;
         if let Some(parent) = pgdata.parent() {
             chown(parent, Some(u.uid), Some(u.gid))?;
+            // The fallback root must be traversable too.
+            if let Some(root) = parent.parent().filter(|r| r.ends_with("facesweep-pg")) {
+                fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+            }
         }
     }
     let mut cmd = Command::new(bin.join("initdb"));
@@ -230,6 +240,15 @@ fn free_port() -> anyhow::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_data_dirs_get_a_stable_fallback() {
+        let a = fallback_dir(Path::new("/root/x/.facesweep"));
+        assert_eq!(a, fallback_dir(Path::new("/root/x/.facesweep")));
+        assert_ne!(a, fallback_dir(Path::new("/root/y/.facesweep")));
+        assert!(a.starts_with("/var/tmp/facesweep-pg"));
+        assert!(traversable(Path::new("/tmp/anything")));
+    }
 
     #[test]
     fn starts_and_restarts_on_the_same_data_dir() {
