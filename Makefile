@@ -18,3 +18,11 @@ test: setup
 
 lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: bench bench-detector
+bench: bench-detector
+
+# Detector throughput: Rust in-process and through gRPC, then the Python baseline.
+bench-detector: setup
+	$(ENV) cargo bench -p facesweep-detector --bench detector
+	$(ENV) $$FACESWEEP_VENV/bin/python scripts/bench_detector_python.py models/retinaface_mnet025.pt

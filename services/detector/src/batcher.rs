@@ -86,6 +86,11 @@ impl Batcher {
         self.send(image, permit)
     }
 
+    /// Free queue slots: the service sends new work to the least loaded device.
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
     fn send(
         &self,
         image: ImageInput,
@@ -152,7 +157,12 @@ fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::debug_span!("detect_batch", size = images.len());
-    let result = span.in_scope(|| model.detect(&images));
+    // LibTorch reports some errors by panicking in tch: keep the model thread alive.
+    let result = span.in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(&images))));
+    let result = match result {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(p) => Err(format!("model panicked: {}", p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?"))),
+    };
     let inference = started.elapsed();
     let n = batch.len() as u32;
     stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +179,7 @@ fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
         Err(e) => {
             tracing::error!(error = %e, "batch failed");
             for r in batch {
-                let _ = r.reply.send(Err(e.to_string()));
+                let _ = r.reply.send(Err(e.clone()));
             }
         }
     }

@@ -82,8 +82,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
     let cfg = config.clone();
     // Loading and warm-up block for seconds: keep them off the async workers.
-    let (batcher, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
-    let svc = service::DetectorSvc { batcher, info: Arc::new(info) };
+    let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
+    let svc = service::DetectorSvc { batchers: Arc::new(batchers), info: Arc::new(info) };
     health.set_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
     let router =
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"])
@@ -91,15 +91,33 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     Ok(grpc::spawn_router(router, listener, shutdown))
 }
 
-fn load(config: &Config) -> anyhow::Result<(Batcher, ModelInfoResponse)> {
+/// Loads and warms one model per device (every GPU under `auto`), each behind its batcher.
+fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
     let cuda = model::preload_cuda();
     let device = config.torch_device()?;
     if config.threads > 0 {
         tch::set_num_threads(config.threads as i32);
     }
-    let model = Model::load(&config.model, device, !config.fp32)?;
+    let devices: Vec<tch::Device> = match (config.device.as_str(), device) {
+        ("auto", tch::Device::Cuda(_)) => (0..tch::Cuda::device_count() as usize).map(tch::Device::Cuda).collect(),
+        _ => vec![device],
+    };
+    let mut batchers = Vec::new();
+    let mut info = None;
+    for d in devices {
+        let model = Model::load(&config.model, d, !config.fp32)?;
+        warm_up(&model)?;
+        tracing::info!(model = %model.config.model_id, device = ?d, dtype = ?model.kind, libtorch_cuda = cuda, "model ready");
+        info.get_or_insert_with(|| model_info(&model, config));
+        let delay = Duration::from_micros(config.max_delay_us);
+        batchers.push(Batcher::start(model, config.max_batch, delay, config.queue));
+    }
+    Ok((batchers, info.expect("one device at least")))
+}
+
+fn model_info(model: &Model, config: &Config) -> ModelInfoResponse {
     let c = &model.config;
-    let info = ModelInfoResponse {
+    ModelInfoResponse {
         model_id: c.model_id.clone(),
         input_height: c.input_height,
         input_width: c.input_width,
@@ -108,11 +126,15 @@ fn load(config: &Config) -> anyhow::Result<(Batcher, ModelInfoResponse)> {
         std: c.std.to_vec(),
         score_threshold: c.score_threshold,
         nms_iou: c.nms_iou,
-        device: format!("{device:?}"),
+        device: format!("{:?}", model.device),
         dtype: format!("{:?}", model.kind),
         max_batch: config.max_batch as u32,
-    };
-    // Warm-up: the first forward pass compiles kernels and is many times slower.
+    }
+}
+
+/// The first passes compile kernels and are many times slower: pay before reporting SERVING.
+fn warm_up(model: &Model) -> anyhow::Result<()> {
+    let c = &model.config;
     let warm = ImageInput {
         data: vec![0u8; (c.input_height * c.input_width * 3) as usize].into(),
         height: c.input_height,
@@ -126,10 +148,7 @@ fn load(config: &Config) -> anyhow::Result<(Batcher, ModelInfoResponse)> {
     for _ in 0..2 {
         model.detect(&[&warm])?;
     }
-    tracing::info!(model = %c.model_id, ?device, libtorch_cuda = cuda, "detector model ready");
-    let batcher =
-        Batcher::start(model, config.max_batch, Duration::from_micros(config.max_delay_us), config.queue);
-    Ok((batcher, info))
+    Ok(())
 }
 
 /// Serves until `shutdown` is cancelled.

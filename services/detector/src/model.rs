@@ -101,7 +101,13 @@ impl Model {
             host.extend_from_slice(&img.data);
         }
         // Stay u8 until on the device: 4x less to copy than float.
-        let x = Tensor::from_slice(&host).view([b, h, w, 3]).to_device(self.device);
+        let x = Tensor::from_slice(&host).view([b, h, w, 3]);
+        let x = if self.device.is_cuda() {
+            // Pinned staging lets the copy run asynchronously (DMA) with the host free.
+            x.pin_memory(self.device).to_device_(self.device, Kind::Uint8, true, false)
+        } else {
+            x
+        };
         let mut x = x.permute([0, 3, 1, 2]);
         if self.config.channel_order == "BGR" {
             x = x.flip([1]);
@@ -123,19 +129,19 @@ impl Model {
         let mut all = Vec::with_capacity(images.len());
         for (i, img) in images.iter().enumerate() {
             let s = scores.get(i as i64);
-            let keep = s.gt(self.config.score_threshold as f64).nonzero().squeeze_dim(1);
-            let k = keep.size()[0];
-            let (s, keep) = if k > self.pre_nms_top_k {
-                let (top, idx) = s.index_select(0, &keep).topk(self.pre_nms_top_k, 0, true, true);
-                (top, keep.index_select(0, &idx))
-            } else {
-                (s.index_select(0, &keep), keep)
-            };
-            let bx = to_vec(&boxes.get(i as i64).index_select(0, &keep))?;
-            let lm = to_vec(&landmarks.get(i as i64).index_select(0, &keep))?;
-            let sc = to_vec(&s)?;
-            let kept = nms::nms(&bx, &sc, self.config.nms_iou);
-            all.push(kept.into_iter().map(|j| unletterbox(img, &bx, &sc, &lm, j)).collect());
+            let mut keep = s.gt(self.config.score_threshold as f64).nonzero().squeeze_dim(1);
+            if keep.size()[0] > self.pre_nms_top_k {
+                let (_, idx) = s.index_select(0, &keep).topk(self.pre_nms_top_k, 0, true, true);
+                keep = keep.index_select(0, &idx);
+            }
+            let (bx, sc) = (boxes.get(i as i64).index_select(0, &keep), s.index_select(0, &keep));
+            let kept = nms::nms_tensor(&bx, &sc, self.config.nms_iou as f64);
+            let kept = Tensor::from_slice(&kept).to_device(self.device);
+            // Only the survivors cross back to the host.
+            let bx = to_vec(&bx.index_select(0, &kept))?;
+            let sc = to_vec(&sc.index_select(0, &kept))?;
+            let lm = to_vec(&landmarks.get(i as i64).index_select(0, &keep).index_select(0, &kept))?;
+            all.push((0..sc.len()).map(|j| unletterbox(img, &bx, &sc, &lm, j)).collect());
         }
         Ok(all)
     }

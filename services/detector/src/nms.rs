@@ -53,3 +53,65 @@ mod tests {
         assert_eq!(nms(&[5.0, 5.0, 5.0, 5.0], &[0.9], 0.4), vec![0]);
     }
 }
+
+/// The same greedy NMS with the IoU matrix computed by tensor ops on the tensors' device
+/// (like torchvision's CUDA kernel, which also reduces the suppression mask on the host).
+/// `boxes` is `[K, 4]`, `scores` `[K]`; returns kept indices into them, best score first.
+pub fn nms_tensor(boxes: &tch::Tensor, scores: &tch::Tensor, iou_threshold: f64) -> Vec<i64> {
+    let k = scores.size()[0];
+    if k == 0 {
+        return Vec::new();
+    }
+    let (_, order) = scores.sort_stable(true, 0, true);
+    let b = boxes.index_select(0, &order).to_kind(tch::Kind::Float);
+    let (x1, y1, x2, y2) = (b.select(1, 0), b.select(1, 1), b.select(1, 2), b.select(1, 3));
+    let area = (&x2 - &x1) * (&y2 - &y1);
+    let w = (x2.unsqueeze(1).minimum(&x2.unsqueeze(0)) - x1.unsqueeze(1).maximum(&x1.unsqueeze(0))).clamp_min(0.0);
+    let h = (y2.unsqueeze(1).minimum(&y2.unsqueeze(0)) - y1.unsqueeze(1).maximum(&y1.unsqueeze(0))).clamp_min(0.0);
+    let inter = w * h;
+    let iou = &inter / (area.unsqueeze(1) + area.unsqueeze(0) - &inter);
+    let over: Vec<u8> = Vec::try_from(iou.gt(iou_threshold).to_kind(tch::Kind::Uint8).to_device(tch::Device::Cpu).view(-1))
+        .expect("u8 mask");
+    let order: Vec<i64> = Vec::try_from(order.to_device(tch::Device::Cpu)).expect("i64 order");
+    let k = k as usize;
+    let mut removed = vec![false; k];
+    let mut keep = Vec::new();
+    for i in 0..k {
+        if removed[i] {
+            continue;
+        }
+        keep.push(order[i]);
+        let row = &over[i * k..(i + 1) * k];
+        for j in i + 1..k {
+            removed[j] |= row[j] != 0;
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tensor_tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn tensor_nms_matches_the_reference_on_random_boxes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for round in 0..50 {
+            let n = rng.gen_range(0..300);
+            let mut boxes = Vec::with_capacity(n * 4);
+            let mut scores = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (x, y) = (rng.gen_range(0.0..200.0f32), rng.gen_range(0.0..200.0f32));
+                let (w, h) = (rng.gen_range(1.0..60.0f32), rng.gen_range(1.0..60.0f32));
+                boxes.extend_from_slice(&[x, y, x + w, y + h]);
+                // Coarse scores create ties: ordering must still agree.
+                scores.push((rng.gen_range(0..20) as f32) / 20.0);
+            }
+            let want: Vec<i64> = nms(&boxes, &scores, 0.4).into_iter().map(|i| i as i64).collect();
+            let bt = tch::Tensor::from_slice(&boxes).view([n as i64, 4]);
+            let st = tch::Tensor::from_slice(&scores);
+            assert_eq!(nms_tensor(&bt, &st, 0.4), want, "round {round}, n {n}");
+        }
+    }
+}

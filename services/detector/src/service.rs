@@ -22,8 +22,14 @@ const MAX_IN_FLIGHT_PER_STREAM: usize = 512;
 pub const MAX_SIDE: u32 = 4096;
 
 pub struct DetectorSvc {
-    pub batcher: Batcher,
+    /// One batcher (model thread) per device.
+    pub batchers: Arc<Vec<Batcher>>,
     pub info: Arc<ModelInfoResponse>,
+}
+
+/// The device with the most free queue slots.
+fn pick(batchers: &[Batcher]) -> &Batcher {
+    batchers.iter().max_by_key(|b| b.available()).expect("at least one batcher")
 }
 
 /// Checks a request describes a real u8 HWC RGB image; the message is the client's fix.
@@ -90,7 +96,7 @@ impl DetectorService for DetectorSvc {
 
     async fn detect(&self, req: Request<Streaming<DetectRequest>>) -> Result<Response<DetectStream>, Status> {
         let mut incoming = req.into_inner();
-        let batcher = self.batcher.clone();
+        let batchers = self.batchers.clone();
         let model_id = self.info.model_id.clone();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         tokio::spawn(async move {
@@ -111,7 +117,7 @@ impl DetectorService for DetectorSvc {
                                 continue;
                             }
                         };
-                        match batcher.submit(img).await {
+                        match pick(&batchers).submit(img).await {
                             Ok(rx) => inflight.push(async move { (id, rx.await) }),
                             Err(SubmitError::Closed | SubmitError::QueueFull) => {
                                 let _ = tx.send(Err(Status::unavailable("detector shutting down"))).await;
@@ -138,7 +144,7 @@ impl DetectorService for DetectorSvc {
     ) -> Result<Response<DetectOneResponse>, Status> {
         let req = req.into_inner().image.ok_or_else(|| Status::invalid_argument("image is required"))?;
         let img = validate(&req).map_err(Status::invalid_argument)?;
-        let rx = self.batcher.try_submit(img).map_err(|e| match e {
+        let rx = pick(&self.batchers).try_submit(img).map_err(|e| match e {
             SubmitError::QueueFull => Status::resource_exhausted(e.to_string()),
             SubmitError::Closed => Status::unavailable(e.to_string()),
         })?;

@@ -1,0 +1,131 @@
+//! `make bench-detector`: in-process model throughput by batch size, then throughput and
+//! latency through gRPC with many concurrent streams. Not a test: it prints numbers.
+//!
+//! Env: BENCH_DEVICE (auto|cpu|cuda), BENCH_FP32=1, BENCH_BATCHES="1,2,4,8",
+//! BENCH_STREAMS (default 8), BENCH_IMAGES (gRPC images, default 64), BENCH_THREADS.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use facesweep_detector::{Config, ImageInput, Model};
+use facesweep_proto::detector_service_client::DetectorServiceClient;
+use facesweep_proto::DetectRequest;
+use futures::StreamExt;
+
+fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn image(seed: u8) -> ImageInput {
+    // Textured input: a constant image would let NMS do no work.
+    let data: Vec<u8> = (0..640 * 640 * 3).map(|i: usize| ((i * 31 + seed as usize * 17) % 251) as u8).collect();
+    ImageInput { data: data.into(), height: 640, width: 640, scale: 1.0, offset_x: 0.0, offset_y: 0.0, original_width: 640, original_height: 640 }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    facesweep_detector::model::preload_cuda();
+    let model_path = std::env::var("BENCH_MODEL").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/retinaface_mnet025.pt").into());
+    let device_arg: String = env("BENCH_DEVICE", "auto".to_string());
+    let fp32 = std::env::var("BENCH_FP32").is_ok_and(|v| v == "1");
+    let threads: i32 = env("BENCH_THREADS", std::thread::available_parallelism()?.get() as i32);
+    tch::set_num_threads(threads);
+    let cfg = Config::try_parse_from(["bench", "--model", &model_path, "--device", &device_arg])?;
+    let device = cfg.torch_device()?;
+    let batches: Vec<usize> = env("BENCH_BATCHES", "1,2,4,8".to_string()).split(',').filter_map(|s| s.parse().ok()).collect();
+    println!("device {device:?} fp32={fp32} torch threads {threads}");
+
+    let model = Model::load(std::path::Path::new(&model_path), device, !fp32)?;
+    let imgs: Vec<ImageInput> = (0..*batches.iter().max().unwrap_or(&1)).map(|i| image(i as u8)).collect();
+    println!("in-process (model + NMS), 640x640:");
+    let mut best = 0.0f64;
+    for &b in &batches {
+        let refs: Vec<&ImageInput> = imgs[..b].iter().collect();
+        for _ in 0..2 {
+            model.detect(&refs)?;
+        }
+        let iters = env("BENCH_ITERS", (16 / b).max(3));
+        let mut times = Vec::new();
+        for _ in 0..iters {
+            let t = Instant::now();
+            model.detect(&refs)?;
+            sync(device);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let ips = b as f64 / median(times.clone());
+        best = best.max(ips);
+        println!("  batch {b:>4}: {ips:>9.1} images/s (median of {iters}, {:.1} ms/batch)", median(times) * 1e3);
+    }
+    drop(model);
+
+    let streams: usize = env("BENCH_STREAMS", 8);
+    let total: usize = env("BENCH_IMAGES", 64);
+    let max_batch: usize = env("BENCH_MAX_BATCH", *batches.iter().max().unwrap_or(&8));
+    let mut args = vec!["bench".to_string(), "--listen".into(), "127.0.0.1:0".into(), "--model".into(), model_path.clone(), "--device".into(), device_arg.clone(), "--max-batch".into(), max_batch.to_string(), "--threads".into(), threads.to_string()];
+    if fp32 {
+        args.push("--fp32".into());
+    }
+    let stop = facesweep_common::Shutdown::new();
+    let running = facesweep_detector::spawn(Config::try_parse_from(args)?, stop.clone()).await?;
+    let ch = facesweep_common::grpc::channel(&running.addr.to_string())?;
+    let run = |n: usize| {
+        let ch = ch.clone();
+        async move {
+            let per = n / streams;
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..streams)
+                .map(|s| {
+                    let mut client = DetectorServiceClient::new(ch.clone());
+                    tokio::spawn(async move {
+                        let (tx, rx) = tokio::sync::mpsc::channel(64);
+                        let mut sent = std::collections::HashMap::new();
+                        let mut out = client.detect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+                        let feeder = tokio::spawn(async move {
+                            let mut times = Vec::new();
+                            for i in 0..per {
+                                let img = image((s * 7 + i) as u8);
+                                times.push(Instant::now());
+                                let req = DetectRequest { id: i as u64, data: img.data, height: 640, width: 640, channels: 3, scale: 1.0, ..Default::default() };
+                                if tx.send(req).await.is_err() { break; }
+                            }
+                            times
+                        });
+                        let mut got = Vec::new();
+                        while let Some(r) = out.next().await {
+                            got.push((r.unwrap().id, Instant::now()));
+                            if got.len() == per { break; }
+                        }
+                        let times = feeder.await.unwrap();
+                        for (i, t) in times.into_iter().enumerate() { sent.insert(i as u64, t); }
+                        got.into_iter().map(|(id, at)| at.duration_since(sent[&id])).collect::<Vec<Duration>>()
+                    })
+                })
+                .collect();
+            let mut lat = Vec::new();
+            for t in tasks { lat.extend(t.await.unwrap()); }
+            (started.elapsed(), lat)
+        }
+    };
+    run(streams * 2).await; // warm-up
+    let (elapsed, lat) = run(total).await;
+    let mut ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let ips = ms.len() as f64 / elapsed.as_secs_f64();
+    println!(
+        "gRPC: {} streams, {} images, max batch {max_batch}: {ips:.1} images/s, p50 {:.0} ms, p99 {:.0} ms; overhead vs best in-process {:.1}%",
+        streams, ms.len(), ms[ms.len() / 2], ms[(ms.len() * 99 / 100).min(ms.len() - 1)], (1.0 - ips / best) * 100.0
+    );
+    stop.cancel();
+    Ok(())
+}
