@@ -14,15 +14,26 @@ demo: build
 
 test: setup
 	$(ENV) buf lint
+	$(ENV) cargo build --workspace --bins
 	$(ENV) cargo test --workspace -- --test-threads=2
 
 lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
 
 .PHONY: bench bench-detector
-bench: bench-detector
+bench: bench-detector bench-results
 
 # Detector throughput: Rust in-process and through gRPC, then the Python baseline.
 bench-detector: setup
 	$(ENV) cargo bench -p facesweep-detector --bench detector
 	$(ENV) $$FACESWEEP_VENV/bin/python scripts/bench_detector_python.py models/retinaface_mnet025.pt
+
+.PHONY: bench-results chaos
+# Persisted URL results per second into a durable embedded Postgres.
+bench-results: setup
+	$(ENV) cargo bench -p facesweep-results --bench results
+
+# Chaos at full size: 10,000 URLs, 20 kill -9s (CI runs 2,000 / 5 inside `make test`).
+chaos: setup
+	$(ENV) cargo build --workspace --bins
+	$(ENV) CHAOS_URLS=10000 CHAOS_KILLS=20 cargo test -p facesweep-tests --test chaos -- --nocapture

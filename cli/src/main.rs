@@ -60,6 +60,16 @@ enum Cmd {
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
+    /// Re-queue a job's URLs with one failure class (e.g. timeout), keeping every other result.
+    Retry {
+        #[arg(long)]
+        job: String,
+        /// Failure class as in exports: timeout, http_error, connect_error, abandoned, ...
+        #[arg(long)]
+        status: String,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
     /// Export a job as JSON Lines, one line per URL.
     Export {
         #[arg(long)]
@@ -107,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
             let m = Mesh::start(o).await?;
             println!(
                 "facesweep up: delegator {} detector {} results {} fetcher {}",
-                m.delegator, m.detector, m.results, m.fetcher
+                m.delegator, m.detector, m.results, m.fetcher_addr
             );
             println!("database: {}", m.database_url);
             facesweep_common::shutdown::signal().await;
@@ -125,6 +135,11 @@ async fn main() -> anyhow::Result<()> {
                 client::progress(&delegator, &job).await?
             };
             println!("{}", client::describe(&p));
+        }
+        Cmd::Retry { job, status, delegator } => {
+            let req = facesweep_proto::RetryUrlsRequest { job: job.clone(), status: status.clone() };
+            let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
+            println!("job {job}: {n} URLs with status {status} re-queued");
         }
         Cmd::Export { job, out, results } => {
             let lines = client::export(&results, &job, &out).await?;

@@ -50,11 +50,20 @@ pub struct Mesh {
     pub delegator: SocketAddr,
     pub detector: SocketAddr,
     pub results: SocketAddr,
-    pub fetcher: SocketAddr,
+    pub fetcher_addr: SocketAddr,
     pub database_url: String,
     shutdown: Shutdown,
+    fetcher_stop: Shutdown,
+    fetcher: Option<Running>,
     tasks: Vec<Running>,
     pg: Option<PgEmbed>,
+}
+
+fn stable_id(dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()).hash(&mut h);
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
 fn addr(base: u16, offset: u16) -> SocketAddr {
@@ -74,6 +83,8 @@ impl Mesh {
             }
         };
         let shutdown = Shutdown::new();
+        // Fetchers stop first so their last results still reach running services.
+        let fetcher_stop = Shutdown::new();
         let results = facesweep_results::spawn(
             facesweep_results::Config {
                 listen: addr(o.base_port, 2),
@@ -92,6 +103,8 @@ impl Mesh {
                 lease_ttl_secs: o.lease_ttl_secs,
                 default_chunk_size: o.chunk_size,
                 db_connections: 8,
+                split_after: 3,
+                abandon_after: 3,
             },
             shutdown.clone(),
         )
@@ -113,10 +126,12 @@ impl Mesh {
         let fetcher = facesweep_fetcher::spawn(
             facesweep_fetcher::Config {
                 listen: addr(o.base_port, 3),
-                delegator: delegator.addr.to_string(),
+                delegator: vec![delegator.addr.to_string()],
                 detector: detector.addr.to_string(),
                 results: results.addr.to_string(),
-                id: Some(format!("embedded-{}", std::process::id())),
+                // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
+                id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
+                drain_grace_secs: 10,
                 leases: o.fetcher_leases,
                 concurrency: o.fetcher_concurrency,
                 decode_threads: 0,
@@ -129,17 +144,19 @@ impl Mesh {
                 user_agent: concat!("facesweep/", env!("CARGO_PKG_VERSION")).into(),
                 idle_poll_ms: o.idle_poll_ms,
             },
-            shutdown.clone(),
+            fetcher_stop.clone(),
         )
         .await?;
         Ok(Mesh {
             delegator: delegator.addr,
             detector: detector.addr,
             results: results.addr,
-            fetcher: fetcher.addr,
+            fetcher_addr: fetcher.addr,
             database_url,
             shutdown,
-            tasks: vec![fetcher, detector, delegator, results],
+            fetcher_stop,
+            fetcher: Some(fetcher),
+            tasks: vec![detector, delegator, results],
             pg,
         })
     }
@@ -150,6 +167,10 @@ impl Mesh {
 
     /// Stops fetchers first (they finish their leases), then servers, then Postgres.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.fetcher_stop.cancel();
+        if let Some(f) = self.fetcher.take() {
+            f.join().await?;
+        }
         self.shutdown.cancel();
         for t in self.tasks.drain(..) {
             t.join().await?;

@@ -129,3 +129,46 @@ async fn run_twice_on_the_same_data_dir_resumes_without_duplicates() {
     assert_eq!(a, b);
     assert_eq!(a.lines().count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_run_at_any_moment_then_rerunning_loses_and_duplicates_nothing() {
+    let mut routes = Routes::default();
+    let dir = facesweep_cli::default_samples_dir();
+    let photos: Vec<String> = routes.add_dir(&dir).unwrap();
+    let (addr, _srv) = serve(routes).await.unwrap();
+    let tmp = tempfile::Builder::new().prefix("facesweep-cli").tempdir_in("/tmp").unwrap();
+    let list = tmp.path().join("resume.txt");
+    let n = 120;
+    let urls: Vec<String> =
+        (0..n).map(|i| format!("http://{addr}/{}?i={i}", photos[i % photos.len()])).collect();
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let data = tmp.path().join("data");
+    let run = || {
+        let mut c = bin();
+        c.arg("run").arg(&list).arg("--out").arg(&out).arg("--data-dir").arg(&data);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    // Three kill -9s at different moments: during start-up/import, early, and mid-run.
+    for wait_ms in [700u64, 2500, 5000] {
+        let mut child = run().spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut c = run();
+    c.stdout(Stdio::piped());
+    let summary = ok(&mut c);
+    assert!(summary.contains(&format!("{n} URLs")), "{summary}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), n);
+    let ids: std::collections::HashSet<i64> = lines.iter().map(|l| l["url_id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), n, "duplicate URL ids in export");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["url"], urls[i].as_str());
+        assert_eq!(l["status"], "ok", "{l}");
+        assert!(!l["faces"].as_array().unwrap().is_empty(), "{l}");
+    }
+}

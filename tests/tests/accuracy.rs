@@ -13,7 +13,11 @@ use facesweep_tests::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-async fn detector(fp32: bool, device: &str, stop: &Shutdown) -> DetectorServiceClient<tonic::transport::Channel> {
+async fn detector(
+    fp32: bool,
+    device: &str,
+    stop: &Shutdown,
+) -> DetectorServiceClient<tonic::transport::Channel> {
     let cfg = facesweep_detector::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         model: model_path(),
@@ -25,11 +29,13 @@ async fn detector(fp32: bool, device: &str, stop: &Shutdown) -> DetectorServiceC
         threads: 2,
     };
     let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
-    DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap()).max_decoding_message_size(64 << 20)
+    DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())
+        .max_decoding_message_size(64 << 20)
 }
 
 fn python() -> String {
-    let venv = std::env::var("FACESWEEP_VENV").unwrap_or_else(|_| facesweep_cli::cache_dir().join("venv").display().to_string());
+    let venv = std::env::var("FACESWEEP_VENV")
+        .unwrap_or_else(|_| facesweep_cli::cache_dir().join("venv").display().to_string());
     format!("{venv}/bin/python")
 }
 
@@ -47,10 +53,12 @@ fn compare(name: &str, got: &[Face], want: &Value, px: f64, score: f64) -> (f64,
         let wl: Vec<f64> = w["landmarks"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let ws = w["score"].as_f64().unwrap();
         let m = got.iter().find(|g| close(&[g.x1, g.y1, g.x2, g.y2], &wb, px));
-        let m = m.unwrap_or_else(|| panic!("{name}: reference face {wb:?} unmatched within {px}px in {got:?}"));
+        let m =
+            m.unwrap_or_else(|| panic!("{name}: reference face {wb:?} unmatched within {px}px in {got:?}"));
         assert!((m.score as f64 - ws).abs() <= score, "{name}: score {} vs {ws}", m.score);
         assert!(close(&m.landmarks, &wl, px), "{name}: landmarks {:?} vs {wl:?}", m.landmarks);
-        let dev = [m.x1, m.y1, m.x2, m.y2].iter().zip(&wb).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let dev =
+            [m.x1, m.y1, m.x2, m.y2].iter().zip(&wb).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
         worst = (worst.0.max(dev), worst.1.max((m.score as f64 - ws).abs()));
     }
     worst
@@ -59,7 +67,11 @@ fn compare(name: &str, got: &[Face], want: &Value, px: f64, score: f64) -> (f64,
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_detector_matches_python_torchvision_reference() {
     let dir = tmp_dir();
-    let mut photos: Vec<_> = std::fs::read_dir(samples_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png")).collect();
+    let mut photos: Vec<_> = std::fs::read_dir(samples_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .collect();
     photos.sort();
     assert!(photos.len() >= 6);
     let mut inputs = Vec::new();
@@ -71,12 +83,27 @@ async fn grpc_detector_matches_python_torchvision_reference() {
         std::fs::write(&raw, &lb.data).unwrap();
         inputs.push(json!({"name": name, "tensor": raw, "height": lb.height, "width": lb.width, "scale": lb.scale,
             "offset_x": lb.offset_x, "offset_y": lb.offset_y, "original_width": lb.original_width, "original_height": lb.original_height}));
-        reqs.push(DetectRequest { id: i as u64, data: lb.data.into(), height: lb.height, width: lb.width, channels: 3,
-            scale: lb.scale, offset_x: lb.offset_x, offset_y: lb.offset_y, original_width: lb.original_width, original_height: lb.original_height });
+        reqs.push(DetectRequest {
+            id: i as u64,
+            data: lb.data.into(),
+            height: lb.height,
+            width: lb.width,
+            channels: 3,
+            scale: lb.scale,
+            offset_x: lb.offset_x,
+            offset_y: lb.offset_y,
+            original_width: lb.original_width,
+            original_height: lb.original_height,
+        });
     }
     let spec = dir.path().join("inputs.json");
     std::fs::write(&spec, serde_json::to_vec(&inputs).unwrap()).unwrap();
-    let out = Command::new(python()).arg(repo_root().join("scripts/reference_detect.py")).arg(model_path()).arg(&spec).output().unwrap();
+    let out = Command::new(python())
+        .arg(repo_root().join("scripts/reference_detect.py"))
+        .arg(model_path())
+        .arg(&spec)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "reference failed: {}", String::from_utf8_lossy(&out.stderr));
     let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
 
@@ -89,7 +116,14 @@ async fn grpc_detector_matches_python_torchvision_reference() {
     };
     for (fp32, device, px, score) in runs {
         let mut det = detector(fp32, device, &stop).await;
-        let resp: Vec<DetectResponse> = det.detect(futures::stream::iter(reqs.clone())).await.unwrap().into_inner().map(|r| r.unwrap()).collect().await;
+        let resp: Vec<DetectResponse> = det
+            .detect(futures::stream::iter(reqs.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
         assert_eq!(resp.len(), reqs.len());
         let (mut total, mut worst) = (0, (0.0f64, 0.0f64));
         for r in resp {
@@ -99,7 +133,10 @@ async fn grpc_detector_matches_python_torchvision_reference() {
             worst = (worst.0.max(w.0), worst.1.max(w.1));
             total += r.faces.len();
         }
-        eprintln!("{device} fp32={fp32}: {total} faces, max box deviation {:.4} px, max score deviation {:.2e}", worst.0, worst.1);
+        eprintln!(
+            "{device} fp32={fp32}: {total} faces, max box deviation {:.4} px, max score deviation {:.2e}",
+            worst.0, worst.1
+        );
         assert!(total >= 20, "expected the multi-face photos to yield many faces, got {total}");
     }
     stop.cancel();

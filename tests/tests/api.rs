@@ -99,7 +99,7 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
         ("delegator", mesh.delegator),
         ("detector", mesh.detector),
         ("results", mesh.results),
-        ("fetcher", mesh.fetcher),
+        ("fetcher", mesh.fetcher_addr),
     ] {
         let mut h = HealthClient::new(ch(addr));
         let s = h.check(HealthCheckRequest { service: "".into() }).await.unwrap().into_inner();

@@ -12,7 +12,15 @@ use futures::StreamExt;
 use tonic::Code;
 
 fn image(id: u64) -> DetectRequest {
-    DetectRequest { id, data: vec![90u8; 640 * 640 * 3].into(), height: 640, width: 640, channels: 3, scale: 1.0, ..Default::default() }
+    DetectRequest {
+        id,
+        data: vec![90u8; 640 * 640 * 3].into(),
+        height: 640,
+        width: 640,
+        channels: 3,
+        scale: 1.0,
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -29,13 +37,16 @@ async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
         threads: 1,
     };
     let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
-    let client = DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap()).max_decoding_message_size(64 << 20);
+    let client = DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())
+        .max_decoding_message_size(64 << 20);
 
     // Unary: with one queue slot, a burst must see refusals, and every call ends one way or the other.
     let calls: Vec<_> = (0..12)
         .map(|i| {
             let mut c = client.clone();
-            tokio::spawn(async move { c.detect_one(DetectOneRequest { image: Some(image(i)) }).await.map(|_| ()) })
+            tokio::spawn(
+                async move { c.detect_one(DetectOneRequest { image: Some(image(i)) }).await.map(|_| ()) },
+            )
         })
         .collect();
     let (mut ok, mut exhausted) = (0, 0);
@@ -50,7 +61,8 @@ async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
 
     // Streams wait instead: every image of the stream is answered.
     let mut c = client.clone();
-    let replies: Vec<_> = c.detect(futures::stream::iter((0..6).map(image))).await.unwrap().into_inner().collect().await;
+    let replies: Vec<_> =
+        c.detect(futures::stream::iter((0..6).map(image))).await.unwrap().into_inner().collect().await;
     assert_eq!(replies.len(), 6);
     assert!(replies.iter().all(|r| r.as_ref().is_ok_and(|r| r.error_code == 0)));
 

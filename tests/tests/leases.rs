@@ -18,6 +18,18 @@ async fn delegator(
     ttl: u64,
     stop: &Shutdown,
 ) -> DelegatorServiceClient<Channel> {
+    delegator_with(db, index, count, ttl, 3, 3, stop).await
+}
+
+async fn delegator_with(
+    db: &TestDb,
+    index: u32,
+    count: u32,
+    ttl: u64,
+    split_after: i32,
+    abandon_after: i32,
+    stop: &Shutdown,
+) -> DelegatorServiceClient<Channel> {
     let cfg = facesweep_delegator::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
@@ -26,6 +38,8 @@ async fn delegator(
         lease_ttl_secs: ttl,
         default_chunk_size: 10,
         db_connections: 4,
+        split_after,
+        abandon_after,
     };
     let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
     DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
@@ -103,7 +117,7 @@ async fn expired_leases_are_reissued_and_fencing_rejects_the_old_holder() {
     d.release_lease(ReleaseLeaseRequest { lease: lref(&second) }).await.unwrap();
     let third = acquire(&mut d, "c").await.expect("released chunk is leasable");
     let p = d.get_progress(GetProgressRequest { job: "expiry".into() }).await.unwrap().into_inner();
-    assert_eq!(p.leases_reissued, 1);
+    assert_eq!((p.leases_reissued, p.leases_expired), (2, 1));
     assert_eq!((p.chunks_leased, p.total_urls, p.done_urls), (1, 5, 0));
     // Completing without results sends the chunk back to pending, never to done.
     let c = d.complete_lease(CompleteLeaseRequest { lease: lref(&third) }).await.unwrap().into_inner();
@@ -168,5 +182,116 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     assert_eq!((p.done_urls, p.total_urls, p.chunks_done), (4, 4, 1));
     let timeouts = p.by_status.iter().find(|s| s.status == "timeout").unwrap().count;
     assert_eq!(timeouts, 2);
+    stop.cancel();
+}
+
+async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> {
+    let cfg = facesweep_results::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.pg.url(),
+        db_connections: 4,
+    };
+    let running = facesweep_results::spawn(cfg, stop.clone()).await.unwrap();
+    ResultsServiceClient::new(channel(&running.addr.to_string()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_url_is_isolated_abandoned_and_can_be_retried() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator_with(&db, 0, 1, 60, 1, 2, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "poison", 8, 8).await;
+    let poison = facesweep_common::url_id(1, 5);
+    let mut leases = Vec::new();
+    // A fetcher that finishes every URL except the poison one.
+    while let Some(l) = acquire(&mut d, "f").await {
+        leases.push(l.urls.len());
+        let ok: Vec<UrlResult> = l
+            .urls
+            .iter()
+            .filter(|u| u.id != poison)
+            .map(|u| UrlResult { url_id: u.id, status: UrlStatus::Ok as i32, ..Default::default() })
+            .collect();
+        if !ok.is_empty() {
+            r.record(RecordRequest { results: ok }).await.unwrap();
+        }
+        d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
+        assert!(leases.len() < 10, "the poison URL keeps its chunk busy: {leases:?}");
+    }
+    // Whole chunk, then the poison URL alone until it is abandoned.
+    assert_eq!(leases, vec![8, 1, 1]);
+    let got =
+        r.get_url_result(GetUrlResultRequest { url_id: poison }).await.unwrap().into_inner().result.unwrap();
+    assert_eq!(got.status(), UrlStatus::Abandoned);
+    assert!(got.reason.contains("abandoned after 2"), "{}", got.reason);
+    let p = d.get_progress(GetProgressRequest { job: "poison".into() }).await.unwrap().into_inner();
+    assert_eq!((p.done_urls, p.failed_urls, p.chunks_done), (8, 1, 1));
+
+    // Retry re-queues only that class; the URL is leased again, the others stay done.
+    let e =
+        d.retry_urls(RetryUrlsRequest { job: "poison".into(), status: "bogus".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let n = d
+        .retry_urls(RetryUrlsRequest { job: "poison".into(), status: "abandoned".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.requeued, 1);
+    let again = acquire(&mut d, "f").await.expect("retried URL is leased again");
+    assert_eq!(again.urls.iter().map(|u| u.id).collect::<Vec<_>>(), vec![poison]);
+    let p = d.get_progress(GetProgressRequest { job: "poison".into() }).await.unwrap().into_inner();
+    assert_eq!((p.done_urls, p.failed_urls), (7, 0));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_share_leases_by_priority_without_starvation() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    for (job, prio) in [("high", 3), ("low", 1)] {
+        d.create_job(CreateJobRequest { name: job.into(), chunk_size: 1, priority: prio }).await.unwrap();
+        let urls: Vec<String> = (0..60).map(|i| format!("http://x/{i}")).collect();
+        d.append_urls(futures::stream::iter(vec![AppendUrlsRequest {
+            job: job.into(),
+            first_ordinal: 0,
+            urls,
+        }]))
+        .await
+        .unwrap();
+    }
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..48 {
+        let l = acquire(&mut d, "f").await.unwrap();
+        *counts.entry(l.job_name).or_default() += 1;
+    }
+    let (high, low) = (counts["high"], counts.get("low").copied().unwrap_or(0));
+    assert!(low > 0, "low-priority job starved: {counts:?}");
+    assert!(high > 2 * low, "weights 3:1 not honoured: {counts:?}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_fetcher_gets_its_old_leases_back_at_once() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 600, &stop).await;
+    import(&mut d, "restart", 30, 10).await;
+    for _ in 0..2 {
+        acquire(&mut d, "fetcher-a").await.unwrap();
+    }
+    acquire(&mut d, "fetcher-b").await.unwrap();
+    let e =
+        d.release_fetcher_leases(ReleaseFetcherLeasesRequest { fetcher_id: "".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let n = d
+        .release_fetcher_leases(ReleaseFetcherLeasesRequest { fetcher_id: "fetcher-a".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.released, 2);
+    let p = d.get_progress(GetProgressRequest { job: "restart".into() }).await.unwrap().into_inner();
+    assert_eq!((p.chunks_pending, p.chunks_leased), (2, 1));
     stop.cancel();
 }

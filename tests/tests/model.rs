@@ -8,7 +8,11 @@ fn export_reproduces_the_stored_output_checksum() {
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model_path().with_extension("json")).unwrap()).unwrap();
     let want = std::fs::read_to_string(repo_root().join("tests/fixtures/model_output_checksum.txt")).unwrap();
-    assert_eq!(cfg["output_checksum"].as_str().unwrap(), want.trim(), "scripts/export_model.py output changed");
+    assert_eq!(
+        cfg["output_checksum"].as_str().unwrap(),
+        want.trim(),
+        "scripts/export_model.py output changed"
+    );
 }
 
 #[test]

@@ -30,8 +30,13 @@ pub struct PgEmbed {
 }
 
 impl PgEmbed {
-    /// Starts (initialising if needed) a cluster whose files live in `dir/pg`.
+    /// Starts (initialising if needed) a cluster whose files live in `dir/pg`, on a free port.
     pub fn start(dir: &Path, durability: Durability) -> anyhow::Result<Self> {
+        Self::start_on(dir, durability, None)
+    }
+
+    /// Like `start`, on `port` when given (a restarted cluster keeps its address).
+    pub fn start_on(dir: &Path, durability: Durability, port: Option<u16>) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
@@ -51,7 +56,10 @@ impl PgEmbed {
             init(&bin, &pgdata, user.as_ref())?;
         }
         stop_stale(&pgdata);
-        let port = free_port()?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let log_path = pgdata.with_file_name("postgres.log");
         let log = fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin.join("postgres"));
@@ -170,7 +178,9 @@ fn run_as_user() -> anyhow::Result<Option<User>> {
 
 /// Whether every ancestor of `dir` lets others through (the cluster user is not us).
 fn traversable(dir: &Path) -> bool {
-    dir.ancestors().skip(1).all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+    dir.ancestors()
+        .skip(1)
+        .all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
 }
 
 /// A stable cluster location for `dir` under /var/tmp, so it is still kept between runs.

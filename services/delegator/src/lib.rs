@@ -1,6 +1,8 @@
 //! Delegator: durable, expiring leases on chunks of URLs, sharded by `chunk_no % N`.
 
+mod failures;
 mod import;
+pub mod sched;
 mod service;
 pub mod store;
 
@@ -11,7 +13,7 @@ use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_server::DelegatorServiceServer;
 
-pub use store::{Shard, Store};
+pub use store::{Limits, Shard, Store};
 
 /// Delegator configuration (`facesweep-delegator --help`).
 #[derive(Clone, Debug, clap::Parser)]
@@ -38,6 +40,12 @@ pub struct Config {
     /// Maximum Postgres connections in the pool.
     #[arg(long, env = "DELEGATOR_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Failures of a chunk (expired or incomplete leases) before its leases start halving.
+    #[arg(long, env = "DELEGATOR_SPLIT_AFTER", default_value_t = 3)]
+    pub split_after: i32,
+    /// Failed single-URL leases before that URL gets the terminal status `abandoned`.
+    #[arg(long, env = "DELEGATOR_ABANDON_AFTER", default_value_t = 3)]
+    pub abandon_after: i32,
 }
 
 impl Config {
@@ -51,6 +59,10 @@ impl Config {
             self.shard_count
         );
         anyhow::ensure!(self.lease_ttl_secs >= 1, "--lease-ttl-secs must be at least 1");
+        anyhow::ensure!(
+            self.split_after >= 1 && self.abandon_after >= 1,
+            "--split-after and --abandon-after must be at least 1"
+        );
         anyhow::ensure!(
             (1..=1_000_000).contains(&self.default_chunk_size),
             "--default-chunk-size must be in 1..=1000000"
@@ -68,7 +80,13 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     config.validate()?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
-    let store = Store::new(pool, config.shard(), Duration::from_secs(config.lease_ttl_secs));
+    let limits = Limits { split_after: config.split_after, abandon_after: config.abandon_after };
+    let store = Store::new(pool, config.shard(), Duration::from_secs(config.lease_ttl_secs), limits);
+    tokio::spawn(sweeper(
+        store.clone(),
+        Duration::from_millis((config.lease_ttl_secs * 250).clamp(200, 5_000)),
+        shutdown.clone(),
+    ));
     let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
     let (health, health_svc) = grpc::health();
     health.set_serving::<DelegatorServiceServer<service::DelegatorSvc>>().await;
@@ -77,6 +95,21 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     Ok(grpc::spawn_router(router, listener, shutdown))
+}
+
+/// Returns expired leases of this shard to pending, every `every`.
+async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "returned expired leases"),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
 }
 
 /// Serves until `shutdown` is cancelled.

@@ -178,6 +178,36 @@ impl DelegatorService for DelegatorSvc {
             rate_per_second: p.rate_per_second,
             eta_seconds: eta,
             leases_reissued: p.leases_reissued,
+            failed_urls: p.failed_urls,
+            leases_expired: p.leases_expired,
         }))
+    }
+
+    async fn retry_urls(
+        &self,
+        req: Request<RetryUrlsRequest>,
+    ) -> Result<Response<RetryUrlsResponse>, Status> {
+        let r = req.into_inner();
+        if UrlStatus::from_short_name(&r.status).is_none_or(|s| s == UrlStatus::Unspecified) {
+            return Err(invalid(format!(
+                "unknown status {:?} (e.g. timeout, http_error, abandoned)",
+                r.status
+            )));
+        }
+        let job = self.store.job(&r.job).await?;
+        let requeued = self.store.retry(job.id, &r.status).await?;
+        Ok(Response::new(RetryUrlsResponse { requeued }))
+    }
+
+    async fn release_fetcher_leases(
+        &self,
+        req: Request<ReleaseFetcherLeasesRequest>,
+    ) -> Result<Response<ReleaseFetcherLeasesResponse>, Status> {
+        let id = req.into_inner().fetcher_id;
+        if id.is_empty() {
+            return Err(invalid("fetcher_id is required"));
+        }
+        let released = self.store.release_owned(&id).await?;
+        Ok(Response::new(ReleaseFetcherLeasesResponse { released }))
     }
 }

@@ -9,6 +9,8 @@ use facesweep_common::{chunk_id_range, ORDINAL_BITS};
 use facesweep_proto::{Job, LeaseRef, LeaseUrl, StatusCount};
 use sqlx::{PgPool, Row};
 
+use crate::sched;
+
 /// Which chunks this instance owns: `chunk_no % count == index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -16,11 +18,21 @@ pub struct Shard {
     pub count: u32,
 }
 
+/// When failing chunks shrink and failing URLs are abandoned.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Failures of a chunk before its leases start halving.
+    pub split_after: i32,
+    /// Failed single-URL leases before the URL is `abandoned`.
+    pub abandon_after: i32,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: PgPool,
-    shard: Shard,
+    pub(crate) shard: Shard,
     ttl: Duration,
+    pub(crate) limits: Limits,
 }
 
 #[derive(Debug)]
@@ -37,6 +49,8 @@ pub struct GrantedLease {
 pub struct Progress {
     pub total_urls: i64,
     pub done_urls: i64,
+    pub failed_urls: i64,
+    pub leases_expired: i64,
     pub chunks: [i64; 3],
     pub by_status: Vec<StatusCount>,
     pub rate_per_second: f64,
@@ -44,8 +58,8 @@ pub struct Progress {
 }
 
 impl Store {
-    pub fn new(pool: PgPool, shard: Shard, ttl: Duration) -> Self {
-        Store { pool, shard, ttl }
+    pub fn new(pool: PgPool, shard: Shard, ttl: Duration, limits: Limits) -> Self {
+        Store { pool, shard, ttl, limits }
     }
 
     fn ttl_secs(&self) -> f64 {
@@ -85,38 +99,36 @@ impl Store {
         })
     }
 
-    /// Leases the next chunk of this shard that is pending or whose lease expired.
+    /// Jobs with a pending chunk in this shard, with their scheduling weight.
+    async fn jobs_with_work(&self) -> ServiceResult<Vec<(i64, i32)>> {
+        let rows = sqlx::query(
+            "SELECT j.id, greatest(j.priority, 1) FROM jobs j WHERE EXISTS (
+                 SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state = 'pending' AND c.chunk_no % $1 = $2)",
+        )
+        .bind(self.shard.count as i64)
+        .bind(self.shard.index as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Leases the next pending chunk of this shard from a job picked by weight.
     pub async fn acquire(&self, owner: &str, max_urls: i64) -> ServiceResult<Option<GrantedLease>> {
         // A chunk whose URLs all have results is closed here and the next one tried.
         for _ in 0..16 {
-            let Some(row) = sqlx::query(
-                "UPDATE chunks c SET state = 'leased', lease_owner = $1,
-                     token = nextval('lease_tokens'),
-                     expires_at = now() + make_interval(secs => $2),
-                     attempts = c.attempts + 1,
-                     reissued = c.reissued + CASE WHEN c.state = 'leased' THEN 1 ELSE 0 END,
-                     updated_at = now()
-                 FROM (SELECT c2.job_id, c2.chunk_no FROM chunks c2 JOIN jobs j ON j.id = c2.job_id
-                       WHERE c2.state <> 'done' AND c2.chunk_no % $3 = $4
-                         AND (c2.state = 'pending' OR c2.expires_at < now())
-                       ORDER BY j.priority DESC, c2.job_id, c2.chunk_no
-                       LIMIT 1 FOR UPDATE OF c2 SKIP LOCKED) pick
-                 WHERE c.job_id = pick.job_id AND c.chunk_no = pick.chunk_no
-                 RETURNING c.job_id, c.chunk_no, c.token, c.expires_at,
-                     (SELECT chunk_size FROM jobs WHERE id = c.job_id),
-                     (SELECT name FROM jobs WHERE id = c.job_id)",
-            )
-            .bind(owner)
-            .bind(self.ttl_secs())
-            .bind(self.shard.count as i64)
-            .bind(self.shard.index as i64)
-            .fetch_optional(&self.pool)
-            .await?
-            else {
-                return Ok(None);
-            };
+            let jobs = self.jobs_with_work().await?;
+            let mut row = None;
+            let order = sched::weighted_order(&jobs, &mut rand::thread_rng());
+            for job in order {
+                row = self.take_chunk(job, owner).await?;
+                if row.is_some() {
+                    break;
+                }
+            }
+            let Some(row) = row else { return Ok(None) };
             let (job_id, chunk_no, token): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-            let chunk_size: i32 = row.get(4);
+            let (chunk_size, failures): (i32, i32) = (row.get(4), row.get(5));
+            let limit = sched::lease_size(chunk_size as i64, failures, self.limits.split_after, max_urls);
             let (lo, hi) = chunk_id_range(job_id, chunk_no, chunk_size as i64);
             let urls: Vec<LeaseUrl> = sqlx::query(
                 "SELECT u.id, u.url FROM urls u WHERE u.id BETWEEN $1 AND $2
@@ -125,20 +137,29 @@ impl Store {
             )
             .bind(lo)
             .bind(hi)
-            .bind(max_urls)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?
             .into_iter()
             .map(|r| LeaseUrl { id: r.get(0), url: r.get(1) })
             .collect();
             let lease = LeaseRef { job_id, chunk_no, fencing_token: token };
-            if urls.is_empty() {
+            let (Some(first), Some(last)) = (urls.first(), urls.last()) else {
                 self.complete(&lease).await?;
                 continue;
-            }
+            };
+            // Remember exactly which URLs this lease holds, for failure accounting.
+            sqlx::query("UPDATE chunks SET lease_first = $4, lease_last = $5 WHERE job_id = $1 AND chunk_no = $2 AND token = $3")
+                .bind(job_id)
+                .bind(chunk_no)
+                .bind(token)
+                .bind(first.id)
+                .bind(last.id)
+                .execute(&self.pool)
+                .await?;
             return Ok(Some(GrantedLease {
                 job_id,
-                job_name: row.get(5),
+                job_name: row.get(6),
                 chunk_no,
                 token,
                 expires_at: row.get(3),
@@ -146,6 +167,36 @@ impl Store {
             }));
         }
         Ok(None)
+    }
+
+    /// Atomically takes the first pending chunk of `job` in this shard (compare-and-set).
+    async fn take_chunk(&self, job: i64, owner: &str) -> ServiceResult<Option<sqlx::postgres::PgRow>> {
+        Ok(sqlx::query(
+            // MATERIALIZED: the pick runs once. As a plain FROM subquery the planner may rescan
+            // it per row and lease several chunks in one statement.
+            "WITH pick AS MATERIALIZED (
+                 SELECT chunk_no FROM chunks
+                 WHERE job_id = $5 AND state = 'pending' AND chunk_no % $3 = $4
+                 ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED)
+             UPDATE chunks c SET state = 'leased', lease_owner = $1,
+                 token = nextval('lease_tokens'),
+                 expires_at = now() + make_interval(secs => $2),
+                 attempts = c.attempts + 1,
+                 reissued = c.reissued + CASE WHEN c.attempts > 0 THEN 1 ELSE 0 END,
+                 lease_first = NULL, lease_last = NULL, updated_at = now()
+             FROM pick
+             WHERE c.job_id = $5 AND c.chunk_no = pick.chunk_no AND c.state = 'pending'
+             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at,
+                 (SELECT chunk_size FROM jobs WHERE id = c.job_id), c.failures,
+                 (SELECT name FROM jobs WHERE id = c.job_id)",
+        )
+        .bind(owner)
+        .bind(self.ttl_secs())
+        .bind(self.shard.count as i64)
+        .bind(self.shard.index as i64)
+        .bind(job)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Extends a lease still held under `lease.fencing_token`.
@@ -164,9 +215,11 @@ impl Store {
         .ok_or_else(|| lost(lease))
     }
 
-    /// Closes a lease: `done` only if every URL of the chunk has a result, else back to pending.
+    /// Closes a lease: `done` only if every URL of the chunk has a result, else back to
+    /// pending, counted as a failure of the chunk.
     pub async fn complete(&self, lease: &LeaseRef) -> ServiceResult<bool> {
-        let state: String = sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
             "UPDATE chunks c SET
                  state = CASE WHEN EXISTS (
                      SELECT 1 FROM urls u
@@ -178,16 +231,33 @@ impl Store {
              FROM jobs j
              WHERE j.id = c.job_id AND c.job_id = $1 AND c.chunk_no = $2 AND c.token = $3
                AND c.state = 'leased'
-             RETURNING c.state::text",
+             RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last, c.state::text",
         )
         .bind(lease.job_id)
         .bind(lease.chunk_no)
         .bind(lease.fencing_token)
         .bind(ORDINAL_BITS as i32)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| lost(lease))?;
-        Ok(state == "done")
+        let done = row.get::<String, _>(4) == "done";
+        if !done {
+            let f = crate::failures::failed(&row);
+            // Only URLs of this lease still open count against it (new ones may have arrived).
+            let open: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM urls u WHERE u.id BETWEEN $1 AND $2
+                   AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id))",
+            )
+            .bind(f.first.unwrap_or(0))
+            .bind(f.last.unwrap_or(-1))
+            .fetch_one(&mut *tx)
+            .await?;
+            if open {
+                self.record_failure(&mut tx, &f, "lease completed with URLs unresolved").await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Gives a lease back unfinished; its chunk is immediately leasable again.
@@ -213,7 +283,8 @@ impl Store {
                     count(*) FILTER (WHERE state = 'pending'),
                     count(*) FILTER (WHERE state = 'leased'),
                     count(*) FILTER (WHERE state = 'done'),
-                    coalesce(sum(reissued), 0)
+                    coalesce(sum(reissued), 0),
+                    coalesce(sum(expired), 0)
              FROM chunks WHERE job_id = $1",
         )
         .bind(job_id)
@@ -230,12 +301,16 @@ impl Store {
             total_urls: row.get(0),
             chunks: [row.get(1), row.get(2), row.get(3)],
             leases_reissued: row.get(4),
+            leases_expired: row.get(5),
             ..Default::default()
         };
         let mut recent = 0;
         for s in statuses {
             let n: i64 = s.get(1);
             p.done_urls += n;
+            if s.get::<String, _>(0) != "ok" {
+                p.failed_urls += n;
+            }
             recent += s.get::<i64, _>(2);
             p.by_status.push(StatusCount { status: s.get(0), count: n });
         }

@@ -18,8 +18,18 @@ fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
 
 fn image(seed: u8) -> ImageInput {
     // Textured input: a constant image would let NMS do no work.
-    let data: Vec<u8> = (0..640 * 640 * 3).map(|i: usize| ((i * 31 + seed as usize * 17) % 251) as u8).collect();
-    ImageInput { data: data.into(), height: 640, width: 640, scale: 1.0, offset_x: 0.0, offset_y: 0.0, original_width: 640, original_height: 640 }
+    let data: Vec<u8> =
+        (0..640 * 640 * 3).map(|i: usize| ((i * 31 + seed as usize * 17) % 251) as u8).collect();
+    ImageInput {
+        data: data.into(),
+        height: 640,
+        width: 640,
+        scale: 1.0,
+        offset_x: 0.0,
+        offset_y: 0.0,
+        original_width: 640,
+        original_height: 640,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -36,14 +46,17 @@ fn sync(device: tch::Device) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     facesweep_detector::model::preload_cuda();
-    let model_path = std::env::var("BENCH_MODEL").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/retinaface_mnet025.pt").into());
+    let model_path = std::env::var("BENCH_MODEL").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/retinaface_mnet025.pt").into()
+    });
     let device_arg: String = env("BENCH_DEVICE", "auto".to_string());
     let fp32 = std::env::var("BENCH_FP32").is_ok_and(|v| v == "1");
     let threads: i32 = env("BENCH_THREADS", std::thread::available_parallelism()?.get() as i32);
     tch::set_num_threads(threads);
     let cfg = Config::try_parse_from(["bench", "--model", &model_path, "--device", &device_arg])?;
     let device = cfg.torch_device()?;
-    let batches: Vec<usize> = env("BENCH_BATCHES", "1,2,4,8".to_string()).split(',').filter_map(|s| s.parse().ok()).collect();
+    let batches: Vec<usize> =
+        env("BENCH_BATCHES", "1,2,4,8".to_string()).split(',').filter_map(|s| s.parse().ok()).collect();
     println!("device {device:?} fp32={fp32} torch threads {threads}");
 
     let model = Model::load(std::path::Path::new(&model_path), device, !fp32)?;
@@ -65,14 +78,29 @@ async fn main() -> anyhow::Result<()> {
         }
         let ips = b as f64 / median(times.clone());
         best = best.max(ips);
-        println!("  batch {b:>4}: {ips:>9.1} images/s (median of {iters}, {:.1} ms/batch)", median(times) * 1e3);
+        println!(
+            "  batch {b:>4}: {ips:>9.1} images/s (median of {iters}, {:.1} ms/batch)",
+            median(times) * 1e3
+        );
     }
     drop(model);
 
     let streams: usize = env("BENCH_STREAMS", 8);
     let total: usize = env("BENCH_IMAGES", 64);
     let max_batch: usize = env("BENCH_MAX_BATCH", *batches.iter().max().unwrap_or(&8));
-    let mut args = vec!["bench".to_string(), "--listen".into(), "127.0.0.1:0".into(), "--model".into(), model_path.clone(), "--device".into(), device_arg.clone(), "--max-batch".into(), max_batch.to_string(), "--threads".into(), threads.to_string()];
+    let mut args = vec![
+        "bench".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--model".into(),
+        model_path.clone(),
+        "--device".into(),
+        device_arg.clone(),
+        "--max-batch".into(),
+        max_batch.to_string(),
+        "--threads".into(),
+        threads.to_string(),
+    ];
     if fp32 {
         args.push("--fp32".into());
     }
@@ -90,30 +118,52 @@ async fn main() -> anyhow::Result<()> {
                     tokio::spawn(async move {
                         let (tx, rx) = tokio::sync::mpsc::channel(64);
                         let mut sent = std::collections::HashMap::new();
-                        let mut out = client.detect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+                        let mut out = client
+                            .detect(tokio_stream::wrappers::ReceiverStream::new(rx))
+                            .await
+                            .unwrap()
+                            .into_inner();
                         let feeder = tokio::spawn(async move {
                             let mut times = Vec::new();
                             for i in 0..per {
                                 let img = image((s * 7 + i) as u8);
                                 times.push(Instant::now());
-                                let req = DetectRequest { id: i as u64, data: img.data, height: 640, width: 640, channels: 3, scale: 1.0, ..Default::default() };
-                                if tx.send(req).await.is_err() { break; }
+                                let req = DetectRequest {
+                                    id: i as u64,
+                                    data: img.data,
+                                    height: 640,
+                                    width: 640,
+                                    channels: 3,
+                                    scale: 1.0,
+                                    ..Default::default()
+                                };
+                                if tx.send(req).await.is_err() {
+                                    break;
+                                }
                             }
                             times
                         });
                         let mut got = Vec::new();
                         while let Some(r) = out.next().await {
                             got.push((r.unwrap().id, Instant::now()));
-                            if got.len() == per { break; }
+                            if got.len() == per {
+                                break;
+                            }
                         }
                         let times = feeder.await.unwrap();
-                        for (i, t) in times.into_iter().enumerate() { sent.insert(i as u64, t); }
-                        got.into_iter().map(|(id, at)| at.duration_since(sent[&id])).collect::<Vec<Duration>>()
+                        for (i, t) in times.into_iter().enumerate() {
+                            sent.insert(i as u64, t);
+                        }
+                        got.into_iter()
+                            .map(|(id, at)| at.duration_since(sent[&id]))
+                            .collect::<Vec<Duration>>()
                     })
                 })
                 .collect();
             let mut lat = Vec::new();
-            for t in tasks { lat.extend(t.await.unwrap()); }
+            for t in tasks {
+                lat.extend(t.await.unwrap());
+            }
             (started.elapsed(), lat)
         }
     };

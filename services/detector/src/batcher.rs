@@ -158,10 +158,17 @@ fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::debug_span!("detect_batch", size = images.len());
     // LibTorch reports some errors by panicking in tch: keep the model thread alive.
-    let result = span.in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(&images))));
+    let result =
+        span.in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(&images))));
     let result = match result {
         Ok(r) => r.map_err(|e| e.to_string()),
-        Err(p) => Err(format!("model panicked: {}", p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?"))),
+        Err(p) => Err(format!(
+            "model panicked: {}",
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or(p.downcast_ref::<&str>().copied())
+                .unwrap_or("?")
+        )),
     };
     let inference = started.elapsed();
     let n = batch.len() as u32;

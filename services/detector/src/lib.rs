@@ -99,7 +99,9 @@ fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
         tch::set_num_threads(config.threads as i32);
     }
     let devices: Vec<tch::Device> = match (config.device.as_str(), device) {
-        ("auto", tch::Device::Cuda(_)) => (0..tch::Cuda::device_count() as usize).map(tch::Device::Cuda).collect(),
+        ("auto", tch::Device::Cuda(_)) => {
+            (0..tch::Cuda::device_count() as usize).map(tch::Device::Cuda).collect()
+        }
         _ => vec![device],
     };
     let mut batchers = Vec::new();

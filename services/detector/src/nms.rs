@@ -66,12 +66,15 @@ pub fn nms_tensor(boxes: &tch::Tensor, scores: &tch::Tensor, iou_threshold: f64)
     let b = boxes.index_select(0, &order).to_kind(tch::Kind::Float);
     let (x1, y1, x2, y2) = (b.select(1, 0), b.select(1, 1), b.select(1, 2), b.select(1, 3));
     let area = (&x2 - &x1) * (&y2 - &y1);
-    let w = (x2.unsqueeze(1).minimum(&x2.unsqueeze(0)) - x1.unsqueeze(1).maximum(&x1.unsqueeze(0))).clamp_min(0.0);
-    let h = (y2.unsqueeze(1).minimum(&y2.unsqueeze(0)) - y1.unsqueeze(1).maximum(&y1.unsqueeze(0))).clamp_min(0.0);
+    let w = (x2.unsqueeze(1).minimum(&x2.unsqueeze(0)) - x1.unsqueeze(1).maximum(&x1.unsqueeze(0)))
+        .clamp_min(0.0);
+    let h = (y2.unsqueeze(1).minimum(&y2.unsqueeze(0)) - y1.unsqueeze(1).maximum(&y1.unsqueeze(0)))
+        .clamp_min(0.0);
     let inter = w * h;
     let iou = &inter / (area.unsqueeze(1) + area.unsqueeze(0) - &inter);
-    let over: Vec<u8> = Vec::try_from(iou.gt(iou_threshold).to_kind(tch::Kind::Uint8).to_device(tch::Device::Cpu).view(-1))
-        .expect("u8 mask");
+    let over: Vec<u8> =
+        Vec::try_from(iou.gt(iou_threshold).to_kind(tch::Kind::Uint8).to_device(tch::Device::Cpu).view(-1))
+            .expect("u8 mask");
     let order: Vec<i64> = Vec::try_from(order.to_device(tch::Device::Cpu)).expect("i64 order");
     let k = k as usize;
     let mut removed = vec![false; k];

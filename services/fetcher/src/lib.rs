@@ -26,9 +26,9 @@ pub struct Config {
     /// Address to serve gRPC health and reflection on.
     #[arg(long, env = "FETCHER_LISTEN", default_value = "0.0.0.0:50054")]
     pub listen: SocketAddr,
-    /// Delegator address (host:port).
-    #[arg(long, env = "FETCHER_DELEGATOR", default_value = "127.0.0.1:50051")]
-    pub delegator: String,
+    /// Delegator addresses (host:port), comma-separated: one per shard.
+    #[arg(long, env = "FETCHER_DELEGATOR", default_value = "127.0.0.1:50051", value_delimiter = ',')]
+    pub delegator: Vec<String>,
     /// Detector address (host:port).
     #[arg(long, env = "FETCHER_DETECTOR", default_value = "127.0.0.1:50052")]
     pub detector: String,
@@ -68,6 +68,9 @@ pub struct Config {
     /// User-Agent header sent with every download.
     #[arg(long, env = "FETCHER_USER_AGENT", default_value = concat!("facesweep/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
+    /// On shutdown, how long a lease in progress may keep working before it is released, seconds.
+    #[arg(long, env = "FETCHER_DRAIN_GRACE_SECS", default_value_t = 20)]
+    pub drain_grace_secs: u64,
     /// Pause between polls when there is no work, milliseconds.
     #[arg(long, env = "FETCHER_IDLE_POLL_MS", default_value_t = 500)]
     pub idle_poll_ms: u64,
@@ -76,6 +79,7 @@ pub struct Config {
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.leases >= 1, "--leases must be at least 1");
+        anyhow::ensure!(!self.delegator.is_empty(), "--delegator needs at least one address");
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
         Ok(())
@@ -116,7 +120,13 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let dl = config.download();
     let worker = Arc::new(worker::Worker {
         id: config.id.clone().unwrap_or_else(default_id),
-        delegator: DelegatorServiceClient::new(grpc::channel(&config.delegator)?),
+        delegators: config
+            .delegator
+            .iter()
+            .map(|a| Ok(DelegatorServiceClient::new(grpc::channel(a)?)))
+            .collect::<anyhow::Result<_>>()?,
+        next_delegator: Default::default(),
+        drain_grace: Duration::from_secs(config.drain_grace_secs),
         detector,
         results: ResultsServiceClient::new(grpc::channel(&config.results)?),
         http: download::client(&dl),
@@ -132,6 +142,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         lease_max_urls: config.lease_max_urls,
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     });
+    worker.reclaim().await;
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let addr = server.addr;
     let task = tokio::spawn(async move {
@@ -140,6 +151,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         for l in loops {
             let _ = l.await;
         }
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         server.join().await
     });
     Ok(Running { addr, task })

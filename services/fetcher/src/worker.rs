@@ -21,7 +21,11 @@ const RECORD_BATCH: usize = 256;
 
 pub struct Worker {
     pub id: String,
-    pub delegator: DelegatorServiceClient<Channel>,
+    /// One client per delegator shard; acquisition rotates over them.
+    pub delegators: Vec<DelegatorServiceClient<Channel>>,
+    pub next_delegator: std::sync::atomic::AtomicUsize,
+    /// How long a lease in progress may keep working after shutdown starts.
+    pub drain_grace: Duration,
     pub detector: DetectorServiceClient<Channel>,
     pub results: ResultsServiceClient<Channel>,
     pub http: reqwest::Client,
@@ -35,24 +39,47 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Takes leases until shutdown; a lease in progress is finished first.
+    /// Any delegator can renew/complete/release (fencing tokens make it safe); prefer `first`.
+    fn delegator(&self, first: usize, attempt: usize) -> DelegatorServiceClient<Channel> {
+        self.delegators[(first + attempt) % self.delegators.len()].clone()
+    }
+
+    /// Gives back leases a previous process under the same id still holds.
+    pub async fn reclaim(&self) {
+        for attempt in 0..self.delegators.len() {
+            let req = ReleaseFetcherLeasesRequest { fetcher_id: self.id.clone() };
+            if let Ok(r) = self.delegator(0, attempt).release_fetcher_leases(req).await {
+                let n = r.into_inner().released;
+                if n > 0 {
+                    tracing::info!(released = n, "released leases of a previous run");
+                }
+                return;
+            }
+        }
+    }
+
+    /// Takes leases until shutdown; a lease in progress is finished (or released) first.
     pub async fn lease_loop(self: Arc<Self>, shutdown: Shutdown) {
         while !shutdown.is_cancelled() {
+            let d = self.next_delegator.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % self.delegators.len();
             let req = AcquireLeaseRequest { fetcher_id: self.id.clone(), max_urls: self.lease_max_urls };
-            match self.delegator.clone().acquire_lease(req).await {
+            match self.delegator(d, 0).acquire_lease(req).await {
                 Ok(r) => match r.into_inner().lease {
-                    Some(lease) => self.process_lease(lease).await,
-                    None => idle(&shutdown, self.idle_poll).await,
+                    Some(lease) => self.process_lease(lease, d, &shutdown).await,
+                    // Only idle once every shard came back empty.
+                    None if d + 1 == self.delegators.len() => idle(&shutdown, self.idle_poll).await,
+                    None => {}
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "acquire lease failed");
-                    idle(&shutdown, self.idle_poll * 4).await;
+                    idle(&shutdown, self.idle_poll * 2).await;
                 }
             }
         }
     }
 
-    async fn process_lease(&self, lease: Lease) {
+    async fn process_lease(&self, lease: Lease, d: usize, shutdown: &Shutdown) {
         let lref =
             LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
         let span =
@@ -60,14 +87,14 @@ impl Worker {
         let _e = span.enter();
         let started = Instant::now();
         let renewing = Shutdown::new();
-        tokio::spawn(renew_loop(self.delegator.clone(), lref, lease.expires_at, renewing.clone()));
+        tokio::spawn(renew_loop(self.delegators.clone(), d, lref, lease.expires_at, renewing.clone()));
         let _stop_renewing = renewing.drop_guard();
         let det = match DetectStream::open(self.detector.clone()).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "no detector; releasing lease");
-                let _ = self.delegator.clone().release_lease(ReleaseLeaseRequest { lease: Some(lref) }).await;
-                tokio::time::sleep(self.idle_poll).await;
+                self.release(lref, d).await;
+                idle(shutdown, self.idle_poll).await;
                 return;
             }
         };
@@ -76,25 +103,71 @@ impl Worker {
         let mut outcomes = futures::stream::iter(lease.urls)
             .map(|u| self.process_url(&det, job_id, u))
             .buffer_unordered(self.concurrency);
+        let grace = self.drain_grace;
+        let drained = async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(drained);
         let mut batch = Vec::with_capacity(RECORD_BATCH);
-        let mut recorded = 0;
-        while let Some(outcome) = outcomes.next().await {
-            batch.extend(outcome);
+        let (mut recorded, mut unfinished) = (0, 0);
+        loop {
+            let outcome = tokio::select! {
+                o = outcomes.next() => match o { Some(o) => o, None => break },
+                _ = &mut drained => {
+                    tracing::warn!("drain grace period over; releasing the rest of the lease");
+                    unfinished += 1;
+                    break;
+                }
+            };
+            match outcome {
+                Some(r) => batch.push(r),
+                None => unfinished += 1,
+            }
             if batch.len() >= RECORD_BATCH {
-                recorded += self.record(std::mem::take(&mut batch)).await;
+                let b = std::mem::take(&mut batch);
+                let sent = self.record(b.len(), b).await;
+                unfinished += RECORD_BATCH - sent;
+                recorded += sent;
             }
         }
-        recorded += self.record(batch).await;
-        match self.delegator.clone().complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await {
-            Ok(r) => tracing::info!(
-                recorded,
-                of = n,
-                done = r.into_inner().done,
-                secs = started.elapsed().as_secs_f32(),
-                "lease completed"
-            ),
-            Err(e) => tracing::warn!(error = %e, "complete lease failed"),
+        drop(outcomes);
+        let left = batch.len();
+        let sent = self.record(left, batch).await;
+        recorded += sent;
+        unfinished += left - sent;
+        if unfinished > 0 {
+            // Not the URLs' fault (detector/results down, or draining): no failure is counted.
+            tracing::info!(recorded, of = n, "releasing lease with URLs left open");
+            self.release(lref, d).await;
+            return;
         }
+        for attempt in 0..self.delegators.len() {
+            match self.delegator(d, attempt).complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await
+            {
+                Ok(r) => {
+                    let secs = started.elapsed().as_secs_f32();
+                    tracing::info!(recorded, of = n, done = r.into_inner().done, secs, "lease completed");
+                    return;
+                }
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(error = %e, "lease lost before completion");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "complete lease failed; trying another delegator"),
+            }
+        }
+    }
+
+    async fn release(&self, lref: LeaseRef, d: usize) {
+        for attempt in 0..self.delegators.len() {
+            match self.delegator(d, attempt).release_lease(ReleaseLeaseRequest { lease: Some(lref) }).await {
+                Ok(_) => return,
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => return,
+                Err(e) => tracing::warn!(error = %e, "release failed"),
+            }
+        }
+        // Unreleased, the lease simply expires and the sweeper returns it.
     }
 
     /// One URL to its terminal result; `None` when the detector (not the URL) failed,
@@ -161,14 +234,13 @@ impl Worker {
         }
     }
 
-    /// Records a batch, retrying transient failures; returns how many were sent.
-    async fn record(&self, batch: Vec<UrlResult>) -> usize {
+    /// Records a batch, retrying transient failures for ~30 s; returns how many were stored.
+    async fn record(&self, n: usize, batch: Vec<UrlResult>) -> usize {
         if batch.is_empty() {
             return 0;
         }
-        let n = batch.len();
         let mut delay = Duration::from_millis(100);
-        for _ in 0..8 {
+        for _ in 0..12 {
             match self.results.clone().record(RecordRequest { results: batch.clone() }).await {
                 Ok(_) => return n,
                 Err(e) => {
@@ -190,9 +262,10 @@ async fn idle(shutdown: &Shutdown, d: Duration) {
     }
 }
 
-/// Renews at a third of the remaining lifetime until `stop`.
+/// Renews at a third of the remaining lifetime until `stop`, on any delegator that answers.
 async fn renew_loop(
-    mut delegator: DelegatorServiceClient<Channel>,
+    delegators: Vec<DelegatorServiceClient<Channel>>,
+    first: usize,
     lease: LeaseRef,
     expires_at: Option<prost_types::Timestamp>,
     stop: Shutdown,
@@ -207,10 +280,15 @@ async fn renew_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(ttl / 3) => {}
         }
-        if let Err(e) = delegator.renew_lease(RenewLeaseRequest { lease: Some(lease) }).await {
-            tracing::warn!(error = %e, "lease renewal failed");
-            if e.code() == tonic::Code::FailedPrecondition {
-                return;
+        for attempt in 0..delegators.len() {
+            let mut d = delegators[(first + attempt) % delegators.len()].clone();
+            match d.renew_lease(RenewLeaseRequest { lease: Some(lease) }).await {
+                Ok(_) => break,
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(error = %e, "lease lost");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
             }
         }
     }

@@ -44,10 +44,6 @@ impl Store {
             cols.push(r);
         }
         let mut tx = self.pool.begin().await?;
-        let known: i64 = sqlx::query_scalar("SELECT count(*) FROM urls WHERE id = ANY($1)")
-            .bind(&cols.url_id)
-            .fetch_one(&mut *tx)
-            .await?;
         let inserted: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO url_results (url_id, job_id, status, reason, http_status, width, height,
                  bytes, face_count, model_id, download_ms, decode_ms, detect_ms)
@@ -96,6 +92,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // Only when something was not inserted: was it a duplicate or an unknown URL?
+        let known = if fresh.len() == batch.len() {
+            batch.len() as i64
+        } else {
+            sqlx::query_scalar("SELECT count(*) FROM urls WHERE id = ANY($1)")
+                .bind(&cols.url_id)
+                .fetch_one(&mut *tx)
+                .await?
+        };
         tx.commit().await?;
         let inserted = fresh.len() as u32;
         let known = known as u32;

@@ -1,0 +1,332 @@
+//! Chaos: the mesh as separate processes (2 delegator shards, 2 fetchers, detector, results,
+//! Postgres). While a job runs, random processes are `kill -9`ed at spread-out moments and
+//! restarted. Afterwards every URL must have exactly one terminal result, identical to a
+//! clean run of the same URLs, with no duplicate faces; then SIGTERM must drain everyone.
+//!
+//! CHAOS_URLS (default 2000) and CHAOS_KILLS (default 5); `make chaos` runs 10000 / 20.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use facesweep_cli::httpserve::{serve, Routes};
+use facesweep_common::grpc::channel;
+use facesweep_pgembed::{Durability, PgEmbed};
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::*;
+use facesweep_tests::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+const KINDS: [&str; 7] =
+    ["delegator-0", "delegator-1", "fetcher-0", "fetcher-1", "detector", "results", "postgres"];
+
+fn bin(name: &str) -> PathBuf {
+    let p = repo_root().join("target/debug").join(name);
+    assert!(p.exists(), "{} missing: build the binaries first (make test does)", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Cluster {
+    dir: PathBuf,
+    db_url: String,
+    ports: HashMap<&'static str, u16>,
+    procs: HashMap<&'static str, Child>,
+    pg: Option<PgEmbed>,
+    pg_port: u16,
+    model: PathBuf,
+}
+
+impl Cluster {
+    fn command(&self, kind: &str) -> Command {
+        let port = |k: &str| self.ports[k].to_string();
+        let listen = format!("127.0.0.1:{}", self.ports[kind]);
+        let mut c = match kind {
+            "delegator-0" | "delegator-1" => {
+                let mut c = Command::new(bin("facesweep-delegator"));
+                c.args([
+                    "--shard-index",
+                    &kind[10..],
+                    "--shard-count",
+                    "2",
+                    "--lease-ttl-secs",
+                    "4",
+                    "--default-chunk-size",
+                    "40",
+                ]);
+                c
+            }
+            "results" => Command::new(bin("facesweep-results")),
+            "detector" => {
+                let mut c = Command::new(bin("facesweep-detector"));
+                c.arg("--model").arg(&self.model).args(["--max-batch", "16", "--device", "cpu"]);
+                c
+            }
+            _ => {
+                let mut c = Command::new(bin("facesweep-fetcher"));
+                let delegators =
+                    format!("127.0.0.1:{},127.0.0.1:{}", port("delegator-0"), port("delegator-1"));
+                c.args([
+                    "--id",
+                    kind,
+                    "--delegator",
+                    &delegators,
+                    "--detector",
+                    &format!("127.0.0.1:{}", port("detector")),
+                ]);
+                c.args([
+                    "--results",
+                    &format!("127.0.0.1:{}", port("results")),
+                    "--concurrency",
+                    "32",
+                    "--idle-poll-ms",
+                    "100",
+                ]);
+                c.args(["--timeout-ms", "10000", "--drain-grace-secs", "5"]);
+                c
+            }
+        };
+        c.arg("--listen").arg(listen).env("DATABASE_URL", &self.db_url).env("RUST_LOG", "warn");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{kind}.log")))
+            .unwrap();
+        c.stdout(Stdio::null()).stderr(log);
+        c
+    }
+
+    fn start(&mut self, kind: &'static str) {
+        if kind == "postgres" {
+            let pg =
+                PgEmbed::start_on(&self.dir.join("db"), Durability::Durable, Some(self.pg_port)).unwrap();
+            self.pg = Some(pg);
+        } else {
+            let child = self.command(kind).spawn().unwrap();
+            self.procs.insert(kind, child);
+        }
+    }
+
+    fn kill9(&mut self, kind: &'static str) {
+        if kind == "postgres" {
+            self.pg.as_mut().unwrap().crash();
+        } else if let Some(mut c) = self.procs.remove(kind) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn delegator(&self) -> DelegatorServiceClient<tonic::transport::Channel> {
+        DelegatorServiceClient::new(channel(&format!("127.0.0.1:{}", self.ports["delegator-0"])).unwrap())
+    }
+}
+
+async fn progress(c: &Cluster, job: &str) -> Option<GetProgressResponse> {
+    for k in ["delegator-0", "delegator-1"] {
+        let mut d = DelegatorServiceClient::new(channel(&format!("127.0.0.1:{}", c.ports[k])).unwrap());
+        if let Ok(p) = d.get_progress(GetProgressRequest { job: job.into() }).await {
+            return Some(p.into_inner());
+        }
+    }
+    None
+}
+
+async fn import(c: &Cluster, job: &str, urls: &[String]) {
+    let mut d = c.delegator();
+    d.create_job(CreateJobRequest { name: job.into(), chunk_size: 40, priority: 1 }).await.unwrap();
+    let msgs: Vec<_> = urls
+        .chunks(1000)
+        .enumerate()
+        .map(|(i, u)| AppendUrlsRequest {
+            job: job.into(),
+            first_ordinal: (i * 1000) as i64,
+            urls: u.to_vec(),
+        })
+        .collect();
+    d.append_urls(futures::stream::iter(msgs)).await.unwrap();
+}
+
+/// Small versions of the sample photos (fast to detect) plus failing URLs, cycled.
+fn corpus(dir: &Path) -> (Routes, Vec<&'static str>) {
+    let mut routes = Routes::default();
+    let mut paths = Vec::new();
+    for (i, e) in std::fs::read_dir(samples_dir()).unwrap().enumerate() {
+        let p = e.unwrap().path();
+        if !p.extension().is_some_and(|x| x == "jpg" || x == "png") {
+            continue;
+        }
+        let img = image::open(&p).unwrap().thumbnail(320, 320);
+        let out = dir.join(format!("s{i}.jpg"));
+        img.to_rgb8().save(&out).unwrap();
+        let path: &'static str = Box::leak(format!("/s{i}.jpg").into_boxed_str());
+        routes.add(path, 200, "image/jpeg", std::fs::read(&out).unwrap());
+        paths.push(path);
+    }
+    routes.add("/page.html", 200, "text/html", "<html></html>");
+    paths.extend(["/missing.jpg", "/page.html"]);
+    (routes, paths)
+}
+
+async fn wait_done(c: &Cluster, job: &str, deadline: Instant) -> GetProgressResponse {
+    loop {
+        if let Some(p) = progress(c, job).await {
+            if p.total_urls > 0 && p.done_urls >= p.total_urls {
+                return p;
+            }
+        }
+        assert!(Instant::now() < deadline, "job {job} did not finish in time; logs in {}", c.dir.display());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_processes_loses_and_duplicates_nothing() {
+    let n: usize = std::env::var("CHAOS_URLS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let kills: usize = std::env::var("CHAOS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("chaos seed {seed} (CHAOS_SEED to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tmp = tmp_dir();
+    let dir = tmp.path().to_path_buf();
+    // The real model at 256x256 input: the same network, several times faster on a CPU.
+    let model = dir.join("small.pt");
+    std::fs::copy(model_path(), &model).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_path().with_extension("json")).unwrap()).unwrap();
+    cfg["input_height"] = 256.into();
+    cfg["input_width"] = 256.into();
+    std::fs::write(dir.join("small.json"), cfg.to_string()).unwrap();
+
+    let (routes, paths) = corpus(&dir);
+    let (addr, _server) = serve(routes).await.unwrap();
+    let urls: Vec<String> =
+        (0..n).map(|i| format!("http://{addr}{}?i={i}", paths[i % paths.len()])).collect();
+
+    let pg_port = free_port();
+    let mut c = Cluster {
+        dir: dir.clone(),
+        db_url: format!("postgres://facesweep@127.0.0.1:{pg_port}/postgres"),
+        ports: KINDS.iter().map(|k| (*k, free_port())).collect(),
+        procs: HashMap::new(),
+        pg: None,
+        pg_port,
+        model,
+    };
+    for k in KINDS.iter().rev() {
+        c.start(k);
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    // Reference: the same URLs without chaos.
+    let clean_deadline = deadline;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    import(&c, "clean", &urls).await;
+    wait_done(&c, "clean", clean_deadline).await;
+
+    import(&c, "chaos", &urls).await;
+    // Every kind once (shuffled), then random kinds; each kill at a later point of progress.
+    let mut plan: Vec<&'static str> = KINDS.to_vec();
+    plan.shuffle(&mut rng);
+    while plan.len() < kills {
+        plan.push(KINDS[rng.gen_range(0..KINDS.len())]);
+    }
+    plan.truncate(kills.max(1));
+    for (i, kind) in plan.iter().enumerate() {
+        let at = (n * (i + 1) / (plan.len() + 2)) as i64;
+        loop {
+            let done = progress(&c, "chaos").await.map(|p| p.done_urls).unwrap_or(0);
+            if done >= at {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stalled before kill {i} ({kind}); logs in {}", dir.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
+        c.kill9(kind);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1500))).await;
+        c.start(kind);
+    }
+    let p = wait_done(&c, "chaos", deadline).await;
+
+    let pool = facesweep_common::db::connect(&c.db_url, 2).await.unwrap();
+    let (clean_id, chaos_id): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT id FROM jobs WHERE name='clean'), (SELECT id FROM jobs WHERE name='chaos')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let rows = |job: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, Option<String>, Option<i32>, i64)>(
+                "SELECT u.id & ((1::bigint << 40) - 1), r.status, r.face_count, (SELECT count(*) FROM faces f WHERE f.url_id = u.id)
+                 FROM urls u LEFT JOIN url_results r ON r.url_id = u.id WHERE u.job_id = $1 ORDER BY u.id",
+            )
+            .bind(job)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (clean, chaos) = (rows(clean_id).await, rows(chaos_id).await);
+    assert_eq!(clean.len(), n);
+    let lost = chaos.iter().filter(|r| r.1.is_none()).count() + n.saturating_sub(chaos.len());
+    let dup_faces: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT url_id, x1, y1, x2, y2 FROM faces GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1) d",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let miscounted = chaos.iter().filter(|r| r.2.unwrap_or(0) as i64 != r.3).count();
+    let duplicated = dup_faces as usize + miscounted;
+    let mismatched = clean.iter().zip(&chaos).filter(|(a, b)| a.0 != b.0 || a.1 != b.1 || a.2 != b.2).count();
+    let statuses: Vec<String> = p.by_status.iter().map(|s| format!("{}={}", s.status, s.count)).collect();
+    eprintln!(
+        "chaos progress: {} (expired {}, re-issued {})",
+        statuses.join(" "),
+        p.leases_expired,
+        p.leases_reissued
+    );
+    println!(
+        "chaos: {n} urls, {} kills, lost={lost} duplicated={duplicated} mismatched={mismatched}",
+        plan.len()
+    );
+
+    // Graceful drain: SIGTERM fetchers first, then the rest; all must exit cleanly and quickly.
+    for group in [&["fetcher-0", "fetcher-1"][..], &["delegator-0", "delegator-1", "detector", "results"][..]]
+    {
+        for k in group {
+            let pid = c.procs[k].id();
+            Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        }
+        for k in group {
+            let mut child = c.procs.remove(k).unwrap();
+            let start = Instant::now();
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break s;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "{k} did not exit within 30 s of SIGTERM");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert!(
+                status.success(),
+                "{k} exited with {status} after SIGTERM; see {}",
+                dir.join(format!("{k}.log")).display()
+            );
+        }
+    }
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE state = 'leased'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(leased, 0, "drained fetchers left leases behind");
+    assert_eq!((lost, duplicated, mismatched), (0, 0, 0), "logs in {}", dir.display());
+}
