@@ -231,13 +231,19 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     wait_done(&c, "clean", clean_deadline).await;
 
     import(&c, "chaos", &urls).await;
-    // Every kind once (shuffled), then random kinds; each kill at a later point of progress.
-    let mut plan: Vec<&'static str> = KINDS.to_vec();
+    // Each kind once (a random instance of it, shuffled), then random processes; each kill
+    // waits for a later point of progress so they spread over the whole run.
+    let pick = |rng: &mut rand::rngs::StdRng, k: &str| -> &'static str {
+        let of_kind: Vec<&'static str> = KINDS.iter().copied().filter(|p| p.starts_with(k)).collect();
+        of_kind[rng.gen_range(0..of_kind.len())]
+    };
+    let mut plan: Vec<&'static str> = ["delegator", "fetcher", "detector", "results", "postgres"].iter().map(|k| pick(&mut rng, k)).collect();
     plan.shuffle(&mut rng);
     while plan.len() < kills {
         plan.push(KINDS[rng.gen_range(0..KINDS.len())]);
     }
     plan.truncate(kills.max(1));
+    eprintln!("kill plan: {plan:?}");
     for (i, kind) in plan.iter().enumerate() {
         let at = (n * (i + 1) / (plan.len() + 2)) as i64;
         loop {
