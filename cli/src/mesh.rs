@@ -25,6 +25,8 @@ pub struct MeshOptions {
     pub detector_max_batch: usize,
     pub idle_poll_ms: u64,
     pub timeout_ms: u64,
+    /// Private networks the fetcher may reach (SSRF guard); loopback by default here.
+    pub allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl MeshOptions {
@@ -42,6 +44,7 @@ impl MeshOptions {
             detector_max_batch: 16,
             idle_poll_ms: 200,
             timeout_ms: 30_000,
+            allow_networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
         }
     }
 }
@@ -138,8 +141,16 @@ impl Mesh {
                 lease_max_urls: 0,
                 connect_timeout_ms: 5_000.min(o.timeout_ms),
                 timeout_ms: o.timeout_ms,
+                first_byte_timeout_ms: o.timeout_ms.min(10_000),
+                retries: 1,
+                retry_base_ms: 200,
+                max_retry_after_secs: 10,
+                per_host: o.fetcher_concurrency,
+                // The embedded mesh fetches from loopback (demo, tests) and the LAN.
+                allow_networks: o.allow_networks.clone(),
+                body_budget_mib: 128,
                 max_body_bytes: 32 << 20,
-                max_pixels: 100_000_000,
+                max_pixels: 25_000_000,
                 max_redirects: 5,
                 user_agent: concat!("facesweep/", env!("CARGO_PKG_VERSION")).into(),
                 idle_poll_ms: o.idle_poll_ms,

@@ -87,7 +87,7 @@ impl Cluster {
                     "--idle-poll-ms",
                     "100",
                 ]);
-                c.args(["--timeout-ms", "10000", "--drain-grace-secs", "5"]);
+                c.args(["--timeout-ms", "10000", "--drain-grace-secs", "5", "--allow-networks", "127.0.0.0/8"]);
                 c
             }
         };

@@ -25,6 +25,7 @@ impl UrlStatus {
             UrlStatus::ConnectError => "connect_error",
             UrlStatus::DetectError => "detect_error",
             UrlStatus::Abandoned => "abandoned",
+            UrlStatus::Blocked => "blocked",
         }
     }
 
@@ -33,7 +34,7 @@ impl UrlStatus {
     }
 }
 
-pub const ALL_STATUSES: [UrlStatus; 11] = [
+pub const ALL_STATUSES: [UrlStatus; 12] = [
     UrlStatus::Unspecified,
     UrlStatus::Ok,
     UrlStatus::HttpError,
@@ -45,6 +46,7 @@ pub const ALL_STATUSES: [UrlStatus; 11] = [
     UrlStatus::ConnectError,
     UrlStatus::DetectError,
     UrlStatus::Abandoned,
+    UrlStatus::Blocked,
 ];
 
 #[cfg(test)]

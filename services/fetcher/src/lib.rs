@@ -3,6 +3,10 @@
 pub mod decode;
 mod detect_client;
 pub mod download;
+mod exif;
+pub mod fetch;
+pub mod net;
+mod pool;
 mod worker;
 
 use std::net::SocketAddr;
@@ -15,9 +19,10 @@ use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::ModelInfoRequest;
-use tokio::sync::Semaphore;
 
 use download::DownloadConfig;
+use fetch::{FetchConfig, Fetcher};
+use net::IpPolicy;
 
 /// Fetcher configuration (`facesweep-fetcher --help`).
 #[derive(Clone, Debug, clap::Parser)]
@@ -53,14 +58,35 @@ pub struct Config {
     /// TCP connect timeout, milliseconds.
     #[arg(long, env = "FETCHER_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
     pub connect_timeout_ms: u64,
-    /// Whole-download timeout, milliseconds.
+    /// Whole-download timeout (headers and body), milliseconds.
     #[arg(long, env = "FETCHER_TIMEOUT_MS", default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// Time allowed until the response headers arrive, milliseconds.
+    #[arg(long, env = "FETCHER_FIRST_BYTE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub first_byte_timeout_ms: u64,
+    /// Extra attempts after a transient failure (connect error, timeout, 429, 5xx).
+    #[arg(long, env = "FETCHER_RETRIES", default_value_t = 2)]
+    pub retries: u32,
+    /// Base of the jittered exponential backoff between attempts, milliseconds.
+    #[arg(long, env = "FETCHER_RETRY_BASE_MS", default_value_t = 500)]
+    pub retry_base_ms: u64,
+    /// Longest Retry-After honoured, seconds; longer ones fail the URL now.
+    #[arg(long, env = "FETCHER_MAX_RETRY_AFTER_SECS", default_value_t = 10)]
+    pub max_retry_after_secs: u64,
+    /// Downloads in flight to one host.
+    #[arg(long, env = "FETCHER_PER_HOST", default_value_t = 16)]
+    pub per_host: usize,
+    /// Networks that may be fetched although private/loopback (SSRF guard), e.g. 10.0.0.0/8.
+    #[arg(long, env = "FETCHER_ALLOW_NETWORKS", value_delimiter = ',')]
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// Bytes of image bodies held in memory at once, MiB (bounds RSS at any concurrency).
+    #[arg(long, env = "FETCHER_BODY_BUDGET_MIB", default_value_t = 128)]
+    pub body_budget_mib: u64,
     /// Largest body accepted, bytes.
     #[arg(long, env = "FETCHER_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub max_body_bytes: u64,
     /// Largest decoded image accepted, pixels (decompression-bomb guard).
-    #[arg(long, env = "FETCHER_MAX_PIXELS", default_value_t = 100_000_000)]
+    #[arg(long, env = "FETCHER_MAX_PIXELS", default_value_t = 25_000_000)]
     pub max_pixels: u64,
     /// Redirects followed before giving up.
     #[arg(long, env = "FETCHER_MAX_REDIRECTS", default_value_t = 5)]
@@ -85,13 +111,24 @@ impl Config {
         Ok(())
     }
 
-    fn download(&self) -> DownloadConfig {
-        DownloadConfig {
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            total_timeout: Duration::from_millis(self.timeout_ms),
-            max_body_bytes: self.max_body_bytes,
-            max_redirects: self.max_redirects,
-            user_agent: self.user_agent.clone(),
+    pub fn fetch_config(&self) -> FetchConfig {
+        FetchConfig {
+            download: DownloadConfig {
+                connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+                first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+                total_timeout: Duration::from_millis(self.timeout_ms),
+                max_body_bytes: self.max_body_bytes,
+                max_redirects: self.max_redirects,
+                user_agent: self.user_agent.clone(),
+                retries: self.retries,
+                retry_base: Duration::from_millis(self.retry_base_ms),
+                max_retry_after: Duration::from_secs(self.max_retry_after_secs),
+                policy: IpPolicy { allow: self.allow_networks.clone() },
+            },
+            max_pixels: self.max_pixels,
+            decode_threads: self.decode_threads,
+            per_host: self.per_host,
+            body_budget_bytes: self.body_budget_mib << 20,
         }
     }
 }
@@ -116,8 +153,6 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             }
         }
     };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let dl = config.download();
     let worker = Arc::new(worker::Worker {
         id: config.id.clone().unwrap_or_else(default_id),
         delegators: config
@@ -129,16 +164,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         drain_grace: Duration::from_secs(config.drain_grace_secs),
         detector,
         results: ResultsServiceClient::new(grpc::channel(&config.results)?),
-        http: download::client(&dl),
-        download: dl,
-        decode_slots: Arc::new(Semaphore::new(if config.decode_threads == 0 {
-            cores
-        } else {
-            config.decode_threads
-        })),
+        fetcher: Fetcher::new(config.fetch_config()),
         input: (info.input_width, info.input_height),
         concurrency: config.concurrency,
-        max_pixels: config.max_pixels,
         lease_max_urls: config.lease_max_urls,
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     });

@@ -9,12 +9,11 @@ use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;
-use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
-use crate::decode::decode_letterbox;
 use crate::detect_client::DetectStream;
-use crate::download::{download, DownloadConfig, Failure};
+use crate::download::Failure;
+use crate::fetch::Fetcher;
 
 /// Results sent to the results service per call.
 const RECORD_BATCH: usize = 256;
@@ -28,12 +27,9 @@ pub struct Worker {
     pub drain_grace: Duration,
     pub detector: DetectorServiceClient<Channel>,
     pub results: ResultsServiceClient<Channel>,
-    pub http: reqwest::Client,
-    pub download: DownloadConfig,
-    pub decode_slots: Arc<Semaphore>,
+    pub fetcher: Fetcher,
     pub input: (u32, u32),
     pub concurrency: usize,
-    pub max_pixels: u64,
     pub lease_max_urls: i32,
     pub idle_poll: Duration,
 }
@@ -180,36 +176,19 @@ impl Worker {
             http_status: f.http_status,
             ..base
         };
-        let got = match download(&self.http, &self.download, &u.url).await {
-            Ok(d) => d,
-            Err(f) => return Some(fail(f, base)),
-        };
+        let (fetched, st) = self.fetcher.fetch(&u.url, self.input).await;
         let base = UrlResult {
-            http_status: got.http_status,
-            bytes: got.body.len() as u64,
-            download_ms: got.elapsed.as_secs_f32() * 1e3,
+            http_status: st.http_status,
+            bytes: st.bytes,
+            download_ms: st.download.as_secs_f32() * 1e3,
+            decode_ms: st.decode.as_secs_f32() * 1e3,
             ..base
         };
-        let decode_started = Instant::now();
-        let (w, h, max_pixels) = (self.input.0, self.input.1, self.max_pixels);
-        let permit = self.decode_slots.clone().acquire_owned().await.ok()?;
-        let body = got.body;
-        let decoded = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            decode_letterbox(&body, w, h, max_pixels)
-        })
-        .await
-        .unwrap_or_else(|e| Err(Failure::new(UrlStatus::DecodeError, format!("decoder panicked: {e}"))));
-        let lb = match decoded {
+        let lb = match fetched {
             Ok(lb) => lb,
             Err(f) => return Some(fail(f, base)),
         };
-        let base = UrlResult {
-            width: lb.original_width,
-            height: lb.original_height,
-            decode_ms: decode_started.elapsed().as_secs_f32() * 1e3,
-            ..base
-        };
+        let base = UrlResult { width: lb.original_width, height: lb.original_height, ..base };
         let detect_started = Instant::now();
         match det.detect(lb).await {
             Ok(r) if r.error_code == 0 => Some(UrlResult {

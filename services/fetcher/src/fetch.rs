@@ -1,0 +1,86 @@
+//! One URL from address to letterboxed tensor: politeness, download, decode.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::decode::Letterboxed;
+use crate::download::{self, DownloadConfig, Failure};
+use crate::net::HostLimits;
+use crate::pool::DecodePool;
+
+#[derive(Clone, Debug)]
+pub struct FetchConfig {
+    pub download: DownloadConfig,
+    pub max_pixels: u64,
+    pub decode_threads: usize,
+    pub per_host: usize,
+    /// Bytes of bodies held at once (downloading or waiting for decode).
+    pub body_budget_bytes: u64,
+}
+
+/// What a fetch produced, and what it measured on the way (also on failure).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub http_status: u32,
+    pub bytes: u64,
+    pub download: Duration,
+    pub decode: Duration,
+}
+
+pub struct Fetcher {
+    client: reqwest::Client,
+    cfg: FetchConfig,
+    hosts: HostLimits,
+    budget: Arc<Semaphore>,
+    pool: DecodePool,
+}
+
+impl Fetcher {
+    pub fn new(cfg: FetchConfig) -> Self {
+        let threads = if cfg.decode_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        } else {
+            cfg.decode_threads
+        };
+        // A budget below the body cap would make a large body wait forever.
+        let budget_kib = cfg.body_budget_bytes.max(cfg.download.max_body_bytes * 2).div_ceil(1024) as usize;
+        Fetcher {
+            client: download::client(&cfg.download),
+            hosts: HostLimits::new(cfg.per_host),
+            budget: Arc::new(Semaphore::new(budget_kib)),
+            pool: DecodePool::new(threads),
+            cfg,
+        }
+    }
+
+    /// Downloads and letterboxes `url` to `target` (width, height).
+    pub async fn fetch(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
+        let mut stats = Stats::default();
+        let host = match download::check_url(url, &self.cfg.download.policy) {
+            Ok(u) => u.host_str().unwrap_or_default().to_string(),
+            Err(f) => return (Err(f), stats),
+        };
+        let got = {
+            let _slot = self.hosts.acquire(&host).await;
+            download::download(&self.client, &self.cfg.download, &self.budget, url).await
+        };
+        let got = match got {
+            Ok(g) => g,
+            Err(f) => {
+                stats.http_status = f.http_status;
+                return (Err(f), stats);
+            }
+        };
+        stats.http_status = got.http_status;
+        stats.bytes = got.body.len() as u64;
+        stats.download = got.elapsed;
+        let started = Instant::now();
+        // The body's budget is held until decoding is done with it.
+        let r = self.pool.decode(got.body.clone(), target, self.cfg.max_pixels).await;
+        drop(got);
+        stats.decode = started.elapsed();
+        (r, stats)
+    }
+}

@@ -1,0 +1,67 @@
+//! Decode threads sized to the cores, each with its own `Decoder` (reused buffers), so CPU
+//! work never runs on the async workers and never oversubscribes the machine.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use facesweep_proto::UrlStatus;
+use tokio::sync::oneshot;
+
+use crate::decode::{Decoder, Letterboxed};
+use crate::download::Failure;
+
+struct Job {
+    body: Bytes,
+    target: (u32, u32),
+    max_pixels: u64,
+    reply: oneshot::Sender<Result<Letterboxed, Failure>>,
+}
+
+#[derive(Clone)]
+pub struct DecodePool {
+    tx: mpsc::Sender<Job>,
+}
+
+impl DecodePool {
+    pub fn new(threads: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("decode-{i}"))
+                .spawn(move || {
+                    let mut decoder = Decoder::default();
+                    loop {
+                        let job = match rx.lock().unwrap().recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        };
+                        if job.reply.is_closed() {
+                            continue;
+                        }
+                        let (tw, th) = job.target;
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            decoder.decode_letterbox(&job.body, tw, th, job.max_pixels)
+                        }))
+                        .unwrap_or_else(|_| {
+                            decoder = Decoder::default(); // its state may be torn
+                            Err(Failure::new(UrlStatus::DecodeError, "decoder panicked on this image"))
+                        });
+                        let _ = job.reply.send(r);
+                    }
+                })
+                .expect("spawn decode thread");
+        }
+        DecodePool { tx }
+    }
+
+    pub async fn decode(&self, body: Bytes, target: (u32, u32), max_pixels: u64) -> Result<Letterboxed, Failure> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { body, target, max_pixels, reply })
+            .map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?;
+        rx.await.map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?
+    }
+}
