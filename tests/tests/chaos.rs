@@ -87,7 +87,14 @@ impl Cluster {
                     "--idle-poll-ms",
                     "100",
                 ]);
-                c.args(["--timeout-ms", "10000", "--drain-grace-secs", "5", "--allow-networks", "127.0.0.0/8"]);
+                c.args([
+                    "--timeout-ms",
+                    "10000",
+                    "--drain-grace-secs",
+                    "5",
+                    "--allow-networks",
+                    "127.0.0.0/8",
+                ]);
                 c
             }
         };
@@ -237,7 +244,10 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         let of_kind: Vec<&'static str> = KINDS.iter().copied().filter(|p| p.starts_with(k)).collect();
         of_kind[rng.gen_range(0..of_kind.len())]
     };
-    let mut plan: Vec<&'static str> = ["delegator", "fetcher", "detector", "results", "postgres"].iter().map(|k| pick(&mut rng, k)).collect();
+    let mut plan: Vec<&'static str> = ["delegator", "fetcher", "detector", "results", "postgres"]
+        .iter()
+        .map(|k| pick(&mut rng, k))
+        .collect();
     plan.shuffle(&mut rng);
     while plan.len() < kills {
         plan.push(KINDS[rng.gen_range(0..KINDS.len())]);

@@ -37,7 +37,12 @@ pub struct Decoder {
 
 impl Default for Decoder {
     fn default() -> Self {
-        Decoder { tj: turbojpeg::Decompressor::new().ok(), raw: Vec::new(), upright: Vec::new(), resizer: Resizer::new() }
+        Decoder {
+            tj: turbojpeg::Decompressor::new().ok(),
+            raw: Vec::new(),
+            upright: Vec::new(),
+            resizer: Resizer::new(),
+        }
     }
 }
 
@@ -55,7 +60,13 @@ pub fn fit(w: u32, h: u32, tw: u32, th: u32) -> (f32, u32, u32, u32, u32) {
 
 impl Decoder {
     /// Decodes `bytes`, applies EXIF orientation, letterboxes into `tw`×`th` (black padding).
-    pub fn decode_letterbox(&mut self, bytes: &[u8], tw: u32, th: u32, max_pixels: u64) -> Result<Letterboxed, Failure> {
+    pub fn decode_letterbox(
+        &mut self,
+        bytes: &[u8],
+        tw: u32,
+        th: u32,
+        max_pixels: u64,
+    ) -> Result<Letterboxed, Failure> {
         if bytes.is_empty() {
             return Err(Failure::new(UrlStatus::NotAnImage, "empty body"));
         }
@@ -73,10 +84,18 @@ impl Decoder {
     }
 
     /// `None` when turbojpeg cannot handle this JPEG at all.
-    fn jpeg(&mut self, bytes: &[u8], tw: u32, th: u32, max_pixels: u64) -> Option<Result<Letterboxed, Failure>> {
+    fn jpeg(
+        &mut self,
+        bytes: &[u8],
+        tw: u32,
+        th: u32,
+        max_pixels: u64,
+    ) -> Option<Result<Letterboxed, Failure>> {
         let tj = self.tj.as_mut()?;
         let header = tj.read_header(bytes).ok()?;
-        if header.colorspace == turbojpeg::Colorspace::CMYK || header.colorspace == turbojpeg::Colorspace::YCCK {
+        if header.colorspace == turbojpeg::Colorspace::CMYK
+            || header.colorspace == turbojpeg::Colorspace::YCCK
+        {
             return None;
         }
         let (w, h) = (header.width as u32, header.height as u32);
@@ -102,7 +121,13 @@ impl Decoder {
         }
         let (sw, sh) = (factor.scale(w as usize), factor.scale(h as usize));
         self.raw.resize(sw * sh * 3, 0);
-        let out = turbojpeg::Image { pixels: &mut self.raw[..], width: sw, pitch: sw * 3, height: sh, format: turbojpeg::PixelFormat::RGB };
+        let out = turbojpeg::Image {
+            pixels: &mut self.raw[..],
+            width: sw,
+            pitch: sw * 3,
+            height: sh,
+            format: turbojpeg::PixelFormat::RGB,
+        };
         if let Err(e) = tj.decompress(bytes, out) {
             return Some(Err(decode_err(format!("JPEG: {e}"))));
         }
@@ -131,13 +156,30 @@ impl Decoder {
         } else {
             let (rw, rh) = if exif::swaps_axes(o) { (nh, nw) } else { (nw, nh) };
             self.upright.resize((rw * rh * 3) as usize, 0);
-            let mut small = Image::from_slice_u8(rw, rh, &mut self.upright, PixelType::U8x3).map_err(decode_err)?;
+            let mut small =
+                Image::from_slice_u8(rw, rh, &mut self.upright, PixelType::U8x3).map_err(decode_err)?;
             self.resizer.resize(&src, &mut small, &opts).map_err(decode_err)?;
             let start = ((oy * tw + ox) * 3) as usize;
-            exif::orient_into(&self.upright, rw as usize, rh as usize, o, &mut data[start..], (tw * 3) as usize);
+            exif::orient_into(
+                &self.upright,
+                rw as usize,
+                rh as usize,
+                o,
+                &mut data[start..],
+                (tw * 3) as usize,
+            );
         }
         let (original_width, original_height) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
-        Ok(Letterboxed { data, width: tw, height: th, scale, offset_x: ox as f32, offset_y: oy as f32, original_width, original_height })
+        Ok(Letterboxed {
+            data,
+            width: tw,
+            height: th,
+            scale,
+            offset_x: ox as f32,
+            offset_y: oy as f32,
+            original_width,
+            original_height,
+        })
     }
 
     fn generic(&mut self, bytes: &[u8], tw: u32, th: u32, max_pixels: u64) -> Result<Letterboxed, Failure> {
@@ -159,7 +201,8 @@ impl Decoder {
         limits.max_alloc = Some(max_pixels * 8);
         decoder.set_limits(limits).map_err(|e| Failure::new(UrlStatus::TooLarge, e.to_string()))?;
         let orientation = decoder.orientation().ok();
-        let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_err(format!("{format:?}: {e}")))?;
+        let mut img =
+            DynamicImage::from_decoder(decoder).map_err(|e| decode_err(format!("{format:?}: {e}")))?;
         if let Some(o) = orientation {
             img.apply_orientation(o);
         }
@@ -179,7 +222,11 @@ fn flatten_rgb(img: DynamicImage) -> Vec<u8> {
     let mut out = Vec::with_capacity((rgba.width() * rgba.height() * 3) as usize);
     for p in rgba.pixels() {
         let a = p[3] as u16;
-        out.extend([(p[0] as u16 * a / 255) as u8, (p[1] as u16 * a / 255) as u8, (p[2] as u16 * a / 255) as u8]);
+        out.extend([
+            (p[0] as u16 * a / 255) as u8,
+            (p[1] as u16 * a / 255) as u8,
+            (p[2] as u16 * a / 255) as u8,
+        ]);
     }
     out
 }
@@ -220,7 +267,8 @@ mod tests {
 
     #[test]
     fn letterbox_keeps_aspect_and_centres() {
-        let lb = decode_letterbox(&encode(&solid(200, 100), image::ImageFormat::Png), 64, 64, 1 << 30).unwrap();
+        let lb =
+            decode_letterbox(&encode(&solid(200, 100), image::ImageFormat::Png), 64, 64, 1 << 30).unwrap();
         assert_eq!((lb.width, lb.height, lb.scale), (64, 64, 0.32));
         assert_eq!((lb.offset_x, lb.offset_y), (0.0, 16.0));
         assert_eq!(px(&lb, 0, 0), [0, 0, 0], "padding is black");
@@ -260,9 +308,16 @@ mod tests {
     fn alpha_is_composited_on_black_and_16_bit_and_gray_work() {
         let mut rgba = image::RgbaImage::from_pixel(8, 8, image::Rgba([255, 255, 255, 0]));
         rgba.put_pixel(4, 4, image::Rgba([255, 255, 255, 255]));
-        let lb = decode_letterbox(&encode(&DynamicImage::ImageRgba8(rgba), image::ImageFormat::Png), 8, 8, 1 << 20).unwrap();
+        let lb = decode_letterbox(
+            &encode(&DynamicImage::ImageRgba8(rgba), image::ImageFormat::Png),
+            8,
+            8,
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(px(&lb, 0, 0), [0, 0, 0], "transparent white must become black");
-        let g16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(8, 8, image::Rgb([65535u16, 0, 0])));
+        let g16 =
+            DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(8, 8, image::Rgb([65535u16, 0, 0])));
         let lb = decode_letterbox(&encode(&g16, image::ImageFormat::Png), 8, 8, 1 << 20).unwrap();
         assert_eq!(px(&lb, 4, 4), [255, 0, 0]);
         let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(16, 16, image::Luma([128])));

@@ -100,7 +100,8 @@ fn literal_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
 
 /// Validates the URL (scheme, literal addresses); the parsed URL or the failure.
 pub fn check_url(url: &str, policy: &IpPolicy) -> Result<reqwest::Url, Failure> {
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| Failure::new(UrlStatus::InvalidUrl, format!("invalid URL: {e}")))?;
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| Failure::new(UrlStatus::InvalidUrl, format!("invalid URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Failure::new(UrlStatus::InvalidUrl, format!("unsupported scheme {:?}", parsed.scheme())));
     }
@@ -116,7 +117,12 @@ pub fn check_url(url: &str, policy: &IpPolicy) -> Result<reqwest::Url, Failure> 
 }
 
 /// Fetches `url`, retrying transient failures; every way it can fail maps to one class.
-pub async fn download(client: &reqwest::Client, cfg: &DownloadConfig, budget: &Arc<Semaphore>, url: &str) -> Result<Downloaded, Failure> {
+pub async fn download(
+    client: &reqwest::Client,
+    cfg: &DownloadConfig,
+    budget: &Arc<Semaphore>,
+    url: &str,
+) -> Result<Downloaded, Failure> {
     let started = Instant::now();
     let parsed = check_url(url, &cfg.policy)?;
     let mut attempt = 0;
@@ -135,11 +141,16 @@ pub async fn download(client: &reqwest::Client, cfg: &DownloadConfig, budget: &A
         }
         let wait = match retry_after {
             Some(ra) if ra > cfg.max_retry_after => {
-                return Err(Failure { reason: format!("{}; Retry-After {} s is too long", f.reason, ra.as_secs()), ..f });
+                return Err(Failure {
+                    reason: format!("{}; Retry-After {} s is too long", f.reason, ra.as_secs()),
+                    ..f
+                });
             }
             Some(ra) => ra,
             // Full jitter: a burst of failures does not come back in lockstep.
-            None => cfg.retry_base.mul_f64(rand::thread_rng().gen_range(0.0..1.0) * 2f64.powi(attempt as i32 - 1)),
+            None => {
+                cfg.retry_base.mul_f64(rand::thread_rng().gen_range(0.0..1.0) * 2f64.powi(attempt as i32 - 1))
+            }
         };
         tokio::time::sleep(wait).await;
     }
@@ -152,7 +163,12 @@ async fn once(
     url: reqwest::Url,
 ) -> Result<Downloaded, (Failure, Option<Duration>)> {
     let resp = match tokio::time::timeout(cfg.first_byte_timeout, client.get(url).send()).await {
-        Err(_) => return Err((Failure::new(UrlStatus::Timeout, format!("no response within {:?}", cfg.first_byte_timeout)), None)),
+        Err(_) => {
+            return Err((
+                Failure::new(UrlStatus::Timeout, format!("no response within {:?}", cfg.first_byte_timeout)),
+                None,
+            ))
+        }
         Ok(r) => r.map_err(|e| (request_failure(e), None))?,
     };
     let status = resp.status();
@@ -163,7 +179,11 @@ async fn once(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let f = Failure { status: UrlStatus::HttpError, reason: format!("HTTP {status}"), http_status: status.as_u16() as u32 };
+        let f = Failure {
+            status: UrlStatus::HttpError,
+            reason: format!("HTTP {status}"),
+            http_status: status.as_u16() as u32,
+        };
         return Err((f, retry_after));
     }
     let cap = cfg.max_body_bytes;
@@ -188,14 +208,24 @@ async fn once(
         }
         if len > reserved {
             let more = (len * 2).min(cap);
-            let extra = budget.clone().acquire_many_owned(kib(more) - kib(reserved)).await.expect("budget never closed");
+            let extra = budget
+                .clone()
+                .acquire_many_owned(kib(more) - kib(reserved))
+                .await
+                .expect("budget never closed");
             permit.merge(extra);
             reserved = more;
         }
         body.extend_from_slice(&chunk);
     }
     let http_status = status.as_u16() as u32;
-    Ok(Downloaded { body: body.freeze(), http_status, elapsed: Duration::ZERO, attempts: 1, _budget: Some(permit) })
+    Ok(Downloaded {
+        body: body.freeze(),
+        http_status,
+        elapsed: Duration::ZERO,
+        attempts: 1,
+        _budget: Some(permit),
+    })
 }
 
 fn too_large(len: u64, cap: u64) -> Failure {

@@ -24,9 +24,23 @@ fn tiff_orientation(t: &[u8]) -> Option<u8> {
         b"MM" => false,
         _ => return None,
     };
-    let u16_at = |o: usize| t.get(o..o + 2).map(|b| if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) });
+    let u16_at = |o: usize| {
+        t.get(o..o + 2).map(|b| {
+            if le {
+                u16::from_le_bytes([b[0], b[1]])
+            } else {
+                u16::from_be_bytes([b[0], b[1]])
+            }
+        })
+    };
     let u32_at = |o: usize| {
-        t.get(o..o + 4).map(|b| if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) })
+        t.get(o..o + 4).map(|b| {
+            if le {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            } else {
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+            }
+        })
     };
     let ifd = u32_at(4)? as usize;
     let n = u16_at(ifd)? as usize;

@@ -92,7 +92,10 @@ impl reqwest::dns::Resolve for Resolver {
             let all = me.lookup(&host).await?;
             let ok: Vec<SocketAddr> = all.iter().copied().filter(|a| me.policy.permits(a.ip())).collect();
             if ok.is_empty() && !all.is_empty() {
-                let msg = format!("{BLOCKED}: {host} resolves only to {:?}", all.iter().map(|a| a.ip()).collect::<Vec<_>>());
+                let msg = format!(
+                    "{BLOCKED}: {host} resolves only to {:?}",
+                    all.iter().map(|a| a.ip()).collect::<Vec<_>>()
+                );
                 return Err(msg.into());
             }
             Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
@@ -131,8 +134,21 @@ mod tests {
     #[test]
     fn forbidden_ranges_are_refused_unless_allowed() {
         let p = IpPolicy::default();
-        for bad in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "224.0.0.1",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::"] {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::",
+        ] {
             assert!(!p.permits(bad.parse().unwrap()), "{bad} should be refused");
         }
         for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {

@@ -57,7 +57,12 @@ impl DecodePool {
         DecodePool { tx }
     }
 
-    pub async fn decode(&self, body: Bytes, target: (u32, u32), max_pixels: u64) -> Result<Letterboxed, Failure> {
+    pub async fn decode(
+        &self,
+        body: Bytes,
+        target: (u32, u32),
+        max_pixels: u64,
+    ) -> Result<Letterboxed, Failure> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { body, target, max_pixels, reply })
