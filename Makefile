@@ -21,7 +21,7 @@ lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
 
 .PHONY: bench bench-detector
-bench: bench-detector bench-results
+bench: bench-detector bench-results bench-fetch
 
 # Detector throughput: Rust in-process and through gRPC, then the Python baseline.
 bench-detector: setup
@@ -37,3 +37,8 @@ bench-results: setup
 chaos: setup
 	$(ENV) cargo build --workspace --bins
 	$(ENV) CHAOS_URLS=10000 CHAOS_KILLS=20 cargo test -p facesweep-tests --test chaos -- --nocapture
+
+.PHONY: bench-fetch
+# Fetch tier vs its decode floor vs img2dataset on a local corpus behind nginx.
+bench-fetch: setup
+	scripts/bench_fetch.sh

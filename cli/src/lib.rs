@@ -1,5 +1,6 @@
 //! The `facesweep` command line as a library, so tests drive exactly what users run.
 
+pub mod bench;
 pub mod client;
 pub mod httpserve;
 pub mod mesh;

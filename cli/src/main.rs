@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use facesweep_cli::bench;
 use facesweep_cli::{client, httpserve, job_name_for, run_job, Mesh, MeshOptions};
 
 #[derive(Parser)]
@@ -23,12 +24,21 @@ struct MeshArgs {
     /// TorchScript detector (its .json contract sits beside it).
     #[arg(long, env = "FACESWEEP_MODEL", default_value = "models/retinaface_mnet025.pt")]
     model: PathBuf,
+    /// Private networks the fetcher may download from (everything private is refused otherwise).
+    #[arg(
+        long,
+        env = "FACESWEEP_ALLOW_NETWORKS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl MeshArgs {
     fn options(&self) -> MeshOptions {
         let mut o = MeshOptions::new(&self.data_dir, &self.model);
         o.database_url = self.database_url.clone();
+        o.allow_networks = self.allow_networks.clone();
         o
     }
 }
@@ -90,6 +100,9 @@ enum Cmd {
         #[command(flatten)]
         mesh: MeshArgs,
     },
+    /// Measure the fetch tier alone (no detector, no database).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Detect faces in bundled sample photos served from a loopback HTTP server.
     Demo {
         #[command(flatten)]
@@ -100,6 +113,35 @@ enum Cmd {
         #[arg(long, default_value = ".facesweep/demo.jsonl")]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Download, decode and letterbox every URL of URLS_FILE (tensors discarded).
+    Fetch {
+        urls: PathBuf,
+        /// Letterbox size (the default model's input).
+        #[arg(long, default_value_t = 640)]
+        size: u32,
+        #[command(flatten)]
+        fetcher: FetcherArgs,
+    },
+    /// Decode + letterbox the images of DIR from memory on every core: the floor for `fetch`.
+    Decode {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        passes: usize,
+        #[arg(long, default_value_t = 640)]
+        size: u32,
+    },
+}
+
+/// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.
+#[derive(Args)]
+struct FetcherArgs {
+    /// Extra fetcher flags, e.g. `-- --concurrency 256 --allow-networks 127.0.0.0/8`.
+    #[arg(last = true)]
+    extra: Vec<String>,
 }
 
 #[tokio::main]
@@ -153,6 +195,29 @@ async fn main() -> anyhow::Result<()> {
             m.stop().await?;
             let s = s?;
             print_summary(&s, &out);
+        }
+        Cmd::Bench(BenchCmd::Fetch { urls, size, fetcher }) => {
+            let list = client::read_urls(&urls)?;
+            let mut args = vec!["fetcher".to_string()];
+            args.extend(fetcher.extra);
+            let config = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(args)?;
+            // This CLI links LibTorch (the detector); the fetcher service binary does not.
+            let before = bench::rss_mib();
+            let (ok, failed, secs) = bench::fetch(list, config, (size, size)).await;
+            let peak = bench::peak_rss_mib();
+            println!(
+                "peak RSS {peak:.0} MiB, {before:.0} MiB before fetching: fetch tier {:.0} MiB",
+                peak - before
+            );
+            println!(
+                "fetched {ok} ok, {failed} failed in {secs:.2} s: {:.1} img/s",
+                (ok + failed) as f64 / secs
+            );
+        }
+        Cmd::Bench(BenchCmd::Decode { dir, passes, size }) => {
+            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+            let (n, secs) = bench::decode(&dir, passes, threads, (size, size)).await?;
+            println!("decoded {n} images on {threads} threads in {secs:.2} s: {:.1} img/s", n as f64 / secs);
         }
         Cmd::Demo { mesh, samples, out } => {
             let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);

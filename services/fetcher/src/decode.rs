@@ -46,6 +46,13 @@ impl Default for Decoder {
     }
 }
 
+/// Full-size decodes (non-JPEG, or JPEG without DCT scaling) above this many pixels run one at
+/// a time process-wide: two 25 MP PNGs at once would cost ~200 MB by themselves.
+const LARGE_DECODE_PIXELS: u64 = 4_000_000;
+static LARGE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Scratch buffers above this are dropped after use rather than kept per thread.
+const KEEP_SCRATCH_BYTES: usize = 16 << 20;
+
 fn decode_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(UrlStatus::DecodeError, e.to_string())
 }
@@ -120,6 +127,8 @@ impl Decoder {
             return None;
         }
         let (sw, sh) = (factor.scale(w as usize), factor.scale(h as usize));
+        let _large = ((sw * sh) as u64 > LARGE_DECODE_PIXELS)
+            .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
         self.raw.resize(sw * sh * 3, 0);
         let out = turbojpeg::Image {
             pixels: &mut self.raw[..],
@@ -197,6 +206,8 @@ impl Decoder {
         if w as u64 * h as u64 > max_pixels {
             return Err(too_many_pixels(w, h, max_pixels));
         }
+        let _large = (w as u64 * h as u64 > LARGE_DECODE_PIXELS)
+            .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
         let mut limits = Limits::default();
         limits.max_alloc = Some(max_pixels * 8);
         decoder.set_limits(limits).map_err(|e| Failure::new(UrlStatus::TooLarge, e.to_string()))?;

@@ -80,7 +80,7 @@ pub struct Config {
     #[arg(long, env = "FETCHER_ALLOW_NETWORKS", value_delimiter = ',')]
     pub allow_networks: Vec<ipnet::IpNet>,
     /// Bytes of image bodies held in memory at once, MiB (bounds RSS at any concurrency).
-    #[arg(long, env = "FETCHER_BODY_BUDGET_MIB", default_value_t = 128)]
+    #[arg(long, env = "FETCHER_BODY_BUDGET_MIB", default_value_t = 64)]
     pub body_budget_mib: u64,
     /// Largest body accepted, bytes.
     #[arg(long, env = "FETCHER_MAX_BODY_BYTES", default_value_t = 32 << 20)]

@@ -1,0 +1,98 @@
+//! `facesweep bench fetch|decode`: the fetch tier alone, end to end or as a decode floor.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use facesweep_fetcher::fetch::Fetcher;
+use futures::StreamExt;
+
+/// Peak resident memory of this process, MiB (VmHWM).
+pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// Current resident memory, MiB (VmRSS).
+pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(key: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Downloads, decodes and letterboxes every URL (tensors discarded); returns (ok, failed, secs).
+pub async fn fetch(
+    urls: Vec<String>,
+    config: facesweep_fetcher::Config,
+    target: (u32, u32),
+) -> (usize, usize, f64) {
+    let fetcher = Arc::new(Fetcher::new(config.fetch_config()));
+    let started = Instant::now();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
+    let results: Vec<_> = futures::stream::iter(urls)
+        .map(|u| {
+            let f = fetcher.clone();
+            async move { f.fetch(&u, target).await.0.map(|lb| lb.data.len()) }
+        })
+        .buffer_unordered(config.concurrency)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    for r in &results {
+        if let Err(e) = r {
+            *failures.entry(e.status.short_name().to_string()).or_default() += 1;
+        }
+    }
+    if !failures.is_empty() {
+        eprintln!("failures by class: {failures:?}");
+    }
+    (ok, results.len() - ok, secs)
+}
+
+/// The floor: decode + letterbox of the same files from memory on every core, `passes` times.
+pub async fn decode(
+    dir: &Path,
+    passes: usize,
+    threads: usize,
+    target: (u32, u32),
+) -> anyhow::Result<(usize, f64)> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "jpg" || x == "png" || x == "webp") {
+            files.push(bytes::Bytes::from(std::fs::read(&p)?));
+        }
+    }
+    let files = Arc::new(files);
+    let n = files.len() * passes;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (files, next) = (files.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut d = facesweep_fetcher::decode::Decoder::default();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let _ = d.decode_letterbox(&files[i % files.len()], target.0, target.1, 100_000_000);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| anyhow::anyhow!("decode thread panicked"))?;
+    }
+    Ok((n, started.elapsed().as_secs_f64()))
+}
