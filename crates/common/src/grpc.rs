@@ -111,3 +111,48 @@ pub fn channel(addr: &str) -> anyhow::Result<Channel> {
         .keep_alive_while_idle(true)
         .connect_lazy())
 }
+
+/// Keeps `service` (and the overall "" entry) SERVING only while `ready` holds, checked every
+/// `every`; NOT_SERVING from the moment shutdown starts, so balancers stop sending work.
+pub fn health_follows<F, Fut>(
+    reporter: tonic_health::server::HealthReporter,
+    service: &'static str,
+    every: Duration,
+    shutdown: Shutdown,
+    ready: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ok = !shutdown.is_cancelled() && ready().await;
+            let status = if ok { Serving } else { NotServing };
+            if last != Some(status) {
+                if last.is_some() {
+                    tracing::warn!(service, ?status, "health changed");
+                }
+                reporter.set_service_status(service, status).await;
+                reporter.set_service_status("", status).await;
+                last = Some(status);
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
+/// Whether Postgres answers within two seconds.
+pub async fn db_ready(pool: &sqlx::PgPool) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await,
+        Ok(Ok(_))
+    )
+}

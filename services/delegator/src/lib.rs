@@ -81,6 +81,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
     let limits = Limits { split_after: config.split_after, abandon_after: config.abandon_after };
+    let db = pool.clone();
     let store = Store::new(pool, config.shard(), Duration::from_secs(config.lease_ttl_secs), limits);
     tokio::spawn(sweeper(
         store.clone(),
@@ -89,7 +90,16 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     ));
     let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
     let (health, health_svc) = grpc::health();
-    health.set_serving::<DelegatorServiceServer<service::DelegatorSvc>>().await;
+    grpc::health_follows(
+        health,
+        "facesweep.v1.DelegatorService",
+        Duration::from_secs(2),
+        shutdown.clone(),
+        move || {
+            let db = db.clone();
+            async move { grpc::db_ready(&db).await }
+        },
+    );
     let router =
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DelegatorService"])
             .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));

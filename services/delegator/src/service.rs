@@ -199,6 +199,21 @@ impl DelegatorService for DelegatorSvc {
         Ok(Response::new(RetryUrlsResponse { requeued }))
     }
 
+    async fn list_leases(
+        &self,
+        req: Request<ListLeasesRequest>,
+    ) -> Result<Response<ListLeasesResponse>, Status> {
+        let r = req.into_inner();
+        if !(0..=10_000).contains(&r.limit) {
+            return Err(invalid("limit must be in 0..=10000 (0 = 100)"));
+        }
+        let job = self.store.job(&r.job).await?;
+        let limit = if r.limit == 0 { 100 } else { r.limit as i64 };
+        Ok(Response::new(ListLeasesResponse {
+            chunks: self.store.list_chunks(job.id, limit, r.include_done).await?,
+        }))
+    }
+
     async fn release_fetcher_leases(
         &self,
         req: Request<ReleaseFetcherLeasesRequest>,

@@ -277,6 +277,40 @@ impl Store {
         .ok_or_else(|| lost(lease))
     }
 
+    /// Chunks of a job (open ones unless `include_done`), leased ones first.
+    pub async fn list_chunks(
+        &self,
+        job_id: i64,
+        limit: i64,
+        include_done: bool,
+    ) -> ServiceResult<Vec<facesweep_proto::ChunkLease>> {
+        let rows = sqlx::query(
+            "SELECT chunk_no, state::text, coalesce(lease_owner, ''), expires_at, attempts, failures, expired
+             FROM chunks WHERE job_id = $1 AND ($3 OR state <> 'done')
+             ORDER BY state DESC, chunk_no LIMIT $2",
+        )
+        .bind(job_id)
+        .bind(limit)
+        .bind(include_done)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| facesweep_proto::ChunkLease {
+                chunk_no: r.get(0),
+                state: r.get(1),
+                owner: r.get(2),
+                expires_at: r.get::<Option<DateTime<Utc>>, _>(3).map(|t| prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: t.timestamp_subsec_nanos() as i32,
+                }),
+                attempts: r.get(4),
+                failures: r.get(5),
+                expired: r.get(6),
+            })
+            .collect())
+    }
+
     pub async fn progress(&self, job_id: i64) -> ServiceResult<Progress> {
         let row = sqlx::query(
             "SELECT (SELECT total_urls FROM jobs WHERE id = $1),

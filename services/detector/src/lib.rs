@@ -84,7 +84,14 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // Loading and warm-up block for seconds: keep them off the async workers.
     let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
     let svc = service::DetectorSvc { batchers: Arc::new(batchers), info: Arc::new(info) };
-    health.set_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
+    // Ready from here on (model warm); NOT_SERVING again once draining starts.
+    grpc::health_follows(
+        health,
+        "facesweep.v1.DetectorService",
+        Duration::from_secs(5),
+        shutdown.clone(),
+        || async { true },
+    );
     let router =
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"])
             .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));

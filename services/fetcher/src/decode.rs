@@ -27,6 +27,24 @@ pub struct Letterboxed {
     pub original_height: u32,
 }
 
+impl Letterboxed {
+    /// The detector request carrying this tensor (zero-copy: the buffer moves into `Bytes`).
+    pub fn into_request(self, id: u64) -> facesweep_proto::DetectRequest {
+        facesweep_proto::DetectRequest {
+            id,
+            data: self.data.into(),
+            height: self.height,
+            width: self.width,
+            channels: 3,
+            scale: self.scale,
+            offset_x: self.offset_x,
+            offset_y: self.offset_y,
+            original_width: self.original_width,
+            original_height: self.original_height,
+        }
+    }
+}
+
 /// Per-thread decoder: the libjpeg-turbo handle and scratch buffers are reused across images.
 pub struct Decoder {
     tj: Option<turbojpeg::Decompressor>,
@@ -68,6 +86,23 @@ pub fn fit(w: u32, h: u32, tw: u32, th: u32) -> (f32, u32, u32, u32, u32) {
 impl Decoder {
     /// Decodes `bytes`, applies EXIF orientation, letterboxes into `tw`×`th` (black padding).
     pub fn decode_letterbox(
+        &mut self,
+        bytes: &[u8],
+        tw: u32,
+        th: u32,
+        max_pixels: u64,
+    ) -> Result<Letterboxed, Failure> {
+        let r = self.decode_inner(bytes, tw, th, max_pixels);
+        if self.raw.capacity() > KEEP_SCRATCH_BYTES {
+            self.raw = Vec::new();
+        }
+        if self.upright.capacity() > KEEP_SCRATCH_BYTES {
+            self.upright = Vec::new();
+        }
+        r
+    }
+
+    fn decode_inner(
         &mut self,
         bytes: &[u8],
         tw: u32,

@@ -51,18 +51,7 @@ impl DetectStream {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (wait_tx, wait_rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, wait_tx);
-        let req = DetectRequest {
-            id,
-            data: lb.data.into(),
-            height: lb.height,
-            width: lb.width,
-            channels: 3,
-            scale: lb.scale,
-            offset_x: lb.offset_x,
-            offset_y: lb.offset_y,
-            original_width: lb.original_width,
-            original_height: lb.original_height,
-        };
+        let req = lb.into_request(id);
         if self.tx.send(req).await.is_err() {
             self.pending.lock().unwrap().remove(&id);
             return Err("detector stream closed".into());

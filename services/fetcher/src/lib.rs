@@ -171,7 +171,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     });
     worker.reclaim().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    grpc::health_follows(health, "", Duration::from_secs(5), shutdown.clone(), || async { true });
     let addr = server.addr;
     let task = tokio::spawn(async move {
         let loops: Vec<_> =
@@ -179,7 +179,6 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         for l in loops {
             let _ = l.await;
         }
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         server.join().await
     });
     Ok(Running { addr, task })

@@ -31,7 +31,17 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
     let (health, health_svc) = grpc::health();
-    health.set_serving::<ResultsServiceServer<service::ResultsSvc>>().await;
+    let db = pool.clone();
+    grpc::health_follows(
+        health,
+        "facesweep.v1.ResultsService",
+        std::time::Duration::from_secs(2),
+        shutdown.clone(),
+        move || {
+            let db = db.clone();
+            async move { grpc::db_ready(&db).await }
+        },
+    );
     let svc = ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool)))
         .max_decoding_message_size(64 << 20);
     let router =

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every grpcurl line of docs/operations.md against a live `facesweep up` and checks
+# each prints its `# expect:` text.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${FACESWEEP_CACHE:-$HOME/.cache/facesweep}"
+export PATH="$CACHE/bin:$PATH"
+BIN=target/debug/facesweep
+base=$(python3 -c 'import socket
+while True:
+    s=socket.socket(); s.bind(("127.0.0.1",0)); p=s.getsockname()[1]; s.close()
+    if p < 60000:
+        ok=True
+        for i in range(4):
+            t=socket.socket()
+            try: t.bind(("127.0.0.1",p+i))
+            except OSError: ok=False
+            t.close()
+        if ok: print(p); break')
+data=$(mktemp -d /tmp/facesweep-ops.XXXXXX)
+RUST_LOG=warn $BIN up --port "$base" --data-dir "$data" >"$data/up.log" 2>&1 &
+up=$!
+trap 'kill -INT $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$data"' EXIT
+printf 'http://127.0.0.1:9/a.jpg\nhttp://127.0.0.1:9/b.jpg\nhttp://127.0.0.1:9/c.jpg\n' > "$data/urls.txt"
+for i in $(seq 240); do
+  $BIN import --job ops --delegator "127.0.0.1:$base" "$data/urls.txt" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+$BIN progress --job ops --wait --delegator "127.0.0.1:$base" >/dev/null
+n=0
+while IFS= read -r line; do
+  cmd="${line%%# expect:*}"
+  want="${line##*# expect: }"
+  for k in 1 2 3 4; do cmd="${cmd//localhost:5005$k/127.0.0.1:$((base + k - 1))}"; done
+  out=$(eval "$cmd" 2>&1 || true)
+  if ! grep -qF -- "$want" <<<"$out"; then
+    echo "FAILED: $cmd" >&2
+    echo "expected to see: $want" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  n=$((n + 1))
+done < <(grep -E '^grpcurl .*# expect: ' docs/operations.md)
+echo "docs/operations.md: $n grpcurl commands checked against a live mesh"
