@@ -1,5 +1,6 @@
 //! Plumbing shared by every facesweep service.
 
+pub mod counters;
 pub mod db;
 pub mod error;
 pub mod grpc;

@@ -46,7 +46,7 @@ impl Store {
         if attempts.is_some_and(|a| a >= self.limits.abandon_after) {
             let reason =
                 format!("abandoned after {} failed single-URL leases; last: {why}", attempts.unwrap());
-            sqlx::query(
+            let stored = sqlx::query(
                 "INSERT INTO url_results (url_id, job_id, status, reason) VALUES ($1, $2, 'abandoned', $3)
                  ON CONFLICT (url_id) DO NOTHING",
             )
@@ -54,7 +54,12 @@ impl Store {
             .bind(f.job_id)
             .bind(&reason)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if stored == 1 {
+                let deltas = [((f.job_id, "abandoned".to_string()), 1)].into_iter().collect();
+                facesweep_common::counters::add(tx, &deltas).await?;
+            }
             tracing::warn!(url_id = first, %reason, "URL abandoned");
         }
         Ok(())
@@ -101,13 +106,19 @@ impl Store {
     /// Deletes the job's results with `status` and re-opens their chunks.
     pub async fn retry(&self, job_id: i64, status: &str) -> ServiceResult<i64> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<i64> =
-            sqlx::query_scalar("DELETE FROM url_results WHERE job_id = $1 AND status = $2 RETURNING url_id")
-                .bind(job_id)
-                .bind(status)
-                .fetch_all(&mut *tx)
-                .await?;
+        // By primary-key range: the job's URL ids are one contiguous block.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM url_results WHERE url_id BETWEEN ($1 << $3) AND (($1 + 1) << $3) - 1 AND status = $2
+             RETURNING url_id",
+        )
+        .bind(job_id)
+        .bind(status)
+        .bind(ORDINAL_BITS as i32)
+        .fetch_all(&mut *tx)
+        .await?;
         if !ids.is_empty() {
+            let deltas = [((job_id, status.to_string()), -(ids.len() as i64))].into_iter().collect();
+            facesweep_common::counters::add(&mut tx, &deltas).await?;
             sqlx::query("DELETE FROM faces WHERE url_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM url_attempts WHERE url_id = ANY($1)")
                 .bind(&ids)

@@ -324,12 +324,21 @@ impl Store {
         .bind(job_id)
         .fetch_one(&self.pool)
         .await?;
+        // Counters, not count(*): exact and O(1) whatever the job size.
         let statuses = sqlx::query(
-            "SELECT status, count(*), count(*) FILTER (WHERE created_at > now() - interval '60 s')
-             FROM url_results WHERE job_id = $1 GROUP BY status ORDER BY status",
+            "SELECT status, sum(count)::bigint FROM job_status_counts WHERE job_id = $1
+             GROUP BY status HAVING sum(count) > 0 ORDER BY status",
         )
         .bind(job_id)
         .fetch_all(&self.pool)
+        .await?;
+        let (recent, secs): (i64, f64) = sqlx::query_as(
+            "SELECT coalesce(sum(count), 0)::bigint,
+                    extract(epoch FROM now() - date_trunc('minute', now() - interval '1 minute'))::float8
+             FROM job_minute_counts WHERE job_id = $1 AND minute >= date_trunc('minute', now() - interval '1 minute')",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
         .await?;
         let mut p = Progress {
             total_urls: row.get(0),
@@ -338,17 +347,15 @@ impl Store {
             leases_expired: row.get(5),
             ..Default::default()
         };
-        let mut recent = 0;
         for s in statuses {
             let n: i64 = s.get(1);
             p.done_urls += n;
             if s.get::<String, _>(0) != "ok" {
                 p.failed_urls += n;
             }
-            recent += s.get::<i64, _>(2);
             p.by_status.push(StatusCount { status: s.get(0), count: n });
         }
-        p.rate_per_second = recent as f64 / 60.0;
+        p.rate_per_second = recent as f64 / secs.max(1.0);
         Ok(p)
     }
 }

@@ -44,7 +44,7 @@ impl Store {
             cols.push(r);
         }
         let mut tx = self.pool.begin().await?;
-        let inserted: Vec<i64> = sqlx::query_scalar(
+        let inserted: Vec<(i64, i64, String)> = sqlx::query_as(
             "INSERT INTO url_results (url_id, job_id, status, reason, http_status, width, height,
                  bytes, face_count, model_id, download_ms, decode_ms, detect_ms)
              SELECT t.url_id, u.job_id, t.status, t.reason, t.http_status, t.width, t.height,
@@ -56,7 +56,7 @@ impl Store {
              JOIN urls u ON u.id = t.url_id
              ORDER BY t.url_id
              ON CONFLICT (url_id) DO NOTHING
-             RETURNING url_id",
+             RETURNING url_id, job_id, status",
         )
         .bind(&cols.url_id)
         .bind(&cols.status)
@@ -72,7 +72,12 @@ impl Store {
         .bind(&cols.detect_ms)
         .fetch_all(&mut *tx)
         .await?;
-        let fresh: HashSet<i64> = inserted.iter().copied().collect();
+        let mut deltas = std::collections::BTreeMap::new();
+        for (_, job, status) in &inserted {
+            *deltas.entry((*job, status.clone())).or_insert(0i64) += 1;
+        }
+        facesweep_common::counters::add(&mut tx, &deltas).await?;
+        let fresh: HashSet<i64> = inserted.iter().map(|r| r.0).collect();
         let faces = FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id)));
         if !faces.url_id.is_empty() {
             sqlx::query(

@@ -1,0 +1,70 @@
+//! Per-job result counters (see migration 0003): every writer of `url_results` calls
+//! `add` in the same transaction, so progress is exact without counting rows.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Postgres, Transaction};
+
+/// Adds `delta` results per (job, status) for this transaction; negative for deletions.
+pub async fn add(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: &BTreeMap<(i64, String), i64>,
+) -> Result<(), sqlx::Error> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let slot = rand_slot();
+    // BTreeMap order = one global lock order: concurrent writers cannot deadlock.
+    let (jobs, statuses, counts): (Vec<i64>, Vec<String>, Vec<i64>) = deltas
+        .iter()
+        .map(|((j, s), c)| (*j, s.clone(), *c))
+        .fold((vec![], vec![], vec![]), |mut acc, (j, s, c)| {
+            acc.0.push(j);
+            acc.1.push(s);
+            acc.2.push(c);
+            acc
+        });
+    sqlx::query(
+        "INSERT INTO job_status_counts (job_id, status, slot, count)
+         SELECT j, s, $4, c FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS t(j, s, c)
+         ON CONFLICT (job_id, status, slot) DO UPDATE SET count = job_status_counts.count + EXCLUDED.count",
+    )
+    .bind(&jobs)
+    .bind(&statuses)
+    .bind(&counts)
+    .bind(slot)
+    .execute(&mut **tx)
+    .await?;
+    let mut per_job: BTreeMap<i64, i64> = BTreeMap::new();
+    for ((j, _), c) in deltas {
+        if *c > 0 {
+            *per_job.entry(*j).or_default() += c;
+        }
+    }
+    if !per_job.is_empty() {
+        let (jobs, counts): (Vec<i64>, Vec<i64>) = per_job.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO job_minute_counts (job_id, minute, slot, count)
+             SELECT j, date_trunc('minute', now()), $3, c FROM UNNEST($1::bigint[], $2::bigint[]) AS t(j, c)
+             ON CONFLICT (job_id, minute, slot) DO UPDATE SET count = job_minute_counts.count + EXCLUDED.count",
+        )
+        .bind(&jobs)
+        .bind(&counts)
+        .bind(slot)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn rand_slot() -> i16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    (h.finish() % 16) as i16
+}
