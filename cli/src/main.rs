@@ -45,7 +45,8 @@ impl MeshArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run all four services on loopback (delegator :PORT, detector +1, results +2, fetcher +3).
+    /// Run all four services on loopback (delegator :PORT, detector +1, results +2, fetcher +3;
+    /// their /metrics on PORT+10…+13).
     Up {
         #[command(flatten)]
         mesh: MeshArgs,
@@ -156,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Up { mesh, port } => {
             let mut o = mesh.options();
             o.base_port = port;
+            o.metrics = true;
             let m = Mesh::start(o).await?;
             println!(
                 "facesweep up: delegator {} detector {} results {} fetcher {}",

@@ -27,6 +27,8 @@ pub struct MeshOptions {
     pub timeout_ms: u64,
     /// Private networks the fetcher may reach (SSRF guard); loopback by default here.
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// Serve /metrics per service (base_port + 10 + offset, or ephemeral).
+    pub metrics: bool,
 }
 
 impl MeshOptions {
@@ -45,6 +47,7 @@ impl MeshOptions {
             idle_poll_ms: 200,
             timeout_ms: 30_000,
             allow_networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+            metrics: false,
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct Mesh {
     pub results: SocketAddr,
     pub fetcher_addr: SocketAddr,
     pub database_url: String,
+    /// /metrics addresses (delegator, detector, results, fetcher) when enabled.
+    pub metrics: Vec<SocketAddr>,
     shutdown: Shutdown,
     fetcher_stop: Shutdown,
     fetcher: Option<Running>,
@@ -67,6 +72,10 @@ fn stable_id(dir: &std::path::Path) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()).hash(&mut h);
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+fn metrics_addr(o: &MeshOptions, offset: u16) -> Option<SocketAddr> {
+    o.metrics.then(|| addr(if o.base_port == 0 { 0 } else { o.base_port + 10 }, offset))
 }
 
 fn addr(base: u16, offset: u16) -> SocketAddr {
@@ -93,6 +102,7 @@ impl Mesh {
                 listen: addr(o.base_port, 2),
                 database_url: database_url.clone(),
                 db_connections: 8,
+                metrics_listen: metrics_addr(&o, 2),
             },
             shutdown.clone(),
         )
@@ -106,6 +116,7 @@ impl Mesh {
                 lease_ttl_secs: o.lease_ttl_secs,
                 default_chunk_size: o.chunk_size,
                 db_connections: 8,
+                metrics_listen: metrics_addr(&o, 0),
                 split_after: 3,
                 abandon_after: 3,
             },
@@ -122,6 +133,7 @@ impl Mesh {
                 max_delay_us: 2000,
                 queue: 1024,
                 threads: 0,
+                metrics_listen: metrics_addr(&o, 1),
             },
             shutdown.clone(),
         )
@@ -135,6 +147,7 @@ impl Mesh {
                 // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
                 id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
                 drain_grace_secs: 10,
+                metrics_listen: metrics_addr(&o, 3),
                 leases: o.fetcher_leases,
                 concurrency: o.fetcher_concurrency,
                 decode_threads: 0,
@@ -158,7 +171,9 @@ impl Mesh {
             fetcher_stop.clone(),
         )
         .await?;
+        let metrics = [&delegator, &detector, &results, &fetcher].iter().filter_map(|r| r.metrics).collect();
         Ok(Mesh {
+            metrics,
             delegator: delegator.addr,
             detector: detector.addr,
             results: results.addr,

@@ -27,6 +27,7 @@ async fn detector(
         max_delay_us: 5000,
         queue: 64,
         threads: 2,
+        metrics_listen: None,
     };
     let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
     DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())

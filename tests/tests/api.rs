@@ -31,6 +31,7 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     let dir = tmp_dir();
     let mut opts = MeshOptions::new(dir.path(), model_path());
     opts.durability = Durability::Ephemeral;
+    opts.metrics = true;
     let mesh = Mesh::start(opts).await.unwrap();
     let ch = |a: std::net::SocketAddr| channel(&a.to_string()).unwrap();
 
@@ -112,6 +113,28 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
         );
         assert_eq!(services, reflection_v1alpha(ch(addr)).await, "{name}: v1 and v1alpha disagree");
     }
+    // Every service serves /metrics; the detector ran images above, so its counters moved.
+    assert_eq!(mesh.metrics.len(), 4);
+    for m in &mesh.metrics {
+        let body = http_get(*m, "/metrics").await;
+        for name in [
+            "facesweep_leases_granted_total",
+            "facesweep_detector_batch_size",
+            "facesweep_results_persist_seconds",
+            "facesweep_fetch_in_flight",
+        ] {
+            assert!(body.contains(name), "{m}: {name} missing");
+        }
+    }
+    let body = http_get(mesh.metrics[1], "/metrics").await;
+    let images: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("facesweep_detector_images_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(images, 2.0, "the two valid images (DetectOne + stream) reach the model");
+
     let svcs = reflection_v1(ch(mesh.detector)).await;
     assert!(svcs.contains(&"facesweep.v1.DetectorService".to_string()), "{svcs:?}");
     mesh.stop().await.unwrap();
@@ -148,3 +171,15 @@ macro_rules! list_services {
 
 list_services!(reflection_v1, v1);
 list_services!(reflection_v1alpha, v1alpha);
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}

@@ -35,6 +35,7 @@ async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
         max_delay_us: 0,
         queue: 1,
         threads: 1,
+        metrics_listen: None,
     };
     let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
     let client = DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())

@@ -38,6 +38,7 @@ async fn delegator_with(
         lease_ttl_secs: ttl,
         default_chunk_size: 10,
         db_connections: 4,
+        metrics_listen: None,
         split_after,
         abandon_after,
     };
@@ -135,6 +136,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.pg.url(),
             db_connections: 4,
+            metrics_listen: None,
         },
         stop.clone(),
     )
@@ -190,6 +192,7 @@ async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> 
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         db_connections: 4,
+        metrics_listen: None,
     };
     let running = facesweep_results::spawn(cfg, stop.clone()).await.unwrap();
     ResultsServiceClient::new(channel(&running.addr.to_string()).unwrap())

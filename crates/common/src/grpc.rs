@@ -55,6 +55,8 @@ const SERVED_BY_ALL: [&str; 3] = [
 pub struct Running {
     pub addr: SocketAddr,
     pub task: JoinHandle<anyhow::Result<()>>,
+    /// Where `/metrics` is served, when enabled.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Running {
@@ -75,7 +77,7 @@ where
 {
     let addr = listener.local_addr().expect("bound listener");
     let task = tokio::spawn(router.serve_until(listener, shutdown));
-    Running { addr, task }
+    Running { addr, task, metrics: None }
 }
 
 /// Lets `spawn_router` stay generic over tower layers without naming their bounds.

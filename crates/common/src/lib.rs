@@ -4,6 +4,7 @@ pub mod counters;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -40,6 +40,9 @@ pub struct Config {
     /// Maximum Postgres connections in the pool.
     #[arg(long, env = "DELEGATOR_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
+    #[arg(long, env = "DELEGATOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Failures of a chunk (expired or incomplete leases) before its leases start halving.
     #[arg(long, env = "DELEGATOR_SPLIT_AFTER", default_value_t = 3)]
     pub split_after: i32,
@@ -104,7 +107,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DelegatorService"])
             .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
-    Ok(grpc::spawn_router(router, listener, shutdown))
+    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
+    Ok(grpc::Running { metrics, ..grpc::spawn_router(router, listener, shutdown) })
 }
 
 /// Returns expired leases of this shard to pending, every `every`.
@@ -116,7 +120,10 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
         }
         match store.sweep().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "returned expired leases"),
+            Ok(n) => {
+                facesweep_common::metrics::LEASES_EXPIRED.inc_by(n);
+                tracing::info!(expired = n, "returned expired leases")
+            }
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }
     }

@@ -110,7 +110,11 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
         }
         let max = if r.max_urls == 0 { MAX_LEASE_URLS } else { r.max_urls };
-        let lease = self.store.acquire(&r.fetcher_id, max as i64).await?.map(|g| Lease {
+        let lease = self.store.acquire(&r.fetcher_id, max as i64).await?.map(|g| {
+            facesweep_common::metrics::LEASES_GRANTED.inc();
+            g
+        });
+        let lease = lease.map(|g| Lease {
             job_id: g.job_id,
             chunk_no: g.chunk_no,
             fencing_token: g.token,
@@ -136,6 +140,9 @@ impl DelegatorService for DelegatorSvc {
     ) -> Result<Response<CompleteLeaseResponse>, Status> {
         let lease = lease_ref(req.into_inner().lease)?;
         let done = self.store.complete(&lease).await?;
+        facesweep_common::metrics::LEASES_COMPLETED
+            .with_label_values(&[if done { "true" } else { "false" }])
+            .inc();
         Ok(Response::new(CompleteLeaseResponse { done }))
     }
 
@@ -145,6 +152,7 @@ impl DelegatorService for DelegatorSvc {
     ) -> Result<Response<ReleaseLeaseResponse>, Status> {
         let lease = lease_ref(req.into_inner().lease)?;
         self.store.release(&lease).await?;
+        facesweep_common::metrics::LEASES_RELEASED.inc();
         Ok(Response::new(ReleaseLeaseResponse {}))
     }
 

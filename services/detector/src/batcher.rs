@@ -97,6 +97,7 @@ impl Batcher {
         permit: OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
+        facesweep_common::metrics::DETECTOR_QUEUE_DEPTH.inc();
         let req = Request { image, reply, queued: Instant::now(), _permit: permit };
         self.tx.send(req).map_err(|_| SubmitError::Closed)?;
         Ok(rx)
@@ -145,7 +146,9 @@ fn model_loop(
             }
         }
         // A caller that gave up (deadline, cancelled stream) costs no GPU time.
+        let before = batch.len();
         batch.retain(|r| !r.reply.is_closed());
+        facesweep_common::metrics::DETECTOR_QUEUE_DEPTH.sub((before - batch.len()) as i64);
         if batch.is_empty() {
             continue;
         }
@@ -175,6 +178,16 @@ fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.images.fetch_add(n as u64, Ordering::Relaxed);
     stats.inference_us.fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
+    {
+        use facesweep_common::metrics as m;
+        m::DETECTOR_IMAGES.inc_by(n as u64);
+        m::DETECTOR_BATCH_SIZE.observe(n as f64);
+        m::DETECTOR_INFERENCE_SECONDS.observe(inference.as_secs_f64());
+        m::DETECTOR_QUEUE_DEPTH.sub(n as i64);
+        for r in &batch {
+            m::DETECTOR_QUEUE_SECONDS.observe(started.duration_since(r.queued).as_secs_f64());
+        }
+    }
     match result {
         Ok(faces) => {
             for (r, faces) in batch.into_iter().zip(faces) {

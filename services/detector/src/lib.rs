@@ -44,6 +44,9 @@ pub struct Config {
     /// Images queued across all streams before new work waits (streams) or is refused (unary).
     #[arg(long, env = "DETECTOR_QUEUE", default_value_t = 1024)]
     pub queue: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
+    #[arg(long, env = "DETECTOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// CPU threads for LibTorch; 0 = number of cores.
     #[arg(long, env = "DETECTOR_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -95,7 +98,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let router =
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"])
             .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
-    Ok(grpc::spawn_router(router, listener, shutdown))
+    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
+    Ok(grpc::Running { metrics, ..grpc::spawn_router(router, listener, shutdown) })
 }
 
 /// Loads and warms one model per device (every GPU under `auto`), each behind its batcher.

@@ -57,6 +57,23 @@ impl Fetcher {
 
     /// Downloads and letterboxes `url` to `target` (width, height).
     pub async fn fetch(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
+        use facesweep_common::metrics as m;
+        m::FETCH_IN_FLIGHT.inc();
+        let (r, stats) = self.fetch_inner(url, target).await;
+        m::FETCH_IN_FLIGHT.dec();
+        let status = match &r {
+            Ok(_) => "ok",
+            Err(f) => f.status.short_name(),
+        };
+        m::FETCH_RESULTS.with_label_values(&[status]).inc();
+        if stats.bytes > 0 {
+            m::FETCH_DOWNLOAD_SECONDS.observe(stats.download.as_secs_f64());
+            m::FETCH_DECODE_SECONDS.observe(stats.decode.as_secs_f64());
+        }
+        (r, stats)
+    }
+
+    async fn fetch_inner(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
         let mut stats = Stats::default();
         let host = match download::check_url(url, &self.cfg.download.policy) {
             Ok(u) => u.host_str().unwrap_or_default().to_string(),

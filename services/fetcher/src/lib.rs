@@ -94,6 +94,9 @@ pub struct Config {
     /// User-Agent header sent with every download.
     #[arg(long, env = "FETCHER_USER_AGENT", default_value = concat!("facesweep/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
+    #[arg(long, env = "FETCHER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// On shutdown, how long a lease in progress may keep working before it is released, seconds.
     #[arg(long, env = "FETCHER_DRAIN_GRACE_SECS", default_value_t = 20)]
     pub drain_grace_secs: u64,
@@ -173,6 +176,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     worker.reclaim().await;
     grpc::health_follows(health, "", Duration::from_secs(5), shutdown.clone(), || async { true });
     let addr = server.addr;
+    let shutdown_metrics = shutdown.clone();
     let task = tokio::spawn(async move {
         let loops: Vec<_> =
             (0..config.leases).map(|_| tokio::spawn(worker.clone().lease_loop(shutdown.clone()))).collect();
@@ -181,7 +185,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         }
         server.join().await
     });
-    Ok(Running { addr, task })
+    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown_metrics).await?;
+    Ok(Running { addr, task, metrics })
 }
 
 fn default_id() -> String {

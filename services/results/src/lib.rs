@@ -21,6 +21,9 @@ pub struct Config {
     /// Postgres URL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
+    #[arg(long, env = "RESULTS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Maximum Postgres connections in the pool.
     #[arg(long, env = "RESULTS_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -47,7 +50,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let router =
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.ResultsService"])
             .add_service(svc);
-    Ok(grpc::spawn_router(router, listener, shutdown))
+    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
+    Ok(grpc::Running { metrics, ..grpc::spawn_router(router, listener, shutdown) })
 }
 
 /// Serves until `shutdown` is cancelled.

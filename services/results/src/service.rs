@@ -66,7 +66,11 @@ impl ResultsService for ResultsSvc {
     async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
         let results = req.into_inner().results;
         validate(&results)?;
+        let timer = facesweep_common::metrics::RESULTS_PERSIST_SECONDS.start_timer();
         let out = self.store.record(&results).await?;
+        timer.observe_duration();
+        facesweep_common::metrics::RESULTS_PERSISTED.inc_by(out.inserted as u64);
+        facesweep_common::metrics::RESULTS_DUPLICATES.inc_by(out.duplicates as u64);
         tracing::debug!(inserted = out.inserted, duplicates = out.duplicates, "recorded");
         Ok(Response::new(RecordResponse {
             inserted: out.inserted,
