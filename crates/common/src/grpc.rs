@@ -14,6 +14,7 @@ use crate::Shutdown;
 /// A server builder with the settings every facesweep service uses.
 pub fn server() -> Server {
     Server::builder()
+        .trace_fn(crate::propagation::server_span)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -5,6 +5,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;
 

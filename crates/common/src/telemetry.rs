@@ -5,6 +5,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 /// Flushes pending spans when dropped or shut down.
 pub struct TelemetryGuard {
@@ -29,11 +30,17 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber once; later calls in the same process are no-ops.
 pub fn init(service_name: &str) -> TelemetryGuard {
+    crate::propagation::install();
+    // Logs follow RUST_LOG; spans for tracing are kept at INFO whatever the log level.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
     let provider = otlp_provider(service_name);
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("facesweep")));
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("facesweep"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     TelemetryGuard { provider }
 }
 

@@ -28,6 +28,8 @@ struct Request {
     image: ImageInput,
     reply: oneshot::Sender<Result<Detection, String>>,
     queued: Instant,
+    /// The image's span; the batch span links to it.
+    span: tracing::Span,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -98,7 +100,8 @@ impl Batcher {
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         facesweep_common::metrics::DETECTOR_QUEUE_DEPTH.inc();
-        let req = Request { image, reply, queued: Instant::now(), _permit: permit };
+        let span = tracing::info_span!("image", height = image.height, width = image.width);
+        let req = Request { image, reply, queued: Instant::now(), span, _permit: permit };
         self.tx.send(req).map_err(|_| SubmitError::Closed)?;
         Ok(rx)
     }
@@ -159,7 +162,8 @@ fn model_loop(
 fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
-    let span = tracing::debug_span!("detect_batch", size = images.len());
+    let span = tracing::info_span!(parent: None, "detect_batch", size = images.len());
+    facesweep_common::propagation::link_all(&span, batch.iter().map(|r| &r.span));
     // LibTorch reports some errors by panicking in tch: keep the model thread alive.
     let result =
         span.in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(&images))));

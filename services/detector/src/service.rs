@@ -99,42 +99,47 @@ impl DetectorService for DetectorSvc {
         let batchers = self.batchers.clone();
         let model_id = self.info.model_id.clone();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
-        tokio::spawn(async move {
-            let mut inflight = FuturesUnordered::new();
-            let mut input_open = true;
-            loop {
-                tokio::select! {
-                    msg = incoming.next(), if input_open && inflight.len() < MAX_IN_FLIGHT_PER_STREAM => {
-                        let req = match msg {
-                            Some(Ok(r)) => r,
-                            _ => { input_open = false; continue; }
-                        };
-                        let id = req.id;
-                        let img = match validate(&req) {
-                            Ok(img) => img,
-                            Err(e) => {
-                                if tx.send(Ok(error_response(id, Code::InvalidArgument, e))).await.is_err() { return; }
-                                continue;
-                            }
-                        };
-                        match pick(&batchers).submit(img).await {
-                            Ok(rx) => inflight.push(async move { (id, rx.await) }),
-                            Err(SubmitError::Closed | SubmitError::QueueFull) => {
-                                let _ = tx.send(Err(Status::unavailable("detector shutting down"))).await;
-                                return;
+        // The stream's work stays inside the call's span (child of the fetcher's lease).
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut inflight = FuturesUnordered::new();
+                let mut input_open = true;
+                loop {
+                    tokio::select! {
+                        msg = incoming.next(), if input_open && inflight.len() < MAX_IN_FLIGHT_PER_STREAM => {
+                            let req = match msg {
+                                Some(Ok(r)) => r,
+                                _ => { input_open = false; continue; }
+                            };
+                            let id = req.id;
+                            let img = match validate(&req) {
+                                Ok(img) => img,
+                                Err(e) => {
+                                    if tx.send(Ok(error_response(id, Code::InvalidArgument, e))).await.is_err() { return; }
+                                    continue;
+                                }
+                            };
+                            match pick(&batchers).submit(img).await {
+                                Ok(rx) => inflight.push(async move { (id, rx.await) }),
+                                Err(SubmitError::Closed | SubmitError::QueueFull) => {
+                                    let _ = tx.send(Err(Status::unavailable("detector shutting down"))).await;
+                                    return;
+                                }
                             }
                         }
+                        Some((id, res)) = inflight.next(), if !inflight.is_empty() => {
+                            if tx.send(Ok(to_response(id, &model_id, res))).await.is_err() { return; }
+                        }
+                        else => break,
                     }
-                    Some((id, res)) = inflight.next(), if !inflight.is_empty() => {
-                        if tx.send(Ok(to_response(id, &model_id, res))).await.is_err() { return; }
+                    if !input_open && inflight.is_empty() {
+                        break;
                     }
-                    else => break,
                 }
-                if !input_open && inflight.is_empty() {
-                    break;
-                }
-            }
-        });
+            },
+            span,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -24,7 +24,8 @@ pub struct DetectStream {
 impl DetectStream {
     pub async fn open(mut client: DetectorServiceClient<Channel>) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
-        let mut responses = client.detect(ReceiverStream::new(rx)).await?.into_inner();
+        let mut responses =
+            client.detect(facesweep_common::propagation::traced(ReceiverStream::new(rx))).await?.into_inner();
         let pending: Pending = Arc::default();
         let p = pending.clone();
         tokio::spawn(async move {

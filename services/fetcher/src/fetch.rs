@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::decode::Letterboxed;
 use crate::download::{self, DownloadConfig, Failure};
@@ -81,7 +82,9 @@ impl Fetcher {
         };
         let got = {
             let _slot = self.hosts.acquire(&host).await;
-            download::download(&self.client, &self.cfg.download, &self.budget, url).await
+            download::download(&self.client, &self.cfg.download, &self.budget, url)
+                .instrument(tracing::info_span!("download"))
+                .await
         };
         let got = match got {
             Ok(g) => g,
@@ -95,7 +98,11 @@ impl Fetcher {
         stats.download = got.elapsed;
         let started = Instant::now();
         // The body's budget is held until decoding is done with it.
-        let r = self.pool.decode(got.body.clone(), target, self.cfg.max_pixels).await;
+        let r = self
+            .pool
+            .decode(got.body.clone(), target, self.cfg.max_pixels)
+            .instrument(tracing::info_span!("decode"))
+            .await;
         drop(got);
         stats.decode = started.elapsed();
         (r, stats)

@@ -10,6 +10,10 @@ use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;
 use tonic::transport::Channel;
+use tracing::field::Empty;
+use tracing::{info_span, Instrument};
+
+use facesweep_common::propagation::traced;
 
 use crate::detect_client::DetectStream;
 use crate::download::Failure;
@@ -44,7 +48,7 @@ impl Worker {
     pub async fn reclaim(&self) {
         for attempt in 0..self.delegators.len() {
             let req = ReleaseFetcherLeasesRequest { fetcher_id: self.id.clone() };
-            if let Ok(r) = self.delegator(0, attempt).release_fetcher_leases(req).await {
+            if let Ok(r) = self.delegator(0, attempt).release_fetcher_leases(traced(req)).await {
                 let n = r.into_inner().released;
                 if n > 0 {
                     tracing::info!(released = n, "released leases of a previous run");
@@ -57,20 +61,26 @@ impl Worker {
     /// Takes leases until shutdown; a lease in progress is finished (or released) first.
     pub async fn lease_loop(self: Arc<Self>, shutdown: Shutdown) {
         while !shutdown.is_cancelled() {
-            let d = self.next_delegator.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % self.delegators.len();
-            let req = AcquireLeaseRequest { fetcher_id: self.id.clone(), max_urls: self.lease_max_urls };
-            match self.delegator(d, 0).acquire_lease(req).await {
-                Ok(r) => match r.into_inner().lease {
-                    Some(lease) => self.process_lease(lease, d, &shutdown).await,
-                    // Only idle once every shard came back empty.
-                    None if d + 1 == self.delegators.len() => idle(&shutdown, self.idle_poll).await,
-                    None => {}
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "acquire lease failed");
-                    idle(&shutdown, self.idle_poll * 2).await;
-                }
+            // One trace per lease: acquire, fetch/decode/detect per URL, persist, complete.
+            let span = tracing::info_span!(parent: None, "lease", job = Empty, chunk = Empty, urls = Empty);
+            self.poll_once(&shutdown).instrument(span).await;
+        }
+    }
+
+    async fn poll_once(&self, shutdown: &Shutdown) {
+        let d =
+            self.next_delegator.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.delegators.len();
+        let req = AcquireLeaseRequest { fetcher_id: self.id.clone(), max_urls: self.lease_max_urls };
+        match self.delegator(d, 0).acquire_lease(traced(req)).await {
+            Ok(r) => match r.into_inner().lease {
+                Some(lease) => self.process_lease(lease, d, shutdown).await,
+                // Only idle once every shard came back empty.
+                None if d + 1 == self.delegators.len() => idle(shutdown, self.idle_poll).await,
+                None => {}
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "acquire lease failed");
+                idle(shutdown, self.idle_poll * 2).await;
             }
         }
     }
@@ -78,12 +88,14 @@ impl Worker {
     async fn process_lease(&self, lease: Lease, d: usize, shutdown: &Shutdown) {
         let lref =
             LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
-        let span =
-            tracing::info_span!("lease", job = lease.job_id, chunk = lease.chunk_no, urls = lease.urls.len());
-        let _e = span.enter();
+        let span = tracing::Span::current();
+        span.record("job", lease.job_id).record("chunk", lease.chunk_no).record("urls", lease.urls.len());
         let started = Instant::now();
         let renewing = Shutdown::new();
-        tokio::spawn(renew_loop(self.delegators.clone(), d, lref, lease.expires_at, renewing.clone()));
+        tokio::spawn(
+            renew_loop(self.delegators.clone(), d, lref, lease.expires_at, renewing.clone())
+                .instrument(span.clone()),
+        );
         let _stop_renewing = renewing.drop_guard();
         let det = match DetectStream::open(self.detector.clone()).await {
             Ok(d) => d,
@@ -122,14 +134,14 @@ impl Worker {
             }
             if batch.len() >= RECORD_BATCH {
                 let b = std::mem::take(&mut batch);
-                let sent = self.record(b.len(), b).await;
+                let sent = self.record(b.len(), b).instrument(info_span!("persist")).await;
                 unfinished += RECORD_BATCH - sent;
                 recorded += sent;
             }
         }
         drop(outcomes);
         let left = batch.len();
-        let sent = self.record(left, batch).await;
+        let sent = self.record(left, batch).instrument(info_span!("persist")).await;
         recorded += sent;
         unfinished += left - sent;
         if unfinished > 0 {
@@ -139,7 +151,10 @@ impl Worker {
             return;
         }
         for attempt in 0..self.delegators.len() {
-            match self.delegator(d, attempt).complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await
+            match self
+                .delegator(d, attempt)
+                .complete_lease(traced(CompleteLeaseRequest { lease: Some(lref) }))
+                .await
             {
                 Ok(r) => {
                     let secs = started.elapsed().as_secs_f32();
@@ -157,7 +172,11 @@ impl Worker {
 
     async fn release(&self, lref: LeaseRef, d: usize) {
         for attempt in 0..self.delegators.len() {
-            match self.delegator(d, attempt).release_lease(ReleaseLeaseRequest { lease: Some(lref) }).await {
+            match self
+                .delegator(d, attempt)
+                .release_lease(traced(ReleaseLeaseRequest { lease: Some(lref) }))
+                .await
+            {
                 Ok(_) => return,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => return,
                 Err(e) => tracing::warn!(error = %e, "release failed"),
@@ -176,7 +195,8 @@ impl Worker {
             http_status: f.http_status,
             ..base
         };
-        let (fetched, st) = self.fetcher.fetch(&u.url, self.input).await;
+        let (fetched, st) =
+            self.fetcher.fetch(&u.url, self.input).instrument(info_span!("fetch", url_id = u.id)).await;
         let base = UrlResult {
             http_status: st.http_status,
             bytes: st.bytes,
@@ -190,7 +210,7 @@ impl Worker {
         };
         let base = UrlResult { width: lb.original_width, height: lb.original_height, ..base };
         let detect_started = Instant::now();
-        match det.detect(lb).await {
+        match det.detect(lb).instrument(info_span!("detect", url_id = u.id)).await {
             Ok(r) if r.error_code == 0 => Some(UrlResult {
                 status: UrlStatus::Ok as i32,
                 faces: r.faces,
@@ -220,7 +240,7 @@ impl Worker {
         }
         let mut delay = Duration::from_millis(100);
         for _ in 0..12 {
-            match self.results.clone().record(RecordRequest { results: batch.clone() }).await {
+            match self.results.clone().record(traced(RecordRequest { results: batch.clone() })).await {
                 Ok(_) => return n,
                 Err(e) => {
                     tracing::warn!(error = %e, "record failed; retrying");
@@ -261,7 +281,7 @@ async fn renew_loop(
         }
         for attempt in 0..delegators.len() {
             let mut d = delegators[(first + attempt) % delegators.len()].clone();
-            match d.renew_lease(RenewLeaseRequest { lease: Some(lease) }).await {
+            match d.renew_lease(traced(RenewLeaseRequest { lease: Some(lease) })).await {
                 Ok(_) => break,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => {
                     tracing::warn!(error = %e, "lease lost");
