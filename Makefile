@@ -17,6 +17,7 @@ test: setup
 	$(ENV) if git rev-parse -q --verify HEAD~1 >/dev/null; then buf breaking --against '.git#ref=HEAD~1'; fi
 	scripts/helm_check.sh
 	$(ENV) cargo build --workspace --bins
+	$(ENV) cargo clippy -q --workspace --all-targets -- -D warnings
 	$(ENV) cargo test --workspace -- --test-threads=2
 	$(ENV) scripts/check_operations.sh
 

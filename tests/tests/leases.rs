@@ -21,6 +21,7 @@ async fn delegator(
     delegator_with(db, index, count, ttl, 3, 3, stop).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn delegator_with(
     db: &TestDb,
     index: u32,

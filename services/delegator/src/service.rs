@@ -110,10 +110,11 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
         }
         let max = if r.max_urls == 0 { MAX_LEASE_URLS } else { r.max_urls };
-        let lease = self.store.acquire(&r.fetcher_id, max as i64).await?.map(|g| {
-            facesweep_common::metrics::LEASES_GRANTED.inc();
-            g
-        });
+        let lease = self
+            .store
+            .acquire(&r.fetcher_id, max as i64)
+            .await?
+            .inspect(|_| facesweep_common::metrics::LEASES_GRANTED.inc());
         let lease = lease.map(|g| Lease {
             job_id: g.job_id,
             chunk_no: g.chunk_no,
