@@ -13,17 +13,16 @@ pub async fn add(
     if deltas.is_empty() {
         return Ok(());
     }
-    let slot = rand_slot();
+    let slot = rand::random::<u8>() as i16 % 16;
     // BTreeMap order = one global lock order: concurrent writers cannot deadlock.
-    let (jobs, statuses, counts): (Vec<i64>, Vec<String>, Vec<i64>) = deltas
-        .iter()
-        .map(|((j, s), c)| (*j, s.clone(), *c))
-        .fold((vec![], vec![], vec![]), |mut acc, (j, s, c)| {
-            acc.0.push(j);
-            acc.1.push(s);
-            acc.2.push(c);
-            acc
-        });
+    let mut jobs = Vec::with_capacity(deltas.len());
+    let mut statuses = Vec::with_capacity(deltas.len());
+    let mut counts = Vec::with_capacity(deltas.len());
+    for ((j, s), c) in deltas {
+        jobs.push(*j);
+        statuses.push(s.clone());
+        counts.push(*c);
+    }
     sqlx::query(
         "INSERT INTO job_status_counts (job_id, status, slot, count)
          SELECT j, s, $4, c FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS t(j, s, c)
@@ -55,16 +54,4 @@ pub async fn add(
         .await?;
     }
     Ok(())
-}
-
-fn rand_slot() -> i16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    (h.finish() % 16) as i16
 }

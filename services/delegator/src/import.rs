@@ -45,7 +45,8 @@ pub async fn append(
     let mut copy = tx.copy_in_raw("COPY urls_in (id, url) FROM STDIN").await?;
     copy.send(data.as_bytes()).await?;
     copy.finish().await?;
-    // New URLs (re-)open their chunks; already-present ones change nothing.
+    // New URLs (re-)open their chunks; already-present ones change nothing. Data-modifying
+    // CTEs run to completion whether or not the final SELECT reads them.
     let inserted: i64 = sqlx::query_scalar(
         "WITH ins AS (
              INSERT INTO urls (id, job_id, url) SELECT id, $1, url FROM urls_in
@@ -54,12 +55,10 @@ pub async fn append(
              INSERT INTO chunks (job_id, chunk_no)
              SELECT DISTINCT $1, (id - ($1 << $3)) / $2 FROM ins
              ON CONFLICT (job_id, chunk_no) DO UPDATE SET state = 'pending', updated_at = now()
-               WHERE chunks.state = 'done'
-             RETURNING 1),
+               WHERE chunks.state = 'done'),
          tot AS (
-             UPDATE jobs SET total_urls = total_urls + (SELECT count(*) FROM ins) WHERE id = $1
-             RETURNING 1)
-         SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM ch) + 0 * (SELECT count(*) FROM tot)",
+             UPDATE jobs SET total_urls = total_urls + (SELECT count(*) FROM ins) WHERE id = $1)
+         SELECT count(*) FROM ins",
     )
     .bind(job_id)
     .bind(chunk_size as i64)

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::import;
-use crate::store::Store;
+use crate::store::{timestamp, Store};
 
 /// URLs buffered before one COPY round trip.
 const IMPORT_BATCH: usize = 20_000;
@@ -34,10 +34,6 @@ fn lease_ref(r: Option<LeaseRef>) -> Result<LeaseRef, Status> {
         return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
     }
     Ok(r)
-}
-
-pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 #[tonic::async_trait]

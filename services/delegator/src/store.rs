@@ -92,10 +92,7 @@ impl Store {
             name: row.get(1),
             chunk_size: row.get(2),
             priority: row.get(3),
-            created_at: Some(prost_types::Timestamp {
-                seconds: created.timestamp(),
-                nanos: created.timestamp_subsec_nanos() as i32,
-            }),
+            created_at: Some(timestamp(created)),
         })
     }
 
@@ -300,10 +297,7 @@ impl Store {
                 chunk_no: r.get(0),
                 state: r.get(1),
                 owner: r.get(2),
-                expires_at: r.get::<Option<DateTime<Utc>>, _>(3).map(|t| prost_types::Timestamp {
-                    seconds: t.timestamp(),
-                    nanos: t.timestamp_subsec_nanos() as i32,
-                }),
+                expires_at: r.get::<Option<DateTime<Utc>>, _>(3).map(timestamp),
                 attempts: r.get(4),
                 failures: r.get(5),
                 expired: r.get(6),
@@ -358,6 +352,10 @@ impl Store {
         p.rate_per_second = recent as f64 / secs.max(1.0);
         Ok(p)
     }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 fn lost(lease: &LeaseRef) -> ServiceError {

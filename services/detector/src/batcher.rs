@@ -5,7 +5,6 @@
 //! has waited `max_delay`, runs the batch, and answers each request.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,20 +32,10 @@ struct Request {
     _permit: OwnedSemaphorePermit,
 }
 
-/// Counters kept for metrics (exported by the ops work).
-#[derive(Default, Debug)]
-pub struct Stats {
-    pub batches: AtomicU64,
-    pub images: AtomicU64,
-    pub queue_us: AtomicU64,
-    pub inference_us: AtomicU64,
-}
-
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Request>,
     slots: Arc<Semaphore>,
-    pub stats: Arc<Stats>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,13 +50,11 @@ impl Batcher {
     /// Starts the model thread. `max_delay` bounds how long the first image of a batch waits.
     pub fn start(model: Model, max_batch: usize, max_delay: Duration, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
-        let stats = Arc::new(Stats::default());
-        let st = stats.clone();
         std::thread::Builder::new()
             .name("detector-model".into())
-            .spawn(move || model_loop(model, rx, max_batch.max(1), max_delay, st))
+            .spawn(move || model_loop(model, rx, max_batch.max(1), max_delay))
             .expect("spawn model thread");
-        Batcher { tx, slots: Arc::new(Semaphore::new(queue)), stats }
+        Batcher { tx, slots: Arc::new(Semaphore::new(queue)) }
     }
 
     /// Waits for queue space (streams: back-pressure reaches the client through HTTP/2).
@@ -107,13 +94,7 @@ impl Batcher {
     }
 }
 
-fn model_loop(
-    model: Model,
-    rx: mpsc::Receiver<Request>,
-    max_batch: usize,
-    max_delay: Duration,
-    stats: Arc<Stats>,
-) {
+fn model_loop(model: Model, rx: mpsc::Receiver<Request>, max_batch: usize, max_delay: Duration) {
     let mut pending: VecDeque<Request> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -155,11 +136,11 @@ fn model_loop(
         if batch.is_empty() {
             continue;
         }
-        run_batch(&model, batch, &stats);
+        run_batch(&model, batch);
     }
 }
 
-fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
+fn run_batch(model: &Model, batch: Vec<Request>) {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::info_span!(parent: None, "detect_batch", size = images.len());
@@ -179,9 +160,6 @@ fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
     };
     let inference = started.elapsed();
     let n = batch.len() as u32;
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.images.fetch_add(n as u64, Ordering::Relaxed);
-    stats.inference_us.fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
     {
         use facesweep_common::metrics as m;
         m::DETECTOR_IMAGES.inc_by(n as u64);
@@ -196,7 +174,6 @@ fn run_batch(model: &Model, batch: Vec<Request>, stats: &Stats) {
         Ok(faces) => {
             for (r, faces) in batch.into_iter().zip(faces) {
                 let queue = started.duration_since(r.queued);
-                stats.queue_us.fetch_add(queue.as_micros() as u64, Ordering::Relaxed);
                 let _ = r.reply.send(Ok(Detection { faces, batch_size: n, queue, inference }));
             }
         }

@@ -68,6 +68,13 @@ impl Default for Decoder {
 /// a time process-wide: two 25 MP PNGs at once would cost ~200 MB by themselves.
 const LARGE_DECODE_PIXELS: u64 = 4_000_000;
 static LARGE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// libjpeg-turbo's downscaling factors (≤ 1), asked once rather than per image.
+static DOWNSCALES: std::sync::LazyLock<Vec<turbojpeg::ScalingFactor>> = std::sync::LazyLock::new(|| {
+    turbojpeg::Decompressor::supported_scaling_factors()
+        .into_iter()
+        .filter(|f| f.num() <= f.denom())
+        .collect()
+});
 /// Scratch buffers above this are dropped after use rather than kept per thread.
 const KEEP_SCRATCH_BYTES: usize = 16 << 20;
 
@@ -152,9 +159,9 @@ impl Decoder {
         let (scale, nw, nh, ox, oy) = fit(uw, uh, tw, th);
         // Target size in stored (pre-rotation) orientation.
         let (rw, rh) = if exif::swaps_axes(o) { (nh, nw) } else { (nw, nh) };
-        let factor = turbojpeg::Decompressor::supported_scaling_factors()
-            .into_iter()
-            .filter(|f| f.num() <= f.denom())
+        let factor = DOWNSCALES
+            .iter()
+            .copied()
             .filter(|f| f.scale(w as usize) >= rw as usize && f.scale(h as usize) >= rh as usize)
             .min_by_key(|f| f.scale(w as usize) * f.scale(h as usize))
             .unwrap_or(turbojpeg::ScalingFactor::ONE);

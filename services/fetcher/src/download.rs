@@ -116,15 +116,15 @@ pub fn check_url(url: &str, policy: &IpPolicy) -> Result<reqwest::Url, Failure> 
     Ok(parsed)
 }
 
-/// Fetches `url`, retrying transient failures; every way it can fail maps to one class.
+/// Fetches a URL already passed through `check_url`, retrying transient failures; every way
+/// it can fail maps to one class.
 pub async fn download(
     client: &reqwest::Client,
     cfg: &DownloadConfig,
     budget: &Arc<Semaphore>,
-    url: &str,
+    parsed: &reqwest::Url,
 ) -> Result<Downloaded, Failure> {
     let started = Instant::now();
-    let parsed = check_url(url, &cfg.policy)?;
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -76,13 +76,13 @@ impl Fetcher {
 
     async fn fetch_inner(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
         let mut stats = Stats::default();
-        let host = match download::check_url(url, &self.cfg.download.policy) {
-            Ok(u) => u.host_str().unwrap_or_default().to_string(),
+        let parsed = match download::check_url(url, &self.cfg.download.policy) {
+            Ok(u) => u,
             Err(f) => return (Err(f), stats),
         };
         let got = {
-            let _slot = self.hosts.acquire(&host).await;
-            download::download(&self.client, &self.cfg.download, &self.budget, url)
+            let _slot = self.hosts.acquire(parsed.host_str().unwrap_or_default()).await;
+            download::download(&self.client, &self.cfg.download, &self.budget, &parsed)
                 .instrument(tracing::info_span!("download"))
                 .await
         };

@@ -134,14 +134,14 @@ impl Worker {
             }
             if batch.len() >= RECORD_BATCH {
                 let b = std::mem::take(&mut batch);
-                let sent = self.record(b.len(), b).instrument(info_span!("persist")).await;
+                let sent = self.record(b).instrument(info_span!("persist")).await;
                 unfinished += RECORD_BATCH - sent;
                 recorded += sent;
             }
         }
         drop(outcomes);
         let left = batch.len();
-        let sent = self.record(left, batch).instrument(info_span!("persist")).await;
+        let sent = self.record(batch).instrument(info_span!("persist")).await;
         recorded += sent;
         unfinished += left - sent;
         if unfinished > 0 {
@@ -234,10 +234,11 @@ impl Worker {
     }
 
     /// Records a batch, retrying transient failures for ~30 s; returns how many were stored.
-    async fn record(&self, n: usize, batch: Vec<UrlResult>) -> usize {
+    async fn record(&self, batch: Vec<UrlResult>) -> usize {
         if batch.is_empty() {
             return 0;
         }
+        let n = batch.len();
         let mut delay = Duration::from_millis(100);
         for _ in 0..12 {
             match self.results.clone().record(traced(RecordRequest { results: batch.clone() })).await {
