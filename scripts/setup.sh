@@ -21,6 +21,20 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# Consul (discovery tests) is packaged only up to bullseye: add that suite pinned low so
+# nothing else is taken from it.
+if ! command -v consul >/dev/null 2>&1; then
+  need+=(consul)
+  as_root tee /etc/apt/sources.list.d/facesweep-bullseye.sources >/dev/null <<'EOF2'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bullseye
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF2
+  printf 'Package: *\nPin: release n=bullseye\nPin-Priority: 100\n' |
+    as_root tee /etc/apt/preferences.d/facesweep-bullseye >/dev/null
+fi
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   as_root apt-get update -qq
