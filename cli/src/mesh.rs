@@ -1,6 +1,7 @@
 //! The whole mesh in one process: embedded Postgres (unless a URL is given) and the four
 //! services on loopback. Used by `facesweep up/run/demo` and by the end-to-end tests.
 
+use facesweep_common::discovery::Target;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -103,6 +104,7 @@ impl Mesh {
                 database_url: database_url.clone(),
                 db_connections: 8,
                 metrics_listen: metrics_addr(&o, 2),
+                consul: Default::default(),
             },
             shutdown.clone(),
         )
@@ -119,6 +121,7 @@ impl Mesh {
                 metrics_listen: metrics_addr(&o, 0),
                 split_after: 3,
                 abandon_after: 3,
+                consul: Default::default(),
             },
             shutdown.clone(),
         )
@@ -134,6 +137,7 @@ impl Mesh {
                 queue: 1024,
                 threads: 0,
                 metrics_listen: metrics_addr(&o, 1),
+                consul: Default::default(),
             },
             shutdown.clone(),
         )
@@ -141,9 +145,9 @@ impl Mesh {
         let fetcher = facesweep_fetcher::spawn(
             facesweep_fetcher::Config {
                 listen: addr(o.base_port, 3),
-                delegator: vec![delegator.addr.to_string()],
-                detector: detector.addr.to_string(),
-                results: results.addr.to_string(),
+                delegator: Target::Static(vec![delegator.addr.to_string()]),
+                detector: Target::Static(vec![detector.addr.to_string()]),
+                results: Target::Static(vec![results.addr.to_string()]),
                 // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
                 id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
                 drain_grace_secs: 10,
@@ -167,6 +171,7 @@ impl Mesh {
                 max_redirects: 5,
                 user_agent: concat!("facesweep/", env!("CARGO_PKG_VERSION")).into(),
                 idle_poll_ms: o.idle_poll_ms,
+                consul: Default::default(),
             },
             fetcher_stop.clone(),
         )

@@ -51,3 +51,57 @@ pub fn iou(a: &[f64], b: &[f64]) -> f64 {
 pub fn tmp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("facesweep-e2e").tempdir_in("/tmp").unwrap()
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `consul agent -dev` on loopback with its own ports; killed on drop.
+pub struct ConsulAgent {
+    child: std::process::Child,
+    pub http: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ConsulAgent {
+    pub fn start() -> ConsulAgent {
+        let dir = tmp_dir();
+        let http = free_port();
+        let port = |flag: &str| format!("-{flag}={}", free_port());
+        let log = std::fs::File::create(dir.path().join("consul.log")).unwrap();
+        let child = std::process::Command::new("consul")
+            .args(["agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-dns-port=-1", "-grpc-port=-1"])
+            .args([
+                format!("-http-port={http}"),
+                port("serf-lan-port"),
+                port("serf-wan-port"),
+                port("server-port"),
+            ])
+            .arg(format!("-node=facesweep-test-{http}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("consul on PATH (scripts/setup.sh installs it)");
+        let agent = ConsulAgent { child, http: format!("127.0.0.1:{http}"), _dir: dir };
+        // Ready once a leader is elected: registration and health queries work from then on.
+        for _ in 0..200 {
+            let leader = std::process::Command::new("curl")
+                .args(["-sf", &format!("http://{}/v1/status/leader", agent.http)])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains(':'))
+                .unwrap_or(false);
+            if leader {
+                return agent;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("consul agent did not elect itself leader in 20 s");
+    }
+}
+
+impl Drop for ConsulAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -19,6 +19,7 @@ async fn detector(
     stop: &Shutdown,
 ) -> DetectorServiceClient<tonic::transport::Channel> {
     let cfg = facesweep_detector::Config {
+        consul: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         model: model_path(),
         device: device.into(),

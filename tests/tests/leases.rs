@@ -32,6 +32,7 @@ async fn delegator_with(
     stop: &Shutdown,
 ) -> DelegatorServiceClient<Channel> {
     let cfg = facesweep_delegator::Config {
+        consul: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         shard_index: index,
@@ -134,6 +135,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     let results = facesweep_results::spawn(
         facesweep_results::Config {
+            consul: Default::default(),
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.pg.url(),
             db_connections: 4,
@@ -190,6 +192,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
 
 async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> {
     let cfg = facesweep_results::Config {
+        consul: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         db_connections: 4,

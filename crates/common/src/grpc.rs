@@ -64,6 +64,19 @@ impl Running {
     pub async fn join(self) -> anyhow::Result<()> {
         self.task.await?
     }
+
+    /// Makes `join` also wait for `side` (e.g. Consul deregistration) once the server is done.
+    pub fn also_awaiting(mut self, side: Option<JoinHandle<()>>) -> Self {
+        if let Some(side) = side {
+            let task = self.task;
+            self.task = tokio::spawn(async move {
+                let served = task.await;
+                let _ = side.await;
+                served?
+            });
+        }
+        self
+    }
 }
 
 /// Binds `addr` (port 0 picks a free one).

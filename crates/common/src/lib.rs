@@ -1,7 +1,9 @@
 //! Plumbing shared by every facesweep service.
 
+pub mod consul;
 pub mod counters;
 pub mod db;
+pub mod discovery;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

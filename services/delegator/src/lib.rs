@@ -49,6 +49,9 @@ pub struct Config {
     /// Failed single-URL leases before that URL gets the terminal status `abandoned`.
     #[arg(long, env = "DELEGATOR_ABANDON_AFTER", default_value_t = 3)]
     pub abandon_after: i32,
+    /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
+    #[command(flatten)]
+    pub consul: facesweep_common::consul::ConsulArgs,
 }
 
 impl Config {
@@ -108,7 +111,20 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
-    Ok(grpc::Running { metrics, ..grpc::spawn_router(router, listener, shutdown) })
+    let running = grpc::spawn_router(router, listener, shutdown.clone());
+    // Shards are not replicas: fetchers rotate over every delegator, so tag which is which.
+    let consul = facesweep_common::consul::register_self(
+        &config.consul,
+        "facesweep-delegator",
+        running.addr,
+        vec![format!("shard-{}", config.shard_index)],
+        vec![
+            ("shard_index".into(), config.shard_index.to_string()),
+            ("shard_count".into(), config.shard_count.to_string()),
+        ],
+        shutdown,
+    )?;
+    Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
 /// Returns expired leases of this shard to pending, every `every`.

@@ -50,6 +50,9 @@ pub struct Config {
     /// CPU threads for LibTorch; 0 = number of cores.
     #[arg(long, env = "DETECTOR_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
+    #[command(flatten)]
+    pub consul: facesweep_common::consul::ConsulArgs,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let cfg = config.clone();
     // Loading and warm-up block for seconds: keep them off the async workers.
     let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
+    let model_id = info.model_id.clone();
     let svc = service::DetectorSvc { batchers: Arc::new(batchers), info: Arc::new(info) };
     // Ready from here on (model warm); NOT_SERVING again once draining starts.
     grpc::health_follows(
@@ -99,7 +103,17 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"])
             .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
-    Ok(grpc::Running { metrics, ..grpc::spawn_router(router, listener, shutdown) })
+    let running = grpc::spawn_router(router, listener, shutdown.clone());
+    // Registered only now, with the model warm: Consul's first check can pass at once.
+    let consul = facesweep_common::consul::register_self(
+        &config.consul,
+        "facesweep-detector",
+        running.addr,
+        vec![],
+        vec![("model_id".into(), model_id)],
+        shutdown,
+    )?;
+    Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
 /// Loads and warms one model per device (every GPU under `auto`), each behind its batcher.

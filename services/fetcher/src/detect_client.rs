@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use facesweep_common::discovery::Balanced;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::{DetectRequest, DetectResponse};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::decode::Letterboxed;
 
@@ -22,7 +22,7 @@ pub struct DetectStream {
 }
 
 impl DetectStream {
-    pub async fn open(mut client: DetectorServiceClient<Channel>) -> Result<Self, tonic::Status> {
+    pub async fn open(mut client: DetectorServiceClient<Balanced>) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
         let mut responses =
             client.detect(facesweep_common::propagation::traced(ReceiverStream::new(rx))).await?.into_inner();

@@ -1,6 +1,7 @@
 //! Fetcher: leases URLs, downloads, decodes, letterboxes, detects, records.
 
 pub mod decode;
+mod delegators;
 mod detect_client;
 pub mod download;
 mod exif;
@@ -13,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use facesweep_common::discovery::{self, Target};
 use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
-use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::ModelInfoRequest;
@@ -31,15 +32,15 @@ pub struct Config {
     /// Address to serve gRPC health and reflection on.
     #[arg(long, env = "FETCHER_LISTEN", default_value = "0.0.0.0:50054")]
     pub listen: SocketAddr,
-    /// Delegator addresses (host:port), comma-separated: one per shard.
-    #[arg(long, env = "FETCHER_DELEGATOR", default_value = "127.0.0.1:50051", value_delimiter = ',')]
-    pub delegator: Vec<String>,
-    /// Detector address (host:port).
+    /// Delegators, one per shard: host:port[,host:port…] or consul://<service>.
+    #[arg(long, env = "FETCHER_DELEGATOR", default_value = "127.0.0.1:50051")]
+    pub delegator: Target,
+    /// Detectors, balanced: host:port[,host:port…] or consul://<service>.
     #[arg(long, env = "FETCHER_DETECTOR", default_value = "127.0.0.1:50052")]
-    pub detector: String,
-    /// Results address (host:port).
+    pub detector: Target,
+    /// Results replicas, balanced: host:port[,host:port…] or consul://<service>.
     #[arg(long, env = "FETCHER_RESULTS", default_value = "127.0.0.1:50053")]
-    pub results: String,
+    pub results: Target,
     /// Name this fetcher gives the delegator as lease owner (default: hostname-pid).
     #[arg(long, env = "FETCHER_ID")]
     pub id: Option<String>,
@@ -103,12 +104,20 @@ pub struct Config {
     /// Pause between polls when there is no work, milliseconds.
     #[arg(long, env = "FETCHER_IDLE_POLL_MS", default_value_t = 500)]
     pub idle_poll_ms: u64,
+    /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
+    #[command(flatten)]
+    pub consul: facesweep_common::consul::ConsulArgs,
 }
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.leases >= 1, "--leases must be at least 1");
-        anyhow::ensure!(!self.delegator.is_empty(), "--delegator needs at least one address");
+        let consul = self.consul.addr.is_some();
+        for (flag, t) in
+            [("--delegator", &self.delegator), ("--detector", &self.detector), ("--results", &self.results)]
+        {
+            anyhow::ensure!(consul || !matches!(t, Target::Consul(_)), "{flag} {t} needs --consul-addr");
+        }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
         Ok(())
@@ -143,11 +152,15 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let (health, health_svc) = grpc::health();
     let router = grpc::with_reflection(grpc::server().add_service(health_svc), &[]);
     let server = grpc::spawn_router(router, listener, shutdown.clone());
-    let mut detector =
-        DetectorServiceClient::new(grpc::channel(&config.detector)?).max_decoding_message_size(64 << 20);
+    // Discovery outlives the lease loops' drain: it stops only with the whole process.
+    let consul = config.consul.addr.as_deref();
+    let members = |t: &Target| discovery::members(t, consul, Shutdown::new());
+    let mut detector = DetectorServiceClient::new(discovery::balanced(members(&config.detector)?))
+        .max_decoding_message_size(64 << 20);
     // The letterbox size comes from the model: wait until a detector answers.
     let info = loop {
-        match detector.model_info(ModelInfoRequest {}).await {
+        let asked = tokio::time::timeout(Duration::from_secs(5), detector.model_info(ModelInfoRequest {}));
+        match asked.await.unwrap_or_else(|_| Err(tonic::Status::unavailable("no detector within 5 s"))) {
             Ok(i) => break i.into_inner(),
             Err(e) if shutdown.is_cancelled() => anyhow::bail!("shut down before a detector answered: {e}"),
             Err(e) => {
@@ -158,15 +171,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     };
     let worker = Arc::new(worker::Worker {
         id: config.id.clone().unwrap_or_else(default_id),
-        delegators: config
-            .delegator
-            .iter()
-            .map(|a| Ok(DelegatorServiceClient::new(grpc::channel(a)?)))
-            .collect::<anyhow::Result<_>>()?,
+        delegators: delegators::Delegators::new(members(&config.delegator)?),
         next_delegator: Default::default(),
         drain_grace: Duration::from_secs(config.drain_grace_secs),
         detector,
-        results: ResultsServiceClient::new(grpc::channel(&config.results)?),
+        results: ResultsServiceClient::new(discovery::balanced(members(&config.results)?)),
         fetcher: Fetcher::new(config.fetch_config()),
         input: (info.input_width, info.input_height),
         concurrency: config.concurrency,
@@ -176,6 +185,14 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     worker.reclaim().await;
     grpc::health_follows(health, "", Duration::from_secs(5), shutdown.clone(), || async { true });
     let addr = server.addr;
+    let registration = facesweep_common::consul::register_self(
+        &config.consul,
+        "facesweep-fetcher",
+        addr,
+        vec![],
+        vec![],
+        shutdown.clone(),
+    )?;
     let shutdown_metrics = shutdown.clone();
     let task = tokio::spawn(async move {
         let loops: Vec<_> =
@@ -186,7 +203,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         server.join().await
     });
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown_metrics).await?;
-    Ok(Running { addr, task, metrics })
+    Ok(Running { addr, task, metrics }.also_awaiting(registration))
 }
 
 fn default_id() -> String {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use facesweep_common::discovery::Balanced;
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
@@ -15,6 +16,7 @@ use tracing::{info_span, Instrument};
 
 use facesweep_common::propagation::traced;
 
+use crate::delegators::Delegators;
 use crate::detect_client::DetectStream;
 use crate::download::Failure;
 use crate::fetch::Fetcher;
@@ -24,13 +26,14 @@ const RECORD_BATCH: usize = 256;
 
 pub struct Worker {
     pub id: String,
-    /// One client per delegator shard; acquisition rotates over them.
-    pub delegators: Vec<DelegatorServiceClient<Channel>>,
+    /// The delegator shards (static or discovered); acquisition rotates over them.
+    pub delegators: Delegators,
     pub next_delegator: std::sync::atomic::AtomicUsize,
     /// How long a lease in progress may keep working after shutdown starts.
     pub drain_grace: Duration,
-    pub detector: DetectorServiceClient<Channel>,
-    pub results: ResultsServiceClient<Channel>,
+    /// Balanced over every detector / results replica.
+    pub detector: DetectorServiceClient<Balanced>,
+    pub results: ResultsServiceClient<Balanced>,
     pub fetcher: Fetcher,
     pub input: (u32, u32),
     pub concurrency: usize,
@@ -39,16 +42,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Any delegator can renew/complete/release (fencing tokens make it safe); prefer `first`.
-    fn delegator(&self, first: usize, attempt: usize) -> DelegatorServiceClient<Channel> {
-        self.delegators[(first + attempt) % self.delegators.len()].clone()
-    }
-
     /// Gives back leases a previous process under the same id still holds.
     pub async fn reclaim(&self) {
-        for attempt in 0..self.delegators.len() {
+        for mut d in self.delegators.snapshot() {
             let req = ReleaseFetcherLeasesRequest { fetcher_id: self.id.clone() };
-            if let Ok(r) = self.delegator(0, attempt).release_fetcher_leases(traced(req)).await {
+            if let Ok(r) = d.release_fetcher_leases(traced(req)).await {
                 let n = r.into_inner().released;
                 if n > 0 {
                     tracing::info!(released = n, "released leases of a previous run");
@@ -68,14 +66,19 @@ impl Worker {
     }
 
     async fn poll_once(&self, shutdown: &Shutdown) {
-        let d =
-            self.next_delegator.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.delegators.len();
+        let delegators = self.delegators.snapshot();
+        if delegators.is_empty() {
+            tracing::warn!("no delegator known yet");
+            idle(shutdown, self.idle_poll * 2).await;
+            return;
+        }
+        let d = self.next_delegator.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % delegators.len();
         let req = AcquireLeaseRequest { fetcher_id: self.id.clone(), max_urls: self.lease_max_urls };
-        match self.delegator(d, 0).acquire_lease(traced(req)).await {
+        match delegators[d].clone().acquire_lease(traced(req)).await {
             Ok(r) => match r.into_inner().lease {
                 Some(lease) => self.process_lease(lease, d, shutdown).await,
                 // Only idle once every shard came back empty.
-                None if d + 1 == self.delegators.len() => idle(shutdown, self.idle_poll).await,
+                None if d + 1 == delegators.len() => idle(shutdown, self.idle_poll).await,
                 None => {}
             },
             Err(e) => {
@@ -93,7 +96,7 @@ impl Worker {
         let started = Instant::now();
         let renewing = Shutdown::new();
         tokio::spawn(
-            renew_loop(self.delegators.clone(), d, lref, lease.expires_at, renewing.clone())
+            renew_loop(self.delegators.snapshot(), d, lref, lease.expires_at, renewing.clone())
                 .instrument(span.clone()),
         );
         let _stop_renewing = renewing.drop_guard();
@@ -150,12 +153,8 @@ impl Worker {
             self.release(lref, d).await;
             return;
         }
-        for attempt in 0..self.delegators.len() {
-            match self
-                .delegator(d, attempt)
-                .complete_lease(traced(CompleteLeaseRequest { lease: Some(lref) }))
-                .await
-            {
+        for mut delegator in rotated(self.delegators.snapshot(), d) {
+            match delegator.complete_lease(traced(CompleteLeaseRequest { lease: Some(lref) })).await {
                 Ok(r) => {
                     let secs = started.elapsed().as_secs_f32();
                     tracing::info!(recorded, of = n, done = r.into_inner().done, secs, "lease completed");
@@ -171,12 +170,8 @@ impl Worker {
     }
 
     async fn release(&self, lref: LeaseRef, d: usize) {
-        for attempt in 0..self.delegators.len() {
-            match self
-                .delegator(d, attempt)
-                .release_lease(traced(ReleaseLeaseRequest { lease: Some(lref) }))
-                .await
-            {
+        for mut delegator in rotated(self.delegators.snapshot(), d) {
+            match delegator.release_lease(traced(ReleaseLeaseRequest { lease: Some(lref) })).await {
                 Ok(_) => return,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => return,
                 Err(e) => tracing::warn!(error = %e, "release failed"),
@@ -255,6 +250,15 @@ impl Worker {
     }
 }
 
+/// Any delegator can renew/complete/release (fencing tokens make it safe): try all, `first` first.
+fn rotated<T>(mut all: Vec<T>, first: usize) -> Vec<T> {
+    if !all.is_empty() {
+        let n = all.len();
+        all.rotate_left(first % n);
+    }
+    all
+}
+
 async fn idle(shutdown: &Shutdown, d: Duration) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -280,8 +284,7 @@ async fn renew_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(ttl / 3) => {}
         }
-        for attempt in 0..delegators.len() {
-            let mut d = delegators[(first + attempt) % delegators.len()].clone();
+        for mut d in rotated(delegators.clone(), first) {
             match d.renew_lease(traced(RenewLeaseRequest { lease: Some(lease) })).await {
                 Ok(_) => break,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => {

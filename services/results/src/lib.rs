@@ -5,6 +5,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 
+use facesweep_common::consul::register_self;
 use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::results_service_server::ResultsServiceServer;
@@ -27,6 +28,9 @@ pub struct Config {
     /// Maximum Postgres connections in the pool.
     #[arg(long, env = "RESULTS_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
+    #[command(flatten)]
+    pub consul: facesweep_common::consul::ConsulArgs,
 }
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
@@ -51,7 +55,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.ResultsService"])
             .add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
-    Ok(grpc::Running { metrics, ..grpc::spawn_router(router, listener, shutdown) })
+    let running = grpc::spawn_router(router, listener, shutdown.clone());
+    let consul = register_self(&config.consul, "facesweep-results", running.addr, vec![], vec![], shutdown)?;
+    Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
 /// Serves until `shutdown` is cancelled.

@@ -1,0 +1,224 @@
+//! Where clients find servers: a fixed address list or Consul's passing instances, kept as a
+//! live member set; replicas are balanced with tower's power-of-two-choices on in-flight calls.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tower::balance::p2c::Balance;
+use tower::discover::Change;
+use tower::load::{PendingRequests, TrackCompletion};
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::consul::{Consul, ConsulError};
+use crate::Shutdown;
+
+/// A gRPC transport balanced over a changing set of servers; generated clients take it as `T`.
+pub type Balanced = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, CallError>;
+
+/// Why a balanced call failed (no server in time, connection, …). A concrete type rather than
+/// `BoxError`: a boxed trait object here trips rustc's higher-ranked `Send` inference in callers.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(#[source] tower::BoxError);
+
+/// How long a call may wait for a server (none discovered yet) and for its response headers.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A flag value naming servers: `host:port[,host:port…]` or `consul://<service-name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Static(Vec<String>),
+    Consul(String),
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(name) = s.strip_prefix("consul://") {
+            let name = name.trim_end_matches('/');
+            if name.is_empty() || name.contains(['/', '?', ' ']) {
+                return Err(format!("{s:?}: expected consul://<service-name>"));
+            }
+            return Ok(Target::Consul(name.to_string()));
+        }
+        let addrs: Vec<String> =
+            s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
+        if addrs.is_empty() {
+            return Err("expected host:port[,host:port…] or consul://<service-name>".into());
+        }
+        Ok(Target::Static(addrs))
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Static(a) => f.write_str(&a.join(",")),
+            Target::Consul(name) => write!(f, "consul://{name}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("{0} needs --consul-addr (or CONSUL_HTTP_ADDR)")]
+    NoConsul(Target),
+    #[error(transparent)]
+    Consul(#[from] ConsulError),
+}
+
+/// The live member set of `target`: fixed for a static list, or watched with Consul blocking
+/// queries until `shutdown` (the last known set stays in place after that or while Consul is down).
+pub fn members(
+    target: &Target,
+    consul_addr: Option<&str>,
+    shutdown: Shutdown,
+) -> Result<watch::Receiver<BTreeSet<String>>, DiscoveryError> {
+    match target {
+        Target::Static(addrs) => Ok(watch::channel(addrs.iter().cloned().collect()).1),
+        Target::Consul(name) => {
+            let addr = consul_addr.ok_or_else(|| DiscoveryError::NoConsul(target.clone()))?;
+            let consul = Consul::new(addr)?;
+            let (tx, rx) = watch::channel(BTreeSet::new());
+            tokio::spawn(watch_consul(consul, name.clone(), tx, shutdown));
+            Ok(rx)
+        }
+    }
+}
+
+async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<String>>, stop: Shutdown) {
+    let mut index = 0;
+    let mut backoff = Duration::from_millis(250);
+    while !stop.is_cancelled() {
+        let query = consul.passing(&name, index, Duration::from_secs(30));
+        let answer = tokio::select! {
+            a = query => a,
+            _ = stop.cancelled() => return,
+        };
+        match answer {
+            Ok((set, new_index)) => {
+                backoff = Duration::from_millis(250);
+                // Consul's index can go backwards (agent restart): start over, as its docs say.
+                index = if new_index < index { 0 } else { new_index };
+                tx.send_if_modified(|cur| {
+                    let changed = *cur != set;
+                    if changed {
+                        tracing::info!(service = %name, members = ?set, "discovered");
+                        *cur = set;
+                    }
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::warn!(service = %name, error = %e, "Consul watch failed; keeping the last set");
+                index = 0;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// A transport that sends each call to the less loaded of two random members (load = calls and
+/// streams in flight), following membership changes; calls wait up to 30 s for a member.
+pub fn balanced(mut members: watch::Receiver<BTreeSet<String>>) -> Balanced {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut current = BTreeSet::new();
+        loop {
+            let next = members.borrow_and_update().clone();
+            for gone in current.difference(&next) {
+                if tx.send(Change::Remove(gone.clone())).await.is_err() {
+                    return;
+                }
+            }
+            for new in next.difference(&current) {
+                match crate::grpc::channel(new) {
+                    Ok(ch) => {
+                        let svc = PendingRequests::new(ch, UntilBodyEnds);
+                        if tx.send(Change::Insert(new.clone(), svc)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(addr = %new, error = %e, "unusable server address"),
+                }
+            }
+            current = next;
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    // Balance treats the end of discovery as an error; the last set simply stays.
+    let discover = ReceiverStream::new(rx).map(Ok::<_, Infallible>).chain(futures::stream::pending());
+    let svc = ServiceBuilder::new()
+        .map_err(CallError)
+        .timeout(CALL_TIMEOUT)
+        .buffer(1024)
+        .service(Balance::new(discover));
+    BoxCloneSyncService::new(svc)
+}
+
+/// Counts a call as in flight until its response body ends, so a long stream weighs as load.
+#[derive(Clone, Copy, Debug, Default)]
+struct UntilBodyEnds;
+
+impl<H: Unpin + Send + Sync + 'static> TrackCompletion<H, http::Response<Body>> for UntilBodyEnds {
+    type Output = http::Response<Body>;
+
+    fn track_completion(&self, handle: H, rsp: http::Response<Body>) -> Self::Output {
+        rsp.map(|inner| Body::new(Tracked { inner, _handle: handle }))
+    }
+}
+
+struct Tracked<H> {
+    inner: Body,
+    _handle: H,
+}
+
+impl<H: Unpin> http_body::Body for Tracked<H> {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("a:1, b:2".parse(), Ok(Target::Static(vec!["a:1".into(), "b:2".into()])));
+        assert_eq!("consul://facesweep-detector".parse(), Ok(Target::Consul("facesweep-detector".into())));
+        assert!("consul://".parse::<Target>().is_err());
+        assert!("consul://a/b".parse::<Target>().is_err());
+        assert!(" , ".parse::<Target>().is_err());
+        assert_eq!(Target::Consul("x".into()).to_string(), "consul://x");
+    }
+}

@@ -1,0 +1,39 @@
+//! The delegator shards a fetcher rotates over, following discovery. Shards are not replicas
+//! (each leases only its own chunks), so they are rotated over, not balanced: every shard gets
+//! asked before the fetcher idles.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+pub struct Delegators {
+    members: watch::Receiver<BTreeSet<String>>,
+    /// One client per address, kept while the address is a member so connections are reused.
+    clients: Mutex<HashMap<String, DelegatorServiceClient<Channel>>>,
+}
+
+impl Delegators {
+    pub fn new(members: watch::Receiver<BTreeSet<String>>) -> Self {
+        Delegators { members, clients: Mutex::default() }
+    }
+
+    /// The current delegators, in a stable (address) order.
+    pub fn snapshot(&self) -> Vec<DelegatorServiceClient<Channel>> {
+        let set = self.members.borrow().clone();
+        let mut clients = self.clients.lock().unwrap();
+        clients.retain(|addr, _| set.contains(addr));
+        set.iter()
+            .filter_map(|addr| {
+                if let Some(c) = clients.get(addr) {
+                    return Some(c.clone());
+                }
+                let c = DelegatorServiceClient::new(facesweep_common::grpc::channel(addr).ok()?);
+                clients.insert(addr.clone(), c.clone());
+                Some(c)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,254 @@
+//! Discovery against a real `consul agent -dev`: every service registers with a gRPC health
+//! check, the fetcher finds delegator, results and detectors through Consul's health API and
+//! balances detectors with p2c. Two detector processes share the work; one is killed (-9) and
+//! the work goes on with the other; a new one is added and receives work; SIGTERM deregisters.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use facesweep_cli::httpserve::{serve, Routes};
+use facesweep_common::consul::{Consul, ConsulArgs};
+use facesweep_common::grpc::channel;
+use facesweep_common::Shutdown;
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::results_service_client::ResultsServiceClient;
+use facesweep_proto::*;
+use facesweep_tests::*;
+
+fn consul_args(agent: &ConsulAgent) -> ConsulArgs {
+    ConsulArgs { addr: Some(agent.http.clone()), advertise_ip: None, check_interval_secs: 1 }
+}
+
+/// A detector as its own process (its own metrics), registered in Consul.
+struct Detector {
+    child: Child,
+    metrics: String,
+}
+
+impl Detector {
+    fn start(agent: &ConsulAgent, dir: &std::path::Path, name: &str) -> Detector {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(repo_root().join("target/debug/facesweep-detector"))
+            .arg("--model")
+            .arg(model_path())
+            .args(["--device", "cpu", "--threads", "1", "--max-batch", "8", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", &metrics, "--consul-addr", &agent.http])
+            .args(["--consul-check-interval-secs", "1"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("target/debug/facesweep-detector (make test builds it)");
+        Detector { child, metrics }
+    }
+
+    /// Images this detector has run through its model.
+    fn images(&self) -> u64 {
+        let out = Command::new("curl").args(["-sf", &format!("http://{}/metrics", self.metrics)]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("facesweep_detector_images_total "))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill").arg(sig).arg(self.child.id().to_string()).status().unwrap();
+    }
+}
+
+impl Drop for Detector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn passing(consul: &Consul, service: &str) -> BTreeSet<String> {
+    consul.passing(service, 0, Duration::from_secs(1)).await.unwrap().0
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Imports `n` URLs as job `name` and waits until every one has its terminal result.
+async fn run_job(
+    d: &mut DelegatorServiceClient<tonic::transport::Channel>,
+    photos: &[String],
+    name: &str,
+    n: usize,
+) {
+    d.create_job(CreateJobRequest { name: name.into(), chunk_size: 4, priority: 0 }).await.unwrap();
+    let urls = (0..n).map(|i| format!("{}?{name}-{i}", photos[i % photos.len()])).collect();
+    let msg = AppendUrlsRequest { job: name.into(), first_ordinal: 0, urls };
+    d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let p = d.get_progress(GetProgressRequest { job: name.into() }).await.unwrap().into_inner();
+        if p.done_urls == n as i64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "job {name} stuck at {}/{n}", p.done_urls);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every URL of `job` ended `ok`: no image was failed because a detector went away.
+async fn assert_all_ok(results: &mut ResultsServiceClient<tonic::transport::Channel>, job: &str, n: usize) {
+    let mut stream =
+        results.export_results(ExportResultsRequest { job: job.into() }).await.unwrap().into_inner();
+    let mut ok = 0;
+    while let Some(r) = futures::StreamExt::next(&mut stream).await {
+        let r = r.unwrap();
+        let status = r.result.as_ref().map(|x| x.status);
+        assert_eq!(status, Some(UrlStatus::Ok as i32), "{job}: {r:?}");
+        ok += 1;
+    }
+    assert_eq!(ok, n, "{job}: every URL exported once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detectors_come_and_go_through_consul() {
+    let agent = ConsulAgent::start();
+    let consul = Consul::new(&agent.http).unwrap();
+    let dir = tmp_dir();
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+
+    let mut routes = Routes::default();
+    let names = routes.add_dir(&samples_dir()).unwrap();
+    let (http, _server) = serve(routes).await.unwrap();
+    let photos: Vec<String> = names.iter().map(|n| format!("http://{http}/{n}")).collect();
+
+    let results = facesweep_results::spawn(
+        facesweep_results::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: db.pg.url(),
+            metrics_listen: None,
+            db_connections: 4,
+            consul: consul_args(&agent),
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let delegator_cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from([
+        "delegator",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.pg.url(),
+        "--lease-ttl-secs",
+        "10",
+        "--consul-addr",
+        &agent.http,
+        "--consul-check-interval-secs",
+        "1",
+    ])
+    .unwrap();
+    let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
+
+    let mut a = Detector::start(&agent, dir.path(), "detector-a");
+    let b = Detector::start(&agent, dir.path(), "detector-b");
+    // Registered only once the model is warm, and listed only once the gRPC check passes.
+    wait_for("two passing detectors", 120, || async {
+        passing(&consul, "facesweep-detector").await.len() == 2
+    })
+    .await;
+    wait_for("delegator and results passing", 30, || async {
+        passing(&consul, "facesweep-delegator").await.len() == 1
+            && passing(&consul, "facesweep-results").await.len() == 1
+    })
+    .await;
+
+    let fetcher_stop = Shutdown::new();
+    let mut fetcher_cfg = <facesweep_fetcher::Config as clap::Parser>::try_parse_from([
+        "fetcher",
+        "--listen",
+        "127.0.0.1:0",
+        "--id",
+        "discovery-test",
+        "--delegator",
+        "consul://facesweep-delegator",
+        "--detector",
+        "consul://facesweep-detector",
+        "--results",
+        "consul://facesweep-results",
+        "--allow-networks",
+        "127.0.0.0/8",
+        "--leases",
+        "2",
+        "--concurrency",
+        "4",
+        "--idle-poll-ms",
+        "100",
+    ])
+    .unwrap();
+    fetcher_cfg.consul = consul_args(&agent);
+    let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
+    wait_for("fetcher registered", 30, || async { passing(&consul, "facesweep-fetcher").await.len() == 1 })
+        .await;
+
+    let mut d = DelegatorServiceClient::new(channel(&delegator.addr.to_string()).unwrap());
+    let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
+
+    // 1. Two detectors: p2c over in-flight streams gives both of them leases' images.
+    run_job(&mut d, &photos, "both", 40).await;
+    assert_all_ok(&mut r, "both", 40).await;
+    let (a1, b1) = (a.images(), b.images());
+    eprintln!("job 'both': detector a ran {a1} images, b {b1}");
+    assert!(a1 > 0 && b1 > 0, "both detectors got work: a={a1} b={b1}");
+
+    // 2. Kill one without warning: its check fails, Consul drops it, work goes on with the other.
+    a.signal("-KILL");
+    let _ = a.child.wait();
+    wait_for("killed detector out of the passing set", 30, || async {
+        passing(&consul, "facesweep-detector").await.len() == 1
+    })
+    .await;
+    run_job(&mut d, &photos, "one", 40).await;
+    assert_all_ok(&mut r, "one", 40).await;
+    assert!(b.images() >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images());
+
+    // 3. A new detector joins and receives work.
+    let c = Detector::start(&agent, dir.path(), "detector-c");
+    wait_for("new detector passing", 120, || async {
+        passing(&consul, "facesweep-detector").await.len() == 2
+    })
+    .await;
+    run_job(&mut d, &photos, "again", 40).await;
+    assert_all_ok(&mut r, "again", 40).await;
+    eprintln!("job 'again': detector b at {}, new detector c ran {}", b.images(), c.images());
+    assert!(c.images() > 0, "the new detector got work");
+
+    // 4. SIGTERM deregisters at once (no waiting for a failed check to be reaped).
+    c.signal("-TERM");
+    b.signal("-TERM");
+    fetcher_stop.cancel();
+    fetcher.join().await.unwrap();
+    stop.cancel();
+    results.join().await.unwrap();
+    delegator.join().await.unwrap();
+    let catalog = |service: &'static str| {
+        let url = format!("http://{}/v1/catalog/service/{service}", agent.http);
+        async move {
+            let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+            serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap().len()
+        }
+    };
+    wait_for("detectors deregistered", 30, || async { catalog("facesweep-detector").await == 1 }).await;
+    for s in ["facesweep-fetcher", "facesweep-results", "facesweep-delegator"] {
+        assert_eq!(catalog(s).await, 0, "{s} deregistered on shutdown");
+    }
+}
