@@ -28,6 +28,15 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ .Values.database.existingSecret }}
       key: {{ .Values.database.secretKey }}
+{{- if .Values.consul.enabled }}
+# Registered under the pod IP; the agent is the node's unless an address is given.
+- name: FACESWEEP_ADVERTISE_IP
+  valueFrom: {fieldRef: {fieldPath: status.podIP}}
+- name: HOST_IP
+  valueFrom: {fieldRef: {fieldPath: status.hostIP}}
+- name: CONSUL_HTTP_ADDR
+  value: {{ .Values.consul.address | default (printf "$(HOST_IP):%d" (int .Values.consul.port)) | quote }}
+{{- end }}
 {{- if .Values.otlp.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ .Values.otlp.endpoint | quote }}
