@@ -17,7 +17,7 @@ use facesweep_proto::*;
 use facesweep_tests::*;
 
 fn consul_args(agent: &ConsulAgent) -> ConsulArgs {
-    ConsulArgs { addr: Some(agent.http.clone()), advertise_ip: None, check_interval_secs: 1 }
+    ConsulArgs { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() }
 }
 
 /// A detector as its own process (its own metrics), registered in Consul.

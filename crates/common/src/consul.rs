@@ -20,6 +20,13 @@ pub struct ConsulArgs {
     /// IP that other services dial (default: the listen IP, or this host's IP on the route to Consul).
     #[arg(long = "advertise-ip", env = "FACESWEEP_ADVERTISE_IP")]
     pub advertise_ip: Option<IpAddr>,
+    /// Consul service names are `<prefix>-<role>`: one prefix per deployment sharing an agent.
+    #[arg(
+        long = "consul-service-prefix",
+        env = "FACESWEEP_CONSUL_SERVICE_PREFIX",
+        default_value = "facesweep"
+    )]
+    pub service_prefix: String,
     /// How often the agent runs the gRPC health check, seconds.
     #[arg(
         long = "consul-check-interval-secs",
@@ -31,7 +38,12 @@ pub struct ConsulArgs {
 
 impl Default for ConsulArgs {
     fn default() -> Self {
-        ConsulArgs { addr: None, advertise_ip: None, check_interval_secs: 5 }
+        ConsulArgs {
+            addr: None,
+            advertise_ip: None,
+            service_prefix: "facesweep".into(),
+            check_interval_secs: 5,
+        }
     }
 }
 
@@ -189,18 +201,19 @@ impl Consul {
     }
 }
 
-/// Registers `name` served at `listen` when `--consul-addr` is set, keeps it registered (the
+/// Registers `<prefix>-<role>` served at `listen` when `--consul-addr` is set, keeps it registered (the
 /// agent may restart), and deregisters as soon as `shutdown` starts, so clients stop picking
 /// this instance while it drains. Await the handle before exiting.
 pub fn register_self(
     args: &ConsulArgs,
-    name: &str,
+    role: &str,
     listen: SocketAddr,
     tags: Vec<String>,
     meta: Vec<(String, String)>,
     shutdown: Shutdown,
 ) -> Result<Option<JoinHandle<()>>, ConsulError> {
     let Some(addr) = &args.addr else { return Ok(None) };
+    let name = format!("{}-{role}", args.service_prefix);
     let consul = Consul::new(addr)?;
     let ip = match (args.advertise_ip, listen.ip()) {
         (Some(ip), _) => ip,
@@ -210,7 +223,7 @@ pub fn register_self(
     let addr = SocketAddr::new(ip, listen.port());
     let reg = Registration {
         id: format!("{name}-{}-{}", ip.to_string().replace([':', '.'], "-"), addr.port()),
-        name: name.to_string(),
+        name: name.clone(),
         addr,
         tags,
         meta,

@@ -115,7 +115,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // Shards are not replicas: fetchers rotate over every delegator, so tag which is which.
     let consul = facesweep_common::consul::register_self(
         &config.consul,
-        "facesweep-delegator",
+        "delegator",
         running.addr,
         vec![format!("shard-{}", config.shard_index)],
         vec![

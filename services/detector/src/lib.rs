@@ -107,7 +107,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // Registered only now, with the model warm: Consul's first check can pass at once.
     let consul = facesweep_common::consul::register_self(
         &config.consul,
-        "facesweep-detector",
+        "detector",
         running.addr,
         vec![],
         vec![("model_id".into(), model_id)],

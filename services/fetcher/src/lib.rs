@@ -187,7 +187,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let addr = server.addr;
     let registration = facesweep_common::consul::register_self(
         &config.consul,
-        "facesweep-fetcher",
+        "fetcher",
         addr,
         vec![],
         vec![],

@@ -56,7 +56,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             .add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
-    let consul = register_self(&config.consul, "facesweep-results", running.addr, vec![], vec![], shutdown)?;
+    let consul = register_self(&config.consul, "results", running.addr, vec![], vec![], shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
