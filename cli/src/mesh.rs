@@ -105,6 +105,7 @@ impl Mesh {
                 db_connections: 8,
                 metrics_listen: metrics_addr(&o, 2),
                 consul: Default::default(),
+                tls: Default::default(),
             },
             shutdown.clone(),
         )
@@ -122,6 +123,7 @@ impl Mesh {
                 split_after: 3,
                 abandon_after: 3,
                 consul: Default::default(),
+                tls: Default::default(),
             },
             shutdown.clone(),
         )
@@ -138,6 +140,7 @@ impl Mesh {
                 threads: 0,
                 metrics_listen: metrics_addr(&o, 1),
                 consul: Default::default(),
+                tls: Default::default(),
             },
             shutdown.clone(),
         )
@@ -172,6 +175,7 @@ impl Mesh {
                 user_agent: concat!("facesweep/", env!("CARGO_PKG_VERSION")).into(),
                 idle_poll_ms: o.idle_poll_ms,
                 consul: Default::default(),
+                tls: Default::default(),
             },
             fetcher_stop.clone(),
         )

@@ -20,6 +20,7 @@ async fn detector(
 ) -> DetectorServiceClient<tonic::transport::Channel> {
     let cfg = facesweep_detector::Config {
         consul: Default::default(),
+        tls: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         model: model_path(),
         device: device.into(),

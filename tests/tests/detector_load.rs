@@ -28,6 +28,7 @@ async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
     let stop = Shutdown::new();
     let cfg = facesweep_detector::Config {
         consul: Default::default(),
+        tls: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         model: model_path(),
         device: "cpu".into(),

@@ -138,6 +138,7 @@ async fn detectors_come_and_go_through_consul() {
             metrics_listen: None,
             db_connections: 4,
             consul: consul_args(&agent),
+            tls: Default::default(),
         },
         stop.clone(),
     )
@@ -251,4 +252,31 @@ async fn detectors_come_and_go_through_consul() {
     for s in ["facesweep-fetcher", "facesweep-results", "facesweep-delegator"] {
         assert_eq!(catalog(s).await, 0, "{s} deregistered on shutdown");
     }
+}
+
+/// Under mTLS the agent has no client certificate: the check becomes a TCP check, and it passes.
+#[tokio::test]
+async fn tls_services_register_a_tcp_check() {
+    let agent = ConsulAgent::start();
+    let consul = Consul::new(&agent.http).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reg = facesweep_common::consul::Registration {
+        id: "tls-1".into(),
+        name: "facesweep-tls".into(),
+        addr,
+        tags: vec![],
+        meta: vec![],
+        check_interval: Duration::from_secs(1),
+        tls: true,
+    };
+    consul.register(&reg).await.unwrap();
+    let url = format!("http://{}/v1/agent/checks", agent.http);
+    let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = checks.as_object().unwrap().values().find(|c| c["ServiceID"] == "tls-1").unwrap();
+    assert_eq!(check["Type"], "tcp", "{check}");
+    wait_for("TCP check passing", 30, || async { passing(&consul, "facesweep-tls").await.len() == 1 }).await;
+    consul.deregister("tls-1").await.unwrap();
+    assert!(!consul.is_registered("tls-1").await.unwrap());
 }

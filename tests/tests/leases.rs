@@ -33,6 +33,7 @@ async fn delegator_with(
 ) -> DelegatorServiceClient<Channel> {
     let cfg = facesweep_delegator::Config {
         consul: Default::default(),
+        tls: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         shard_index: index,
@@ -136,6 +137,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     let results = facesweep_results::spawn(
         facesweep_results::Config {
             consul: Default::default(),
+            tls: Default::default(),
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.pg.url(),
             db_connections: 4,
@@ -193,6 +195,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
 async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> {
     let cfg = facesweep_results::Config {
         consul: Default::default(),
+        tls: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         db_connections: 4,

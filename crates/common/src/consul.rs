@@ -73,6 +73,8 @@ pub struct Registration {
     pub tags: Vec<String>,
     pub meta: Vec<(String, String)>,
     pub check_interval: Duration,
+    /// Under mTLS the agent holds no client certificate: check the port with TCP instead.
+    pub tls: bool,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +122,15 @@ impl Consul {
     /// reaps it if it stays critical for a minute (a process killed before it could deregister).
     pub async fn register(&self, r: &Registration) -> Result<(), ConsulError> {
         let interval = format!("{}s", r.check_interval.as_secs().max(1));
+        let check = if r.tls {
+            json!({ "Name": format!("{} TCP", r.name), "TCP": r.addr.to_string() })
+        } else {
+            json!({ "Name": format!("{} gRPC health", r.name), "GRPC": r.addr.to_string() })
+        };
+        let mut check = check.as_object().cloned().unwrap_or_default();
+        check.insert("Interval".into(), interval.into());
+        check.insert("Timeout".into(), "3s".into());
+        check.insert("DeregisterCriticalServiceAfter".into(), "1m".into());
         let body = json!({
             "ID": r.id,
             "Name": r.name,
@@ -127,13 +138,7 @@ impl Consul {
             "Port": r.addr.port(),
             "Tags": r.tags,
             "Meta": r.meta.iter().cloned().collect::<std::collections::HashMap<_, _>>(),
-            "Check": {
-                "Name": format!("{} gRPC health", r.name),
-                "GRPC": r.addr.to_string(),
-                "Interval": interval,
-                "Timeout": "3s",
-                "DeregisterCriticalServiceAfter": "1m",
-            },
+            "Check": check,
         });
         let resp = self.http.put(self.url("v1/agent/service/register")).json(&body).send().await?;
         Self::check(resp).await.map(drop)
@@ -201,18 +206,34 @@ impl Consul {
     }
 }
 
-/// Registers `<prefix>-<role>` served at `listen` when `--consul-addr` is set, keeps it registered (the
-/// agent may restart), and deregisters as soon as `shutdown` starts, so clients stop picking
-/// this instance while it drains. Await the handle before exiting.
+/// What a service announces about itself.
+#[derive(Clone, Debug)]
+pub struct Announce {
+    /// `delegator`, `detector`, `results` or `fetcher`.
+    pub role: &'static str,
+    /// The bound address (its IP may be unspecified: see `--advertise-ip`).
+    pub listen: SocketAddr,
+    pub tls: bool,
+    pub tags: Vec<String>,
+    pub meta: Vec<(String, String)>,
+}
+
+impl Announce {
+    pub fn new(role: &'static str, listen: SocketAddr, tls: bool) -> Self {
+        Announce { role, listen, tls, tags: vec![], meta: vec![] }
+    }
+}
+
+/// Registers `<prefix>-<role>` when `--consul-addr` is set, keeps it registered (the agent may
+/// restart), and deregisters as soon as `shutdown` starts, so clients stop picking this
+/// instance while it drains. Await the handle before exiting.
 pub fn register_self(
     args: &ConsulArgs,
-    role: &str,
-    listen: SocketAddr,
-    tags: Vec<String>,
-    meta: Vec<(String, String)>,
+    me: Announce,
     shutdown: Shutdown,
 ) -> Result<Option<JoinHandle<()>>, ConsulError> {
     let Some(addr) = &args.addr else { return Ok(None) };
+    let (role, listen) = (me.role, me.listen);
     let name = format!("{}-{role}", args.service_prefix);
     let consul = Consul::new(addr)?;
     let ip = match (args.advertise_ip, listen.ip()) {
@@ -225,9 +246,10 @@ pub fn register_self(
         id: format!("{name}-{}-{}", ip.to_string().replace([':', '.'], "-"), addr.port()),
         name: name.clone(),
         addr,
-        tags,
-        meta,
+        tags: me.tags,
+        meta: me.meta,
         check_interval: Duration::from_secs(args.check_interval_secs),
+        tls: me.tls,
     };
     Ok(Some(tokio::spawn(keep_registered(consul, reg, shutdown))))
 }

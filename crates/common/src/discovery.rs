@@ -18,6 +18,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::consul::{Consul, ConsulError};
+use crate::tls::Tls;
 use crate::Shutdown;
 
 /// A gRPC transport balanced over a changing set of servers; generated clients take it as `T`.
@@ -133,7 +134,12 @@ async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<S
 
 /// A transport that sends each call to the less loaded of two random members (load = calls and
 /// streams in flight), following membership changes; calls wait up to 30 s for a member.
-pub fn balanced(mut members: watch::Receiver<BTreeSet<String>>) -> Balanced {
+/// `role` names the servers for mTLS (see `tls`).
+pub fn balanced(
+    mut members: watch::Receiver<BTreeSet<String>>,
+    tls: Option<Tls>,
+    role: &'static str,
+) -> Balanced {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let mut current = BTreeSet::new();
@@ -145,7 +151,7 @@ pub fn balanced(mut members: watch::Receiver<BTreeSet<String>>) -> Balanced {
                 }
             }
             for new in next.difference(&current) {
-                match crate::grpc::channel(new) {
+                match crate::grpc::channel_to(new, tls.as_ref(), role) {
                     Ok(ch) => {
                         let svc = PendingRequests::new(ch, UntilBodyEnds);
                         if tx.send(Change::Insert(new.clone(), svc)).await.is_err() {

@@ -9,15 +9,20 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint, Server};
 
+use crate::tls::Tls;
 use crate::Shutdown;
 
-/// A server builder with the settings every facesweep service uses.
-pub fn server() -> Server {
-    Server::builder()
+/// A server builder with the settings every facesweep service uses; mTLS when `tls` is set.
+pub fn server(tls: Option<&Tls>) -> anyhow::Result<Server> {
+    let builder = Server::builder()
         .trace_fn(crate::propagation::server_span)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    Ok(match tls {
+        Some(tls) => builder.tls_config(tls.server())?,
+        None => builder,
+    })
 }
 
 /// Health (`grpc.health.v1`) reporter and service; services start NOT_SERVING and flip when ready.
@@ -117,15 +122,27 @@ impl ServeRouter for Router<tower::layer::util::Identity> {
     }
 }
 
-/// A lazily connecting channel to `addr` (`host:port` or `http://host:port`).
+/// A lazily connecting plaintext channel to `addr` (`host:port` or `http://host:port`).
 pub fn channel(addr: &str) -> anyhow::Result<Channel> {
-    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(uri)?
+    channel_to(addr, None, "")
+}
+
+/// A lazily connecting channel to a `role` server at `addr`; mTLS when `tls` is set.
+pub fn channel_to(addr: &str, tls: Option<&Tls>, role: &str) -> anyhow::Result<Channel> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
+    };
+    let mut endpoint = Endpoint::from_shared(uri)?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.client(role))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 /// Keeps `service` (and the overall "" entry) SERVING only while `ready` holds, checked every

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use shutdown::Shutdown;
 

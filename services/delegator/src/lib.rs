@@ -9,6 +9,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use facesweep_common::consul::Announce;
 use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_server::DelegatorServiceServer;
@@ -52,6 +53,9 @@ pub struct Config {
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
     #[command(flatten)]
     pub consul: facesweep_common::consul::ConsulArgs,
+    /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
+    #[command(flatten)]
+    pub tls: facesweep_common::tls::TlsArgs,
 }
 
 impl Config {
@@ -83,6 +87,7 @@ impl Config {
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let tls = config.tls.load()?;
     config.validate()?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
@@ -106,24 +111,24 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             async move { grpc::db_ready(&db).await }
         },
     );
-    let router =
-        grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DelegatorService"])
-            .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
+    let router = grpc::with_reflection(
+        grpc::server(tls.as_ref())?.add_service(health_svc),
+        &["facesweep.v1.DelegatorService"],
+    )
+    .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Shards are not replicas: fetchers rotate over every delegator, so tag which is which.
-    let consul = facesweep_common::consul::register_self(
-        &config.consul,
-        "delegator",
-        running.addr,
-        vec![format!("shard-{}", config.shard_index)],
-        vec![
+    let me = Announce {
+        tags: vec![format!("shard-{}", config.shard_index)],
+        meta: vec![
             ("shard_index".into(), config.shard_index.to_string()),
             ("shard_count".into(), config.shard_count.to_string()),
         ],
-        shutdown,
-    )?;
+        ..Announce::new("delegator", running.addr, tls.is_some())
+    };
+    let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 

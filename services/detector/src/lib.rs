@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use facesweep_common::consul::Announce;
 use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_server::DetectorServiceServer;
@@ -53,6 +54,9 @@ pub struct Config {
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
     #[command(flatten)]
     pub consul: facesweep_common::consul::ConsulArgs,
+    /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
+    #[command(flatten)]
+    pub tls: facesweep_common::tls::TlsArgs,
 }
 
 impl Config {
@@ -83,6 +87,7 @@ impl Config {
 /// Loads and warms the model, then serves in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     config.validate()?;
+    let tls = config.tls.load()?;
     let listener = grpc::bind(config.listen).await?;
     let (health, health_svc) = grpc::health();
     health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
@@ -99,20 +104,19 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         shutdown.clone(),
         || async { true },
     );
-    let router =
-        grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.DetectorService"])
-            .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
+    let router = grpc::with_reflection(
+        grpc::server(tls.as_ref())?.add_service(health_svc),
+        &["facesweep.v1.DetectorService"],
+    )
+    .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Registered only now, with the model warm: Consul's first check can pass at once.
-    let consul = facesweep_common::consul::register_self(
-        &config.consul,
-        "detector",
-        running.addr,
-        vec![],
-        vec![("model_id".into(), model_id)],
-        shutdown,
-    )?;
+    let me = Announce {
+        meta: vec![("model_id".into(), model_id)],
+        ..Announce::new("detector", running.addr, tls.is_some())
+    };
+    let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 

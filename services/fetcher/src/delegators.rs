@@ -5,6 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use facesweep_common::grpc::channel_to;
+use facesweep_common::tls::Tls;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -13,11 +15,12 @@ pub struct Delegators {
     members: watch::Receiver<BTreeSet<String>>,
     /// One client per address, kept while the address is a member so connections are reused.
     clients: Mutex<HashMap<String, DelegatorServiceClient<Channel>>>,
+    tls: Option<Tls>,
 }
 
 impl Delegators {
-    pub fn new(members: watch::Receiver<BTreeSet<String>>) -> Self {
-        Delegators { members, clients: Mutex::default() }
+    pub fn new(members: watch::Receiver<BTreeSet<String>>, tls: Option<Tls>) -> Self {
+        Delegators { members, clients: Mutex::default(), tls }
     }
 
     /// The current delegators, in a stable (address) order.
@@ -30,7 +33,7 @@ impl Delegators {
                 if let Some(c) = clients.get(addr) {
                     return Some(c.clone());
                 }
-                let c = DelegatorServiceClient::new(facesweep_common::grpc::channel(addr).ok()?);
+                let c = DelegatorServiceClient::new(channel_to(addr, self.tls.as_ref(), "delegator").ok()?);
                 clients.insert(addr.clone(), c.clone());
                 Some(c)
             })

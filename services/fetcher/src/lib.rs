@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use facesweep_common::consul::Announce;
 use facesweep_common::discovery::{self, Target};
 use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
@@ -107,6 +108,9 @@ pub struct Config {
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
     #[command(flatten)]
     pub consul: facesweep_common::consul::ConsulArgs,
+    /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
+    #[command(flatten)]
+    pub tls: facesweep_common::tls::TlsArgs,
 }
 
 impl Config {
@@ -148,15 +152,17 @@ impl Config {
 /// Starts the lease workers and the health server in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     config.validate()?;
+    let tls = config.tls.load()?;
     let listener = grpc::bind(config.listen).await?;
     let (health, health_svc) = grpc::health();
-    let router = grpc::with_reflection(grpc::server().add_service(health_svc), &[]);
+    let router = grpc::with_reflection(grpc::server(tls.as_ref())?.add_service(health_svc), &[]);
     let server = grpc::spawn_router(router, listener, shutdown.clone());
     // Discovery outlives the lease loops' drain: it stops only with the whole process.
     let consul = config.consul.addr.as_deref();
     let members = |t: &Target| discovery::members(t, consul, Shutdown::new());
-    let mut detector = DetectorServiceClient::new(discovery::balanced(members(&config.detector)?))
-        .max_decoding_message_size(64 << 20);
+    let mut detector =
+        DetectorServiceClient::new(discovery::balanced(members(&config.detector)?, tls.clone(), "detector"))
+            .max_decoding_message_size(64 << 20);
     // The letterbox size comes from the model: wait until a detector answers.
     let info = loop {
         let asked = tokio::time::timeout(Duration::from_secs(5), detector.model_info(ModelInfoRequest {}));
@@ -171,11 +177,15 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     };
     let worker = Arc::new(worker::Worker {
         id: config.id.clone().unwrap_or_else(default_id),
-        delegators: delegators::Delegators::new(members(&config.delegator)?),
+        delegators: delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
         next_delegator: Default::default(),
         drain_grace: Duration::from_secs(config.drain_grace_secs),
         detector,
-        results: ResultsServiceClient::new(discovery::balanced(members(&config.results)?)),
+        results: ResultsServiceClient::new(discovery::balanced(
+            members(&config.results)?,
+            tls.clone(),
+            "results",
+        )),
         fetcher: Fetcher::new(config.fetch_config()),
         input: (info.input_width, info.input_height),
         concurrency: config.concurrency,
@@ -185,14 +195,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     worker.reclaim().await;
     grpc::health_follows(health, "", Duration::from_secs(5), shutdown.clone(), || async { true });
     let addr = server.addr;
-    let registration = facesweep_common::consul::register_self(
-        &config.consul,
-        "fetcher",
-        addr,
-        vec![],
-        vec![],
-        shutdown.clone(),
-    )?;
+    let me = Announce::new("fetcher", addr, tls.is_some());
+    let registration = facesweep_common::consul::register_self(&config.consul, me, shutdown.clone())?;
     let shutdown_metrics = shutdown.clone();
     let task = tokio::spawn(async move {
         let loops: Vec<_> =

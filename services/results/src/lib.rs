@@ -5,7 +5,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use facesweep_common::consul::register_self;
+use facesweep_common::consul::{register_self, Announce};
 use facesweep_common::grpc::{self, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::results_service_server::ResultsServiceServer;
@@ -31,10 +31,14 @@ pub struct Config {
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
     #[command(flatten)]
     pub consul: facesweep_common::consul::ConsulArgs,
+    /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
+    #[command(flatten)]
+    pub tls: facesweep_common::tls::TlsArgs,
 }
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let tls = config.tls.load()?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
     let (health, health_svc) = grpc::health();
@@ -51,12 +55,15 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     );
     let svc = ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool)))
         .max_decoding_message_size(64 << 20);
-    let router =
-        grpc::with_reflection(grpc::server().add_service(health_svc), &["facesweep.v1.ResultsService"])
-            .add_service(svc);
+    let router = grpc::with_reflection(
+        grpc::server(tls.as_ref())?.add_service(health_svc),
+        &["facesweep.v1.ResultsService"],
+    )
+    .add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
-    let consul = register_self(&config.consul, "results", running.addr, vec![], vec![], shutdown)?;
+    let consul =
+        register_self(&config.consul, Announce::new("results", running.addr, tls.is_some()), shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 

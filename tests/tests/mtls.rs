@@ -1,0 +1,197 @@
+//! Mutual TLS: a CA and one certificate per service generated here (rcgen); the four services
+//! run with mTLS and a job completes with faces. Plaintext clients, clients without a
+//! certificate, clients with a certificate from another CA, and a server whose certificate
+//! names another role are all refused.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use facesweep_cli::httpserve::{serve, Routes};
+use facesweep_common::discovery::Target;
+use facesweep_common::grpc::{channel, channel_to};
+use facesweep_common::tls::{server_name, TlsArgs};
+use facesweep_common::Shutdown;
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::results_service_client::ResultsServiceClient;
+use facesweep_proto::*;
+use facesweep_tests::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    /// Writes `<name>.pem`, `<name>.key` and `ca.pem` under `dir` for a certificate naming `dns`.
+    fn issue(&self, dir: &Path, name: &str, dns: &str) -> TlsArgs {
+        let key = KeyPair::generate().unwrap();
+        let cert =
+            CertificateParams::new(vec![dns.to_string()]).unwrap().signed_by(&key, &self.issuer).unwrap();
+        let (c, k, ca) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+            dir.join(format!("{name}-ca.pem")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&ca, self.issuer.pem()).unwrap();
+        TlsArgs { cert: Some(c), key: Some(k), ca: Some(ca) }
+    }
+}
+
+async fn progress(ch: tonic::transport::Channel) -> Result<GetProgressResponse, tonic::Status> {
+    let r = progress_once(ch).await;
+    if let Err(e) = &r {
+        eprintln!("refused: {e}");
+    }
+    r
+}
+
+async fn progress_once(ch: tonic::transport::Channel) -> Result<GetProgressResponse, tonic::Status> {
+    let mut client = DelegatorServiceClient::new(ch);
+    let call = client.get_progress(GetProgressRequest { job: "tls".into() });
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(r) => r.map(|r| r.into_inner()),
+        Err(_) => Err(tonic::Status::deadline_exceeded("no answer in 10 s")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_speak_mutual_tls_and_refuse_everyone_else() {
+    let dir = tmp_dir();
+    let ca = Ca::new("facesweep test CA");
+    let tls = |role: &str| ca.issue(dir.path(), role, &server_name(role));
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let local = "127.0.0.1:0".parse().unwrap();
+
+    let mut routes = Routes::default();
+    let names = routes.add_dir(&samples_dir()).unwrap();
+    let (http, _server) = serve(routes).await.unwrap();
+
+    let results = facesweep_results::spawn(
+        facesweep_results::Config {
+            listen: local,
+            database_url: db.pg.url(),
+            metrics_listen: None,
+            db_connections: 4,
+            consul: Default::default(),
+            tls: tls("results"),
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let mut delegator_cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from([
+        "delegator",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.pg.url(),
+    ])
+    .unwrap();
+    delegator_cfg.tls = tls("delegator");
+    let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
+    let mut detector_cfg =
+        <facesweep_detector::Config as clap::Parser>::try_parse_from(["detector", "--device", "cpu"])
+            .unwrap();
+    detector_cfg.listen = local;
+    detector_cfg.model = model_path();
+    detector_cfg.tls = tls("detector");
+    let detector = facesweep_detector::spawn(detector_cfg, stop.clone()).await.unwrap();
+    let fetcher_stop = Shutdown::new();
+    let mut fetcher_cfg = <facesweep_fetcher::Config as clap::Parser>::try_parse_from([
+        "fetcher",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-networks",
+        "127.0.0.0/8",
+        "--idle-poll-ms",
+        "100",
+    ])
+    .unwrap();
+    fetcher_cfg.delegator = Target::Static(vec![delegator.addr.to_string()]);
+    fetcher_cfg.detector = Target::Static(vec![detector.addr.to_string()]);
+    fetcher_cfg.results = Target::Static(vec![results.addr.to_string()]);
+    fetcher_cfg.tls = tls("fetcher");
+    let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
+
+    // An operator's client with its own certificate from the CA.
+    let client = tls("client").load().unwrap().unwrap();
+    let d_addr = delegator.addr.to_string();
+    let mut d = DelegatorServiceClient::new(channel_to(&d_addr, Some(&client), "delegator").unwrap());
+    d.create_job(CreateJobRequest { name: "tls".into(), chunk_size: 4, priority: 0 }).await.unwrap();
+    let urls: Vec<String> = names.iter().map(|n| format!("http://{http}/{n}")).collect();
+    let n = urls.len() as i64;
+    d.append_urls(futures::stream::iter(vec![AppendUrlsRequest {
+        job: "tls".into(),
+        first_ordinal: 0,
+        urls,
+    }]))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress(channel_to(&d_addr, Some(&client), "delegator").unwrap()).await.unwrap().done_urls < n {
+        assert!(Instant::now() < deadline, "job over mTLS did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every photo went fetcher → detector → results over mTLS and came back with faces.
+    let r_ch = channel_to(&results.addr.to_string(), Some(&client), "results").unwrap();
+    let mut export = ResultsServiceClient::new(r_ch)
+        .export_results(ExportResultsRequest { job: "tls".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut faces = 0;
+    while let Some(row) = futures::StreamExt::next(&mut export).await {
+        let r = row.unwrap().result.expect("terminal result");
+        assert_eq!(r.status, UrlStatus::Ok as i32, "{r:?}");
+        faces += r.faces.len();
+    }
+    assert!(faces > 0, "faces found over mTLS");
+
+    // Refused: plaintext, TLS without a client certificate, a certificate from another CA.
+    assert!(progress(channel(&d_addr).unwrap()).await.is_err(), "plaintext client refused");
+    let ca_only = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(dir.path().join("client-ca.pem")).unwrap(),
+        ))
+        .domain_name(server_name("delegator"));
+    let no_cert = tonic::transport::Endpoint::from_shared(format!("https://{d_addr}"))
+        .unwrap()
+        .tls_config(ca_only)
+        .unwrap();
+    assert!(progress(no_cert.connect_lazy()).await.is_err(), "client without a certificate refused");
+    let other_dir = tmp_dir();
+    // It trusts our CA (so only the server's check of its certificate can fail).
+    let stranger = TlsArgs {
+        ca: Some(dir.path().join("client-ca.pem")),
+        ..Ca::new("another CA").issue(other_dir.path(), "stranger", "facesweep-fetcher")
+    };
+    let stranger = stranger.load().unwrap().unwrap();
+    assert!(
+        progress(channel_to(&d_addr, Some(&stranger), "delegator").unwrap()).await.is_err(),
+        "certificate from another CA refused"
+    );
+    // The server's certificate must name the role the client asked for.
+    assert!(
+        progress(channel_to(&d_addr, Some(&client), "results").unwrap()).await.is_err(),
+        "delegator's certificate does not pass as the results service"
+    );
+    assert!(progress(channel_to(&d_addr, Some(&client), "delegator").unwrap()).await.is_ok());
+
+    fetcher_stop.cancel();
+    fetcher.join().await.unwrap();
+    stop.cancel();
+    for s in [delegator, detector, results] {
+        s.join().await.unwrap();
+    }
+}
