@@ -269,6 +269,7 @@ async fn tls_services_register_a_tcp_check() {
         meta: vec![],
         check_interval: Duration::from_secs(1),
         tls: true,
+        plain_health: None,
     };
     consul.register(&reg).await.unwrap();
     let url = format!("http://{}/v1/agent/checks", agent.http);

@@ -1,7 +1,7 @@
 //! Mutual TLS: a CA and one certificate per service generated here (rcgen); the four services
 //! run with mTLS and a job completes with faces. Plaintext clients, clients without a
 //! certificate, clients with a certificate from another CA, and a server whose certificate
-//! names another role are all refused.
+//! names another role are all refused; grpc.health.v1 alone is also served plaintext.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ impl Ca {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         std::fs::write(&ca, self.issuer.pem()).unwrap();
-        TlsArgs { cert: Some(c), key: Some(k), ca: Some(ca) }
+        TlsArgs { cert: Some(c), key: Some(k), ca: Some(ca), ..Default::default() }
     }
 }
 
@@ -98,7 +98,11 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
         &db.pg.url(),
     ])
     .unwrap();
-    delegator_cfg.tls = tls("delegator");
+    let health_port = free_port();
+    delegator_cfg.tls = TlsArgs {
+        plaintext_health_listen: Some(format!("127.0.0.1:{health_port}").parse().unwrap()),
+        ..tls("delegator")
+    };
     let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
     let mut detector_cfg =
         <facesweep_detector::Config as clap::Parser>::try_parse_from(["detector", "--device", "cpu"])
@@ -187,6 +191,18 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
         "delegator's certificate does not pass as the results service"
     );
     assert!(progress(channel_to(&d_addr, Some(&client), "delegator").unwrap()).await.is_ok());
+
+    // Kubelet probes and Consul checks hold no certificate: health alone is served plaintext.
+    let plain = channel(&format!("127.0.0.1:{health_port}")).unwrap();
+    let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let status = tonic_health::pb::health_client::HealthClient::new(plain.clone()).check(req).await.unwrap();
+    assert_eq!(
+        status.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let other =
+        DelegatorServiceClient::new(plain).get_progress(GetProgressRequest { job: "tls".into() }).await;
+    assert_eq!(other.unwrap_err().code(), tonic::Code::Unimplemented, "only health is served plaintext");
 
     fetcher_stop.cancel();
     fetcher.join().await.unwrap();

@@ -73,8 +73,10 @@ pub struct Registration {
     pub tags: Vec<String>,
     pub meta: Vec<(String, String)>,
     pub check_interval: Duration,
-    /// Under mTLS the agent holds no client certificate: check the port with TCP instead.
+    /// Under mTLS the agent holds no client certificate: check `plain_health` with gRPC, or
+    /// without it the port with TCP.
     pub tls: bool,
+    pub plain_health: Option<SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -122,10 +124,12 @@ impl Consul {
     /// reaps it if it stays critical for a minute (a process killed before it could deregister).
     pub async fn register(&self, r: &Registration) -> Result<(), ConsulError> {
         let interval = format!("{}s", r.check_interval.as_secs().max(1));
-        let check = if r.tls {
-            json!({ "Name": format!("{} TCP", r.name), "TCP": r.addr.to_string() })
-        } else {
-            json!({ "Name": format!("{} gRPC health", r.name), "GRPC": r.addr.to_string() })
+        let grpc =
+            |at: SocketAddr| json!({ "Name": format!("{} gRPC health", r.name), "GRPC": at.to_string() });
+        let check = match (r.tls, r.plain_health) {
+            (false, _) => grpc(r.addr),
+            (true, Some(h)) => grpc(SocketAddr::new(r.addr.ip(), h.port())),
+            (true, None) => json!({ "Name": format!("{} TCP", r.name), "TCP": r.addr.to_string() }),
         };
         let mut check = check.as_object().cloned().unwrap_or_default();
         check.insert("Interval".into(), interval.into());
@@ -214,13 +218,15 @@ pub struct Announce {
     /// The bound address (its IP may be unspecified: see `--advertise-ip`).
     pub listen: SocketAddr,
     pub tls: bool,
+    /// The plaintext health port, if any (`--plaintext-health-listen`).
+    pub plain_health: Option<SocketAddr>,
     pub tags: Vec<String>,
     pub meta: Vec<(String, String)>,
 }
 
 impl Announce {
-    pub fn new(role: &'static str, listen: SocketAddr, tls: bool) -> Self {
-        Announce { role, listen, tls, tags: vec![], meta: vec![] }
+    pub fn new(role: &'static str, listen: SocketAddr, tls: bool, plain_health: Option<SocketAddr>) -> Self {
+        Announce { role, listen, tls, plain_health, tags: vec![], meta: vec![] }
     }
 }
 
@@ -250,6 +256,7 @@ pub fn register_self(
         meta: me.meta,
         check_interval: Duration::from_secs(args.check_interval_secs),
         tls: me.tls,
+        plain_health: me.plain_health,
     };
     Ok(Some(tokio::spawn(keep_registered(consul, reg, shutdown))))
 }

@@ -26,11 +26,37 @@ pub fn server(tls: Option<&Tls>) -> anyhow::Result<Server> {
 }
 
 /// Health (`grpc.health.v1`) reporter and service; services start NOT_SERVING and flip when ready.
-pub fn health() -> (
+pub async fn health() -> (
     tonic_health::server::HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) {
-    tonic_health::server::health_reporter()
+    let (reporter, server) = tonic_health::server::health_reporter();
+    // tonic starts the overall "" entry SERVING; probes must not pass before we are ready.
+    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    (reporter, server)
+}
+
+/// Serves `health` alone, plaintext, on `listen` (when set) until `shutdown`; returns the bound
+/// address. Under mTLS this is what kubelet probes and Consul checks talk to.
+pub async fn serve_plain_health<S>(
+    listen: Option<SocketAddr>,
+    health: tonic_health::pb::health_server::HealthServer<S>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Option<SocketAddr>>
+where
+    S: tonic_health::pb::health_server::Health,
+{
+    let Some(listen) = listen else { return Ok(None) };
+    let listener = bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let router = Server::builder().add_service(health);
+    tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await {
+            tracing::warn!(error = %e, "plaintext health server failed");
+        }
+    });
+    Ok(Some(addr))
 }
 
 /// Adds both reflection versions: grpcurl 1.8 only speaks v1alpha, newer clients v1.

@@ -19,6 +19,10 @@ pub struct TlsArgs {
     /// PEM CA certificate(s) that every peer's certificate must chain to.
     #[arg(long = "tls-ca", env = "FACESWEEP_TLS_CA")]
     pub ca: Option<PathBuf>,
+    /// Also serve grpc.health.v1 alone, without TLS, here: for kubelet probes and Consul checks,
+    /// which cannot present a client certificate.
+    #[arg(long = "plaintext-health-listen", env = "FACESWEEP_PLAINTEXT_HEALTH_LISTEN")]
+    pub plaintext_health_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +87,15 @@ mod tests {
     #[test]
     fn all_three_files_or_none() {
         assert!(TlsArgs::default().load().unwrap().is_none());
-        let partial = TlsArgs { cert: Some("c.pem".into()), key: Some("k.pem".into()), ca: None };
+        let partial = TlsArgs { cert: Some("c.pem".into()), key: Some("k.pem".into()), ..Default::default() };
         let err = partial.load().unwrap_err().to_string();
         assert!(err.contains("go together") && err.contains("--tls-cert and --tls-key"), "{err}");
-        let missing =
-            TlsArgs { cert: Some("/nonexistent.pem".into()), key: Some("k".into()), ca: Some("ca".into()) };
+        let missing = TlsArgs {
+            cert: Some("/nonexistent.pem".into()),
+            key: Some("k".into()),
+            ca: Some("ca".into()),
+            ..Default::default()
+        };
         assert!(missing.load().unwrap_err().to_string().contains("/nonexistent.pem"));
     }
 }

@@ -37,6 +37,13 @@ app.kubernetes.io/component: {{ .component }}
 - name: CONSUL_HTTP_ADDR
   value: {{ .Values.consul.address | default (printf "$(HOST_IP):%d" (int .Values.consul.port)) | quote }}
 {{- end }}
+{{- if .Values.tls.enabled }}
+- {name: FACESWEEP_TLS_CERT, value: /etc/facesweep/tls/tls.crt}
+- {name: FACESWEEP_TLS_KEY, value: /etc/facesweep/tls/tls.key}
+- {name: FACESWEEP_TLS_CA, value: /etc/facesweep/tls/ca.crt}
+- name: FACESWEEP_PLAINTEXT_HEALTH_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int .Values.tls.healthPort) | quote }}
+{{- end }}
 {{- if .Values.otlp.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ .Values.otlp.endpoint | quote }}
@@ -47,13 +54,31 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* The port kubelet probes: the service port, or under mTLS the plaintext health-only port. */}}
+{{- define "facesweep.healthPort" -}}
+{{ if .root.Values.tls.enabled }}{{ .root.Values.tls.healthPort }}{{ else }}{{ .port }}{{ end }}
+{{- end -}}
+
 {{/* Probes on grpc.health.v1 (NOT_SERVING until ready, and while draining). */}}
 {{- define "facesweep.probes" -}}
 readinessProbe:
-  grpc: {port: {{ .port }}}
+  grpc: {port: {{ include "facesweep.healthPort" . }}}
   periodSeconds: 5
 livenessProbe:
-  grpc: {port: {{ .port }}}
+  grpc: {port: {{ include "facesweep.healthPort" . }}}
   periodSeconds: 20
   failureThreshold: 3
+{{- if .root.Values.tls.enabled }}
+volumeMounts:
+  - {name: tls, mountPath: /etc/facesweep/tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* Pod volume with the mTLS Secret (tls.crt, tls.key, ca.crt). */}}
+{{- define "facesweep.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+volumes:
+  - name: tls
+    secret: {secretName: {{ .Values.tls.existingSecret }}}
+{{- end }}
 {{- end -}}

@@ -100,7 +100,10 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         shutdown.clone(),
     ));
     let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
-    let (health, health_svc) = grpc::health();
+    let (health, health_svc) = grpc::health().await;
+    let plain_health =
+        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
+            .await?;
     grpc::health_follows(
         health,
         "facesweep.v1.DelegatorService",
@@ -126,7 +129,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             ("shard_index".into(), config.shard_index.to_string()),
             ("shard_count".into(), config.shard_count.to_string()),
         ],
-        ..Announce::new("delegator", running.addr, tls.is_some())
+        ..Announce::new("delegator", running.addr, tls.is_some(), plain_health)
     };
     let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))

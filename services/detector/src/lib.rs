@@ -89,7 +89,10 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     config.validate()?;
     let tls = config.tls.load()?;
     let listener = grpc::bind(config.listen).await?;
-    let (health, health_svc) = grpc::health();
+    let (health, health_svc) = grpc::health().await;
+    let plain_health =
+        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
+            .await?;
     health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
     let cfg = config.clone();
     // Loading and warm-up block for seconds: keep them off the async workers.
@@ -114,7 +117,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // Registered only now, with the model warm: Consul's first check can pass at once.
     let me = Announce {
         meta: vec![("model_id".into(), model_id)],
-        ..Announce::new("detector", running.addr, tls.is_some())
+        ..Announce::new("detector", running.addr, tls.is_some(), plain_health)
     };
     let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))

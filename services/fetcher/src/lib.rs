@@ -154,7 +154,10 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     config.validate()?;
     let tls = config.tls.load()?;
     let listener = grpc::bind(config.listen).await?;
-    let (health, health_svc) = grpc::health();
+    let (health, health_svc) = grpc::health().await;
+    let plain_health =
+        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
+            .await?;
     let router = grpc::with_reflection(grpc::server(tls.as_ref())?.add_service(health_svc), &[]);
     let server = grpc::spawn_router(router, listener, shutdown.clone());
     // Discovery outlives the lease loops' drain: it stops only with the whole process.
@@ -195,7 +198,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     worker.reclaim().await;
     grpc::health_follows(health, "", Duration::from_secs(5), shutdown.clone(), || async { true });
     let addr = server.addr;
-    let me = Announce::new("fetcher", addr, tls.is_some());
+    let me = Announce::new("fetcher", addr, tls.is_some(), plain_health);
     let registration = facesweep_common::consul::register_self(&config.consul, me, shutdown.clone())?;
     let shutdown_metrics = shutdown.clone();
     let task = tokio::spawn(async move {

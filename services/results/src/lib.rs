@@ -41,7 +41,10 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let tls = config.tls.load()?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
-    let (health, health_svc) = grpc::health();
+    let (health, health_svc) = grpc::health().await;
+    let plain_health =
+        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
+            .await?;
     let db = pool.clone();
     grpc::health_follows(
         health,
@@ -62,8 +65,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     .add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
-    let consul =
-        register_self(&config.consul, Announce::new("results", running.addr, tls.is_some()), shutdown)?;
+    let consul = register_self(
+        &config.consul,
+        Announce::new("results", running.addr, tls.is_some(), plain_health),
+        shutdown,
+    )?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
