@@ -66,6 +66,13 @@ impl Drop for Detector {
     }
 }
 
+/// The fetcher's (in-process) view: its `facesweep_discovery_members` gauge for detectors.
+fn known_detectors() -> Option<i64> {
+    let metrics = facesweep_common::metrics::render();
+    let line = r#"facesweep_discovery_members{target="consul://facesweep-detector"} "#;
+    metrics.lines().find_map(|l| l.strip_prefix(line)).map(|v| v.trim().parse().unwrap())
+}
+
 async fn passing(consul: &Consul, service: &str) -> BTreeSet<String> {
     consul.passing(service, 0, Duration::from_secs(1)).await.unwrap().0
 }
@@ -204,6 +211,8 @@ async fn detectors_come_and_go_through_consul() {
     let mut d = DelegatorServiceClient::new(channel(&delegator.addr.to_string()).unwrap());
     let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
 
+    wait_for("fetcher sees two detectors", 30, || async { known_detectors() == Some(2) }).await;
+
     // 1. Two detectors: p2c over in-flight streams gives both of them leases' images.
     run_job(&mut d, &photos, "both", 40).await;
     assert_all_ok(&mut r, "both", 40).await;
@@ -218,6 +227,7 @@ async fn detectors_come_and_go_through_consul() {
         passing(&consul, "facesweep-detector").await.len() == 1
     })
     .await;
+    wait_for("fetcher drops the killed detector", 30, || async { known_detectors() == Some(1) }).await;
     run_job(&mut d, &photos, "one", 40).await;
     assert_all_ok(&mut r, "one", 40).await;
     assert!(b.images() >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images());
@@ -228,6 +238,7 @@ async fn detectors_come_and_go_through_consul() {
         passing(&consul, "facesweep-detector").await.len() == 2
     })
     .await;
+    wait_for("fetcher sees the new detector", 30, || async { known_detectors() == Some(2) }).await;
     run_job(&mut d, &photos, "again", 40).await;
     assert_all_ok(&mut r, "again", 40).await;
     eprintln!("job 'again': detector b at {}, new detector c ran {}", b.images(), c.images());

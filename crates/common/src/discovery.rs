@@ -18,6 +18,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::consul::{Consul, ConsulError};
+use crate::metrics as m;
 use crate::tls::Tls;
 use crate::Shutdown;
 
@@ -85,7 +86,11 @@ pub fn members(
     shutdown: Shutdown,
 ) -> Result<watch::Receiver<BTreeSet<String>>, DiscoveryError> {
     match target {
-        Target::Static(addrs) => Ok(watch::channel(addrs.iter().cloned().collect()).1),
+        Target::Static(addrs) => {
+            let set: BTreeSet<String> = addrs.iter().cloned().collect();
+            m::DISCOVERY_MEMBERS.with_label_values(&[&target.to_string()]).set(set.len() as i64);
+            Ok(watch::channel(set).1)
+        }
         Target::Consul(name) => {
             let addr = consul_addr.ok_or_else(|| DiscoveryError::NoConsul(target.clone()))?;
             let consul = Consul::new(addr)?;
@@ -97,6 +102,9 @@ pub fn members(
 }
 
 async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<String>>, stop: Shutdown) {
+    let label = format!("consul://{name}");
+    let members = m::DISCOVERY_MEMBERS.with_label_values(&[&label]);
+    let errors = m::DISCOVERY_ERRORS.with_label_values(&[&label]);
     let mut index = 0;
     let mut backoff = Duration::from_millis(250);
     while !stop.is_cancelled() {
@@ -114,6 +122,7 @@ async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<S
                     let changed = *cur != set;
                     if changed {
                         tracing::info!(service = %name, members = ?set, "discovered");
+                        members.set(set.len() as i64);
                         *cur = set;
                     }
                     changed
@@ -121,6 +130,7 @@ async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<S
             }
             Err(e) => {
                 tracing::warn!(service = %name, error = %e, "Consul watch failed; keeping the last set");
+                errors.inc();
                 index = 0;
                 tokio::select! {
                     _ = stop.cancelled() => return,

@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
+};
 
 use crate::Shutdown;
 
@@ -25,6 +27,12 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 fn gauge(name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
+    let _ = prometheus::register(Box::new(g.clone()));
+    g
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     let _ = prometheus::register(Box::new(g.clone()));
     g
 }
@@ -105,6 +113,18 @@ pub static RESULTS_PERSIST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram("facesweep_results_persist_seconds", "Time to persist one Record batch.", seconds())
 });
 
+// Discovery (fetcher).
+pub static DISCOVERY_MEMBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "facesweep_discovery_members",
+        "Servers known for a target (static or passing in Consul).",
+        &["target"],
+    )
+});
+pub static DISCOVERY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("facesweep_discovery_errors_total", "Failed Consul health queries.", &["target"])
+});
+
 /// Serves metrics on `addr` when given; for a service's `run`.
 pub async fn maybe_serve(addr: Option<SocketAddr>, shutdown: Shutdown) -> anyhow::Result<Option<SocketAddr>> {
     match addr {
@@ -127,6 +147,7 @@ pub fn register_all() {
     let _ = (&*DETECTOR_QUEUE_DEPTH, &*DETECTOR_IMAGES, &*DETECTOR_BATCH_SIZE);
     let _ = (&*DETECTOR_QUEUE_SECONDS, &*DETECTOR_INFERENCE_SECONDS);
     let _ = (&*RESULTS_PERSISTED, &*RESULTS_DUPLICATES, &*RESULTS_PERSIST_SECONDS);
+    let _ = (&*DISCOVERY_MEMBERS, &*DISCOVERY_ERRORS);
 }
 
 /// Serves `GET /metrics` on `addr` until shutdown; returns the bound address.

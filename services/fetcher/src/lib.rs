@@ -222,3 +222,22 @@ fn default_id() -> String {
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     spawn(config, shutdown).await?.join().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn consul_targets_need_an_agent_and_static_lists_do_not() {
+        let c = Config::try_parse_from(["f", "--detector", "consul://facesweep-detector"]).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--detector consul://facesweep-detector needs --consul-addr"), "{err}");
+        let c = Config::try_parse_from(["f", "--detector", "consul://d", "--consul-addr", "127.0.0.1:8500"]).unwrap();
+        c.validate().unwrap();
+        let c = Config::try_parse_from(["f", "--delegator", "a:1,b:2"]).unwrap();
+        assert_eq!(c.delegator, Target::Static(vec!["a:1".into(), "b:2".into()]));
+        c.validate().unwrap();
+        assert!(Config::try_parse_from(["f", "--results", "consul://"]).is_err());
+    }
+}
