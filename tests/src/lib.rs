@@ -65,6 +65,11 @@ pub struct ConsulAgent {
 
 impl ConsulAgent {
     pub fn start() -> ConsulAgent {
+        Self::start_with(&[])
+    }
+
+    /// With extra agent flags, e.g. `-hcl` for an ACL set-up.
+    pub fn start_with(extra: &[&str]) -> ConsulAgent {
         let dir = tmp_dir();
         let http = free_port();
         let port = |flag: &str| format!("-{flag}={}", free_port());
@@ -78,6 +83,7 @@ impl ConsulAgent {
                 port("server-port"),
             ])
             .arg(format!("-node=facesweep-test-{http}"))
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

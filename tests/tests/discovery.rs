@@ -292,3 +292,26 @@ async fn tls_services_register_a_tcp_check() {
     consul.deregister("tls-1").await.unwrap();
     assert!(!consul.is_registered("tls-1").await.unwrap());
 }
+
+/// With ACLs on (default deny), registration needs the token; `CONSUL_HTTP_TOKEN` supplies it.
+#[tokio::test]
+async fn acl_token_is_sent() {
+    let token = "facesweep-test-master-token";
+    let hcl = format!(r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" }} }}"#);
+    let agent = ConsulAgent::start_with(&["-hcl", &hcl]);
+    let reg = facesweep_common::consul::Registration {
+        id: "acl-1".into(),
+        name: "facesweep-acl".into(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+        tags: vec![],
+        meta: vec![],
+        check_interval: Duration::from_secs(5),
+        tls: false,
+        plain_health: None,
+    };
+    let anonymous = Consul::new(&agent.http).unwrap().register(&reg).await.unwrap_err().to_string();
+    assert!(anonymous.contains("403"), "{anonymous}");
+    let with_token = Consul::with_token(&agent.http, Some(token)).unwrap();
+    with_token.register(&reg).await.unwrap();
+    assert!(with_token.is_registered("acl-1").await.unwrap());
+}

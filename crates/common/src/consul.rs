@@ -17,6 +17,9 @@ pub struct ConsulArgs {
     /// Consul agent HTTP address (host:port or URL); when set, this service registers itself.
     #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR")]
     pub addr: Option<String>,
+    /// ACL token sent to the agent (Consul's own variable).
+    #[arg(long = "consul-token", env = "CONSUL_HTTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// IP that other services dial (default: the listen IP, or this host's IP on the route to Consul).
     #[arg(long = "advertise-ip", env = "FACESWEEP_ADVERTISE_IP")]
     pub advertise_ip: Option<IpAddr>,
@@ -40,6 +43,7 @@ impl Default for ConsulArgs {
     fn default() -> Self {
         ConsulArgs {
             addr: None,
+            token: None,
             advertise_ip: None,
             service_prefix: "facesweep".into(),
             check_interval_secs: 5,
@@ -101,10 +105,25 @@ struct Service {
 
 impl Consul {
     pub fn new(addr: &str) -> Result<Self, ConsulError> {
+        Self::with_token(addr, None)
+    }
+
+    /// A client that sends `token` as `X-Consul-Token` (agents with ACLs enabled need one).
+    pub fn with_token(addr: &str, token: Option<&str>) -> Result<Self, ConsulError> {
         let with_scheme = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
         let base = reqwest::Url::parse(&with_scheme).map_err(|_| ConsulError::Address(addr.into()))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            let mut v = reqwest::header::HeaderValue::from_str(t)
+                .map_err(|_| ConsulError::Address("token".into()))?;
+            v.set_sensitive(true);
+            headers.insert("X-Consul-Token", v);
+        }
         // Blocking queries hold the request open for up to `wait` (plus Consul's jitter).
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
+            .build()?;
         Ok(Consul { base, http })
     }
 
@@ -241,7 +260,7 @@ pub fn register_self(
     let Some(addr) = &args.addr else { return Ok(None) };
     let (role, listen) = (me.role, me.listen);
     let name = format!("{}-{role}", args.service_prefix);
-    let consul = Consul::new(addr)?;
+    let consul = Consul::with_token(addr, args.token.as_deref())?;
     let ip = match (args.advertise_ip, listen.ip()) {
         (Some(ip), _) => ip,
         (None, ip) if !ip.is_unspecified() => ip,

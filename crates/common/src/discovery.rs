@@ -17,7 +17,7 @@ use tower::load::{PendingRequests, TrackCompletion};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
-use crate::consul::{Consul, ConsulError};
+use crate::consul::{Consul, ConsulArgs, ConsulError};
 use crate::metrics as m;
 use crate::tls::Tls;
 use crate::Shutdown;
@@ -82,7 +82,7 @@ pub enum DiscoveryError {
 /// queries until `shutdown` (the last known set stays in place after that or while Consul is down).
 pub fn members(
     target: &Target,
-    consul_addr: Option<&str>,
+    consul: &ConsulArgs,
     shutdown: Shutdown,
 ) -> Result<watch::Receiver<BTreeSet<String>>, DiscoveryError> {
     match target {
@@ -92,8 +92,8 @@ pub fn members(
             Ok(watch::channel(set).1)
         }
         Target::Consul(name) => {
-            let addr = consul_addr.ok_or_else(|| DiscoveryError::NoConsul(target.clone()))?;
-            let consul = Consul::new(addr)?;
+            let addr = consul.addr.as_deref().ok_or_else(|| DiscoveryError::NoConsul(target.clone()))?;
+            let consul = Consul::with_token(addr, consul.token.as_deref())?;
             let (tx, rx) = watch::channel(BTreeSet::new());
             tokio::spawn(watch_consul(consul, name.clone(), tx, shutdown));
             Ok(rx)

@@ -36,6 +36,10 @@ app.kubernetes.io/component: {{ .component }}
   valueFrom: {fieldRef: {fieldPath: status.hostIP}}
 - name: CONSUL_HTTP_ADDR
   value: {{ .Values.consul.address | default (printf "$(HOST_IP):%d" (int .Values.consul.port)) | quote }}
+{{- with .Values.consul.tokenSecret }}
+- name: CONSUL_HTTP_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: token}}
+{{- end }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 - {name: FACESWEEP_TLS_CERT, value: /etc/facesweep/tls/tls.crt}

@@ -161,8 +161,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let router = grpc::with_reflection(grpc::server(tls.as_ref())?.add_service(health_svc), &[]);
     let server = grpc::spawn_router(router, listener, shutdown.clone());
     // Discovery outlives the lease loops' drain: it stops only with the whole process.
-    let consul = config.consul.addr.as_deref();
-    let members = |t: &Target| discovery::members(t, consul, Shutdown::new());
+    let members = |t: &Target| discovery::members(t, &config.consul, Shutdown::new());
     let mut detector =
         DetectorServiceClient::new(discovery::balanced(members(&config.detector)?, tls.clone(), "detector"))
             .max_decoding_message_size(64 << 20);
@@ -233,7 +232,8 @@ mod tests {
         let c = Config::try_parse_from(["f", "--detector", "consul://facesweep-detector"]).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("--detector consul://facesweep-detector needs --consul-addr"), "{err}");
-        let c = Config::try_parse_from(["f", "--detector", "consul://d", "--consul-addr", "127.0.0.1:8500"]).unwrap();
+        let c = Config::try_parse_from(["f", "--detector", "consul://d", "--consul-addr", "127.0.0.1:8500"])
+            .unwrap();
         c.validate().unwrap();
         let c = Config::try_parse_from(["f", "--delegator", "a:1,b:2"]).unwrap();
         assert_eq!(c.delegator, Target::Static(vec!["a:1".into(), "b:2".into()]));
