@@ -55,6 +55,8 @@ impl Default for ConsulArgs {
 pub enum ConsulError {
     #[error("bad Consul address {0:?}")]
     Address(String),
+    #[error("the Consul token is not a valid HTTP header value")]
+    Token,
     #[error("Consul request failed: {0}")]
     Http(#[from] reqwest::Error),
     #[error("Consul answered {status}: {body}")]
@@ -115,7 +117,7 @@ impl Consul {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = token {
             let mut v = reqwest::header::HeaderValue::from_str(t)
-                .map_err(|_| ConsulError::Address("token".into()))?;
+                .map_err(|_| ConsulError::Token)?;
             v.set_sensitive(true);
             headers.insert("X-Consul-Token", v);
         }
