@@ -108,6 +108,7 @@ async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<S
     let mut index = 0;
     let mut backoff = Duration::from_millis(250);
     while !stop.is_cancelled() {
+        let started = tokio::time::Instant::now();
         let query = consul.passing(&name, index, Duration::from_secs(30));
         let answer = tokio::select! {
             a = query => a,
@@ -127,6 +128,8 @@ async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<S
                     }
                     changed
                 });
+                // A query that cannot block (no or zero index) must not spin against the agent.
+                tokio::time::sleep_until(started + Duration::from_millis(200)).await;
             }
             Err(e) => {
                 tracing::warn!(service = %name, error = %e, "Consul watch failed; keeping the last set");
