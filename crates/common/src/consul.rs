@@ -116,8 +116,7 @@ impl Consul {
         let base = reqwest::Url::parse(&with_scheme).map_err(|_| ConsulError::Address(addr.into()))?;
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(t) = token {
-            let mut v = reqwest::header::HeaderValue::from_str(t)
-                .map_err(|_| ConsulError::Token)?;
+            let mut v = reqwest::header::HeaderValue::from_str(t).map_err(|_| ConsulError::Token)?;
             v.set_sensitive(true);
             headers.insert("X-Consul-Token", v);
         }

@@ -8,12 +8,14 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::server::{HealthReporter, HealthService};
 
-use crate::tls::Tls;
+use crate::consul::Announce;
+use crate::tls::{Tls, TlsArgs};
 use crate::Shutdown;
 
 /// A server builder with the settings every facesweep service uses; mTLS when `tls` is set.
-pub fn server(tls: Option<&Tls>) -> anyhow::Result<Server> {
+fn server(tls: Option<&Tls>) -> anyhow::Result<Server> {
     let builder = Server::builder()
         .trace_fn(crate::propagation::server_span)
         .tcp_nodelay(true)
@@ -25,28 +27,50 @@ pub fn server(tls: Option<&Tls>) -> anyhow::Result<Server> {
     })
 }
 
-/// Health (`grpc.health.v1`) reporter and service; services start NOT_SERVING and flip when ready.
-pub async fn health() -> (
-    tonic_health::server::HealthReporter,
-    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-) {
-    let (reporter, server) = tonic_health::server::health_reporter();
-    // tonic starts the overall "" entry SERVING; probes must not pass before we are ready.
-    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    (reporter, server)
+type HealthServer = tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// What every server sets up the same way: its mTLS material, a health reporter that starts
+/// NOT_SERVING (also served alone and plaintext when asked: kubelet and Consul's agent hold no
+/// client certificate), and a router with health and reflection.
+pub struct Frontend {
+    pub tls: Option<Tls>,
+    pub health: HealthReporter,
+    health_svc: HealthServer,
+    plain_health: Option<SocketAddr>,
 }
 
-/// Serves `health` alone, plaintext, on `listen` (when set) until `shutdown`; returns the bound
-/// address. Under mTLS this is what kubelet probes and Consul checks talk to.
-pub async fn serve_plain_health<S>(
-    listen: Option<SocketAddr>,
-    health: tonic_health::pb::health_server::HealthServer<S>,
+impl Frontend {
+    pub async fn start(tls: &TlsArgs, shutdown: &Shutdown) -> anyhow::Result<Frontend> {
+        let loaded = tls.load()?;
+        let (health, _) = tonic_health::server::health_reporter();
+        // tonic starts the overall "" entry SERVING; probes must not pass before we are ready.
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let health_svc = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+        let plain_health = match tls.plaintext_health_listen {
+            Some(listen) => Some(serve_plain_health(listen, health_svc.clone(), shutdown.clone()).await?),
+            None => None,
+        };
+        Ok(Frontend { tls: loaded, health, health_svc, plain_health })
+    }
+
+    /// A router serving health and reflection (listing `services` too); mTLS when configured.
+    pub fn router(&self, services: &[&str]) -> anyhow::Result<Router> {
+        let server = server(self.tls.as_ref())?.add_service(self.health_svc.clone());
+        Ok(with_reflection(server, services))
+    }
+
+    /// What Consul is told about this `role` server, bound at `addr`.
+    pub fn announce(&self, role: &'static str, addr: SocketAddr) -> Announce {
+        Announce::new(role, addr, self.tls.is_some(), self.plain_health)
+    }
+}
+
+/// Serves `health` alone, plaintext, on `listen` until `shutdown`; returns the bound address.
+async fn serve_plain_health(
+    listen: SocketAddr,
+    health: HealthServer,
     shutdown: Shutdown,
-) -> anyhow::Result<Option<SocketAddr>>
-where
-    S: tonic_health::pb::health_server::Health,
-{
-    let Some(listen) = listen else { return Ok(None) };
+) -> anyhow::Result<SocketAddr> {
     let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
     let router = Server::builder().add_service(health);
@@ -56,7 +80,7 @@ where
             tracing::warn!(error = %e, "plaintext health server failed");
         }
     });
-    Ok(Some(addr))
+    Ok(addr)
 }
 
 /// Adds both reflection versions: grpcurl 1.8 only speaks v1alpha, newer clients v1.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use facesweep_common::consul::Announce;
-use facesweep_common::grpc::{self, Running};
+use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_server::DelegatorServiceServer;
 
@@ -87,8 +87,8 @@ impl Config {
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    let tls = config.tls.load()?;
     config.validate()?;
+    let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
     let limits = Limits { split_after: config.split_after, abandon_after: config.abandon_after };
@@ -100,12 +100,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         shutdown.clone(),
     ));
     let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
-    let (health, health_svc) = grpc::health().await;
-    let plain_health =
-        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
-            .await?;
     grpc::health_follows(
-        health,
+        front.health.clone(),
         "facesweep.v1.DelegatorService",
         Duration::from_secs(2),
         shutdown.clone(),
@@ -114,11 +110,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             async move { grpc::db_ready(&db).await }
         },
     );
-    let router = grpc::with_reflection(
-        grpc::server(tls.as_ref())?.add_service(health_svc),
-        &["facesweep.v1.DelegatorService"],
-    )
-    .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
+    let router = front
+        .router(&["facesweep.v1.DelegatorService"])?
+        .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
@@ -129,7 +123,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             ("shard_index".into(), config.shard_index.to_string()),
             ("shard_count".into(), config.shard_count.to_string()),
         ],
-        ..Announce::new("delegator", running.addr, tls.is_some(), plain_health)
+        ..front.announce("delegator", running.addr)
     };
     let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesweep_common::consul::Announce;
-use facesweep_common::grpc::{self, Running};
+use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_server::DetectorServiceServer;
 use facesweep_proto::ModelInfoResponse;
@@ -87,13 +87,9 @@ impl Config {
 /// Loads and warms the model, then serves in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     config.validate()?;
-    let tls = config.tls.load()?;
+    let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
-    let (health, health_svc) = grpc::health().await;
-    let plain_health =
-        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
-            .await?;
-    health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
+    front.health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
     let cfg = config.clone();
     // Loading and warm-up block for seconds: keep them off the async workers.
     let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
@@ -101,24 +97,20 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let svc = service::DetectorSvc { batchers: Arc::new(batchers), info: Arc::new(info) };
     // Ready from here on (model warm); NOT_SERVING again once draining starts.
     grpc::health_follows(
-        health,
+        front.health.clone(),
         "facesweep.v1.DetectorService",
         Duration::from_secs(5),
         shutdown.clone(),
         || async { true },
     );
-    let router = grpc::with_reflection(
-        grpc::server(tls.as_ref())?.add_service(health_svc),
-        &["facesweep.v1.DetectorService"],
-    )
-    .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
+    let router = front
+        .router(&["facesweep.v1.DetectorService"])?
+        .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Registered only now, with the model warm: Consul's first check can pass at once.
-    let me = Announce {
-        meta: vec![("model_id".into(), model_id)],
-        ..Announce::new("detector", running.addr, tls.is_some(), plain_health)
-    };
+    let me =
+        Announce { meta: vec![("model_id".into(), model_id)], ..front.announce("detector", running.addr) };
     let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }

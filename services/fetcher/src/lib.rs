@@ -14,9 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesweep_common::consul::Announce;
 use facesweep_common::discovery::{self, Target};
-use facesweep_common::grpc::{self, Running};
+use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
@@ -152,13 +151,10 @@ impl Config {
 /// Starts the lease workers and the health server in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     config.validate()?;
-    let tls = config.tls.load()?;
+    let front = Frontend::start(&config.tls, &shutdown).await?;
+    let tls = front.tls.clone();
     let listener = grpc::bind(config.listen).await?;
-    let (health, health_svc) = grpc::health().await;
-    let plain_health =
-        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
-            .await?;
-    let router = grpc::with_reflection(grpc::server(tls.as_ref())?.add_service(health_svc), &[]);
+    let router = front.router(&[])?;
     let server = grpc::spawn_router(router, listener, shutdown.clone());
     // Discovery outlives the lease loops' drain: it stops only with the whole process.
     let members = |t: &Target| discovery::members(t, &config.consul, Shutdown::new());
@@ -195,9 +191,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         idle_poll: Duration::from_millis(config.idle_poll_ms),
     });
     worker.reclaim().await;
-    grpc::health_follows(health, "", Duration::from_secs(5), shutdown.clone(), || async { true });
+    grpc::health_follows(front.health.clone(), "", Duration::from_secs(5), shutdown.clone(), || async {
+        true
+    });
     let addr = server.addr;
-    let me = Announce::new("fetcher", addr, tls.is_some(), plain_health);
+    let me = front.announce("fetcher", addr);
     let registration = facesweep_common::consul::register_self(&config.consul, me, shutdown.clone())?;
     let shutdown_metrics = shutdown.clone();
     let task = tokio::spawn(async move {

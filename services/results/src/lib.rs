@@ -5,8 +5,8 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use facesweep_common::consul::{register_self, Announce};
-use facesweep_common::grpc::{self, Running};
+use facesweep_common::consul::register_self;
+use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::results_service_server::ResultsServiceServer;
 
@@ -38,16 +38,12 @@ pub struct Config {
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    let tls = config.tls.load()?;
+    let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
-    let (health, health_svc) = grpc::health().await;
-    let plain_health =
-        grpc::serve_plain_health(config.tls.plaintext_health_listen, health_svc.clone(), shutdown.clone())
-            .await?;
     let db = pool.clone();
     grpc::health_follows(
-        health,
+        front.health.clone(),
         "facesweep.v1.ResultsService",
         std::time::Duration::from_secs(2),
         shutdown.clone(),
@@ -58,18 +54,10 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     );
     let svc = ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool)))
         .max_decoding_message_size(64 << 20);
-    let router = grpc::with_reflection(
-        grpc::server(tls.as_ref())?.add_service(health_svc),
-        &["facesweep.v1.ResultsService"],
-    )
-    .add_service(svc);
+    let router = front.router(&["facesweep.v1.ResultsService"])?.add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
-    let consul = register_self(
-        &config.consul,
-        Announce::new("results", running.addr, tls.is_some(), plain_health),
-        shutdown,
-    )?;
+    let consul = register_self(&config.consul, front.announce("results", running.addr), shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
