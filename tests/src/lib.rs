@@ -52,6 +52,19 @@ pub fn tmp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("facesweep-e2e").tempdir_in("/tmp").unwrap()
 }
 
+/// GET `path` from `addr` (host:port) over HTTP/1.0, so there is no chunking to undo: the body
+/// when the answer is 200, `None` when the server is unreachable or answers anything else.
+pub async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.split(' ').nth(1).filter(|code| *code == "200")?;
+    Some(body.to_string())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -64,12 +77,12 @@ pub struct ConsulAgent {
 }
 
 impl ConsulAgent {
-    pub fn start() -> ConsulAgent {
-        Self::start_with(&[])
+    pub async fn start() -> ConsulAgent {
+        Self::start_with(&[]).await
     }
 
     /// With extra agent flags, e.g. `-hcl` for an ACL set-up.
-    pub fn start_with(extra: &[&str]) -> ConsulAgent {
+    pub async fn start_with(extra: &[&str]) -> ConsulAgent {
         let dir = tmp_dir();
         let http = free_port();
         let port = |flag: &str| format!("-{flag}={}", free_port());
@@ -91,15 +104,11 @@ impl ConsulAgent {
         let agent = ConsulAgent { child, http: format!("127.0.0.1:{http}"), _dir: dir };
         // Ready once a leader is elected: registration and health queries work from then on.
         for _ in 0..200 {
-            let leader = std::process::Command::new("curl")
-                .args(["-sf", &format!("http://{}/v1/status/leader", agent.http)])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains(':'))
-                .unwrap_or(false);
-            if leader {
+            let leader = http_get(&agent.http, "/v1/status/leader").await.unwrap_or_default();
+            if leader.contains(':') {
                 return agent;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         panic!("consul agent did not elect itself leader in 20 s");
     }

@@ -116,7 +116,7 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     // Every service serves /metrics; the detector ran images above, so its counters moved.
     assert_eq!(mesh.metrics.len(), 4);
     for m in &mesh.metrics {
-        let body = http_get(*m, "/metrics").await;
+        let body = http_get(&m.to_string(), "/metrics").await.expect("/metrics answers 200");
         for name in [
             "facesweep_leases_granted_total",
             "facesweep_detector_batch_size",
@@ -126,7 +126,7 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
             assert!(body.contains(name), "{m}: {name} missing");
         }
     }
-    let body = http_get(mesh.metrics[1], "/metrics").await;
+    let body = http_get(&mesh.metrics[1].to_string(), "/metrics").await.expect("/metrics answers 200");
     let images: f64 = body
         .lines()
         .find_map(|l| l.strip_prefix("facesweep_detector_images_total "))
@@ -171,15 +171,3 @@ macro_rules! list_services {
 
 list_services!(reflection_v1, v1);
 list_services!(reflection_v1alpha, v1alpha);
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}

@@ -45,9 +45,8 @@ impl Detector {
     }
 
     /// Images this detector has run through its model.
-    fn images(&self) -> u64 {
-        let out = Command::new("curl").args(["-sf", &format!("http://{}/metrics", self.metrics)]).output();
-        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    async fn images(&self) -> u64 {
+        let text = http_get(&self.metrics, "/metrics").await.unwrap_or_default();
         text.lines()
             .find_map(|l| l.strip_prefix("facesweep_detector_images_total "))
             .map(|v| v.trim().parse().unwrap())
@@ -127,7 +126,7 @@ async fn assert_all_ok(results: &mut ResultsServiceClient<tonic::transport::Chan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detectors_come_and_go_through_consul() {
-    let agent = ConsulAgent::start();
+    let agent = ConsulAgent::start().await;
     let consul = Consul::new(&agent.http).unwrap();
     let dir = tmp_dir();
     let db = TestDb::start();
@@ -216,7 +215,7 @@ async fn detectors_come_and_go_through_consul() {
     // 1. Two detectors: p2c over in-flight streams gives both of them leases' images.
     run_job(&mut d, &photos, "both", 40).await;
     assert_all_ok(&mut r, "both", 40).await;
-    let (a1, b1) = (a.images(), b.images());
+    let (a1, b1) = (a.images().await, b.images().await);
     eprintln!("job 'both': detector a ran {a1} images, b {b1}");
     assert!(a1 > 0 && b1 > 0, "both detectors got work: a={a1} b={b1}");
 
@@ -230,7 +229,7 @@ async fn detectors_come_and_go_through_consul() {
     wait_for("fetcher drops the killed detector", 30, || async { known_detectors() == Some(1) }).await;
     run_job(&mut d, &photos, "one", 40).await;
     assert_all_ok(&mut r, "one", 40).await;
-    assert!(b.images() >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images());
+    assert!(b.images().await >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images().await);
 
     // 3. A new detector joins and receives work.
     let c = Detector::start(&agent, dir.path(), "detector-c");
@@ -241,8 +240,8 @@ async fn detectors_come_and_go_through_consul() {
     wait_for("fetcher sees the new detector", 30, || async { known_detectors() == Some(2) }).await;
     run_job(&mut d, &photos, "again", 40).await;
     assert_all_ok(&mut r, "again", 40).await;
-    eprintln!("job 'again': detector b at {}, new detector c ran {}", b.images(), c.images());
-    assert!(c.images() > 0, "the new detector got work");
+    eprintln!("job 'again': detector b at {}, new detector c ran {}", b.images().await, c.images().await);
+    assert!(c.images().await > 0, "the new detector got work");
 
     // 4. SIGTERM deregisters at once (no waiting for a failed check to be reaped).
     c.signal("-TERM");
@@ -253,10 +252,10 @@ async fn detectors_come_and_go_through_consul() {
     results.join().await.unwrap();
     delegator.join().await.unwrap();
     let catalog = |service: &'static str| {
-        let url = format!("http://{}/v1/catalog/service/{service}", agent.http);
+        let (http, path) = (agent.http.clone(), format!("/v1/catalog/service/{service}"));
         async move {
-            let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
-            serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap().len()
+            let body = http_get(&http, &path).await.expect("catalog answers 200");
+            serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap().len()
         }
     };
     wait_for("detectors deregistered", 30, || async { catalog("facesweep-detector").await == 1 }).await;
@@ -268,7 +267,7 @@ async fn detectors_come_and_go_through_consul() {
 /// Under mTLS the agent has no client certificate: the check becomes a TCP check, and it passes.
 #[tokio::test]
 async fn tls_services_register_a_tcp_check() {
-    let agent = ConsulAgent::start();
+    let agent = ConsulAgent::start().await;
     let consul = Consul::new(&agent.http).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -283,9 +282,8 @@ async fn tls_services_register_a_tcp_check() {
         plain_health: None,
     };
     consul.register(&reg).await.unwrap();
-    let url = format!("http://{}/v1/agent/checks", agent.http);
-    let out = Command::new("curl").args(["-sf", &url]).output().unwrap();
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let body = http_get(&agent.http, "/v1/agent/checks").await.expect("checks answer 200");
+    let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
     let check = checks.as_object().unwrap().values().find(|c| c["ServiceID"] == "tls-1").unwrap();
     assert_eq!(check["Type"], "tcp", "{check}");
     wait_for("TCP check passing", 30, || async { passing(&consul, "facesweep-tls").await.len() == 1 }).await;
@@ -298,7 +296,7 @@ async fn tls_services_register_a_tcp_check() {
 async fn acl_token_is_sent() {
     let token = "facesweep-test-master-token";
     let hcl = format!(r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" }} }}"#);
-    let agent = ConsulAgent::start_with(&["-hcl", &hcl]);
+    let agent = ConsulAgent::start_with(&["-hcl", &hcl]).await;
     let reg = facesweep_common::consul::Registration {
         id: "acl-1".into(),
         name: "facesweep-acl".into(),
