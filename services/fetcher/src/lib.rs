@@ -156,8 +156,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let listener = grpc::bind(config.listen).await?;
     let router = front.router(&[])?;
     let server = grpc::spawn_router(router, listener, shutdown.clone());
-    // Discovery outlives the lease loops' drain: it stops only with the whole process.
-    let members = |t: &Target| discovery::members(t, &config.consul, Shutdown::new());
+    // Discovery outlives the lease loops' drain: it stops when the fetcher's task ends (or
+    // when start-up fails and this guard drops).
+    let discovery_stop = Shutdown::new();
+    let stop_discovery = discovery_stop.clone().drop_guard();
+    let members = |t: &Target| discovery::members(t, &config.consul, discovery_stop.clone());
     let mut detector =
         DetectorServiceClient::new(discovery::balanced(members(&config.detector)?, tls.clone(), "detector"))
             .max_decoding_message_size(64 << 20);
@@ -199,6 +202,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let registration = facesweep_common::consul::register_self(&config.consul, me, shutdown.clone())?;
     let shutdown_metrics = shutdown.clone();
     let task = tokio::spawn(async move {
+        let _stop_discovery = stop_discovery;
         let loops: Vec<_> =
             (0..config.leases).map(|_| tokio::spawn(worker.clone().lease_loop(shutdown.clone()))).collect();
         for l in loops {
