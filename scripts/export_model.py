@@ -9,7 +9,9 @@ stay dynamic. Prior-box decoding runs inside the module, so the contract is:
   input : float32 [B, 3, H, W], BGR, already normalised as (x - mean) / std (see the .json)
   output: boxes [B, N, 4] (x1, y1, x2, y2 in input pixels), scores [B, N], landmarks [B, N, 10]
 
-Usage: export_model.py OUT_DIR   (writes retinaface_mnet025.pt and retinaface_mnet025.json)
+Usage: export_model.py OUT_DIR [REFERENCE_JSON]
+  writes retinaface_mnet025.pt and retinaface_mnet025.json; with REFERENCE_JSON also the
+  reference outputs that tests/tests/model.rs compares with a tolerance (on any CPU).
 """
 import hashlib
 import json
@@ -184,16 +186,39 @@ def check_against_onnx(model_onnx, module) -> float:
     return worst
 
 
-def output_checksum(module) -> str:
-    """Hash of rounded outputs on a fixed input: same weights and code give the same value."""
-    g = torch.Generator().manual_seed(1234)
-    x = torch.rand((1, 3, 320, 256), generator=g) * 255 - 117
-    with torch.no_grad():
-        boxes, scores, pts = module(x)
+def weights_sha256(module) -> str:
+    """Hash of every parameter's name, shape and float32 bytes: copied, never computed, so the
+    same on any CPU. Output checks use a tolerance instead (float kernels differ by CPU)."""
     h = hashlib.sha256()
-    for t in (boxes, scores, pts):
-        h.update(np.round(t.numpy().astype(np.float64), 2).tobytes())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().contiguous().numpy().astype("<f4").tobytes())
     return h.hexdigest()
+
+
+def reference_input() -> torch.Tensor:
+    """scikit-image's astronaut (512x512 PNG: lossless, so decoded bit for bit everywhere), as
+    BGR minus the mean: whole numbers, rebuilt exactly in Rust (tests/tests/model.rs)."""
+    from skimage import data
+
+    rgb = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).to(torch.float32)
+    mean = torch.tensor([104.0, 117.0, 123.0]).view(3, 1, 1)
+    return (rgb.flip(0) - mean).unsqueeze(0)
+
+
+def reference_outputs(module, k: int = 16) -> dict:
+    """The k highest-scoring anchors on the reference input, by index, with their outputs."""
+    with torch.no_grad():
+        boxes, scores, pts = module(reference_input())
+    idx = torch.topk(scores[0], k).indices.tolist()
+    return {
+        "input": "astronaut.png (scikit-image 0.26.0) as BGR minus (104, 117, 123), [1,3,512,512]",
+        "anchors": idx,
+        "scores": [round(float(scores[0, i]), 6) for i in idx],
+        "boxes": [[round(float(v), 4) for v in boxes[0, i]] for i in idx],
+        "landmarks": [[round(float(v), 4) for v in pts[0, i]] for i in idx],
+    }
 
 
 def main():
@@ -207,7 +232,7 @@ def main():
     pt = out / "retinaface_mnet025.pt"
     scripted.save(str(pt))
     reloaded = torch.jit.load(str(pt))
-    checksum = output_checksum(reloaded)
+    weights = weights_sha256(reloaded)
     config = {
         "model_id": MODEL_ID,
         "file": pt.name,
@@ -221,10 +246,14 @@ def main():
         "score_threshold": 0.5,
         "nms_iou": 0.4,
         "outputs": ["boxes [B,N,4] x1y1x2y2 px", "scores [B,N]", "landmarks [B,N,10] px"],
-        "output_checksum": checksum,
+        "weights_sha256": weights,
     }
     (out / "retinaface_mnet025.json").write_text(json.dumps(config, indent=2) + "\n")
-    print(f"wrote {pt} (max diff vs onnxruntime {diff:.2e}, output checksum {checksum[:16]})")
+    if len(sys.argv) > 2:
+        # Maintainers only, when the model changes on purpose: the fixture the tests compare to.
+        ref = {"weights_sha256": weights, **reference_outputs(reloaded)}
+        Path(sys.argv[2]).write_text(json.dumps(ref, indent=1) + "\n")
+    print(f"wrote {pt} (max diff vs onnxruntime {diff:.2e}, weights {weights[:16]})")
 
 
 if __name__ == "__main__":

