@@ -78,6 +78,9 @@ enum Cmd {
         /// Failure class as in exports: timeout, http_error, connect_error, abandoned, ...
         #[arg(long)]
         status: String,
+        /// Allow `--status ok` (deletes the stored faces of every ok URL of the job).
+        #[arg(long)]
+        force: bool,
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
@@ -180,8 +183,8 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("{}", client::describe(&p));
         }
-        Cmd::Retry { job, status, delegator } => {
-            let req = facesweep_proto::RetryUrlsRequest { job: job.clone(), status: status.clone() };
+        Cmd::Retry { job, status, force, delegator } => {
+            let req = facesweep_proto::RetryUrlsRequest { job: job.clone(), status: status.clone(), force };
             let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
             println!("job {job}: {n} URLs with status {status} re-queued");
         }

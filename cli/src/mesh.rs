@@ -146,37 +146,7 @@ impl Mesh {
         )
         .await?;
         let fetcher = facesweep_fetcher::spawn(
-            facesweep_fetcher::Config {
-                listen: addr(o.base_port, 3),
-                delegator: Target::Static(vec![delegator.addr.to_string()]),
-                detector: Target::Static(vec![detector.addr.to_string()]),
-                results: Target::Static(vec![results.addr.to_string()]),
-                // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
-                id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
-                drain_grace_secs: 10,
-                metrics_listen: metrics_addr(&o, 3),
-                leases: o.fetcher_leases,
-                concurrency: o.fetcher_concurrency,
-                decode_threads: 0,
-                lease_max_urls: 0,
-                connect_timeout_ms: 5_000.min(o.timeout_ms),
-                timeout_ms: o.timeout_ms,
-                first_byte_timeout_ms: o.timeout_ms.min(10_000),
-                retries: 1,
-                retry_base_ms: 200,
-                max_retry_after_secs: 10,
-                per_host: o.fetcher_concurrency,
-                // The embedded mesh fetches from loopback (demo, tests) and the LAN.
-                allow_networks: o.allow_networks.clone(),
-                body_budget_mib: 128,
-                max_body_bytes: 32 << 20,
-                max_pixels: 25_000_000,
-                max_redirects: 5,
-                user_agent: concat!("facesweep/", env!("CARGO_PKG_VERSION")).into(),
-                idle_poll_ms: o.idle_poll_ms,
-                consul: Default::default(),
-                tls: Default::default(),
-            },
+            embedded_fetcher_config(&o, &delegator, &detector, &results),
             fetcher_stop.clone(),
         )
         .await?;
@@ -215,4 +185,37 @@ impl Mesh {
         }
         Ok(())
     }
+}
+
+/// The fetcher of an embedded mesh: the binary's defaults (one home for them), pointed at the
+/// in-process services and sized by the mesh's options.
+fn embedded_fetcher_config(
+    o: &MeshOptions,
+    delegator: &Running,
+    detector: &Running,
+    results: &Running,
+) -> facesweep_fetcher::Config {
+    let mut c = <facesweep_fetcher::Config as clap::Parser>::parse_from(["facesweep-fetcher"]);
+    c.listen = addr(o.base_port, 3);
+    c.delegator = Target::Static(vec![delegator.addr.to_string()]);
+    c.detector = Target::Static(vec![detector.addr.to_string()]);
+    c.results = Target::Static(vec![results.addr.to_string()]);
+    // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
+    c.id = Some(format!("embedded-{}", stable_id(&o.data_dir)));
+    c.drain_grace_secs = 10;
+    c.metrics_listen = metrics_addr(o, 3);
+    c.leases = o.fetcher_leases;
+    c.concurrency = o.fetcher_concurrency;
+    c.connect_timeout_ms = 5_000.min(o.timeout_ms);
+    c.timeout_ms = o.timeout_ms;
+    c.first_byte_timeout_ms = o.timeout_ms.min(10_000);
+    c.retries = 1;
+    c.retry_base_ms = 200;
+    c.per_host = o.fetcher_concurrency;
+    // The embedded mesh fetches from loopback (demo, tests) and the LAN.
+    c.allow_networks = o.allow_networks.clone();
+    c.body_budget_mib = 128;
+    c.idle_poll_ms = o.idle_poll_ms;
+    c.release_backoff_ms = o.idle_poll_ms.max(100);
+    c
 }

@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: paths, fixtures, an ephemeral Postgres.
 
+pub mod services;
+
 use std::path::PathBuf;
 
 use facesweep_pgembed::{Durability, PgEmbed};

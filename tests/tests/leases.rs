@@ -4,74 +4,11 @@ use std::time::Duration;
 
 use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
-use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
+use facesweep_tests::services::*;
 use facesweep_tests::TestDb;
-use tonic::transport::Channel;
 use tonic::Code;
-
-async fn delegator(
-    db: &TestDb,
-    index: u32,
-    count: u32,
-    ttl: u64,
-    stop: &Shutdown,
-) -> DelegatorServiceClient<Channel> {
-    delegator_with(db, index, count, ttl, 3, 3, stop).await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn delegator_with(
-    db: &TestDb,
-    index: u32,
-    count: u32,
-    ttl: u64,
-    split_after: i32,
-    abandon_after: i32,
-    stop: &Shutdown,
-) -> DelegatorServiceClient<Channel> {
-    let cfg = facesweep_delegator::Config {
-        consul: Default::default(),
-        tls: Default::default(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.pg.url(),
-        shard_index: index,
-        shard_count: count,
-        lease_ttl_secs: ttl,
-        default_chunk_size: 10,
-        db_connections: 4,
-        metrics_listen: None,
-        split_after,
-        abandon_after,
-    };
-    let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
-    DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
-}
-
-async fn import(
-    d: &mut DelegatorServiceClient<Channel>,
-    job: &str,
-    n: usize,
-    chunk: i32,
-) -> AppendUrlsResponse {
-    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0 }).await.unwrap();
-    let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
-    let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
-    d.append_urls(futures::stream::iter(vec![msg])).await.unwrap().into_inner()
-}
-
-fn lref(l: &Lease) -> Option<LeaseRef> {
-    Some(LeaseRef { job_id: l.job_id, chunk_no: l.chunk_no, fencing_token: l.fencing_token })
-}
-
-async fn acquire(d: &mut DelegatorServiceClient<Channel>, who: &str) -> Option<Lease> {
-    d.acquire_lease(AcquireLeaseRequest { fetcher_id: who.into(), max_urls: 0 })
-        .await
-        .unwrap()
-        .into_inner()
-        .lease
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shards_split_chunks_and_never_lease_one_twice() {
@@ -118,7 +55,7 @@ async fn expired_leases_are_reissued_and_fencing_rejects_the_old_holder() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     // The new holder renews, releases, and the chunk comes back.
     d.renew_lease(RenewLeaseRequest { lease: lref(&second) }).await.unwrap();
-    d.release_lease(ReleaseLeaseRequest { lease: lref(&second) }).await.unwrap();
+    d.release_lease(ReleaseLeaseRequest { lease: lref(&second), failure: String::new() }).await.unwrap();
     let third = acquire(&mut d, "c").await.expect("released chunk is leasable");
     let p = d.get_progress(GetProgressRequest { job: "expiry".into() }).await.unwrap().into_inner();
     assert_eq!((p.leases_reissued, p.leases_expired), (2, 1));
@@ -148,6 +85,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     .await
     .unwrap();
     let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
+    let began = std::time::Instant::now();
     import(&mut d, "idem", 4, 10).await;
     let lease = acquire(&mut d, "a").await.unwrap();
     let ids: Vec<i64> = lease.urls.iter().map(|u| u.id).collect();
@@ -189,20 +127,10 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     assert_eq!((p.done_urls, p.total_urls, p.chunks_done), (4, 4, 1));
     let timeouts = p.by_status.iter().find(|s| s.status == "timeout").unwrap().count;
     assert_eq!(timeouts, 2);
+    // A job of seconds reports its true rate (first lease to last result), not 4 per minute.
+    let floor = 4.0 / began.elapsed().as_secs_f64();
+    assert!(p.rate_per_second >= floor, "rate {} URLs/s, at least {floor} expected", p.rate_per_second);
     stop.cancel();
-}
-
-async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> {
-    let cfg = facesweep_results::Config {
-        consul: Default::default(),
-        tls: Default::default(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.pg.url(),
-        db_connections: 4,
-        metrics_listen: None,
-    };
-    let running = facesweep_results::spawn(cfg, stop.clone()).await.unwrap();
-    ResultsServiceClient::new(channel(&running.addr.to_string()).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,10 +168,10 @@ async fn a_poison_url_is_isolated_abandoned_and_can_be_retried() {
 
     // Retry re-queues only that class; the URL is leased again, the others stay done.
     let e =
-        d.retry_urls(RetryUrlsRequest { job: "poison".into(), status: "bogus".into() }).await.unwrap_err();
+        d.retry_urls(RetryUrlsRequest { job: "poison".into(), status: "bogus".into(), force: false }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let n = d
-        .retry_urls(RetryUrlsRequest { job: "poison".into(), status: "abandoned".into() })
+        .retry_urls(RetryUrlsRequest { job: "poison".into(), status: "abandoned".into(), force: false })
         .await
         .unwrap()
         .into_inner();

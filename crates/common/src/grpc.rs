@@ -172,6 +172,16 @@ impl ServeRouter for Router<tower::layer::util::Identity> {
     }
 }
 
+/// Bounds a client call, whatever the peer does: DEADLINE_EXCEEDED after `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded(format!("no answer within {limit:?}"))))
+}
+
 /// A lazily connecting plaintext channel to `addr` (`host:port` or `http://host:port`).
 pub fn channel(addr: &str) -> anyhow::Result<Channel> {
     channel_to(addr, None, "")

@@ -150,6 +150,35 @@ pub fn register_all() {
     let _ = (&*DISCOVERY_MEMBERS, &*DISCOVERY_ERRORS);
 }
 
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// After a failed accept (EMFILE, ENFILE, ENOBUFS…): retrying at once would spin a core.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One accepted connection; on error, a pause and `None`, so a loop around it never spins.
+async fn accept_or_pause<A: Accept>(listener: &A) -> Option<A::Conn> {
+    match listener.accept_one().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics accept failed; pausing");
+            tokio::time::sleep(ACCEPT_PAUSE).await;
+            None
+        }
+    }
+}
+
+/// What `accept_or_pause` needs of a listener (a trait so a test can make accept fail).
+trait Accept {
+    type Conn;
+    async fn accept_one(&self) -> std::io::Result<Self::Conn>;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Conn = tokio::net::TcpStream;
+    async fn accept_one(&self) -> std::io::Result<Self::Conn> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
 /// Serves `GET /metrics` on `addr` until shutdown; returns the bound address.
 pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
     register_all();
@@ -159,7 +188,7 @@ pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<Socke
         loop {
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
+                s = accept_or_pause(&listener) => match s { Some(s) => s, None => continue },
             };
             tokio::spawn(async move {
                 let svc =
@@ -177,11 +206,41 @@ pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<Socke
                                 .expect("valid response"),
                         )
                     });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                // A scraper that never finishes its request does not keep a task forever.
+                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, conn).await;
             });
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct OutOfFiles(AtomicUsize);
+
+    impl Accept for OutOfFiles {
+        type Conn = ();
+        async fn accept_one(&self) -> std::io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(std::io::Error::from_raw_os_error(24)) // EMFILE
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_accept_pauses_instead_of_spinning() {
+        let l = OutOfFiles(AtomicUsize::new(0));
+        let spin = async {
+            loop {
+                accept_or_pause(&l).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(350), spin).await;
+        let n = l.0.load(Ordering::SeqCst);
+        assert!((1..=5).contains(&n), "{n} accepts in 350 ms");
+    }
 }

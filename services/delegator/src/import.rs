@@ -5,6 +5,8 @@ use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_common::{url_id, ORDINAL_BITS};
 use sqlx::PgPool;
 
+use crate::joblock::job_lock;
+
 /// Largest ordinal a job can hold.
 pub const MAX_ORDINAL: i64 = (1 << ORDINAL_BITS) - 1;
 
@@ -19,12 +21,7 @@ pub async fn append(
     if urls.is_empty() {
         return Ok(0);
     }
-    if first < 0 || first + urls.len() as i64 - 1 > MAX_ORDINAL {
-        return Err(ServiceError::InvalidArgument(format!(
-            "ordinals {first}..{} out of range 0..={MAX_ORDINAL}",
-            first + urls.len() as i64
-        )));
-    }
+    check_ordinals(first, urls.len())?;
     let mut data = String::with_capacity(urls.iter().map(|u| u.len() + 24).sum());
     for (i, u) in urls.iter().enumerate() {
         if u.contains('\0') {
@@ -39,6 +36,8 @@ pub async fn append(
         data.push('\n');
     }
     let mut tx = pool.begin().await?;
+    // New URLs re-open chunks: not while a completion of this job decides done/pending.
+    job_lock(&mut tx, job_id, true).await?;
     sqlx::query("CREATE TEMP TABLE IF NOT EXISTS urls_in (id BIGINT, url TEXT) ON COMMIT DELETE ROWS")
         .execute(&mut *tx)
         .await?;
@@ -69,6 +68,15 @@ pub async fn append(
     Ok(inserted)
 }
 
+/// `n` URLs from ordinal `first` must fit in 0..=MAX_ORDINAL (no overflow on the way).
+pub fn check_ordinals(first: i64, n: usize) -> ServiceResult<()> {
+    let fits = first >= 0 && (n == 0 || first.checked_add(n as i64 - 1).is_some_and(|last| last <= MAX_ORDINAL));
+    if fits {
+        return Ok(());
+    }
+    Err(ServiceError::InvalidArgument(format!("{n} URLs from ordinal {first} do not fit in ordinals 0..={MAX_ORDINAL}")))
+}
+
 /// COPY text format: backslash, tab, newline and carriage return must be escaped.
 fn escape_copy_text(s: &str, out: &mut String) {
     for ch in s.chars() {
@@ -85,6 +93,16 @@ fn escape_copy_text(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordinal_ranges_are_checked_without_overflow() {
+        assert!(check_ordinals(0, 10).is_ok());
+        assert!(check_ordinals(MAX_ORDINAL, 1).is_ok());
+        assert!(check_ordinals(MAX_ORDINAL, 2).is_err());
+        assert!(check_ordinals(i64::MAX - 1, 5).is_err());
+        assert!(check_ordinals(i64::MAX, 0).is_ok(), "an empty message is harmless");
+        assert!(check_ordinals(-1, 1).is_err());
+    }
 
     #[test]
     fn copy_escaping_keeps_every_character() {

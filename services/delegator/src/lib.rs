@@ -1,7 +1,9 @@
 //! Delegator: durable, expiring leases on chunks of URLs, sharded by `chunk_no % N`.
 
 mod failures;
+mod upkeep;
 mod import;
+mod joblock;
 pub mod sched;
 mod service;
 pub mod store;

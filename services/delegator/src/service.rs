@@ -72,15 +72,13 @@ impl DelegatorService for DelegatorSvc {
                 job = Some(self.store.job(&msg.job).await?);
             }
             let j = job.as_ref().expect("set above");
-            if msg.first_ordinal < 0 {
-                return Err(invalid("first_ordinal must be >= 0"));
-            }
+            import::check_ordinals(msg.first_ordinal, msg.urls.len())?;
             received += msg.urls.len() as i64;
             // Flush when the next message is not contiguous or the batch is full.
             if !batch.is_empty() && batch_first + batch.len() as i64 != msg.first_ordinal
                 || batch.len() >= IMPORT_BATCH
             {
-                inserted += import::append(&self.store.pool, j.id, j.chunk_size, batch_first, &batch).await?;
+                inserted += self.store.append(j, batch_first, &batch).await?;
                 batch.clear();
             }
             if batch.is_empty() {
@@ -89,7 +87,7 @@ impl DelegatorService for DelegatorSvc {
             batch.extend(msg.urls);
         }
         if let Some(j) = &job {
-            inserted += import::append(&self.store.pool, j.id, j.chunk_size, batch_first, &batch).await?;
+            inserted += self.store.append(j, batch_first, &batch).await?;
         }
         Ok(Response::new(AppendUrlsResponse { received, inserted }))
     }
@@ -147,8 +145,12 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<ReleaseLeaseRequest>,
     ) -> Result<Response<ReleaseLeaseResponse>, Status> {
-        let lease = lease_ref(req.into_inner().lease)?;
-        self.store.release(&lease).await?;
+        let r = req.into_inner();
+        let lease = lease_ref(r.lease)?;
+        if r.failure.len() > 1000 {
+            return Err(invalid("failure reason must be at most 1000 bytes"));
+        }
+        self.store.release(&lease, &r.failure).await?;
         facesweep_common::metrics::LEASES_RELEASED.inc();
         Ok(Response::new(ReleaseLeaseResponse {}))
     }
@@ -198,6 +200,9 @@ impl DelegatorService for DelegatorSvc {
                 "unknown status {:?} (e.g. timeout, http_error, abandoned)",
                 r.status
             )));
+        }
+        if r.status == UrlStatus::Ok.short_name() && !r.force {
+            return Err(invalid("retrying status ok deletes stored faces: set force to do it"));
         }
         let job = self.store.job(&r.job).await?;
         let requeued = self.store.retry(job.id, &r.status).await?;

@@ -9,7 +9,12 @@ use facesweep_common::{chunk_id_range, ORDINAL_BITS};
 use facesweep_proto::{Job, LeaseRef, LeaseUrl, StatusCount};
 use sqlx::{PgPool, Row};
 
-use crate::sched;
+use crate::failures::{self, FailedLease};
+use crate::{import, joblock, sched};
+
+/// URL text one lease may carry (with 16 bytes per URL for ids and framing): half the 4 MiB
+/// gRPC default, a quarter of the fetcher's limit, whatever the chunk size or URL lengths.
+pub const MAX_LEASE_BYTES: i64 = 2 << 20;
 
 /// Which chunks this instance owns: `chunk_no % count == index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +85,11 @@ impl Store {
         Ok((self.job(name).await?, inserted.is_some()))
     }
 
+    /// Stores `urls` as ordinals `first..` of the job; returns how many were new.
+    pub async fn append(&self, job: &Job, first: i64, urls: &[String]) -> ServiceResult<i64> {
+        import::append(&self.pool, job.id, job.chunk_size, first, urls).await
+    }
+
     pub async fn job(&self, name: &str) -> ServiceResult<Job> {
         let row = sqlx::query("SELECT id, name, chunk_size, priority, created_at FROM jobs WHERE name = $1")
             .bind(name)
@@ -114,78 +124,86 @@ impl Store {
         // A chunk whose URLs all have results is closed here and the next one tried.
         for _ in 0..16 {
             let jobs = self.jobs_with_work().await?;
-            let mut row = None;
+            let mut taken = None;
             let order = sched::weighted_order(&jobs, &mut rand::thread_rng());
             for job in order {
-                row = self.take_chunk(job, owner).await?;
-                if row.is_some() {
+                taken = self.take_chunk(job, owner).await?;
+                if taken.is_some() {
                     break;
                 }
             }
-            let Some(row) = row else { return Ok(None) };
-            let (job_id, chunk_no, token): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-            let (chunk_size, failures): (i32, i32) = (row.get(4), row.get(5));
-            let limit = sched::lease_size(chunk_size as i64, failures, self.limits.split_after, max_urls);
-            let (lo, hi) = chunk_id_range(job_id, chunk_no, chunk_size as i64);
-            let urls: Vec<LeaseUrl> = sqlx::query(
-                "SELECT u.id, u.url FROM urls u WHERE u.id BETWEEN $1 AND $2
-                   AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id)
-                 ORDER BY u.id LIMIT $3",
-            )
-            .bind(lo)
-            .bind(hi)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| LeaseUrl { id: r.get(0), url: r.get(1) })
-            .collect();
-            let lease = LeaseRef { job_id, chunk_no, fencing_token: token };
+            let Some(t) = taken else { return Ok(None) };
+            let limit = sched::lease_size(t.chunk_size as i64, t.failures, self.limits.split_after, max_urls);
+            let urls = self.open_urls(&t, limit).await?;
+            let lease = LeaseRef { job_id: t.job_id, chunk_no: t.chunk_no, fencing_token: t.token };
             let (Some(first), Some(last)) = (urls.first(), urls.last()) else {
                 self.complete(&lease).await?;
                 continue;
             };
             // Remember exactly which URLs this lease holds, for failure accounting.
             sqlx::query("UPDATE chunks SET lease_first = $4, lease_last = $5 WHERE job_id = $1 AND chunk_no = $2 AND token = $3")
-                .bind(job_id)
-                .bind(chunk_no)
-                .bind(token)
+                .bind(t.job_id)
+                .bind(t.chunk_no)
+                .bind(t.token)
                 .bind(first.id)
                 .bind(last.id)
                 .execute(&self.pool)
                 .await?;
             return Ok(Some(GrantedLease {
-                job_id,
-                job_name: row.get(6),
-                chunk_no,
-                token,
-                expires_at: row.get(3),
+                job_id: t.job_id,
+                job_name: t.job_name,
+                chunk_no: t.chunk_no,
+                token: t.token,
+                expires_at: t.expires_at,
                 urls,
             }));
         }
         Ok(None)
     }
 
+    /// Up to `limit` URLs of the chunk without a result, in id order, and at most
+    /// `MAX_LEASE_BYTES` of URL text, so every lease fits in one gRPC message.
+    async fn open_urls(&self, t: &TakenChunk, limit: i64) -> ServiceResult<Vec<LeaseUrl>> {
+        let (lo, hi) = chunk_id_range(t.job_id, t.chunk_no, t.chunk_size as i64);
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            // A URL is taken while the ones before it stay under the bound: the first always is.
+            "SELECT id, url FROM (
+                 SELECT u.id, u.url, sum(octet_length(u.url) + 16) OVER (ORDER BY u.id) AS upto,
+                        octet_length(u.url) + 16 AS own
+                 FROM urls u WHERE u.id BETWEEN $1 AND $2
+                   AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id)
+                 ORDER BY u.id LIMIT $3) open
+             WHERE upto - own < $4 ORDER BY id",
+        )
+        .bind(lo)
+        .bind(hi)
+        .bind(limit)
+        .bind(MAX_LEASE_BYTES)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id, url)| LeaseUrl { id, url }).collect())
+    }
+
     /// Atomically takes the first pending chunk of `job` in this shard (compare-and-set).
-    async fn take_chunk(&self, job: i64, owner: &str) -> ServiceResult<Option<sqlx::postgres::PgRow>> {
-        Ok(sqlx::query(
+    async fn take_chunk(&self, job: i64, owner: &str) -> ServiceResult<Option<TakenChunk>> {
+        Ok(sqlx::query_as(
             // MATERIALIZED: the pick runs once. As a plain FROM subquery the planner may rescan
             // it per row and lease several chunks in one statement.
             "WITH pick AS MATERIALIZED (
                  SELECT chunk_no FROM chunks
                  WHERE job_id = $5 AND state = 'pending' AND chunk_no % $3 = $4
-                 ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED),
+             started AS (UPDATE jobs SET started_at = now()
+                 WHERE id = $5 AND started_at IS NULL AND EXISTS (SELECT 1 FROM pick))
              UPDATE chunks c SET state = 'leased', lease_owner = $1,
                  token = nextval('lease_tokens'),
                  expires_at = now() + make_interval(secs => $2),
                  attempts = c.attempts + 1,
                  reissued = c.reissued + CASE WHEN c.attempts > 0 THEN 1 ELSE 0 END,
                  lease_first = NULL, lease_last = NULL, updated_at = now()
-             FROM pick
-             WHERE c.job_id = $5 AND c.chunk_no = pick.chunk_no AND c.state = 'pending'
-             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at,
-                 (SELECT chunk_size FROM jobs WHERE id = c.job_id), c.failures,
-                 (SELECT name FROM jobs WHERE id = c.job_id)",
+             FROM pick, jobs j
+             WHERE c.job_id = $5 AND c.chunk_no = pick.chunk_no AND c.state = 'pending' AND j.id = c.job_id
+             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at, j.chunk_size, c.failures, j.name AS job_name",
         )
         .bind(owner)
         .bind(self.ttl_secs())
@@ -216,7 +234,10 @@ impl Store {
     /// pending, counted as a failure of the chunk.
     pub async fn complete(&self, lease: &LeaseRef) -> ServiceResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        // Shared with other completions, exclusive against RetryUrls/AppendUrls: their
+        // changes are either all seen by the check below or made after this commits.
+        joblock::job_lock(&mut tx, lease.job_id, false).await?;
+        let closed: ClosedChunk = sqlx::query_as(
             "UPDATE chunks c SET
                  state = CASE WHEN EXISTS (
                      SELECT 1 FROM urls u
@@ -228,7 +249,7 @@ impl Store {
              FROM jobs j
              WHERE j.id = c.job_id AND c.job_id = $1 AND c.chunk_no = $2 AND c.token = $3
                AND c.state = 'leased'
-             RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last, c.state::text",
+             RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last, c.state = 'done' AS done",
         )
         .bind(lease.job_id)
         .bind(lease.chunk_no)
@@ -237,41 +258,45 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| lost(lease))?;
-        let done = row.get::<String, _>(4) == "done";
-        if !done {
-            let f = crate::failures::failed(&row);
+        if !closed.done {
             // Only URLs of this lease still open count against it (new ones may have arrived).
             let open: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM urls u WHERE u.id BETWEEN $1 AND $2
                    AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id))",
             )
-            .bind(f.first.unwrap_or(0))
-            .bind(f.last.unwrap_or(-1))
+            .bind(closed.lease.lease_first.unwrap_or(0))
+            .bind(closed.lease.lease_last.unwrap_or(-1))
             .fetch_one(&mut *tx)
             .await?;
             if open {
-                self.record_failure(&mut tx, &f, "lease completed with URLs unresolved").await?;
+                failures::record(&mut tx, self.limits, &closed.lease, "lease completed with URLs unresolved").await?;
             }
         }
         tx.commit().await?;
-        Ok(done)
+        Ok(closed.done)
     }
 
-    /// Gives a lease back unfinished; its chunk is immediately leasable again.
-    pub async fn release(&self, lease: &LeaseRef) -> ServiceResult<()> {
-        sqlx::query(
+    /// Gives a lease back unfinished; its chunk is immediately leasable again. A non-empty
+    /// `failure` (the holder's reason) counts against the chunk and its URLs like an expiry.
+    pub async fn release(&self, lease: &LeaseRef, failure: &str) -> ServiceResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let released: FailedLease = sqlx::query_as(
             "UPDATE chunks SET state = 'pending', lease_owner = NULL, expires_at = NULL,
                  updated_at = now()
              WHERE job_id = $1 AND chunk_no = $2 AND token = $3 AND state = 'leased'
-             RETURNING 1",
+             RETURNING job_id, chunk_no, lease_first, lease_last",
         )
         .bind(lease.job_id)
         .bind(lease.chunk_no)
         .bind(lease.fencing_token)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .map(|_| ())
-        .ok_or_else(|| lost(lease))
+        .ok_or_else(|| lost(lease))?;
+        if !failure.is_empty() {
+            failures::record(&mut tx, self.limits, &released, failure).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Chunks of a job (open ones unless `include_done`), leased ones first.
@@ -326,10 +351,15 @@ impl Store {
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
-        let (recent, secs): (i64, f64) = sqlx::query_as(
-            "SELECT coalesce(sum(count), 0)::bigint,
-                    extract(epoch FROM now() - date_trunc('minute', now() - interval '1 minute'))::float8
-             FROM job_minute_counts WHERE job_id = $1 AND minute >= date_trunc('minute', now() - interval '1 minute')",
+        let rate: RateWindow = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(count), 0)::bigint FROM job_minute_counts
+                     WHERE job_id = $1 AND minute >= date_trunc('minute', now() - interval '1 minute')) AS recent,
+                    extract(epoch FROM now() - greatest(j.started_at,
+                        date_trunc('minute', now() - interval '1 minute')))::float8 AS window_secs,
+                    extract(epoch FROM (SELECT max(last_at) FROM job_minute_counts WHERE job_id = $1
+                        AND minute = (SELECT max(minute) FROM job_minute_counts WHERE job_id = $1))
+                        - j.started_at)::float8 AS run_secs
+             FROM jobs j WHERE j.id = $1",
         )
         .bind(job_id)
         .fetch_one(&self.pool)
@@ -349,13 +379,54 @@ impl Store {
             }
             p.by_status.push(StatusCount { status: s.get(0), count: n });
         }
-        p.rate_per_second = recent as f64 / secs.max(1.0);
+        let finished = p.total_urls > 0 && p.done_urls >= p.total_urls;
+        p.rate_per_second = rate.per_second(finished, p.done_urls);
         Ok(p)
+    }
+}
+
+/// What a true rate needs: results in the last one-to-two minutes, how long that window (or
+/// the job, when younger) has run, and how long the job took from first lease to last result.
+#[derive(sqlx::FromRow)]
+struct RateWindow {
+    recent: i64,
+    window_secs: Option<f64>,
+    run_secs: Option<f64>,
+}
+
+impl RateWindow {
+    /// A finished job reports its average; a running one its recent rate.
+    fn per_second(&self, finished: bool, done: i64) -> f64 {
+        // Results land in batches: below a few milliseconds a span is not a rate.
+        let rate = |n: i64, secs: Option<f64>| secs.filter(|s| *s > 0.005).map_or(0.0, |s| n as f64 / s);
+        match (finished, self.run_secs) {
+            (true, Some(_)) => rate(done, self.run_secs),
+            _ => rate(self.recent, self.window_secs),
+        }
     }
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// The chunk row a lease was just granted on, with what the lease needs of its job.
+#[derive(sqlx::FromRow)]
+struct TakenChunk {
+    job_id: i64,
+    chunk_no: i64,
+    token: i64,
+    expires_at: DateTime<Utc>,
+    chunk_size: i32,
+    failures: i32,
+    job_name: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClosedChunk {
+    #[sqlx(flatten)]
+    lease: FailedLease,
+    done: bool,
 }
 
 fn lost(lease: &LeaseRef) -> ServiceError {

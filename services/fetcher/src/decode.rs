@@ -11,7 +11,7 @@ use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use crate::download::Failure;
+use crate::outcome::Failure;
 use crate::exif;
 
 /// A letterboxed u8 HWC RGB tensor and how to map it back to the original image.
@@ -56,13 +56,17 @@ pub struct Decoder {
 impl Default for Decoder {
     fn default() -> Self {
         Decoder {
-            tj: turbojpeg::Decompressor::new().ok(),
+            tj: turbojpeg::Decompressor::new().ok().and_then(|mut tj| tj.set_scan_limit(MAX_JPEG_SCANS).ok().map(|_| tj)),
             raw: Vec::new(),
             upright: Vec::new(),
             resizer: Resizer::new(),
         }
     }
 }
+
+/// Progressive JPEGs with more scans fail: each scan re-walks the whole image, so thousands of
+/// tiny scans hold a decode thread for minutes (libjpeg-turbo's own advice is a limit of ~500).
+pub const MAX_JPEG_SCANS: u32 = 500;
 
 /// Full-size decodes (non-JPEG, or JPEG without DCT scaling) above this many pixels run one at
 /// a time process-wide: two 25 MP PNGs at once would cost ~200 MB by themselves.

@@ -11,6 +11,9 @@ use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+/// Largest lease message accepted: 4× what a delegator ever sends (its `MAX_LEASE_BYTES`).
+const MAX_LEASE_MESSAGE: usize = 16 << 20;
+
 pub struct Delegators {
     members: watch::Receiver<BTreeSet<String>>,
     /// One client per address, kept while the address is a member so connections are reused.
@@ -33,7 +36,8 @@ impl Delegators {
                 if let Some(c) = clients.get(addr) {
                     return Some(c.clone());
                 }
-                let c = DelegatorServiceClient::new(channel_to(addr, self.tls.as_ref(), "delegator").ok()?);
+                let c = DelegatorServiceClient::new(channel_to(addr, self.tls.as_ref(), "delegator").ok()?)
+                    .max_decoding_message_size(MAX_LEASE_MESSAGE);
                 clients.insert(addr.clone(), c.clone());
                 Some(c)
             })

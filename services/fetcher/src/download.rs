@@ -9,28 +9,10 @@ use bytes::{Bytes, BytesMut};
 use facesweep_proto::UrlStatus;
 use futures::StreamExt;
 use rand::Rng;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::budget::{BodyBudget, Reservation};
 use crate::net::{IpPolicy, Resolver, BLOCKED};
-
-/// Why a URL ended without an image; becomes the URL's terminal status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub status: UrlStatus,
-    pub reason: String,
-    pub http_status: u32,
-}
-
-impl Failure {
-    pub fn new(status: UrlStatus, reason: impl Into<String>) -> Self {
-        Failure { status, reason: reason.into(), http_status: 0 }
-    }
-
-    fn transient(&self) -> bool {
-        matches!(self.status, UrlStatus::ConnectError | UrlStatus::Timeout)
-            || matches!(self.http_status, 429 | 500 | 502 | 503 | 504)
-    }
-}
+use crate::outcome::Failure;
 
 #[derive(Clone, Debug)]
 pub struct DownloadConfig {
@@ -56,7 +38,7 @@ pub struct Downloaded {
     pub http_status: u32,
     pub elapsed: Duration,
     pub attempts: u32,
-    pub _budget: Option<OwnedSemaphorePermit>,
+    pub _budget: Option<Reservation>,
 }
 
 pub fn client(cfg: &DownloadConfig) -> reqwest::Client {
@@ -121,7 +103,7 @@ pub fn check_url(url: &str, policy: &IpPolicy) -> Result<reqwest::Url, Failure> 
 pub async fn download(
     client: &reqwest::Client,
     cfg: &DownloadConfig,
-    budget: &Arc<Semaphore>,
+    budget: &BodyBudget,
     parsed: &reqwest::Url,
 ) -> Result<Downloaded, Failure> {
     let started = Instant::now();
@@ -159,7 +141,7 @@ pub async fn download(
 async fn once(
     client: &reqwest::Client,
     cfg: &DownloadConfig,
-    budget: &Arc<Semaphore>,
+    budget: &BodyBudget,
     url: reqwest::Url,
 ) -> Result<Downloaded, (Failure, Option<Duration>)> {
     let resp = match tokio::time::timeout(cfg.first_byte_timeout, client.get(url).send()).await {
@@ -194,9 +176,7 @@ async fn once(
         }
     }
     // Reserve the declared size (or 1 MiB) up front; grow the reservation as bytes arrive.
-    let kib = |b: u64| b.div_ceil(1024).max(1) as u32;
-    let mut reserved = declared.unwrap_or(1 << 20).max(1);
-    let mut permit = budget.clone().acquire_many_owned(kib(reserved)).await.expect("budget never closed");
+    let mut reserved = budget.reserve(declared.unwrap_or(1 << 20).max(1)).await.map_err(|f| (f, None))?;
     let mut body = BytesMut::with_capacity(declared.unwrap_or(64 << 10).min(cap) as usize);
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -206,15 +186,8 @@ async fn once(
         if len > cap {
             return Err((too_large(len, cap), None));
         }
-        if len > reserved {
-            let more = (len * 2).min(cap);
-            let extra = budget
-                .clone()
-                .acquire_many_owned(kib(more) - kib(reserved))
-                .await
-                .expect("budget never closed");
-            permit.merge(extra);
-            reserved = more;
+        if len > reserved.bytes() {
+            budget.grow(&mut reserved, (len * 2).min(cap)).await.map_err(|f| (f, None))?;
         }
         body.extend_from_slice(&chunk);
     }
@@ -224,7 +197,7 @@ async fn once(
         http_status,
         elapsed: Duration::ZERO,
         attempts: 1,
-        _budget: Some(permit),
+        _budget: Some(reserved),
     })
 }
 

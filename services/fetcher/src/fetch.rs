@@ -1,13 +1,13 @@
 //! One URL from address to letterboxed tensor: politeness, download, decode.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::budget::BodyBudget;
 use crate::decode::Letterboxed;
-use crate::download::{self, DownloadConfig, Failure};
+use crate::download::{self, DownloadConfig};
+use crate::outcome::Failure;
 use crate::net::HostLimits;
 use crate::pool::DecodePool;
 
@@ -19,6 +19,8 @@ pub struct FetchConfig {
     pub per_host: usize,
     /// Bytes of bodies held at once (downloading or waiting for decode).
     pub body_budget_bytes: u64,
+    /// Longest one image may take to decode, queue included.
+    pub decode_timeout: Duration,
 }
 
 /// What a fetch produced, and what it measured on the way (also on failure).
@@ -34,7 +36,7 @@ pub struct Fetcher {
     client: reqwest::Client,
     cfg: FetchConfig,
     hosts: HostLimits,
-    budget: Arc<Semaphore>,
+    budget: BodyBudget,
     pool: DecodePool,
 }
 
@@ -46,12 +48,13 @@ impl Fetcher {
             cfg.decode_threads
         };
         // A budget below the body cap would make a large body wait forever.
-        let budget_kib = cfg.body_budget_bytes.max(cfg.download.max_body_bytes * 2).div_ceil(1024) as usize;
+        let budget_bytes = cfg.body_budget_bytes.max(cfg.download.max_body_bytes * 2);
         Fetcher {
             client: download::client(&cfg.download),
             hosts: HostLimits::new(cfg.per_host),
-            budget: Arc::new(Semaphore::new(budget_kib)),
-            pool: DecodePool::new(threads),
+            // Waiting for memory is bounded like the download itself.
+            budget: BodyBudget::new(budget_bytes, cfg.download.total_timeout),
+            pool: DecodePool::new(threads, cfg.decode_timeout),
             cfg,
         }
     }

@@ -1,5 +1,6 @@
 //! Fetcher: leases URLs, downloads, decodes, letterboxes, detects, records.
 
+mod budget;
 pub mod decode;
 mod delegators;
 mod detect_client;
@@ -7,6 +8,7 @@ pub mod download;
 mod exif;
 pub mod fetch;
 pub mod net;
+pub mod outcome;
 mod pool;
 mod worker;
 
@@ -89,6 +91,9 @@ pub struct Config {
     /// Largest decoded image accepted, pixels (decompression-bomb guard).
     #[arg(long, env = "FETCHER_MAX_PIXELS", default_value_t = 25_000_000)]
     pub max_pixels: u64,
+    /// Longest one image may take to decode (waiting for a decode thread included), milliseconds.
+    #[arg(long, env = "FETCHER_DECODE_TIMEOUT_MS", default_value_t = 20_000)]
+    pub decode_timeout_ms: u64,
     /// Redirects followed before giving up.
     #[arg(long, env = "FETCHER_MAX_REDIRECTS", default_value_t = 5)]
     pub max_redirects: usize,
@@ -104,6 +109,18 @@ pub struct Config {
     /// Pause between polls when there is no work, milliseconds.
     #[arg(long, env = "FETCHER_IDLE_POLL_MS", default_value_t = 500)]
     pub idle_poll_ms: u64,
+    /// Longest a delegator or results call may take, milliseconds.
+    #[arg(long, env = "FETCHER_RPC_TIMEOUT_MS", default_value_t = 10_000)]
+    pub rpc_timeout_ms: u64,
+    /// Longest one image waits for its detection (queue and inference included), milliseconds.
+    #[arg(long, env = "FETCHER_DETECT_TIMEOUT_MS", default_value_t = 60_000)]
+    pub detect_timeout_ms: u64,
+    /// A lease in which no URL finishes for this long is given back (watchdog), seconds.
+    #[arg(long, env = "FETCHER_LEASE_STALL_SECS", default_value_t = 300)]
+    pub lease_stall_secs: u64,
+    /// Mean pause after giving back a failed lease, milliseconds (jittered ±50%).
+    #[arg(long, env = "FETCHER_RELEASE_BACKOFF_MS", default_value_t = 2_000)]
+    pub release_backoff_ms: u64,
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
     #[command(flatten)]
     pub consul: facesweep_common::consul::ConsulArgs,
@@ -123,7 +140,29 @@ impl Config {
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
+        for (flag, v) in [
+            ("--rpc-timeout-ms", self.rpc_timeout_ms),
+            ("--detect-timeout-ms", self.detect_timeout_ms),
+            ("--lease-stall-secs", self.lease_stall_secs),
+            ("--decode-timeout-ms", self.decode_timeout_ms),
+        ] {
+            anyhow::ensure!(v >= 1, "{flag} must be at least 1 (every wait is bounded)");
+        }
         Ok(())
+    }
+
+    pub fn worker_config(&self) -> worker::WorkerConfig {
+        worker::WorkerConfig {
+            id: self.id.clone().unwrap_or_else(default_id),
+            concurrency: self.concurrency,
+            lease_max_urls: self.lease_max_urls,
+            idle_poll: Duration::from_millis(self.idle_poll_ms),
+            drain_grace: Duration::from_secs(self.drain_grace_secs),
+            rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
+            detect_timeout: Duration::from_millis(self.detect_timeout_ms),
+            stall_timeout: Duration::from_secs(self.lease_stall_secs),
+            release_backoff: Duration::from_millis(self.release_backoff_ms),
+        }
     }
 
     pub fn fetch_config(&self) -> FetchConfig {
@@ -144,6 +183,7 @@ impl Config {
             decode_threads: self.decode_threads,
             per_host: self.per_host,
             body_budget_bytes: self.body_budget_mib << 20,
+            decode_timeout: Duration::from_millis(self.decode_timeout_ms),
         }
     }
 }
@@ -176,23 +216,14 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             }
         }
     };
-    let worker = Arc::new(worker::Worker {
-        id: config.id.clone().unwrap_or_else(default_id),
-        delegators: delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
-        next_delegator: Default::default(),
-        drain_grace: Duration::from_secs(config.drain_grace_secs),
+    let worker = Arc::new(worker::Worker::new(
+        config.worker_config(),
+        delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
         detector,
-        results: ResultsServiceClient::new(discovery::balanced(
-            members(&config.results)?,
-            tls.clone(),
-            "results",
-        )),
-        fetcher: Fetcher::new(config.fetch_config()),
-        input: (info.input_width, info.input_height),
-        concurrency: config.concurrency,
-        lease_max_urls: config.lease_max_urls,
-        idle_poll: Duration::from_millis(config.idle_poll_ms),
-    });
+        ResultsServiceClient::new(discovery::balanced(members(&config.results)?, tls.clone(), "results")),
+        Fetcher::new(config.fetch_config()),
+        (info.input_width, info.input_height),
+    ));
     worker.reclaim().await;
     grpc::health_follows(front.health.clone(), "", Duration::from_secs(5), shutdown.clone(), || async {
         true

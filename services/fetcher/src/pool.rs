@@ -3,13 +3,14 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use facesweep_proto::UrlStatus;
 use tokio::sync::oneshot;
 
 use crate::decode::{Decoder, Letterboxed};
-use crate::download::Failure;
+use crate::outcome::Failure;
 
 struct Job {
     body: Bytes,
@@ -21,10 +22,13 @@ struct Job {
 #[derive(Clone)]
 pub struct DecodePool {
     tx: mpsc::Sender<Job>,
+    /// Longest a URL waits for its decode (queue included); the thread itself cannot be
+    /// stopped, but the URL gets its terminal status and the lease moves on.
+    limit: Duration,
 }
 
 impl DecodePool {
-    pub fn new(threads: usize) -> Self {
+    pub fn new(threads: usize, limit: Duration) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
@@ -54,7 +58,7 @@ impl DecodePool {
                 })
                 .expect("spawn decode thread");
         }
-        DecodePool { tx }
+        DecodePool { tx, limit }
     }
 
     pub async fn decode(
@@ -67,6 +71,9 @@ impl DecodePool {
         self.tx
             .send(Job { body, target, max_pixels, reply })
             .map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?;
-        rx.await.map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?
+        match tokio::time::timeout(self.limit, rx).await {
+            Ok(r) => r.map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?,
+            Err(_) => Err(Failure::new(UrlStatus::DecodeError, format!("decode took longer than {:?}", self.limit))),
+        }
     }
 }

@@ -1,52 +1,95 @@
 //! The lease loop: acquire, fetch + decode + detect every URL, record, complete.
+//!
+//! Every wait here is bounded: delegator and results calls by `rpc_timeout`, each image's
+//! detection by `detect_timeout`, and the lease as a whole by a watchdog that gives it back
+//! when no URL finishes for `stall_timeout`, so a stuck worker never pins a chunk while its
+//! renewals keep the lease alive.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facesweep_common::discovery::Balanced;
+use facesweep_common::grpc::within;
+use facesweep_common::propagation::traced;
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;
+use rand::Rng;
 use tonic::transport::Channel;
 use tracing::field::Empty;
 use tracing::{info_span, Instrument};
 
-use facesweep_common::propagation::traced;
-
 use crate::delegators::Delegators;
 use crate::detect_client::DetectStream;
-use crate::download::Failure;
 use crate::fetch::Fetcher;
+use crate::outcome::Failure;
 
 /// Results sent to the results service per call.
 const RECORD_BATCH: usize = 256;
 
-pub struct Worker {
+/// How a worker paces and bounds itself (from the fetcher's `Config`).
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
     pub id: String,
-    /// The delegator shards (static or discovered); acquisition rotates over them.
-    pub delegators: Delegators,
-    pub next_delegator: std::sync::atomic::AtomicUsize,
-    /// How long a lease in progress may keep working after shutdown starts.
-    pub drain_grace: Duration,
-    /// Balanced over every detector / results replica.
-    pub detector: DetectorServiceClient<Balanced>,
-    pub results: ResultsServiceClient<Balanced>,
-    pub fetcher: Fetcher,
-    pub input: (u32, u32),
     pub concurrency: usize,
     pub lease_max_urls: i32,
     pub idle_poll: Duration,
+    /// How long a lease in progress may keep working after shutdown starts.
+    pub drain_grace: Duration,
+    pub rpc_timeout: Duration,
+    pub detect_timeout: Duration,
+    pub stall_timeout: Duration,
+    /// Mean pause after giving a failed lease back (jittered ±50%).
+    pub release_backoff: Duration,
+}
+
+pub struct Worker {
+    cfg: WorkerConfig,
+    /// The delegator shards (static or discovered); acquisition rotates over them.
+    delegators: Delegators,
+    next_delegator: AtomicUsize,
+    /// Balanced over every detector / results replica.
+    detector: DetectorServiceClient<Balanced>,
+    results: ResultsServiceClient<Balanced>,
+    fetcher: Fetcher,
+    input: (u32, u32),
+}
+
+/// How one URL of a lease ended.
+enum UrlOutcome {
+    Done(UrlResult),
+    /// The detector, not the URL's content, failed: the URL stays open for a later lease.
+    DetectorFailed(String),
+}
+
+/// How working a lease's URLs ended.
+struct LeaseRun {
+    recorded: usize,
+    /// Why URLs were left open: `Some("")` when draining (no fault of the URLs).
+    left_open: Option<String>,
 }
 
 impl Worker {
+    pub fn new(
+        cfg: WorkerConfig,
+        delegators: Delegators,
+        detector: DetectorServiceClient<Balanced>,
+        results: ResultsServiceClient<Balanced>,
+        fetcher: Fetcher,
+        input: (u32, u32),
+    ) -> Self {
+        Worker { cfg, delegators, next_delegator: AtomicUsize::new(0), detector, results, fetcher, input }
+    }
+
     /// Gives back leases a previous process under the same id still holds.
     pub async fn reclaim(&self) {
         for mut d in self.delegators.snapshot() {
-            let req = ReleaseFetcherLeasesRequest { fetcher_id: self.id.clone() };
-            if let Ok(r) = d.release_fetcher_leases(traced(req)).await {
+            let req = ReleaseFetcherLeasesRequest { fetcher_id: self.cfg.id.clone() };
+            if let Ok(r) = within(self.cfg.rpc_timeout, d.release_fetcher_leases(traced(req))).await {
                 let n = r.into_inner().released;
                 if n > 0 {
                     tracing::info!(released = n, "released leases of a previous run");
@@ -69,21 +112,21 @@ impl Worker {
         let delegators = self.delegators.snapshot();
         if delegators.is_empty() {
             tracing::warn!("no delegator known yet");
-            idle(shutdown, self.idle_poll * 2).await;
+            idle(shutdown, self.cfg.idle_poll * 2).await;
             return;
         }
-        let d = self.next_delegator.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % delegators.len();
-        let req = AcquireLeaseRequest { fetcher_id: self.id.clone(), max_urls: self.lease_max_urls };
-        match delegators[d].clone().acquire_lease(traced(req)).await {
+        let d = self.next_delegator.fetch_add(1, Ordering::Relaxed) % delegators.len();
+        let req = AcquireLeaseRequest { fetcher_id: self.cfg.id.clone(), max_urls: self.cfg.lease_max_urls };
+        match within(self.cfg.rpc_timeout, delegators[d].clone().acquire_lease(traced(req))).await {
             Ok(r) => match r.into_inner().lease {
                 Some(lease) => self.process_lease(lease, d, shutdown).await,
                 // Only idle once every shard came back empty.
-                None if d + 1 == delegators.len() => idle(shutdown, self.idle_poll).await,
+                None if d + 1 == delegators.len() => idle(shutdown, self.cfg.idle_poll).await,
                 None => {}
             },
             Err(e) => {
                 tracing::warn!(error = %e, "acquire lease failed");
-                idle(shutdown, self.idle_poll * 2).await;
+                idle(shutdown, self.cfg.idle_poll * 2).await;
             }
         }
     }
@@ -95,69 +138,103 @@ impl Worker {
         span.record("job", lease.job_id).record("chunk", lease.chunk_no).record("urls", lease.urls.len());
         let started = Instant::now();
         let renewing = Shutdown::new();
-        tokio::spawn(
-            renew_loop(self.delegators.snapshot(), d, lref, lease.expires_at, renewing.clone())
-                .instrument(span.clone()),
-        );
+        let renewal = Renewal {
+            delegators: self.delegators.snapshot(),
+            first: d,
+            lease: lref,
+            expires_at: lease.expires_at,
+            rpc_timeout: self.cfg.rpc_timeout,
+        };
+        tokio::spawn(renewal.run(renewing.clone()).instrument(span.clone()));
         let _stop_renewing = renewing.drop_guard();
-        let det = match DetectStream::open(self.detector.clone()).await {
-            Ok(d) => d,
+        let det = match DetectStream::open(self.detector.clone(), self.cfg.detect_timeout).await {
+            Ok(det) => det,
             Err(e) => {
                 tracing::warn!(error = %e, "no detector; releasing lease");
-                self.release(lref, d).await;
-                idle(shutdown, self.idle_poll).await;
+                self.release(lref, d, "").await;
+                self.back_off(shutdown).await;
                 return;
             }
         };
         let n = lease.urls.len();
+        let run = self.work_urls(&det, lease, shutdown).await;
+        match run.left_open {
+            None => self.complete(lref, d, run.recorded, n, started).await,
+            Some(why) => {
+                tracing::info!(recorded = run.recorded, of = n, why, "releasing lease with URLs left open");
+                let failed = !why.is_empty();
+                self.release(lref, d, &why).await;
+                if failed {
+                    self.back_off(shutdown).await;
+                }
+            }
+        }
+    }
+
+    /// Runs every URL of the lease and records results in batches, until done, drained, or
+    /// stalled (no URL finished within `stall_timeout`).
+    async fn work_urls(&self, det: &DetectStream, lease: Lease, shutdown: &Shutdown) -> LeaseRun {
         let job_id = lease.job_id;
         let mut outcomes = futures::stream::iter(lease.urls)
-            .map(|u| self.process_url(&det, job_id, u))
-            .buffer_unordered(self.concurrency);
-        let grace = self.drain_grace;
+            .map(|u| self.process_url(det, job_id, u))
+            .buffer_unordered(self.cfg.concurrency);
+        let grace = self.cfg.drain_grace;
         let drained = async move {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::pin!(drained);
+        let mut run = LeaseRun { recorded: 0, left_open: None };
         let mut batch = Vec::with_capacity(RECORD_BATCH);
-        let (mut recorded, mut unfinished) = (0, 0);
         loop {
             let outcome = tokio::select! {
-                o = outcomes.next() => match o { Some(o) => o, None => break },
+                o = tokio::time::timeout(self.cfg.stall_timeout, outcomes.next()) => match o {
+                    Ok(Some(o)) => o,
+                    Ok(None) => break,
+                    Err(_) => {
+                        let why = format!("no URL of the lease finished within {:?}", self.cfg.stall_timeout);
+                        tracing::warn!("{why}; releasing the lease");
+                        run.left_open = Some(why);
+                        break;
+                    }
+                },
                 _ = &mut drained => {
                     tracing::warn!("drain grace period over; releasing the rest of the lease");
-                    unfinished += 1;
+                    run.left_open.get_or_insert_with(String::new);
                     break;
                 }
             };
             match outcome {
-                Some(r) => batch.push(r),
-                None => unfinished += 1,
+                UrlOutcome::Done(r) => batch.push(r),
+                UrlOutcome::DetectorFailed(why) => {
+                    run.left_open = Some(format!("detector failed on a URL: {why}"));
+                }
             }
             if batch.len() >= RECORD_BATCH {
-                let b = std::mem::take(&mut batch);
-                let sent = self.record(b).instrument(info_span!("persist")).await;
-                unfinished += RECORD_BATCH - sent;
-                recorded += sent;
+                self.flush(&mut batch, &mut run).await;
             }
         }
         drop(outcomes);
-        let left = batch.len();
-        let sent = self.record(batch).instrument(info_span!("persist")).await;
-        recorded += sent;
-        unfinished += left - sent;
-        if unfinished > 0 {
-            // Not the URLs' fault (detector/results down, or draining): no failure is counted.
-            tracing::info!(recorded, of = n, "releasing lease with URLs left open");
-            self.release(lref, d).await;
-            return;
+        self.flush(&mut batch, &mut run).await;
+        run
+    }
+
+    async fn flush(&self, batch: &mut Vec<UrlResult>, run: &mut LeaseRun) {
+        let b = std::mem::take(batch);
+        let n = b.len();
+        match self.record(b).instrument(info_span!("persist")).await {
+            Ok(()) => run.recorded += n,
+            Err(why) => run.left_open = Some(why),
         }
+    }
+
+    async fn complete(&self, lref: LeaseRef, d: usize, recorded: usize, of: usize, started: Instant) {
         for mut delegator in rotated(self.delegators.snapshot(), d) {
-            match delegator.complete_lease(traced(CompleteLeaseRequest { lease: Some(lref) })).await {
+            let req = traced(CompleteLeaseRequest { lease: Some(lref) });
+            match within(self.cfg.rpc_timeout, delegator.complete_lease(req)).await {
                 Ok(r) => {
                     let secs = started.elapsed().as_secs_f32();
-                    tracing::info!(recorded, of = n, done = r.into_inner().done, secs, "lease completed");
+                    tracing::info!(recorded, of, done = r.into_inner().done, secs, "lease completed");
                     return;
                 }
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => {
@@ -169,9 +246,11 @@ impl Worker {
         }
     }
 
-    async fn release(&self, lref: LeaseRef, d: usize) {
+    /// Gives the lease back; a non-empty `failure` counts against its URLs.
+    async fn release(&self, lref: LeaseRef, d: usize, failure: &str) {
         for mut delegator in rotated(self.delegators.snapshot(), d) {
-            match delegator.release_lease(traced(ReleaseLeaseRequest { lease: Some(lref) })).await {
+            let req = traced(ReleaseLeaseRequest { lease: Some(lref), failure: failure.to_string() });
+            match within(self.cfg.rpc_timeout, delegator.release_lease(req)).await {
                 Ok(_) => return,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => return,
                 Err(e) => tracing::warn!(error = %e, "release failed"),
@@ -180,16 +259,16 @@ impl Worker {
         // Unreleased, the lease simply expires and the sweeper returns it.
     }
 
-    /// One URL to its terminal result; `None` when the detector (not the URL) failed,
-    /// so the URL stays open and is retried under a later lease.
-    async fn process_url(&self, det: &DetectStream, job_id: i64, u: LeaseUrl) -> Option<UrlResult> {
+    /// After a failed lease: a jittered pause, so a failing chunk is not re-fetched in a loop.
+    async fn back_off(&self, shutdown: &Shutdown) {
+        let jitter = rand::thread_rng().gen_range(0.5..1.5);
+        idle(shutdown, self.cfg.release_backoff.mul_f64(jitter)).await;
+    }
+
+    /// One URL to its terminal result, or `DetectorFailed` when the detector (not the URL's
+    /// content) failed.
+    async fn process_url(&self, det: &DetectStream, job_id: i64, u: LeaseUrl) -> UrlOutcome {
         let base = UrlResult { url_id: u.id, job_id, ..Default::default() };
-        let fail = |f: Failure, base: UrlResult| UrlResult {
-            status: f.status as i32,
-            reason: f.reason,
-            http_status: f.http_status,
-            ..base
-        };
         let (fetched, st) =
             self.fetcher.fetch(&u.url, self.input).instrument(info_span!("fetch", url_id = u.id)).await;
         let base = UrlResult {
@@ -201,12 +280,12 @@ impl Worker {
         };
         let lb = match fetched {
             Ok(lb) => lb,
-            Err(f) => return Some(fail(f, base)),
+            Err(f) => return UrlOutcome::Done(failed(f, base)),
         };
         let base = UrlResult { width: lb.original_width, height: lb.original_height, ..base };
         let detect_started = Instant::now();
         match det.detect(lb).instrument(info_span!("detect", url_id = u.id)).await {
-            Ok(r) if r.error_code == 0 => Some(UrlResult {
+            Ok(r) if r.error_code == 0 => UrlOutcome::Done(UrlResult {
                 status: UrlStatus::Ok as i32,
                 faces: r.faces,
                 model_id: r.model_id,
@@ -215,39 +294,45 @@ impl Worker {
             }),
             // The detector judged this tensor invalid: terminal, with its reason.
             Ok(r) if r.error_code == tonic::Code::InvalidArgument as i32 => {
-                Some(fail(Failure::new(UrlStatus::DetectError, r.error), base))
+                UrlOutcome::Done(failed(Failure::new(UrlStatus::DetectError, r.error), base))
             }
             Ok(r) => {
                 tracing::warn!(url_id = u.id, error = %r.error, "detector error; will retry");
-                None
+                UrlOutcome::DetectorFailed(r.error)
             }
             Err(e) => {
                 tracing::warn!(url_id = u.id, error = %e, "detector unavailable; will retry");
-                None
+                UrlOutcome::DetectorFailed(e)
             }
         }
     }
 
-    /// Records a batch, retrying transient failures for ~30 s; returns how many were stored.
-    async fn record(&self, batch: Vec<UrlResult>) -> usize {
+    /// Records a batch, retrying transient failures for ~30 s; `Err` says why it was not stored.
+    async fn record(&self, batch: Vec<UrlResult>) -> Result<(), String> {
         if batch.is_empty() {
-            return 0;
+            return Ok(());
         }
-        let n = batch.len();
         let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
         for _ in 0..12 {
-            match self.results.clone().record(traced(RecordRequest { results: batch.clone() })).await {
-                Ok(_) => return n,
+            let req = traced(RecordRequest { results: batch.clone() });
+            match within(self.cfg.rpc_timeout, self.results.clone().record(req)).await {
+                Ok(_) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "record failed; retrying");
+                    last = format!("results refused the batch: {e}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
         // Unrecorded URLs stay open in their chunk and are leased again.
-        0
+        Err(last)
     }
+}
+
+fn failed(f: Failure, base: UrlResult) -> UrlResult {
+    UrlResult { status: f.status as i32, reason: f.reason, http_status: f.http_status, ..base }
 }
 
 /// Any delegator can renew/complete/release (fencing tokens make it safe): try all, `first` first.
@@ -266,32 +351,39 @@ async fn idle(shutdown: &Shutdown, d: Duration) {
     }
 }
 
-/// Renews at a third of the remaining lifetime until `stop`, on any delegator that answers.
-async fn renew_loop(
+/// The lease to keep alive, where to ask first, and how long each ask may take.
+struct Renewal {
     delegators: Vec<DelegatorServiceClient<Channel>>,
     first: usize,
     lease: LeaseRef,
     expires_at: Option<prost_types::Timestamp>,
-    stop: Shutdown,
-) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ttl = expires_at
-        .map(|t| Duration::from_secs(t.seconds.max(0) as u64).saturating_sub(now))
-        .unwrap_or(Duration::from_secs(30))
-        .max(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-        for mut d in rotated(delegators.clone(), first) {
-            match d.renew_lease(traced(RenewLeaseRequest { lease: Some(lease) })).await {
-                Ok(_) => break,
-                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                    tracing::warn!(error = %e, "lease lost");
-                    return;
+    rpc_timeout: Duration,
+}
+
+impl Renewal {
+    /// Renews at a third of the remaining lifetime until `stop`, on any delegator that answers.
+    async fn run(self, stop: Shutdown) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let ttl = self
+            .expires_at
+            .map(|t| Duration::from_secs(t.seconds.max(0) as u64).saturating_sub(now))
+            .unwrap_or(Duration::from_secs(30))
+            .max(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(ttl / 3) => {}
+            }
+            for mut d in rotated(self.delegators.clone(), self.first) {
+                let req = traced(RenewLeaseRequest { lease: Some(self.lease) });
+                match within(self.rpc_timeout.min(ttl / 3), d.renew_lease(req)).await {
+                    Ok(_) => break,
+                    Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                        tracing::warn!(error = %e, "lease lost");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
             }
         }
     }

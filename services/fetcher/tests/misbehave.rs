@@ -45,6 +45,25 @@ fn jpeg(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// A ~1.5 MB JPEG of noise (larger than the first reservation of a body without a length).
+fn big_jpeg() -> Bytes {
+    static BIG: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BIG.get_or_init(|| {
+        let mut seed = 0x2545_F491u32;
+        let img = image::RgbImage::from_fn(1100, 1100, |_, _| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            image::Rgb([seed as u8, (seed >> 8) as u8, (seed >> 16) as u8])
+        });
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+        assert!(out.len() > 1_200_000, "noise JPEG only {} bytes", out.len());
+        Bytes::from(out)
+    })
+    .clone()
+}
+
 /// A PNG whose header claims 20000x20000 pixels (decompression bomb); no pixel data needed.
 fn png_bomb() -> Vec<u8> {
     let mut ihdr = b"IHDR".to_vec();
@@ -118,6 +137,19 @@ async fn handle(
             });
             resp(200, BodyExt::boxed(StreamBody::new(chunks)))
         }
+        // Transfer-Encoding: chunked (no Content-Length), paced so that many are mid-body at once.
+        "/chunked-big.jpg" => {
+            let body = big_jpeg();
+            let frames = futures::stream::unfold(0usize, move |at| {
+                let body = body.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let end = (at + (64 << 10)).min(body.len());
+                    (at < body.len()).then(|| (Ok::<_, Infallible>(Frame::data(body.slice(at..end))), end))
+                }
+            });
+            resp(200, BodyExt::boxed(StreamBody::new(frames)))
+        }
         "/drip" => {
             let drip = futures::stream::unfold(0, |i| async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -158,6 +190,7 @@ async fn handle(
         "/rotated.jpg" => resp(200, full(with_orientation(&jpeg(64, 32), 6))),
         "/cmyk.jpg" => resp(200, full(fixture("cmyk.jpg"))),
         "/anim.gif" => resp(200, full(fixture("anim.gif"))),
+        "/many-scans.jpg" => resp(200, full(fixture("many_scans.jpg"))),
         "/anim.webp" => resp(200, full(fixture("anim.webp"))),
         "/slow-ok" => {
             let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -208,6 +241,7 @@ fn config(allow: &[&str]) -> FetchConfig {
         decode_threads: 2,
         per_host: 2,
         body_budget_bytes: 8 << 20,
+        decode_timeout: Duration::from_secs(10),
     }
 }
 
@@ -226,6 +260,7 @@ async fn every_misbehaviour_gets_its_class_and_a_reason() {
         (url("/long-retry-after"), UrlStatus::HttpError, "Retry-After 3600"),
         (url("/missing"), UrlStatus::HttpError, "404"),
         (url("/bomb.png"), UrlStatus::TooLarge, "20000x20000"),
+        (url("/many-scans.jpg"), UrlStatus::DecodeError, "scans"),
         (url("/to-other-loopback"), UrlStatus::Blocked, "127.0.0.2"),
         ("gopher://example.com/x".into(), UrlStatus::InvalidUrl, "scheme"),
         ("http://".into(), UrlStatus::InvalidUrl, "invalid URL"),
@@ -242,6 +277,25 @@ async fn every_misbehaviour_gets_its_class_and_a_reason() {
     assert_eq!(hits["/long-retry-after"], 1, "a Retry-After beyond the limit is not waited for");
     assert_eq!(hits["/missing"], 1, "a 404 is not retried");
     assert!(!hits.contains_key("/ok.jpg"), "the blocked redirect must not be followed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_bodies_without_a_length_never_wait_on_each_other() {
+    // 8 MiB of budget, 1 MiB first reservations, bodies of ~1.5 MB: eight downloads hold the
+    // whole budget and all need to grow. With hold-and-wait they waited forever.
+    let (addr, _) = server().await;
+    let mut cfg = config(&["127.0.0.1/32"]);
+    cfg.download.max_body_bytes = 4 << 20;
+    cfg.download.total_timeout = Duration::from_secs(20);
+    cfg.per_host = 64;
+    let f = Fetcher::new(cfg);
+    let url = format!("http://{addr}/chunked-big.jpg");
+    let all = futures::future::join_all((0..24).map(|_| f.fetch(&url, (64, 64))));
+    let results = tokio::time::timeout(Duration::from_secs(60), all).await.expect("downloads stuck on the budget");
+    for (r, st) in results {
+        assert!(r.is_ok(), "{r:?}");
+        assert!(st.bytes > 1_200_000, "{} bytes", st.bytes);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -28,7 +28,7 @@ impl ResultsSvc {
     }
 }
 
-/// Rejects results that could not be stored faithfully.
+/// Rejects a batch that is too large to take at all.
 pub fn validate(results: &[UrlResult]) -> Result<(), ServiceError> {
     if results.len() > MAX_BATCH {
         return Err(ServiceError::InvalidArgument(format!(
@@ -36,36 +36,60 @@ pub fn validate(results: &[UrlResult]) -> Result<(), ServiceError> {
             results.len()
         )));
     }
-    for r in results {
-        let bad = |why: &str| ServiceError::InvalidArgument(format!("url {}: {why}", r.url_id));
-        if r.url_id <= 0 {
-            return Err(bad("url_id must be positive"));
-        }
-        match UrlStatus::try_from(r.status) {
-            Ok(UrlStatus::Unspecified) | Err(_) => return Err(bad("status must be terminal")),
-            Ok(UrlStatus::Ok) => {}
-            Ok(_) if !r.faces.is_empty() => return Err(bad("a failed URL cannot carry faces")),
-            Ok(_) if r.reason.is_empty() => return Err(bad("a failure needs a reason")),
-            Ok(_) => {}
-        }
-        for f in &r.faces {
-            let nums = [f.x1, f.y1, f.x2, f.y2, f.score];
-            if nums.iter().chain(&f.landmarks).any(|v| !v.is_finite()) {
-                return Err(bad("face with a non-finite number"));
-            }
-            if !(f.landmarks.is_empty() || f.landmarks.len() == 10) {
-                return Err(bad("landmarks must be 0 or 10 numbers"));
-            }
-        }
+    if let Some(r) = results.iter().find(|r| r.url_id <= 0) {
+        return Err(ServiceError::InvalidArgument(format!("url {}: url_id must be positive", r.url_id)));
     }
     Ok(())
+}
+
+/// Why one result cannot be stored as sent; `None` when it can.
+pub fn check_row(r: &UrlResult) -> Option<&'static str> {
+    match UrlStatus::try_from(r.status) {
+        Ok(UrlStatus::Unspecified) | Err(_) => return Some("status must be terminal"),
+        Ok(UrlStatus::Ok) => {}
+        Ok(_) if !r.faces.is_empty() => return Some("a failed URL cannot carry faces"),
+        Ok(_) if r.reason.is_empty() => return Some("a failure needs a reason"),
+        Ok(_) => {}
+    }
+    for f in &r.faces {
+        let nums = [f.x1, f.y1, f.x2, f.y2, f.score];
+        if nums.iter().chain(&f.landmarks).any(|v| !v.is_finite()) {
+            return Some("face with a non-finite number");
+        }
+        if !(f.landmarks.is_empty() || f.landmarks.len() == 10) {
+            return Some("landmarks must be 0 or 10 numbers");
+        }
+    }
+    None
+}
+
+/// One bad row does not cost the batch: it is stored as `detect_error` with the reason, so
+/// its URL is not retried forever. Returns how many rows were replaced.
+pub fn replace_bad_rows(results: &mut [UrlResult]) -> u32 {
+    let mut replaced = 0;
+    for r in results.iter_mut() {
+        if let Some(why) = check_row(r) {
+            tracing::warn!(url_id = r.url_id, why, "result refused; storing detect_error");
+            *r = UrlResult {
+                url_id: r.url_id,
+                job_id: r.job_id,
+                status: UrlStatus::DetectError as i32,
+                reason: format!("result refused by the results service: {why}"),
+                model_id: std::mem::take(&mut r.model_id),
+                ..Default::default()
+            };
+            replaced += 1;
+        }
+    }
+    replaced
 }
 
 #[tonic::async_trait]
 impl ResultsService for ResultsSvc {
     async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
-        let results = req.into_inner().results;
+        let mut results = req.into_inner().results;
         validate(&results)?;
+        let rejected = replace_bad_rows(&mut results);
         let timer = facesweep_common::metrics::RESULTS_PERSIST_SECONDS.start_timer();
         let out = self.store.record(&results).await?;
         timer.observe_duration();
@@ -76,6 +100,7 @@ impl ResultsService for ResultsSvc {
             inserted: out.inserted,
             duplicates: out.duplicates,
             unknown: out.unknown,
+            rejected,
         }))
     }
 
@@ -146,15 +171,27 @@ mod tests {
     fn validation_rejects_what_cannot_be_stored() {
         assert!(validate(&[ok(1)]).is_ok());
         assert!(validate(&[ok(0)]).is_err());
-        assert!(validate(&[UrlResult { status: 0, ..ok(1) }]).is_err());
-        assert!(validate(&[UrlResult { status: 999, ..ok(1) }]).is_err());
-        let failed = UrlResult { status: UrlStatus::Timeout as i32, ..ok(1) };
-        assert!(validate(std::slice::from_ref(&failed)).is_err(), "failure without reason");
-        assert!(validate(&[UrlResult { reason: "slow".into(), ..failed }]).is_ok());
-        let nan = Face { x1: f32::NAN, ..Default::default() };
-        assert!(validate(&[UrlResult { faces: vec![nan], ..ok(1) }]).is_err());
-        let lm = Face { landmarks: vec![1.0; 3], ..Default::default() };
-        assert!(validate(&[UrlResult { faces: vec![lm], ..ok(1) }]).is_err());
         assert!(validate(&vec![ok(1); MAX_BATCH + 1]).is_err());
+        assert!(check_row(&ok(1)).is_none());
+        assert!(check_row(&UrlResult { status: 0, ..ok(1) }).is_some());
+        assert!(check_row(&UrlResult { status: 999, ..ok(1) }).is_some());
+        let failed = UrlResult { status: UrlStatus::Timeout as i32, ..ok(1) };
+        assert!(check_row(&failed).is_some(), "failure without reason");
+        assert!(check_row(&UrlResult { reason: "slow".into(), ..failed }).is_none());
+        let nan = Face { x1: f32::NAN, ..Default::default() };
+        assert!(check_row(&UrlResult { faces: vec![nan], ..ok(1) }).is_some());
+        let lm = Face { landmarks: vec![1.0; 3], ..Default::default() };
+        assert!(check_row(&UrlResult { faces: vec![lm], ..ok(1) }).is_some());
+    }
+
+    #[test]
+    fn one_bad_row_is_replaced_and_the_rest_kept() {
+        let nan = Face { landmarks: vec![f32::NAN; 10], ..Default::default() };
+        let mut batch = vec![ok(1), UrlResult { faces: vec![nan], model_id: "m".into(), ..ok(2) }, ok(3)];
+        assert_eq!(replace_bad_rows(&mut batch), 1);
+        assert_eq!(batch[0], ok(1));
+        assert_eq!(batch[2], ok(3));
+        assert_eq!(batch[1].status(), UrlStatus::DetectError);
+        assert!(batch[1].faces.is_empty() && batch[1].reason.contains("non-finite"), "{:?}", batch[1]);
     }
 }

@@ -1,0 +1,94 @@
+//! Putting work back: expired leases (sweeper), a restarted fetcher's leases, and operator
+//! retries of a failure class. Each runs in bounded transactions, whatever the job's size.
+
+use facesweep_common::error::ServiceResult;
+use facesweep_common::ORDINAL_BITS;
+
+use crate::failures::{self, FailedLease};
+use crate::joblock::job_lock;
+use crate::store::Store;
+
+/// URL ordinals re-queued per transaction by `retry`.
+const RETRY_PAGE: i64 = 50_000;
+
+impl Store {
+    /// Returns this shard's expired leases to pending, each counted as a failure.
+    pub async fn sweep(&self) -> ServiceResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let expired: Vec<FailedLease> = sqlx::query_as(
+            "UPDATE chunks SET state = 'pending', expired = expired + 1, lease_owner = NULL,
+                 expires_at = NULL, updated_at = now()
+             WHERE state = 'leased' AND expires_at < now() AND chunk_no % $1 = $2
+             RETURNING job_id, chunk_no, lease_first, lease_last",
+        )
+        .bind(self.shard.count as i64)
+        .bind(self.shard.index as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        for f in &expired {
+            failures::record(&mut tx, self.limits, f, "lease expired").await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len() as u64)
+    }
+
+    /// Gives back every lease `owner` held before it restarted (any shard: tokens make it
+    /// safe). Not a failure: a healthy URL must not be abandoned because fetchers restarted.
+    pub async fn release_owned(&self, owner: &str) -> ServiceResult<i64> {
+        let released = sqlx::query(
+            "UPDATE chunks SET state = 'pending', lease_owner = NULL, expires_at = NULL, updated_at = now()
+             WHERE state = 'leased' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(released as i64)
+    }
+
+    /// Deletes the job's results with `status` and re-opens their chunks, one page of
+    /// ordinals per transaction (memory and lock time stay O(page) for any job size).
+    pub async fn retry(&self, job_id: i64, status: &str) -> ServiceResult<i64> {
+        let total_urls: i64 =
+            sqlx::query_scalar("SELECT total_urls FROM jobs WHERE id = $1").bind(job_id).fetch_one(&self.pool).await?;
+        let mut requeued = 0;
+        let mut from = 0;
+        while from < total_urls {
+            requeued += self.retry_page(job_id, from, (from + RETRY_PAGE).min(total_urls), status).await?;
+            from += RETRY_PAGE;
+        }
+        Ok(requeued)
+    }
+
+    async fn retry_page(&self, job_id: i64, from: i64, to: i64, status: &str) -> ServiceResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        job_lock(&mut tx, job_id, true).await?;
+        let n: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                 DELETE FROM url_results
+                 WHERE url_id BETWEEN ($1 << $5) + $2 AND ($1 << $5) + $3 - 1 AND status = $4
+                 RETURNING url_id),
+             f AS (DELETE FROM faces WHERE url_id BETWEEN ($1 << $5) + $2 AND ($1 << $5) + $3 - 1
+                   AND url_id IN (SELECT url_id FROM gone)),
+             a AS (DELETE FROM url_attempts WHERE url_id IN (SELECT url_id FROM gone)),
+             c AS (UPDATE chunks c SET state = 'pending', failures = 0, updated_at = now()
+                   FROM jobs j
+                   WHERE j.id = c.job_id AND c.job_id = $1 AND c.state = 'done'
+                     AND c.chunk_no IN (SELECT DISTINCT (url_id - ($1 << $5)) / j.chunk_size FROM gone))
+             SELECT count(*) FROM gone",
+        )
+        .bind(job_id)
+        .bind(from)
+        .bind(to)
+        .bind(status)
+        .bind(ORDINAL_BITS as i32)
+        .fetch_one(&mut *tx)
+        .await?;
+        if n > 0 {
+            let deltas = [((job_id, status.to_string()), -n)].into_iter().collect();
+            facesweep_common::counters::add(&mut tx, &deltas).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,87 @@
+//! In-process delegators and results services on a test Postgres, and the lease calls the
+//! lease and fault tests make against them.
+
+use facesweep_common::grpc::channel;
+use facesweep_common::Shutdown;
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::results_service_client::ResultsServiceClient;
+use facesweep_proto::*;
+use tonic::transport::Channel;
+
+use crate::TestDb;
+
+pub async fn delegator(
+    db: &TestDb,
+    index: u32,
+    count: u32,
+    ttl: u64,
+    stop: &Shutdown,
+) -> DelegatorServiceClient<Channel> {
+    delegator_with(db, index, count, ttl, 3, 3, stop).await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn delegator_with(
+    db: &TestDb,
+    index: u32,
+    count: u32,
+    ttl: u64,
+    split_after: i32,
+    abandon_after: i32,
+    stop: &Shutdown,
+) -> DelegatorServiceClient<Channel> {
+    let cfg = facesweep_delegator::Config {
+        consul: Default::default(),
+        tls: Default::default(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.pg.url(),
+        shard_index: index,
+        shard_count: count,
+        lease_ttl_secs: ttl,
+        default_chunk_size: 10,
+        db_connections: 4,
+        metrics_listen: None,
+        split_after,
+        abandon_after,
+    };
+    let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
+    DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
+}
+
+pub async fn import(
+    d: &mut DelegatorServiceClient<Channel>,
+    job: &str,
+    n: usize,
+    chunk: i32,
+) -> AppendUrlsResponse {
+    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0 }).await.unwrap();
+    let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
+    let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
+    d.append_urls(futures::stream::iter(vec![msg])).await.unwrap().into_inner()
+}
+
+pub fn lref(l: &Lease) -> Option<LeaseRef> {
+    Some(LeaseRef { job_id: l.job_id, chunk_no: l.chunk_no, fencing_token: l.fencing_token })
+}
+
+pub async fn acquire(d: &mut DelegatorServiceClient<Channel>, who: &str) -> Option<Lease> {
+    d.acquire_lease(AcquireLeaseRequest { fetcher_id: who.into(), max_urls: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+}
+
+pub async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> {
+    let cfg = facesweep_results::Config {
+        consul: Default::default(),
+        tls: Default::default(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.pg.url(),
+        db_connections: 4,
+        metrics_listen: None,
+    };
+    let running = facesweep_results::spawn(cfg, stop.clone()).await.unwrap();
+    ResultsServiceClient::new(channel(&running.addr.to_string()).unwrap())
+}
+

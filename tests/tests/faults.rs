@@ -1,0 +1,203 @@
+//! Faults and races of the control plane on a real Postgres and real services over gRPC:
+//! failures count against the URL that caused them (and only then), completion cannot race
+//! RetryUrls/AppendUrls, leases fit in a message, bad input is refused, bad rows cost nothing.
+
+use std::time::Duration;
+
+use facesweep_common::Shutdown;
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::*;
+use facesweep_tests::services::*;
+use facesweep_tests::TestDb;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn ok(id: i64) -> UrlResult {
+    UrlResult { url_id: id, status: UrlStatus::Ok as i32, ..Default::default() }
+}
+
+async fn release(d: &mut DelegatorServiceClient<Channel>, l: &Lease, failure: &str) {
+    d.release_lease(ReleaseLeaseRequest { lease: lref(l), failure: failure.into() }).await.unwrap();
+}
+
+async fn chunk_failures(d: &mut DelegatorServiceClient<Channel>, job: &str) -> i32 {
+    let r = ListLeasesRequest { job: job.into(), limit: 0, include_done: true };
+    d.list_leases(r).await.unwrap().into_inner().chunks.iter().map(|c| c.failures).sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_that_fails_the_detector_is_isolated_and_abandoned() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator_with(&db, 0, 1, 60, 1, 2, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "detfail", 4, 4).await;
+    let poison = facesweep_common::url_id(1, 2);
+    let mut sizes = Vec::new();
+    // A fetcher whose detector errors on one image: it records the rest and releases the
+    // lease with the reason, as the fetcher does. Before, a release was never a failure and
+    // this looped forever.
+    while let Some(l) = acquire(&mut d, "f").await {
+        sizes.push(l.urls.len());
+        assert!(sizes.len() < 12, "the failing URL is retried forever: {sizes:?}");
+        let done: Vec<UrlResult> = l.urls.iter().filter(|u| u.id != poison).map(|u| ok(u.id)).collect();
+        if !done.is_empty() {
+            r.record(RecordRequest { results: done }).await.unwrap();
+        }
+        if l.urls.iter().any(|u| u.id == poison) {
+            release(&mut d, &l, "detector failed on a URL: CUDA error").await;
+        } else {
+            d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
+        }
+    }
+    let got = r.get_url_result(GetUrlResultRequest { url_id: poison }).await.unwrap().into_inner();
+    let got = got.result.expect("the failing URL has a terminal result");
+    assert_eq!(got.status(), UrlStatus::Abandoned);
+    assert!(got.reason.contains("CUDA error"), "{}", got.reason);
+    let p = d.get_progress(GetProgressRequest { job: "detfail".into() }).await.unwrap().into_inner();
+    assert_eq!((p.done_urls, p.failed_urls), (4, 1));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_and_drains_never_count_against_a_healthy_url() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    // The strictest limits: one failure splits, one single-URL failure abandons.
+    let mut d = delegator_with(&db, 0, 1, 60, 1, 1, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "healthy", 1, 1).await;
+    for _ in 0..5 {
+        acquire(&mut d, "fetcher-a").await.expect("lease");
+        let req = ReleaseFetcherLeasesRequest { fetcher_id: "fetcher-a".into() };
+        assert_eq!(d.release_fetcher_leases(req).await.unwrap().into_inner().released, 1);
+        let l = acquire(&mut d, "fetcher-b").await.expect("lease");
+        release(&mut d, &l, "").await; // draining
+    }
+    assert_eq!(chunk_failures(&mut d, "healthy").await, 0);
+    let id = facesweep_common::url_id(1, 0);
+    let got = r.get_url_result(GetUrlResultRequest { url_id: id }).await.unwrap().into_inner();
+    assert!(got.result.is_none(), "a healthy URL got a result from restarts: {:?}", got.result);
+    assert!(acquire(&mut d, "f").await.is_some(), "still leasable");
+    stop.cancel();
+}
+
+/// Makes every completion that decides `done` wait 1 s after taking its snapshot, so another
+/// transaction can run inside that window.
+async fn widen_completion_window(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_done() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.state = 'done' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow_done BEFORE UPDATE ON chunks FOR EACH ROW EXECUTE FUNCTION slow_done();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completion_cannot_close_a_chunk_that_retry_or_append_reopened() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    widen_completion_window(&db.pool().await).await;
+    import(&mut d, "race", 2, 4).await;
+    let l = acquire(&mut d, "f").await.unwrap();
+    let slow = UrlResult { status: UrlStatus::Timeout as i32, reason: "slow".into(), ..ok(l.urls[1].id) };
+    r.record(RecordRequest { results: vec![ok(l.urls[0].id), slow] }).await.unwrap();
+    // RetryUrls commits while the completion is between its check and its write.
+    let mut d2 = d.clone();
+    let completing = tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let retry = RetryUrlsRequest { job: "race".into(), status: "timeout".into(), force: false };
+    assert_eq!(d.retry_urls(retry).await.unwrap().into_inner().requeued, 1);
+    completing.await.unwrap().unwrap();
+    let again = acquire(&mut d, "f").await.expect("the retried URL must be leasable again");
+    assert_eq!(again.urls.len(), 1);
+    r.record(RecordRequest { results: vec![ok(again.urls[0].id)] }).await.unwrap();
+    // AppendUrls adds a URL to the chunk in the same window.
+    let mut d2 = d.clone();
+    let completing =
+        tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&again) }).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let more = AppendUrlsRequest { job: "race".into(), first_ordinal: 2, urls: vec!["http://x/new".into()] };
+    assert_eq!(d.append_urls(futures::stream::iter(vec![more])).await.unwrap().into_inner().inserted, 1);
+    completing.await.unwrap().unwrap();
+    let appended = acquire(&mut d, "f").await.expect("the appended URL must be leasable");
+    assert_eq!(appended.urls[0].url, "http://x/new");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_fit_in_a_default_grpc_message_whatever_the_urls() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    d.create_job(CreateJobRequest { name: "long".into(), chunk_size: 1000, priority: 0 }).await.unwrap();
+    // 1,000 URLs of 10 kB: a whole-chunk lease would be 10 MB, over the 4 MiB client default.
+    let urls: Vec<String> = (0..1000).map(|i| format!("http://x/{i}?{}", "q".repeat(10_000))).collect();
+    let msgs = urls.chunks(100).enumerate().map(|(i, c)| AppendUrlsRequest {
+        job: "long".into(),
+        first_ordinal: i as i64 * 100,
+        urls: c.to_vec(),
+    });
+    d.append_urls(futures::stream::iter(msgs.collect::<Vec<_>>())).await.unwrap();
+    let r = results(&db, &stop).await;
+    let mut seen = 0;
+    while seen < 1000 {
+        let l = acquire(&mut d, "f").await.expect("a lease that fits");
+        let bytes: usize = l.urls.iter().map(|u| u.url.len()).sum();
+        assert!(!l.urls.is_empty() && bytes <= 3 << 20, "{} URLs, {bytes} bytes", l.urls.len());
+        assert!(l.urls.len() < 1000);
+        seen += l.urls.len();
+        let rows: Vec<UrlResult> = l.urls.iter().map(|u| ok(u.id)).collect();
+        r.clone().record(RecordRequest { results: rows }).await.unwrap();
+        d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_admin_requests_are_refused_not_panicked_on() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    import(&mut d, "bad", 3, 10).await;
+    for first in [i64::MAX - 1, i64::MAX, (1 << 40) - 1, -5] {
+        let m = AppendUrlsRequest { job: "bad".into(), first_ordinal: first, urls: vec!["a".into(), "b".into()] };
+        let e = d.append_urls(futures::stream::iter(vec![m])).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "first_ordinal {first}: {e}");
+    }
+    let e = d.retry_urls(RetryUrlsRequest { job: "bad".into(), status: "ok".into(), force: false }).await;
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("force"), "{e}");
+    let forced = RetryUrlsRequest { job: "bad".into(), status: "ok".into(), force: true };
+    assert_eq!(d.retry_urls(forced).await.unwrap().into_inner().requeued, 0);
+    // The server is still up and the job intact.
+    let p = d.get_progress(GetProgressRequest { job: "bad".into() }).await.unwrap().into_inner();
+    assert_eq!(p.total_urls, 3);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_row_does_not_cost_its_batch() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "rows", 3, 10).await;
+    let l = acquire(&mut d, "f").await.unwrap();
+    let nan = Face { x1: 1.0, y1: 1.0, x2: 5.0, y2: 5.0, score: 0.9, landmarks: vec![f32::NAN; 10] };
+    let rows = vec![ok(l.urls[0].id), UrlResult { faces: vec![nan], ..ok(l.urls[1].id) }, ok(l.urls[2].id)];
+    let out = r.record(RecordRequest { results: rows }).await.unwrap().into_inner();
+    assert_eq!((out.inserted, out.rejected), (3, 1));
+    let bad = r.get_url_result(GetUrlResultRequest { url_id: l.urls[1].id }).await.unwrap().into_inner();
+    let bad = bad.result.unwrap();
+    assert_eq!(bad.status(), UrlStatus::DetectError);
+    assert!(bad.reason.contains("non-finite"), "{}", bad.reason);
+    let done = d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap().into_inner().done;
+    assert!(done, "every URL has exactly one terminal result");
+    stop.cancel();
+}
