@@ -137,6 +137,7 @@ impl Mesh {
                 max_batch: o.detector_max_batch,
                 max_delay_us: 2000,
                 queue: 1024,
+                queue_mib: 1024,
                 threads: 0,
                 metrics_listen: metrics_addr(&o, 1),
                 consul: Default::default(),

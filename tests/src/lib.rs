@@ -17,6 +17,13 @@ pub fn model_path() -> PathBuf {
     p
 }
 
+/// The set-up venv's Python (PyTorch for reference runs and test models).
+pub fn python() -> String {
+    let venv = std::env::var("FACESWEEP_VENV")
+        .unwrap_or_else(|_| facesweep_cli::cache_dir().join("venv").display().to_string());
+    format!("{venv}/bin/python")
+}
+
 pub fn samples_dir() -> PathBuf {
     let d = facesweep_cli::default_samples_dir();
     assert!(d.join(".done").exists(), "{} missing: run scripts/setup.sh (make test does)", d.display());

@@ -28,6 +28,7 @@ async fn detector(
         max_batch: 4,
         max_delay_us: 5000,
         queue: 64,
+        queue_mib: 1024,
         threads: 2,
         metrics_listen: None,
     };
@@ -36,11 +37,6 @@ async fn detector(
         .max_decoding_message_size(64 << 20)
 }
 
-fn python() -> String {
-    let venv = std::env::var("FACESWEEP_VENV")
-        .unwrap_or_else(|_| facesweep_cli::cache_dir().join("venv").display().to_string());
-    format!("{venv}/bin/python")
-}
 
 fn close(a: &[f32], b: &[f64], tol: f64) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (*x as f64 - y).abs() <= tol)

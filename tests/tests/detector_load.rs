@@ -1,5 +1,6 @@
 //! Back-pressure in the detector: a full queue makes streams wait and unary calls fail fast
-//! with RESOURCE_EXHAUSTED; a caller past its deadline costs nothing and breaks nothing.
+//! with RESOURCE_EXHAUSTED (the queue is bounded in images and in bytes); a caller past its
+//! deadline costs nothing and breaks nothing; a broken device turns health NOT_SERVING.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::*;
 use facesweep_tests::*;
 use futures::StreamExt;
+use tonic::transport::Channel;
 use tonic::Code;
 
 fn image(id: u64) -> DetectRequest {
@@ -23,28 +25,32 @@ fn image(id: u64) -> DetectRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
-    let stop = Shutdown::new();
-    let cfg = facesweep_detector::Config {
+fn config(model: std::path::PathBuf, queue: usize, queue_mib: u64) -> facesweep_detector::Config {
+    facesweep_detector::Config {
         consul: Default::default(),
         tls: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        model: model_path(),
+        model,
         device: "cpu".into(),
         fp32: true,
         max_batch: 1,
         max_delay_us: 0,
-        queue: 1,
+        queue,
+        queue_mib,
         threads: 1,
         metrics_listen: None,
-    };
-    let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
-    let client = DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())
-        .max_decoding_message_size(64 << 20);
+    }
+}
 
-    // Unary: with one queue slot, a burst must see refusals, and every call ends one way or the other.
-    let calls: Vec<_> = (0..12)
+async fn start(cfg: facesweep_detector::Config, stop: &Shutdown) -> (DetectorServiceClient<Channel>, Channel) {
+    let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
+    let ch = channel(&running.addr.to_string()).unwrap();
+    (DetectorServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20), ch)
+}
+
+/// How a burst of unary calls ended: (answered, refused with RESOURCE_EXHAUSTED).
+async fn burst(client: &DetectorServiceClient<Channel>, n: u64) -> (usize, usize) {
+    let calls: Vec<_> = (0..n)
         .map(|i| {
             let mut c = client.clone();
             tokio::spawn(
@@ -60,6 +66,89 @@ async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
+    (ok, exhausted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_is_bounded_in_bytes_too() {
+    let stop = Shutdown::new();
+    // 64 image slots but 1 MiB of pixels: one 1.2 MB image fills the queue.
+    let (client, _) = start(config(model_path(), 64, 1), &stop).await;
+    let (ok, exhausted) = burst(&client, 12).await;
+    assert!(ok >= 1 && exhausted >= 1, "ok {ok}, exhausted {exhausted}");
+    stop.cancel();
+}
+
+/// A TorchScript model that fails like a broken GPU on bright images (not on warm-up's black).
+fn broken_device_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let pt = dir.join("broken.pt");
+    let script = r#"
+import json, sys, torch
+class Broken(torch.nn.Module):
+    def forward(self, x):
+        if bool(x.max() > 100.0):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        b = x.shape[0]
+        return torch.zeros(b, 1, 4), torch.zeros(b, 1), torch.zeros(b, 1, 10)
+torch.jit.script(Broken()).save(sys.argv[1])
+cfg = json.load(open(sys.argv[2])); cfg["model_id"] = "broken"
+json.dump(cfg, open(sys.argv[1][:-3] + ".json", "w"))
+"#;
+    let real = model_path().with_extension("json");
+    // TorchScript reads the module's source, so it must come from a file.
+    let py = dir.join("broken.py");
+    std::fs::write(&py, script).unwrap();
+    let out = std::process::Command::new(python()).arg(&py).arg(&pt).arg(real).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    pt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_device_takes_the_detector_out_of_service() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let stop = Shutdown::new();
+    let dir = tmp_dir();
+    let (client, ch) = start(config(broken_device_model(dir.path()), 8, 64), &stop).await;
+    let status = || async {
+        let req = HealthCheckRequest { service: "facesweep.v1.DetectorService".into() };
+        HealthClient::new(ch.clone()).check(req).await.unwrap().into_inner().status()
+    };
+    let mut serving = false;
+    for _ in 0..50 {
+        serving = status().await == ServingStatus::Serving;
+        if serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "the detector never became ready");
+    let mut white = image(1);
+    white.data = vec![255u8; 640 * 640 * 3].into();
+    let e = client.clone().detect_one(DetectOneRequest { image: Some(white) }).await.unwrap_err();
+    assert!(e.message().contains("illegal memory access"), "{e:?}");
+    let mut down = false;
+    for _ in 0..50 {
+        down = status().await == ServingStatus::NotServing;
+        if down {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "health still SERVING after the device broke");
+    // New work is refused at once instead of failing image by image.
+    let e = client.clone().detect_one(DetectOneRequest { image: Some(image(2)) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
+    let stop = Shutdown::new();
+    let (client, _) = start(config(model_path(), 1, 1024), &stop).await;
+
+    // Unary: with one queue slot, a burst must see refusals, and every call ends one way or the other.
+    let (ok, exhausted) = burst(&client, 12).await;
     assert!(ok >= 1 && exhausted >= 1, "ok {ok}, exhausted {exhausted}");
 
     // Streams wait instead: every image of the stream is answered.

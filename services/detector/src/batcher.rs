@@ -5,6 +5,7 @@
 //! has waited `max_delay`, runs the batch, and answers each request.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,13 +30,27 @@ struct Request {
     queued: Instant,
     /// The image's span; the batch span links to it.
     span: tracing::Span,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Request>,
+    /// Queue bound in images.
     slots: Arc<Semaphore>,
+    /// Queue bound in KiB of pixels: images of any size cannot grow memory past it.
+    kib: Arc<Semaphore>,
+    kib_total: u32,
+    /// False once the model thread has stopped or the device failed for good (TEI's habit:
+    /// health is fed by the backend, so probes and Consul take a broken detector out).
+    healthy: Arc<AtomicBool>,
+}
+
+/// Queue limits of one batcher.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    pub images: usize,
+    pub bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,15 +61,44 @@ pub enum SubmitError {
     Closed,
 }
 
+/// Errors after which a CUDA context stays broken: every later call fails too.
+fn sticky(error: &str) -> bool {
+    ["illegal memory access", "device-side assert", "unspecified launch failure", "CUDA error: an illegal", "ECC error"]
+        .iter()
+        .any(|e| error.contains(e))
+}
+
 impl Batcher {
     /// Starts the model thread. `max_delay` bounds how long the first image of a batch waits.
-    pub fn start(model: Model, max_batch: usize, max_delay: Duration, queue: usize) -> Self {
+    pub fn start(model: Model, max_batch: usize, max_delay: Duration, queue: QueueLimits) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let alive = healthy.clone();
         std::thread::Builder::new()
             .name("detector-model".into())
-            .spawn(move || model_loop(model, rx, max_batch.max(1), max_delay))
+            .spawn(move || {
+                // Set on any exit of the thread, a panic included.
+                let _down = DownOnDrop(alive.clone());
+                model_loop(model, rx, max_batch.max(1), max_delay, &alive)
+            })
             .expect("spawn model thread");
-        Batcher { tx, slots: Arc::new(Semaphore::new(queue)) }
+        let kib_total = queue.bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS as u64) as u32;
+        Batcher {
+            tx,
+            slots: Arc::new(Semaphore::new(queue.images)),
+            kib: Arc::new(Semaphore::new(kib_total as usize)),
+            kib_total,
+            healthy,
+        }
+    }
+
+    /// Whether the model thread runs and its device works.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn kib_of(&self, image: &ImageInput) -> u32 {
+        (image.data.len() as u64).div_ceil(1024).clamp(1, self.kib_total as u64) as u32
     }
 
     /// Waits for queue space (streams: back-pressure reaches the client through HTTP/2).
@@ -62,8 +106,9 @@ impl Batcher {
         &self,
         image: ImageInput,
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
-        let permit = self.slots.clone().acquire_owned().await.map_err(|_| SubmitError::Closed)?;
-        self.send(image, permit)
+        let slot = self.slots.clone().acquire_owned().await.map_err(|_| SubmitError::Closed)?;
+        let kib = self.kib.clone().acquire_many_owned(self.kib_of(&image)).await.map_err(|_| SubmitError::Closed)?;
+        self.send(image, (slot, kib))
     }
 
     /// Fails fast when the queue is full (unary callers get RESOURCE_EXHAUSTED).
@@ -71,8 +116,9 @@ impl Batcher {
         &self,
         image: ImageInput,
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
-        let permit = self.slots.clone().try_acquire_owned().map_err(|_| SubmitError::QueueFull)?;
-        self.send(image, permit)
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| SubmitError::QueueFull)?;
+        let kib = self.kib.clone().try_acquire_many_owned(self.kib_of(&image)).map_err(|_| SubmitError::QueueFull)?;
+        self.send(image, (slot, kib))
     }
 
     /// Free queue slots: the service sends new work to the least loaded device.
@@ -83,18 +129,35 @@ impl Batcher {
     fn send(
         &self,
         image: ImageInput,
-        permit: OwnedSemaphorePermit,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
+        if !self.healthy() {
+            return Err(SubmitError::Closed);
+        }
         let (reply, rx) = oneshot::channel();
         facesweep_common::metrics::DETECTOR_QUEUE_DEPTH.inc();
         let span = tracing::info_span!("image", height = image.height, width = image.width);
-        let req = Request { image, reply, queued: Instant::now(), span, _permit: permit };
+        let req = Request { image, reply, queued: Instant::now(), span, _permits: permits };
         self.tx.send(req).map_err(|_| SubmitError::Closed)?;
         Ok(rx)
     }
 }
 
-fn model_loop(model: Model, rx: mpsc::Receiver<Request>, max_batch: usize, max_delay: Duration) {
+struct DownOnDrop(Arc<AtomicBool>);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+fn model_loop(
+    model: Model,
+    rx: mpsc::Receiver<Request>,
+    max_batch: usize,
+    max_delay: Duration,
+    healthy: &AtomicBool,
+) {
     let mut pending: VecDeque<Request> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -136,11 +199,17 @@ fn model_loop(model: Model, rx: mpsc::Receiver<Request>, max_batch: usize, max_d
         if batch.is_empty() {
             continue;
         }
-        run_batch(&model, batch);
+        if let Err(e) = run_batch(&model, batch) {
+            if sticky(&e) {
+                tracing::error!(error = %e, "device unusable: reporting NOT_SERVING");
+                healthy.store(false, Ordering::Relaxed);
+            }
+        }
     }
 }
 
-fn run_batch(model: &Model, batch: Vec<Request>) {
+/// Runs one batch and answers its requests; the error, when the batch failed.
+fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::info_span!(parent: None, "detect_batch", size = images.len());
@@ -176,12 +245,27 @@ fn run_batch(model: &Model, batch: Vec<Request>) {
                 let queue = started.duration_since(r.queued);
                 let _ = r.reply.send(Ok(Detection { faces, batch_size: n, queue, inference }));
             }
+            Ok(())
         }
         Err(e) => {
             tracing::error!(error = %e, "batch failed");
             for r in batch {
                 let _ = r.reply.send(Err(e.clone()));
             }
+            Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sticky;
+
+    #[test]
+    fn only_errors_that_break_the_device_are_sticky() {
+        assert!(sticky("CUDA error: an illegal memory access was encountered"));
+        assert!(sticky("torch: CUDA error: device-side assert triggered"));
+        assert!(!sticky("CUDA out of memory. Tried to allocate 2.00 GiB"));
+        assert!(!sticky("model output: expected a 3-tuple"));
     }
 }

@@ -16,7 +16,7 @@ use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_server::DetectorServiceServer;
 use facesweep_proto::ModelInfoResponse;
 
-pub use batcher::{Batcher, Detection};
+pub use batcher::{Batcher, Detection, QueueLimits};
 pub use model::{ImageInput, Model, ModelConfig};
 pub use service::validate;
 
@@ -45,6 +45,9 @@ pub struct Config {
     /// Images queued across all streams before new work waits (streams) or is refused (unary).
     #[arg(long, env = "DETECTOR_QUEUE", default_value_t = 1024)]
     pub queue: usize,
+    /// Pixels queued per device at most, MiB (bounds memory whatever the image sizes).
+    #[arg(long, env = "DETECTOR_QUEUE_MIB", default_value_t = 1024)]
+    pub queue_mib: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
     #[arg(long, env = "DETECTOR_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -94,14 +97,19 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // Loading and warm-up block for seconds: keep them off the async workers.
     let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
     let model_id = info.model_id.clone();
-    let svc = service::DetectorSvc { batchers: Arc::new(batchers), info: Arc::new(info) };
-    // Ready from here on (model warm); NOT_SERVING again once draining starts.
+    let batchers = Arc::new(batchers);
+    let svc = service::DetectorSvc { batchers: batchers.clone(), info: Arc::new(info) };
+    // Ready from here on (model warm) while a model thread works; NOT_SERVING once every
+    // device is broken or draining starts.
     grpc::health_follows(
         front.health.clone(),
         "facesweep.v1.DetectorService",
-        Duration::from_secs(5),
+        Duration::from_secs(1),
         shutdown.clone(),
-        || async { true },
+        move || {
+            let up = batchers.iter().any(Batcher::healthy);
+            async move { up }
+        },
     );
     let router = front
         .router(&["facesweep.v1.DetectorService"])?
@@ -136,7 +144,8 @@ fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
         tracing::info!(model = %model.config.model_id, device = ?d, dtype = ?model.kind, libtorch_cuda = cuda, "model ready");
         info.get_or_insert_with(|| model_info(&model, config));
         let delay = Duration::from_micros(config.max_delay_us);
-        batchers.push(Batcher::start(model, config.max_batch, delay, config.queue));
+        let limits = QueueLimits { images: config.queue, bytes: config.queue_mib << 20 };
+        batchers.push(Batcher::start(model, config.max_batch, delay, limits));
     }
     Ok((batchers, info.expect("one device at least")))
 }

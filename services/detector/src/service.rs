@@ -18,8 +18,6 @@ use crate::model::ImageInput;
 
 /// Images one stream may have queued or running at once.
 const MAX_IN_FLIGHT_PER_STREAM: usize = 512;
-/// Largest side accepted; beyond it an image is certainly not letterboxed.
-pub const MAX_SIDE: u32 = 4096;
 
 pub struct DetectorSvc {
     /// One batcher (model thread) per device.
@@ -27,18 +25,22 @@ pub struct DetectorSvc {
     pub info: Arc<ModelInfoResponse>,
 }
 
-/// The device with the most free queue slots.
+/// The working device with the most free queue slots (a broken one refuses, see `send`).
 fn pick(batchers: &[Batcher]) -> &Batcher {
-    batchers.iter().max_by_key(|b| b.available()).expect("at least one batcher")
+    batchers.iter().max_by_key(|b| (b.healthy(), b.available())).expect("at least one batcher")
 }
 
-/// Checks a request describes a real u8 HWC RGB image; the message is the client's fix.
-pub fn validate(r: &DetectRequest) -> Result<ImageInput, String> {
+/// Checks a request describes a real u8 HWC RGB image no larger than the model's input
+/// (`max` = width, height); the message is the client's fix.
+pub fn validate(r: &DetectRequest, max: (u32, u32)) -> Result<ImageInput, String> {
     if r.channels != 3 {
         return Err(format!("channels must be 3 (RGB), got {}", r.channels));
     }
-    if r.height == 0 || r.width == 0 || r.height > MAX_SIDE || r.width > MAX_SIDE {
-        return Err(format!("height and width must be in 1..={MAX_SIDE}, got {}x{}", r.width, r.height));
+    if r.height == 0 || r.width == 0 || r.width > max.0 || r.height > max.1 {
+        return Err(format!(
+            "width and height must be in 1..={}x{} (the model's input), got {}x{}",
+            max.0, max.1, r.width, r.height
+        ));
     }
     let expected = r.height as usize * r.width as usize * 3;
     if r.data.len() != expected {
@@ -98,6 +100,7 @@ impl DetectorService for DetectorSvc {
         let mut incoming = req.into_inner();
         let batchers = self.batchers.clone();
         let model_id = self.info.model_id.clone();
+        let max = (self.info.input_width, self.info.input_height);
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         // The stream's work stays inside the call's span (child of the fetcher's lease).
         let span = tracing::Span::current();
@@ -113,7 +116,7 @@ impl DetectorService for DetectorSvc {
                                 _ => { input_open = false; continue; }
                             };
                             let id = req.id;
-                            let img = match validate(&req) {
+                            let img = match validate(&req, max) {
                                 Ok(img) => img,
                                 Err(e) => {
                                     if tx.send(Ok(error_response(id, Code::InvalidArgument, e))).await.is_err() { return; }
@@ -148,7 +151,7 @@ impl DetectorService for DetectorSvc {
         req: Request<DetectOneRequest>,
     ) -> Result<Response<DetectOneResponse>, Status> {
         let req = req.into_inner().image.ok_or_else(|| Status::invalid_argument("image is required"))?;
-        let img = validate(&req).map_err(Status::invalid_argument)?;
+        let img = validate(&req, (self.info.input_width, self.info.input_height)).map_err(Status::invalid_argument)?;
         let rx = pick(&self.batchers).try_submit(img).map_err(|e| match e {
             SubmitError::QueueFull => Status::resource_exhausted(e.to_string()),
             SubmitError::Closed => Status::unavailable(e.to_string()),
@@ -181,23 +184,32 @@ mod tests {
         }
     }
 
+    const MAX: (u32, u32) = (640, 640);
+
     #[test]
     fn malformed_images_are_rejected_with_a_reason() {
-        assert!(validate(&req(4, 2, 3, 24)).is_ok());
-        assert!(validate(&req(4, 2, 3, 23)).unwrap_err().contains("24"));
-        assert!(validate(&req(4, 2, 1, 8)).unwrap_err().contains("channels"));
-        assert!(validate(&req(0, 2, 3, 0)).is_err());
-        assert!(validate(&req(MAX_SIDE + 1, 1, 3, (MAX_SIDE as usize + 1) * 3)).is_err());
+        assert!(validate(&req(4, 2, 3, 24), MAX).is_ok());
+        assert!(validate(&req(4, 2, 3, 23), MAX).unwrap_err().contains("24"));
+        assert!(validate(&req(4, 2, 1, 8), MAX).unwrap_err().contains("channels"));
+        assert!(validate(&req(0, 2, 3, 0), MAX).is_err());
         let mut r = req(4, 2, 3, 24);
         r.scale = f32::NAN;
-        assert!(validate(&r).is_err());
+        assert!(validate(&r, MAX).is_err());
         r.scale = 0.0;
-        assert!(validate(&r).is_err());
+        assert!(validate(&r, MAX).is_err());
+    }
+
+    #[test]
+    fn inputs_larger_than_the_model_input_are_rejected() {
+        assert!(validate(&req(640, 640, 3, 640 * 640 * 3), MAX).is_ok());
+        let e = validate(&req(641, 640, 3, 641 * 640 * 3), MAX).unwrap_err();
+        assert!(e.contains("model's input"), "{e}");
+        assert!(validate(&req(640, 4096, 3, 640 * 4096 * 3), MAX).is_err());
     }
 
     #[test]
     fn original_size_defaults_to_the_tensor_size() {
-        let img = validate(&req(4, 2, 3, 24)).unwrap();
+        let img = validate(&req(4, 2, 3, 24), MAX).unwrap();
         assert_eq!((img.original_width, img.original_height), (4, 2));
     }
 }
