@@ -33,8 +33,9 @@ pub async fn fetch(
     urls: Vec<String>,
     config: facesweep_fetcher::Config,
     target: (u32, u32),
-) -> (usize, usize, f64) {
-    let fetcher = Arc::new(Fetcher::new(config.fetch_config()));
+) -> anyhow::Result<(usize, usize, f64)> {
+    config.validate()?;
+    let fetcher = Arc::new(Fetcher::new(config.fetch_config())?);
     let started = Instant::now();
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     let results: Vec<_> = futures::stream::iter(urls)
@@ -55,7 +56,7 @@ pub async fn fetch(
     if !failures.is_empty() {
         eprintln!("failures by class: {failures:?}");
     }
-    (ok, results.len() - ok, secs)
+    Ok((ok, results.len() - ok, secs))
 }
 
 /// The floor: decode + letterbox of the same files from memory on every core, `passes` times.

@@ -208,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
             let config = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(args)?;
             // This CLI links LibTorch (the detector); the fetcher service binary does not.
             let before = bench::rss_mib();
-            let (ok, failed, secs) = bench::fetch(list, config, (size, size)).await;
+            let (ok, failed, secs) = bench::fetch(list, config, (size, size)).await?;
             let peak = bench::peak_rss_mib();
             println!(
                 "peak RSS {peak:.0} MiB, {before:.0} MiB before fetching: fetch tier {:.0} MiB",

@@ -30,6 +30,9 @@ pub struct DownloadConfig {
     /// Longest Retry-After honoured; longer ones fail now rather than hold a slot.
     pub max_retry_after: Duration,
     pub policy: IpPolicy,
+    /// An explicit forward proxy (then the proxy resolves names, past the address policy).
+    /// Proxies from the environment (HTTP_PROXY…) are never used: they would bypass it.
+    pub proxy: Option<String>,
 }
 
 /// A downloaded body; `_budget` returns its bytes to the shared budget when dropped.
@@ -41,7 +44,7 @@ pub struct Downloaded {
     pub _budget: Option<Reservation>,
 }
 
-pub fn client(cfg: &DownloadConfig) -> reqwest::Client {
+pub fn client(cfg: &DownloadConfig) -> anyhow::Result<reqwest::Client> {
     let policy = cfg.policy.clone();
     let max = cfg.max_redirects;
     let redirect = reqwest::redirect::Policy::custom(move |attempt| {
@@ -60,7 +63,11 @@ pub fn client(cfg: &DownloadConfig) -> reqwest::Client {
         }
         attempt.follow()
     });
-    reqwest::Client::builder()
+    let builder = match &cfg.proxy {
+        Some(p) => reqwest::Client::builder().proxy(reqwest::Proxy::all(p)?),
+        None => reqwest::Client::builder().no_proxy(),
+    };
+    Ok(builder
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.total_timeout)
         .redirect(redirect)
@@ -68,8 +75,7 @@ pub fn client(cfg: &DownloadConfig) -> reqwest::Client {
         .dns_resolver(Arc::new(Resolver::new(cfg.policy.clone(), Duration::from_secs(60))))
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
-        .build()
-        .expect("http client")
+        .build()?)
 }
 
 fn literal_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {

@@ -41,7 +41,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(cfg: FetchConfig) -> Self {
+    pub fn new(cfg: FetchConfig) -> anyhow::Result<Self> {
         let threads = if cfg.decode_threads == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
@@ -49,14 +49,14 @@ impl Fetcher {
         };
         // A budget below the body cap would make a large body wait forever.
         let budget_bytes = cfg.body_budget_bytes.max(cfg.download.max_body_bytes * 2);
-        Fetcher {
-            client: download::client(&cfg.download),
+        Ok(Fetcher {
+            client: download::client(&cfg.download)?,
             hosts: HostLimits::new(cfg.per_host),
             // Waiting for memory is bounded like the download itself.
             budget: BodyBudget::new(budget_bytes, cfg.download.total_timeout),
             pool: DecodePool::new(threads, cfg.decode_timeout),
             cfg,
-        }
+        })
     }
 
     /// Downloads and letterboxes `url` to `target` (width, height).

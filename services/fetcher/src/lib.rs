@@ -82,6 +82,10 @@ pub struct Config {
     /// Networks that may be fetched although private/loopback (SSRF guard), e.g. 10.0.0.0/8.
     #[arg(long, env = "FETCHER_ALLOW_NETWORKS", value_delimiter = ',')]
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// Forward proxy for downloads, e.g. http://proxy:3128 (then the proxy resolves names, so
+    /// the private-address guard cannot see them). HTTP(S)_PROXY from the environment is ignored.
+    #[arg(long, env = "FETCHER_PROXY")]
+    pub proxy: Option<String>,
     /// Bytes of image bodies held in memory at once, MiB (bounds RSS at any concurrency).
     #[arg(long, env = "FETCHER_BODY_BUDGET_MIB", default_value_t = 64)]
     pub body_budget_mib: u64,
@@ -140,6 +144,9 @@ impl Config {
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
+        if let Some(p) = &self.proxy {
+            reqwest::Proxy::all(p).map_err(|e| anyhow::anyhow!("--proxy {p:?}: {e}"))?;
+        }
         for (flag, v) in [
             ("--rpc-timeout-ms", self.rpc_timeout_ms),
             ("--detect-timeout-ms", self.detect_timeout_ms),
@@ -178,6 +185,7 @@ impl Config {
                 retry_base: Duration::from_millis(self.retry_base_ms),
                 max_retry_after: Duration::from_secs(self.max_retry_after_secs),
                 policy: IpPolicy { allow: self.allow_networks.clone() },
+                proxy: self.proxy.clone(),
             },
             max_pixels: self.max_pixels,
             decode_threads: self.decode_threads,
@@ -221,7 +229,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
         detector,
         ResultsServiceClient::new(discovery::balanced(members(&config.results)?, tls.clone(), "results")),
-        Fetcher::new(config.fetch_config()),
+        Fetcher::new(config.fetch_config())?,
         (info.input_width, info.input_height),
     ));
     worker.reclaim().await;

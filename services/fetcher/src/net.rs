@@ -19,35 +19,61 @@ pub struct IpPolicy {
     pub allow: Vec<IpNet>,
 }
 
+/// Never fetched unless allow-listed: private, shared, loopback, link-local, documentation,
+/// benchmarking, reserved, multicast and broadcast space, and IPv6 forms of the same.
+const DENIED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/96", // unspecified, loopback and the deprecated IPv4-compatible form
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/32", // Teredo: the IPv4 inside is obfuscated, so it cannot be checked
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+static DENIED_NETS: std::sync::LazyLock<Vec<IpNet>> =
+    std::sync::LazyLock::new(|| DENIED.iter().map(|n| n.parse().expect("valid network")).collect());
+
+/// The IPv4 address an IPv6 address stands for, where it carries one in the clear:
+/// IPv4-mapped (::ffff:0:0/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let tail = || std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail()),
+        [0x2002, a, b, ..] => Some(std::net::Ipv4Addr::new((a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8)),
+        _ => None,
+    }
+}
+
 impl IpPolicy {
     pub fn permits(&self, ip: IpAddr) -> bool {
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return true;
         }
-        match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                !(v4.is_loopback()
-                    || v4.is_private()
-                    || v4.is_link_local()
-                    || v4.is_multicast()
-                    || v4.is_unspecified()
-                    || v4.is_broadcast()
-                    || o[0] == 0
-                    || (o[0] == 100 && (o[1] & 0xC0) == 64)) // 100.64/10, carrier-grade NAT
-            }
-            IpAddr::V6(v6) => {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return self.permits(IpAddr::V4(v4));
-                }
-                let s = v6.segments();
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (s[0] & 0xfe00) == 0xfc00 // unique local
-                    || (s[0] & 0xffc0) == 0xfe80) // link-local
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = embedded_v4(v6) {
+                return self.permits(IpAddr::V4(v4));
             }
         }
+        !DENIED_NETS.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -148,10 +174,25 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::",
+            "64:ff9b::a00:1",     // NAT64 of 10.0.0.1
+            "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
+            "::127.0.0.1",        // IPv4-compatible
+            "::8.8.8.8",          // IPv4-compatible (deprecated, never fetched)
+            "2002:a9fe:a9fe::1",  // 6to4 of 169.254.169.254
+            "2002:7f00:1::",      // 6to4 of 127.0.0.1
+            "fec0::1",            // site-local
+            "2001:0:4136:e378::1", // Teredo
+            "100.64.0.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.255",
+            "203.0.113.5",
         ] {
             assert!(!p.permits(bad.parse().unwrap()), "{bad} should be refused");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "198.20.0.1"] {
             assert!(p.permits(good.parse().unwrap()), "{good} should be allowed");
         }
         let allow = IpPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()] };

@@ -236,6 +236,7 @@ fn config(allow: &[&str]) -> FetchConfig {
             retry_base: Duration::from_millis(50),
             max_retry_after: Duration::from_secs(5),
             policy: IpPolicy { allow: allow.iter().map(|a| a.parse().unwrap()).collect() },
+            proxy: None,
         },
         max_pixels: 50_000_000,
         decode_threads: 2,
@@ -248,7 +249,7 @@ fn config(allow: &[&str]) -> FetchConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_misbehaviour_gets_its_class_and_a_reason() {
     let (addr, state) = server().await;
-    let f = Fetcher::new(config(&["127.0.0.1/32"]));
+    let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
     let url = |p: &str| format!("http://{addr}{p}");
     let cases: Vec<(String, UrlStatus, &str)> = vec![
         (url("/huge-declared"), UrlStatus::TooLarge, "cap"),
@@ -288,7 +289,7 @@ async fn many_bodies_without_a_length_never_wait_on_each_other() {
     cfg.download.max_body_bytes = 4 << 20;
     cfg.download.total_timeout = Duration::from_secs(20);
     cfg.per_host = 64;
-    let f = Fetcher::new(cfg);
+    let f = Fetcher::new(cfg).unwrap();
     let url = format!("http://{addr}/chunked-big.jpg");
     let all = futures::future::join_all((0..24).map(|_| f.fetch(&url, (64, 64))));
     let results = tokio::time::timeout(Duration::from_secs(60), all).await.expect("downloads stuck on the budget");
@@ -301,7 +302,7 @@ async fn many_bodies_without_a_length_never_wait_on_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured_and_per_host_limit_holds() {
     let (addr, state) = server().await;
-    let f = Fetcher::new(config(&["127.0.0.1/32"]));
+    let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
     let started = std::time::Instant::now();
     let (r, st) = f.fetch(&format!("http://{addr}/busy-then-ok"), (64, 64)).await;
     assert!(r.is_ok(), "{r:?}");
@@ -317,7 +318,7 @@ async fn retry_after_is_honoured_and_per_host_limit_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_addresses_are_refused_by_default() {
     let (addr, state) = server().await;
-    let f = Fetcher::new(config(&[]));
+    let f = Fetcher::new(config(&[])).unwrap();
     for u in [
         format!("http://{addr}/ok.jpg"),
         format!("http://localhost:{}/ok.jpg", addr.port()),
@@ -333,7 +334,7 @@ async fn private_addresses_are_refused_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_images_decode_correctly() {
     let (addr, _) = server().await;
-    let f = Fetcher::new(config(&["127.0.0.1/32"]));
+    let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
     let px = |lb: &facesweep_fetcher::decode::Letterboxed, x: u32, y: u32| {
         let i = ((y * lb.width + x) * 3) as usize;
         [lb.data[i], lb.data[i + 1], lb.data[i + 2]]
