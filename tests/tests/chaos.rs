@@ -117,6 +117,7 @@ impl Cluster {
         if kind == "postgres" {
             let pg =
                 PgEmbed::start_on(&self.dir.join("db"), Durability::Durable, Some(self.pg_port)).unwrap();
+            self.db_url = pg.url();
             self.pg = Some(pg);
         } else {
             let child = self.command(kind).spawn().unwrap();
@@ -225,7 +226,8 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     let pg_port = free_port();
     let mut c = Cluster {
         dir: dir.clone(),
-        db_url: format!("postgres://facesweep@127.0.0.1:{pg_port}/postgres"),
+        db_url: String::new(), // set when postgres starts
+
         ports: KINDS.iter().map(|k| (*k, free_port())).collect(),
         procs: HashMap::new(),
         pg: None,

@@ -2,10 +2,16 @@
 //!
 //! PostgreSQL refuses to run as root, so when we are root the cluster runs as an
 //! unprivileged user (`postgres` by default, `FACESWEEP_PG_USER` to override).
+//!
+//! Closed by default: no TCP listener at all, only a Unix socket inside the 0700 data
+//! directory, so no other local user can connect (and so run programs through
+//! `COPY … TO PROGRAM` as the superuser). Directories outside the caller's own are created
+//! without following symlinks and refused when someone else could have prepared them.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,7 +53,8 @@ impl PgEmbed {
                 let alt = fallback_dir(&dir);
                 tracing::warn!(data_dir = %dir.display(), cluster = %alt.display(), user = %u.name,
                     "data dir not reachable by the PostgreSQL user; keeping the cluster elsewhere");
-                fs::create_dir_all(&alt)?;
+                safe_dir(alt.parent().expect("fallback has a root"), 0o711, None)?;
+                safe_dir(&alt, 0o700, user.as_ref().map(|u| u.uid.as_raw()))?;
                 alt.join("pg")
             }
             _ => dir.join("pg"),
@@ -61,11 +68,17 @@ impl PgEmbed {
             None => free_port()?,
         };
         let log_path = pgdata.with_file_name("postgres.log");
-        let log = fs::File::create(&log_path)?;
+        let log = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D").arg(&pgdata).arg("-p").arg(port.to_string());
         for (k, v) in [
-            ("listen_addresses", "127.0.0.1"),
+            ("listen_addresses", ""),
             ("unix_socket_directories", pgdata.to_str().unwrap_or("/tmp")),
             ("max_connections", "300"),
             ("shared_buffers", "256MB"),
@@ -92,9 +105,13 @@ impl PgEmbed {
         Ok(pg)
     }
 
-    /// Connection URL (superuser `facesweep`, trust auth on loopback).
+    /// Connection URL: superuser `facesweep` over the Unix socket in the data directory.
     pub fn url(&self) -> String {
-        format!("postgres://facesweep@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://facesweep@localhost/postgres?host={}&port={}", self.pgdata.display(), self.port)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.pgdata.join(format!(".s.PGSQL.{}", self.port))
     }
 
     pub fn port(&self) -> u16 {
@@ -107,13 +124,13 @@ impl PgEmbed {
 
     fn wait_ready(&mut self, log_path: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port);
+        let socket = self.socket();
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 let log = fs::read_to_string(log_path).unwrap_or_default();
                 bail!("postgres exited with {status}:\n{log}");
             }
-            if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
+            if UnixStream::connect(&socket).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -183,6 +200,29 @@ fn traversable(dir: &Path) -> bool {
         .all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
 }
 
+/// Creates `dir` with `mode` without following a symlink, or accepts an existing one only if
+/// it is a real directory owned by us (or `owner`) that nobody else can write to.
+fn safe_dir(dir: &Path, mode: u32, owner: Option<u32>) -> anyhow::Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+    }
+    let m = fs::symlink_metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted = m.file_type().is_dir() && (m.uid() == me || Some(m.uid()) == owner);
+    if !trusted || m.mode() & 0o022 != 0 {
+        bail!(
+            "{} is not a directory owned by this user and closed to others (uid {}, mode {:o}); \
+             remove it or pass a data dir the PostgreSQL user can reach",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// A stable cluster location for `dir` under /var/tmp, so it is still kept between runs.
 fn fallback_dir(dir: &Path) -> PathBuf {
     use std::hash::{Hash, Hasher};
@@ -203,20 +243,16 @@ fn init(bin: &Path, pgdata: &Path, user: Option<&User>) -> anyhow::Result<()> {
     if pgdata.exists() {
         fs::remove_dir_all(pgdata)?;
     }
-    fs::create_dir_all(pgdata)?;
-    fs::set_permissions(pgdata, fs::Permissions::from_mode(0o700))?;
+    fs::DirBuilder::new().mode(0o700).create(pgdata)?;
     if let Some(u) = user {
         chown(pgdata, Some(u.uid), Some(u.gid))?;
         if let Some(parent) = pgdata.parent() {
             chown(parent, Some(u.uid), Some(u.gid))?;
-            // The fallback root must be traversable too.
-            if let Some(root) = parent.parent().filter(|r| r.ends_with("facesweep-pg")) {
-                fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
-            }
         }
     }
     let mut cmd = Command::new(bin.join("initdb"));
-    cmd.arg("-D").arg(pgdata).args(["-U", "facesweep", "--auth=trust", "-E", "UTF8"]);
+    // Only the socket in the 0700 data dir can reach it; TCP is refused even if enabled later.
+    cmd.arg("-D").arg(pgdata).args(["-U", "facesweep", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8"]);
     cmd.args(["--locale=C", "--no-sync"]);
     as_user(&mut cmd, user);
     let out = cmd.output().context("run initdb")?;
@@ -261,16 +297,39 @@ mod tests {
     }
 
     #[test]
-    fn starts_and_restarts_on_the_same_data_dir() {
+    fn starts_and_restarts_on_the_same_data_dir_without_tcp() {
         let tmp = tempfile::Builder::new().prefix("pgembed").tempdir_in("/tmp").unwrap();
         let mut pg = PgEmbed::start(tmp.path(), Durability::Ephemeral).unwrap();
-        assert!(pg.url().starts_with("postgres://facesweep@127.0.0.1:"));
+        assert!(pg.url().contains(&format!("host={}", pg.data_dir().display())), "{}", pg.url());
         assert!(pg.data_dir().join("PG_VERSION").exists());
+        let mode = fs::metadata(pg.data_dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the socket's directory is closed to other users");
         let port = pg.port();
+        assert!(UnixStream::connect(pg.socket()).is_ok());
+        // Closed by default: nothing listens on TCP, on loopback or anywhere.
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "postgres listens on TCP");
         pg.stop();
-        assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after stop");
+        assert!(UnixStream::connect(pg.socket()).is_err(), "still listening after stop");
         // Kept between runs: the second start reuses the cluster rather than re-initialising.
-        let pg2 = PgEmbed::start(tmp.path(), Durability::Ephemeral).unwrap();
-        assert!(TcpStream::connect(("127.0.0.1", pg2.port())).is_ok());
+        let pg2 = PgEmbed::start_on(tmp.path(), Durability::Ephemeral, Some(port)).unwrap();
+        assert!(UnixStream::connect(pg2.socket()).is_ok());
+    }
+
+    #[test]
+    fn prepared_or_open_directories_are_refused() {
+        let tmp = tempfile::Builder::new().prefix("pgembed").tempdir_in("/tmp").unwrap();
+        let target = tmp.path().join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = safe_dir(&link, 0o700, None).unwrap_err().to_string();
+        assert!(e.contains("not a directory owned"), "{e}");
+        let open = tmp.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(safe_dir(&open, 0o700, None).is_err(), "a world-writable directory is refused");
+        let fresh = tmp.path().join("fresh");
+        safe_dir(&fresh, 0o700, None).unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
     }
 }
