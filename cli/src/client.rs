@@ -1,7 +1,7 @@
 //! Client side of the CLI: import, progress, export against a running mesh.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,69 +13,151 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-/// URLs per AppendUrls message.
+/// URLs per AppendUrls message (and most held in memory at once, times the channel depth).
 const IMPORT_MESSAGE: usize = 5_000;
+/// Messages read ahead of the network.
+const IMPORT_AHEAD: usize = 2;
 
-/// Reads URLs: one per line, or a CSV with a `url` column. Blank lines and `#` comments are skipped.
-pub fn read_urls(path: &Path) -> anyhow::Result<Vec<String>> {
-    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut lines = BufReader::new(file).lines().peekable();
-    let first = lines.peek().and_then(|l| l.as_ref().ok()).cloned().unwrap_or_default();
-    let header: Vec<String> = first.split(',').map(|h| h.trim().trim_matches('"').to_lowercase()).collect();
-    if header.len() > 1 || header.first().map(String::as_str) == Some("url") {
-        let col = header.iter().position(|h| h == "url").context("CSV input needs a `url` column")?;
-        let mut rdr = csv::Reader::from_path(path)?;
-        let mut urls = Vec::new();
-        for rec in rdr.records() {
-            let rec = rec?;
-            if let Some(u) = rec.get(col).map(str::trim).filter(|u| !u.is_empty()) {
-                urls.push(u.to_string());
+/// Where a job's URLs come from: a file read lazily (any size), or a list already in memory
+/// (the demo, tests).
+pub enum UrlInput {
+    File(PathBuf),
+    List(Vec<String>),
+}
+
+type UrlIter = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+
+impl UrlInput {
+    /// The URLs, one at a time: a line each, or a CSV's `url` column. Blank lines and `#`
+    /// comments are skipped.
+    pub fn urls(&self) -> anyhow::Result<UrlIter> {
+        let path = match self {
+            UrlInput::List(v) => return Ok(Box::new(v.clone().into_iter().map(Ok))),
+            UrlInput::File(p) => p,
+        };
+        let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let mut reader = BufReader::new(file);
+        let first = reader.fill_buf()?.split(|b| *b == b'\n').next().unwrap_or_default().to_vec();
+        let first = String::from_utf8_lossy(&first);
+        let header: Vec<String> = first.split(',').map(|h| h.trim().trim_matches('"').to_lowercase()).collect();
+        if header.len() > 1 || header.first().map(String::as_str) == Some("url") {
+            let col = header.iter().position(|h| h == "url").context("CSV input needs a `url` column")?;
+            let records = csv::Reader::from_reader(reader).into_records();
+            return Ok(Box::new(records.filter_map(move |rec| match rec {
+                Ok(rec) => rec.get(col).map(str::trim).filter(|u| !u.is_empty()).map(|u| Ok(u.to_string())),
+                Err(e) => Some(Err(e.into())),
+            })));
+        }
+        Ok(Box::new(reader.lines().filter_map(|line| match line {
+            Ok(l) => Some(l.trim()).filter(|t| !t.is_empty() && !t.starts_with('#')).map(|t| Ok(t.to_string())),
+            Err(e) => Some(Err(e.into())),
+        })))
+    }
+
+    /// "sha256:<hex>" of a file's bytes (read in blocks), so a changed file is noticed.
+    pub fn digest(&self) -> anyhow::Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match self {
+            UrlInput::List(v) => v.iter().for_each(|u| {
+                h.update(u.as_bytes());
+                h.update(b"\n");
+            }),
+            UrlInput::File(p) => {
+                let mut f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+                std::io::copy(&mut f, &mut h)?;
             }
         }
-        return Ok(urls);
+        Ok(format!("sha256:{:x}", h.finalize()))
     }
-    let mut urls = Vec::new();
-    for line in lines {
-        let line = line?;
-        let t = line.trim();
-        if !t.is_empty() && !t.starts_with('#') {
-            urls.push(t.to_string());
-        }
-    }
-    Ok(urls)
+}
+
+/// Reads all of a (small) URL file into memory; `UrlInput::urls` streams instead.
+pub fn read_urls(path: &Path) -> anyhow::Result<Vec<String>> {
+    UrlInput::File(path.to_path_buf()).urls()?.collect()
 }
 
 pub async fn delegator(addr: &str) -> anyhow::Result<DelegatorServiceClient<tonic::transport::Channel>> {
     Ok(DelegatorServiceClient::new(channel(addr)?).max_decoding_message_size(64 << 20))
 }
 
-/// Creates the job if needed and streams the URLs; re-importing the same file is a no-op.
+/// How an import names and checks its job.
+#[derive(Default)]
+pub struct ImportOptions {
+    /// Refuse to add to a job made from another input (see `UrlInput::digest`).
+    pub digest: Option<String>,
+    pub quiet: bool,
+}
+
+/// Creates the job if needed and streams the URLs in bounded messages, reading the input
+/// lazily. Ordinals make re-sending harmless; an interrupted import resumes after the last
+/// URL the delegator holds.
 pub async fn import(
     addr: &str,
     job: &str,
-    urls: Vec<String>,
-    quiet: bool,
+    input: &UrlInput,
+    opts: ImportOptions,
 ) -> anyhow::Result<AppendUrlsResponse> {
     let mut d = delegator(addr).await?;
-    d.create_job(CreateJobRequest { name: job.into(), chunk_size: 0, priority: 0 }).await?;
-    let bar = if quiet { ProgressBar::hidden() } else { bar(urls.len() as u64, "import") };
-    let job = job.to_string();
-    let total = urls.len();
+    let req = CreateJobRequest {
+        name: job.into(),
+        input_digest: opts.digest.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    d.create_job(req).await.map_err(|e| match e.code() {
+        tonic::Code::FailedPrecondition => anyhow::anyhow!("{}; pass --job NAME to start a new job", e.message()),
+        _ => e.into(),
+    })?;
+    let p = progress(addr, job).await?;
+    // Ordinals 0..total are all present only when the highest is total - 1.
+    let skip = if p.next_ordinal == p.total_urls { p.total_urls as usize } else { 0 };
+    let bar = if opts.quiet { ProgressBar::hidden() } else { spinner("import") };
+    bar.set_position(skip as u64);
+    let (tx, rx) = tokio::sync::mpsc::channel(IMPORT_AHEAD);
+    let reader = read_messages(input.urls()?, job.to_string(), skip, tx);
+    let reading = tokio::task::spawn_blocking(reader);
     let b = bar.clone();
-    let messages: Vec<AppendUrlsRequest> = urls
-        .chunks(IMPORT_MESSAGE)
-        .enumerate()
-        .map(|(i, c)| AppendUrlsRequest {
-            job: job.clone(),
-            first_ordinal: (i * IMPORT_MESSAGE) as i64,
-            urls: c.to_vec(),
-        })
-        .collect();
-    let stream = futures::stream::iter(messages).inspect(move |m| b.inc(m.urls.len() as u64));
-    let resp = d.append_urls(stream).await?.into_inner();
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).inspect(move |m| b.inc(m.urls.len() as u64));
+    let sent = d.append_urls(stream).await;
     bar.finish_and_clear();
-    anyhow::ensure!(resp.received as usize == total, "delegator received {} of {total} URLs", resp.received);
+    let read = reading.await??;
+    let mut resp = sent?.into_inner();
+    anyhow::ensure!(resp.received == read, "delegator received {} of {read} URLs", resp.received);
+    resp.received += skip as i64;
     Ok(resp)
+}
+
+/// Reads URLs into AppendUrls messages (after skipping `skip`); returns how many were sent.
+fn read_messages(
+    urls: UrlIter,
+    job: String,
+    skip: usize,
+    tx: tokio::sync::mpsc::Sender<AppendUrlsRequest>,
+) -> impl FnOnce() -> anyhow::Result<i64> {
+    move || {
+        let mut urls = urls.skip(skip);
+        let mut next = skip as i64;
+        loop {
+            let batch: Vec<String> = urls.by_ref().take(IMPORT_MESSAGE).collect::<anyhow::Result<_>>()?;
+            if batch.is_empty() {
+                return Ok(next - skip as i64);
+            }
+            let n = batch.len() as i64;
+            let msg = AppendUrlsRequest { job: job.clone(), first_ordinal: next, urls: batch };
+            if tx.blocking_send(msg).is_err() {
+                // The call failed; its error is the one reported.
+                return Ok(next - skip as i64);
+            }
+            next += n;
+        }
+    }
+}
+
+fn spinner(what: &str) -> ProgressBar {
+    let b = ProgressBar::new_spinner();
+    b.set_style(ProgressStyle::with_template("{prefix:>8} {pos} URLs {per_sec}").expect("template"));
+    b.set_prefix(what.to_string());
+    b
 }
 
 pub fn bar(len: u64, what: &str) -> ProgressBar {
@@ -151,26 +233,36 @@ pub fn export_line(r: &ExportResultsResponse) -> serde_json::Value {
     }
 }
 
-/// Writes the job's export to `out`; returns the number of lines.
-pub async fn export(addr: &str, job: &str, out: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+/// What an export wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub lines: u64,
+    pub faces: u64,
+    pub by_status: std::collections::BTreeMap<String, u64>,
+}
+
+/// Writes the job's export to `out` line by line as pages arrive (nothing kept per URL).
+pub async fn export(addr: &str, job: &str, out: &Path) -> anyhow::Result<ExportSummary> {
     let mut client = ResultsServiceClient::new(channel(addr)?).max_decoding_message_size(64 << 20);
     let mut stream = client.export_results(ExportResultsRequest { job: job.into() }).await?.into_inner();
     let tmp = out.with_extension("jsonl.tmp");
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
     );
-    let mut lines = Vec::new();
+    let mut sum = ExportSummary::default();
     while let Some(r) = stream.next().await {
         let line = export_line(&r?);
         serde_json::to_writer(&mut w, &line)?;
         w.write_all(b"\n")?;
-        lines.push(line);
+        sum.lines += 1;
+        sum.faces += line["faces"].as_array().map_or(0, Vec::len) as u64;
+        *sum.by_status.entry(line["status"].as_str().unwrap_or("?").to_string()).or_default() += 1;
     }
     w.flush()?;
     drop(w);
     // Atomic: a killed export never leaves a half-written file under the final name.
     std::fs::rename(&tmp, out)?;
-    Ok(lines)
+    Ok(sum)
 }
 
 #[cfg(test)]

@@ -13,25 +13,30 @@ pub use mesh::{Mesh, MeshOptions};
 #[derive(Debug)]
 pub struct RunSummary {
     pub job: String,
-    pub lines: Vec<serde_json::Value>,
+    pub export: client::ExportSummary,
     pub progress: facesweep_proto::GetProgressResponse,
     pub seconds: f64,
 }
 
-/// Imports `urls` as `job` on a running mesh, waits for every result, exports to `out`.
+/// Imports `input` as `job` on a running mesh, waits for every result, exports to `out`.
+/// A file input is checked against the job's digest: a changed file needs a new job name.
 pub async fn run_job(
     mesh: &Mesh,
     job: &str,
-    urls: Vec<String>,
+    input: &client::UrlInput,
     out: &Path,
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
     let started = std::time::Instant::now();
     let delegator = mesh.delegator.to_string();
-    client::import(&delegator, job, urls, quiet).await?;
+    let digest = match input {
+        client::UrlInput::File(_) => Some(input.digest()?),
+        client::UrlInput::List(_) => None,
+    };
+    client::import(&delegator, job, input, client::ImportOptions { digest, quiet }).await?;
     let progress = client::wait(&delegator, job, quiet).await?;
-    let lines = client::export(&mesh.results.to_string(), job, out).await?;
-    Ok(RunSummary { job: job.into(), lines, progress, seconds: started.elapsed().as_secs_f64() })
+    let export = client::export(&mesh.results.to_string(), job, out).await?;
+    Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// Job name for a file: its stem, so re-running on the same file resumes the same job.

@@ -171,8 +171,8 @@ async fn main() -> anyhow::Result<()> {
             m.stop().await?;
         }
         Cmd::Import { job, file, delegator } => {
-            let urls = client::read_urls(&file)?;
-            let r = client::import(&delegator, &job, urls, false).await?;
+            let input = client::UrlInput::File(file);
+            let r = client::import(&delegator, &job, &input, Default::default()).await?;
             println!("job {job}: received {} URLs, {} new", r.received, r.inserted);
         }
         Cmd::Progress { job, wait, delegator } => {
@@ -189,14 +189,13 @@ async fn main() -> anyhow::Result<()> {
             println!("job {job}: {n} URLs with status {status} re-queued");
         }
         Cmd::Export { job, out, results } => {
-            let lines = client::export(&results, &job, &out).await?;
-            println!("wrote {} lines to {}", lines.len(), out.display());
+            let sum = client::export(&results, &job, &out).await?;
+            println!("wrote {} lines to {}", sum.lines, out.display());
         }
         Cmd::Run { file, out, job, mesh } => {
-            let urls = client::read_urls(&file)?;
             let job = job.unwrap_or_else(|| job_name_for(&file));
             let m = Mesh::start(mesh.options()).await?;
-            let s = run_job(&m, &job, urls, &out, false).await;
+            let s = run_job(&m, &job, &client::UrlInput::File(file), &out, false).await;
             m.stop().await?;
             let s = s?;
             print_summary(&s, &out);
@@ -241,10 +240,12 @@ async fn main() -> anyhow::Result<()> {
                 "demo-{}",
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
             );
-            let s = run_job(&m, &job, urls, &out, false).await;
+            let s = run_job(&m, &job, &client::UrlInput::List(urls), &out, false).await;
             m.stop().await?;
             let s = s?;
-            for l in &s.lines {
+            // A handful of lines: read back from the export to show them.
+            for l in std::fs::read_to_string(&out)?.lines() {
+                let l: serde_json::Value = serde_json::from_str(l)?;
                 let name = l["url"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("");
                 let faces = l["faces"].as_array().map(Vec::len).unwrap_or(0);
                 println!("{name:<40} {:>4}x{:<4} {faces} face(s)", l["width"], l["height"]);
@@ -265,12 +266,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_summary(s: &facesweep_cli::RunSummary, out: &std::path::Path) {
-    let faces: usize = s.lines.iter().map(|l| l["faces"].as_array().map(Vec::len).unwrap_or(0)).sum();
     println!(
         "job {}: {} URLs, {} faces in {:.1} s -> {}",
         s.job,
-        s.lines.len(),
-        faces,
+        s.export.lines,
+        s.export.faces,
         s.seconds,
         out.display()
     );

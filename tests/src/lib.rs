@@ -57,6 +57,12 @@ pub fn iou(a: &[f64], b: &[f64]) -> f64 {
     inter / (area(a) + area(b) - inter)
 }
 
+/// The lines of a JSON Lines file.
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 pub fn tmp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("facesweep-e2e").tempdir_in("/tmp").unwrap()
 }

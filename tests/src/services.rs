@@ -54,7 +54,7 @@ pub async fn import(
     n: usize,
     chunk: i32,
 ) -> AppendUrlsResponse {
-    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0 }).await.unwrap();
+    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0, ..Default::default() }).await.unwrap();
     let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
     let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap().into_inner()

@@ -39,7 +39,7 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     let e = d.create_job(CreateJobRequest { name: "".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e =
-        d.create_job(CreateJobRequest { name: "x".into(), chunk_size: -1, priority: 0 }).await.unwrap_err();
+        d.create_job(CreateJobRequest { name: "x".into(), chunk_size: -1, priority: 0, ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = d.acquire_lease(AcquireLeaseRequest { fetcher_id: "".into(), max_urls: 0 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -95,7 +95,7 @@ async fn run_job(
     name: &str,
     n: usize,
 ) {
-    d.create_job(CreateJobRequest { name: name.into(), chunk_size: 4, priority: 0 }).await.unwrap();
+    d.create_job(CreateJobRequest { name: name.into(), chunk_size: 4, priority: 0, ..Default::default() }).await.unwrap();
     let urls = (0..n).map(|i| format!("{}?{name}-{i}", photos[i % photos.len()])).collect();
     let msg = AppendUrlsRequest { job: name.into(), first_ordinal: 0, urls };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use facesweep_cli::client::UrlInput;
 use facesweep_cli::{httpserve::Routes, run_job, Mesh, MeshOptions};
 use facesweep_pgembed::Durability;
 use facesweep_tests::*;
@@ -51,13 +52,18 @@ async fn photos_and_bad_urls_end_with_exactly_one_correct_result_each() {
     opts.timeout_ms = 10_000;
     let mesh = Mesh::start(opts).await.unwrap();
     let out = dir.path().join("out.jsonl");
-    let first = run_job(&mesh, "e2e", urls.clone(), &out, true).await.unwrap();
+    let list = dir.path().join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let input = UrlInput::File(list.clone());
+    let first = run_job(&mesh, "e2e", &input, &out, true).await.unwrap();
+    let lines = read_jsonl(&out);
 
     // Exactly one line per URL, in URL order, each with a distinct id.
-    assert_eq!(first.lines.len(), urls.len());
-    let ids: HashSet<i64> = first.lines.iter().map(|l| l["url_id"].as_i64().unwrap()).collect();
+    assert_eq!(lines.len(), urls.len());
+    assert_eq!(first.export.lines, urls.len() as u64);
+    let ids: HashSet<i64> = lines.iter().map(|l| l["url_id"].as_i64().unwrap()).collect();
     assert_eq!(ids.len(), urls.len());
-    let by_url: HashMap<&str, &Value> = first.lines.iter().map(|l| (l["url"].as_str().unwrap(), l)).collect();
+    let by_url: HashMap<&str, &Value> = lines.iter().map(|l| (l["url"].as_str().unwrap(), l)).collect();
     assert_eq!(by_url.len(), urls.len());
 
     for p in &photos {
@@ -100,11 +106,19 @@ async fn photos_and_bad_urls_end_with_exactly_one_correct_result_each() {
         r
     };
     let before = counts(pool.clone()).await;
-    let total_faces: usize = first.lines.iter().map(|l| l["faces"].as_array().unwrap().len()).sum();
+    let total_faces: usize = lines.iter().map(|l| l["faces"].as_array().unwrap().len()).sum();
     assert_eq!(before, (urls.len() as i64, urls.len() as i64, total_faces as i64));
+    assert_eq!(first.export.faces, total_faces as u64);
     let out2 = dir.path().join("out2.jsonl");
-    let second = run_job(&mesh, "e2e", urls.clone(), &out2, true).await.unwrap();
-    assert_eq!(second.lines, first.lines);
+    let second = run_job(&mesh, "e2e", &input, &out2, true).await.unwrap();
+    assert_eq!(read_jsonl(&out2), lines);
+    assert_eq!(second.export, first.export);
+    assert_eq!(counts(pool.clone()).await, before);
+
+    // The same job name on a changed file is refused, naming the way out.
+    std::fs::write(&list, format!("{}\nhttp://{addr}/another.jpg", urls.join("\n"))).unwrap();
+    let e = run_job(&mesh, "e2e", &input, &out2, true).await.unwrap_err().to_string();
+    assert!(e.contains("another input") && e.contains("--job"), "{e}");
     assert_eq!(counts(pool.clone()).await, before);
     mesh.stop().await.unwrap();
 }

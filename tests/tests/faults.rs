@@ -134,7 +134,7 @@ async fn leases_fit_in_a_default_grpc_message_whatever_the_urls() {
     let db = TestDb::start();
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
-    d.create_job(CreateJobRequest { name: "long".into(), chunk_size: 1000, priority: 0 }).await.unwrap();
+    d.create_job(CreateJobRequest { name: "long".into(), chunk_size: 1000, priority: 0, ..Default::default() }).await.unwrap();
     // 1,000 URLs of 10 kB: a whole-chunk lease would be 10 MB, over the 4 MiB client default.
     let urls: Vec<String> = (0..1000).map(|i| format!("http://x/{i}?{}", "q".repeat(10_000))).collect();
     let msgs = urls.chunks(100).enumerate().map(|(i, c)| AppendUrlsRequest {

@@ -189,7 +189,7 @@ async fn jobs_share_leases_by_priority_without_starvation() {
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     for (job, prio) in [("high", 3), ("low", 1)] {
-        d.create_job(CreateJobRequest { name: job.into(), chunk_size: 1, priority: prio }).await.unwrap();
+        d.create_job(CreateJobRequest { name: job.into(), chunk_size: 1, priority: prio, ..Default::default() }).await.unwrap();
         let urls: Vec<String> = (0..400).map(|i| format!("http://x/{i}")).collect();
         d.append_urls(futures::stream::iter(vec![AppendUrlsRequest {
             job: job.into(),

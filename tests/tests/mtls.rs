@@ -132,7 +132,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     let client = tls("client").load().unwrap().unwrap();
     let d_addr = delegator.addr.to_string();
     let mut d = DelegatorServiceClient::new(channel_to(&d_addr, Some(&client), "delegator").unwrap());
-    d.create_job(CreateJobRequest { name: "tls".into(), chunk_size: 4, priority: 0 }).await.unwrap();
+    d.create_job(CreateJobRequest { name: "tls".into(), chunk_size: 4, priority: 0, ..Default::default() }).await.unwrap();
     let urls: Vec<String> = names.iter().map(|n| format!("http://{http}/{n}")).collect();
     let n = urls.len() as i64;
     d.append_urls(futures::stream::iter(vec![AppendUrlsRequest {

@@ -50,7 +50,10 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid("chunk_size must be in 0..=1000000 (0 = default)"));
         }
         let chunk = if r.chunk_size == 0 { self.default_chunk_size as i32 } else { r.chunk_size };
-        let (job, created) = self.store.create_job(&r.name, chunk, r.priority).await?;
+        if r.input_digest.len() > 200 {
+            return Err(invalid("input_digest must be at most 200 bytes"));
+        }
+        let (job, created) = self.store.create_job(&r.name, chunk, r.priority, &r.input_digest).await?;
         Ok(Response::new(CreateJobResponse { job: Some(job), created }))
     }
 
@@ -186,6 +189,7 @@ impl DelegatorService for DelegatorSvc {
             eta_seconds: eta,
             leases_reissued: p.leases_reissued,
             failed_urls: p.failed_urls,
+            next_ordinal: p.next_ordinal,
             leases_expired: p.leases_expired,
         }))
     }

@@ -60,6 +60,7 @@ pub struct Progress {
     pub by_status: Vec<StatusCount>,
     pub rate_per_second: f64,
     pub leases_reissued: i64,
+    pub next_ordinal: i64,
 }
 
 impl Store {
@@ -72,16 +73,41 @@ impl Store {
     }
 
     /// Creates the job, or returns the existing one with this name (`created` = false).
-    pub async fn create_job(&self, name: &str, chunk_size: i32, priority: i32) -> ServiceResult<(Job, bool)> {
+    /// Creates the job, or returns the existing one (`created` = false). An input digest is
+    /// kept on first sight; another one for the same job is refused.
+    pub async fn create_job(
+        &self,
+        name: &str,
+        chunk_size: i32,
+        priority: i32,
+        digest: &str,
+    ) -> ServiceResult<(Job, bool)> {
         let inserted = sqlx::query(
-            "INSERT INTO jobs (name, chunk_size, priority) VALUES ($1, $2, $3)
+            "INSERT INTO jobs (name, chunk_size, priority, input_digest) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(name)
         .bind(chunk_size)
         .bind(priority)
+        .bind(digest)
         .fetch_optional(&self.pool)
         .await?;
+        if inserted.is_none() && !digest.is_empty() {
+            let stored: String = sqlx::query_scalar(
+                "UPDATE jobs SET input_digest = CASE WHEN input_digest = '' THEN $2 ELSE input_digest END
+                 WHERE name = $1 RETURNING input_digest",
+            )
+            .bind(name)
+            .bind(digest)
+            .fetch_one(&self.pool)
+            .await?;
+            if stored != digest {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "job {name:?} was made from another input ({stored}, now {digest}): \
+                     give the new input another job name"
+                )));
+            }
+        }
         Ok((self.job(name).await?, inserted.is_some()))
     }
 
@@ -351,6 +377,15 @@ impl Store {
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
+        // Highest ordinal by a backward index probe: O(log n) at any size.
+        let next_ordinal: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(id) - ($1 << $2) + 1, 0) FROM urls
+             WHERE id BETWEEN ($1 << $2) AND (($1 + 1) << $2) - 1",
+        )
+        .bind(job_id)
+        .bind(ORDINAL_BITS as i32)
+        .fetch_one(&self.pool)
+        .await?;
         let rate: RateWindow = sqlx::query_as(
             "SELECT (SELECT coalesce(sum(count), 0)::bigint FROM job_minute_counts
                      WHERE job_id = $1 AND minute >= date_trunc('minute', now() - interval '1 minute')) AS recent,
@@ -369,6 +404,7 @@ impl Store {
             chunks: [row.get(1), row.get(2), row.get(3)],
             leases_reissued: row.get(4),
             leases_expired: row.get(5),
+            next_ordinal,
             ..Default::default()
         };
         for s in statuses {
