@@ -39,7 +39,8 @@ impl UrlInput {
         let mut reader = BufReader::new(file);
         let first = reader.fill_buf()?.split(|b| *b == b'\n').next().unwrap_or_default().to_vec();
         let first = String::from_utf8_lossy(&first);
-        let header: Vec<String> = first.split(',').map(|h| h.trim().trim_matches('"').to_lowercase()).collect();
+        let header: Vec<String> =
+            first.split(',').map(|h| h.trim().trim_matches('"').to_lowercase()).collect();
         if header.len() > 1 || header.first().map(String::as_str) == Some("url") {
             let col = header.iter().position(|h| h == "url").context("CSV input needs a `url` column")?;
             let records = csv::Reader::from_reader(reader).into_records();
@@ -49,7 +50,9 @@ impl UrlInput {
             })));
         }
         Ok(Box::new(reader.lines().filter_map(|line| match line {
-            Ok(l) => Some(l.trim()).filter(|t| !t.is_empty() && !t.starts_with('#')).map(|t| Ok(t.to_string())),
+            Ok(l) => {
+                Some(l.trim()).filter(|t| !t.is_empty() && !t.starts_with('#')).map(|t| Ok(t.to_string()))
+            }
             Err(e) => Some(Err(e.into())),
         })))
     }
@@ -77,8 +80,42 @@ pub fn read_urls(path: &Path) -> anyhow::Result<Vec<String>> {
     UrlInput::File(path.to_path_buf()).urls()?.collect()
 }
 
-pub async fn delegator(addr: &str) -> anyhow::Result<DelegatorServiceClient<tonic::transport::Channel>> {
-    Ok(DelegatorServiceClient::new(channel(addr)?).max_decoding_message_size(64 << 20))
+/// Adds `authorization: Bearer $FACESWEEP_ADMIN_TOKEN` to every call when the variable is
+/// set (the CLI's `--admin-token` sets it): the services' admin calls need it off loopback.
+#[derive(Clone)]
+pub struct AdminToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl AdminToken {
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("FACESWEEP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(t) => Ok(AdminToken(Some(
+                format!("Bearer {t}").parse().context("admin token is not a header value")?,
+            ))),
+            None => Ok(AdminToken(None)),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for AdminToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type AdminChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AdminToken>;
+
+pub async fn delegator(addr: &str) -> anyhow::Result<DelegatorServiceClient<AdminChannel>> {
+    Ok(DelegatorServiceClient::with_interceptor(channel(addr)?, AdminToken::from_env()?)
+        .max_decoding_message_size(64 << 20))
+}
+
+pub fn results(addr: &str) -> anyhow::Result<ResultsServiceClient<AdminChannel>> {
+    Ok(ResultsServiceClient::with_interceptor(channel(addr)?, AdminToken::from_env()?)
+        .max_decoding_message_size(64 << 20))
 }
 
 /// How an import names and checks its job.
@@ -105,7 +142,9 @@ pub async fn import(
         ..Default::default()
     };
     d.create_job(req).await.map_err(|e| match e.code() {
-        tonic::Code::FailedPrecondition => anyhow::anyhow!("{}; pass --job NAME to start a new job", e.message()),
+        tonic::Code::FailedPrecondition => {
+            anyhow::anyhow!("{}; pass --job NAME to start a new job", e.message())
+        }
         _ => e.into(),
     })?;
     let p = progress(addr, job).await?;
@@ -243,7 +282,7 @@ pub struct ExportSummary {
 
 /// Writes the job's export to `out` line by line as pages arrive (nothing kept per URL).
 pub async fn export(addr: &str, job: &str, out: &Path) -> anyhow::Result<ExportSummary> {
-    let mut client = ResultsServiceClient::new(channel(addr)?).max_decoding_message_size(64 << 20);
+    let mut client = results(addr)?;
     let mut stream = client.export_results(ExportResultsRequest { job: job.into() }).await?.into_inner();
     let tmp = out.with_extension("jsonl.tmp");
     let mut w = std::io::BufWriter::new(

@@ -11,6 +11,9 @@ use facesweep_cli::{client, httpserve, job_name_for, run_job, Mesh, MeshOptions}
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Bearer token for admin calls to services started with --admin-token.
+    #[arg(long, global = true, env = "FACESWEEP_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -154,6 +157,10 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_none() {
         // Progress bars, not logs, for interactive commands.
         std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { "warn" });
+    }
+    if let Some(t) = &cli.admin_token {
+        // Read by every client this process makes (client::AdminToken).
+        std::env::set_var("FACESWEEP_ADMIN_TOKEN", t);
     }
     let _telemetry = facesweep_common::telemetry::init("facesweep");
     match cli.cmd {

@@ -106,6 +106,7 @@ impl Mesh {
                 metrics_listen: metrics_addr(&o, 2),
                 consul: Default::default(),
                 tls: Default::default(),
+                auth: Default::default(),
             },
             shutdown.clone(),
         )
@@ -124,6 +125,7 @@ impl Mesh {
                 abandon_after: 3,
                 consul: Default::default(),
                 tls: Default::default(),
+                auth: Default::default(),
             },
             shutdown.clone(),
         )
@@ -142,6 +144,7 @@ impl Mesh {
                 metrics_listen: metrics_addr(&o, 1),
                 consul: Default::default(),
                 tls: Default::default(),
+                auth: Default::default(),
             },
             shutdown.clone(),
         )

@@ -33,6 +33,7 @@ pub async fn delegator_with(
     let cfg = facesweep_delegator::Config {
         consul: Default::default(),
         tls: Default::default(),
+        auth: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         shard_index: index,
@@ -54,7 +55,9 @@ pub async fn import(
     n: usize,
     chunk: i32,
 ) -> AppendUrlsResponse {
-    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0, ..Default::default() }).await.unwrap();
+    d.create_job(CreateJobRequest { name: job.into(), chunk_size: chunk, priority: 0, ..Default::default() })
+        .await
+        .unwrap();
     let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
     let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap().into_inner()
@@ -76,6 +79,7 @@ pub async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Chann
     let cfg = facesweep_results::Config {
         consul: Default::default(),
         tls: Default::default(),
+        auth: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.pg.url(),
         db_connections: 4,
@@ -84,4 +88,3 @@ pub async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Chann
     let running = facesweep_results::spawn(cfg, stop.clone()).await.unwrap();
     ResultsServiceClient::new(channel(&running.addr.to_string()).unwrap())
 }
-

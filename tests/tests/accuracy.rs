@@ -21,6 +21,7 @@ async fn detector(
     let cfg = facesweep_detector::Config {
         consul: Default::default(),
         tls: Default::default(),
+        auth: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         model: model_path(),
         device: device.into(),
@@ -36,7 +37,6 @@ async fn detector(
     DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())
         .max_decoding_message_size(64 << 20)
 }
-
 
 fn close(a: &[f32], b: &[f64], tol: f64) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (*x as f64 - y).abs() <= tol)

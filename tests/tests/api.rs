@@ -38,8 +38,10 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     let mut d = DelegatorServiceClient::new(ch(mesh.delegator));
     let e = d.create_job(CreateJobRequest { name: "".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e =
-        d.create_job(CreateJobRequest { name: "x".into(), chunk_size: -1, priority: 0, ..Default::default() }).await.unwrap_err();
+    let e = d
+        .create_job(CreateJobRequest { name: "x".into(), chunk_size: -1, priority: 0, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = d.acquire_lease(AcquireLeaseRequest { fetcher_id: "".into(), max_urls: 0 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -57,9 +59,13 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     assert!(e.message().contains("NUL"), "{}", e.message());
 
     let mut r = ResultsServiceClient::new(ch(mesh.results));
-    let bad = UrlResult { url_id: 1, status: 0, ..Default::default() };
-    let e = r.record(RecordRequest { results: vec![bad] }).await.unwrap_err();
+    let bad = UrlResult { url_id: 0, status: 1, ..Default::default() };
+    let e = r.record(RecordRequest { results: vec![bad], lease: None }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    let no_lease = UrlResult { url_id: 1, status: 1, ..Default::default() };
+    let e = r.record(RecordRequest { results: vec![no_lease], lease: None }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("lease"), "{}", e.message());
     let e = r.get_url_result(GetUrlResultRequest { url_id: -4 }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = r.get_url_result(GetUrlResultRequest { url_id: 12345 }).await.unwrap_err();

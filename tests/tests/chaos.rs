@@ -151,7 +151,9 @@ async fn progress(c: &Cluster, job: &str) -> Option<GetProgressResponse> {
 
 async fn import(c: &Cluster, job: &str, urls: &[String]) {
     let mut d = c.delegator();
-    d.create_job(CreateJobRequest { name: job.into(), chunk_size: 40, priority: 1, ..Default::default() }).await.unwrap();
+    d.create_job(CreateJobRequest { name: job.into(), chunk_size: 40, priority: 1, ..Default::default() })
+        .await
+        .unwrap();
     let msgs: Vec<_> = urls
         .chunks(1000)
         .enumerate()

@@ -29,6 +29,7 @@ fn config(model: std::path::PathBuf, queue: usize, queue_mib: u64) -> facesweep_
     facesweep_detector::Config {
         consul: Default::default(),
         tls: Default::default(),
+        auth: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
         model,
         device: "cpu".into(),
@@ -42,7 +43,10 @@ fn config(model: std::path::PathBuf, queue: usize, queue_mib: u64) -> facesweep_
     }
 }
 
-async fn start(cfg: facesweep_detector::Config, stop: &Shutdown) -> (DetectorServiceClient<Channel>, Channel) {
+async fn start(
+    cfg: facesweep_detector::Config,
+    stop: &Shutdown,
+) -> (DetectorServiceClient<Channel>, Channel) {
     let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
     let ch = channel(&running.addr.to_string()).unwrap();
     (DetectorServiceClient::new(ch.clone()).max_decoding_message_size(64 << 20), ch)

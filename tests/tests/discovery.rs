@@ -95,7 +95,9 @@ async fn run_job(
     name: &str,
     n: usize,
 ) {
-    d.create_job(CreateJobRequest { name: name.into(), chunk_size: 4, priority: 0, ..Default::default() }).await.unwrap();
+    d.create_job(CreateJobRequest { name: name.into(), chunk_size: 4, priority: 0, ..Default::default() })
+        .await
+        .unwrap();
     let urls = (0..n).map(|i| format!("{}?{name}-{i}", photos[i % photos.len()])).collect();
     let msg = AppendUrlsRequest { job: name.into(), first_ordinal: 0, urls };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();
@@ -145,6 +147,7 @@ async fn detectors_come_and_go_through_consul() {
             db_connections: 4,
             consul: consul_args(&agent),
             tls: Default::default(),
+            auth: Default::default(),
         },
         stop.clone(),
     )

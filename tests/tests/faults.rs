@@ -42,7 +42,7 @@ async fn a_url_that_fails_the_detector_is_isolated_and_abandoned() {
         assert!(sizes.len() < 12, "the failing URL is retried forever: {sizes:?}");
         let done: Vec<UrlResult> = l.urls.iter().filter(|u| u.id != poison).map(|u| ok(u.id)).collect();
         if !done.is_empty() {
-            r.record(RecordRequest { results: done }).await.unwrap();
+            r.record(RecordRequest { results: done, lease: lref(&l) }).await.unwrap();
         }
         if l.urls.iter().any(|u| u.id == poison) {
             release(&mut d, &l, "detector failed on a URL: CUDA error").await;
@@ -105,17 +105,18 @@ async fn completion_cannot_close_a_chunk_that_retry_or_append_reopened() {
     import(&mut d, "race", 2, 4).await;
     let l = acquire(&mut d, "f").await.unwrap();
     let slow = UrlResult { status: UrlStatus::Timeout as i32, reason: "slow".into(), ..ok(l.urls[1].id) };
-    r.record(RecordRequest { results: vec![ok(l.urls[0].id), slow] }).await.unwrap();
+    r.record(RecordRequest { results: vec![ok(l.urls[0].id), slow], lease: lref(&l) }).await.unwrap();
     // RetryUrls commits while the completion is between its check and its write.
     let mut d2 = d.clone();
-    let completing = tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await });
+    let completing =
+        tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let retry = RetryUrlsRequest { job: "race".into(), status: "timeout".into(), force: false };
     assert_eq!(d.retry_urls(retry).await.unwrap().into_inner().requeued, 1);
     completing.await.unwrap().unwrap();
     let again = acquire(&mut d, "f").await.expect("the retried URL must be leasable again");
     assert_eq!(again.urls.len(), 1);
-    r.record(RecordRequest { results: vec![ok(again.urls[0].id)] }).await.unwrap();
+    r.record(RecordRequest { results: vec![ok(again.urls[0].id)], lease: lref(&again) }).await.unwrap();
     // AppendUrls adds a URL to the chunk in the same window.
     let mut d2 = d.clone();
     let completing =
@@ -134,7 +135,14 @@ async fn leases_fit_in_a_default_grpc_message_whatever_the_urls() {
     let db = TestDb::start();
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
-    d.create_job(CreateJobRequest { name: "long".into(), chunk_size: 1000, priority: 0, ..Default::default() }).await.unwrap();
+    d.create_job(CreateJobRequest {
+        name: "long".into(),
+        chunk_size: 1000,
+        priority: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // 1,000 URLs of 10 kB: a whole-chunk lease would be 10 MB, over the 4 MiB client default.
     let urls: Vec<String> = (0..1000).map(|i| format!("http://x/{i}?{}", "q".repeat(10_000))).collect();
     let msgs = urls.chunks(100).enumerate().map(|(i, c)| AppendUrlsRequest {
@@ -152,7 +160,7 @@ async fn leases_fit_in_a_default_grpc_message_whatever_the_urls() {
         assert!(l.urls.len() < 1000);
         seen += l.urls.len();
         let rows: Vec<UrlResult> = l.urls.iter().map(|u| ok(u.id)).collect();
-        r.clone().record(RecordRequest { results: rows }).await.unwrap();
+        r.clone().record(RecordRequest { results: rows, lease: lref(&l) }).await.unwrap();
         d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
     }
     stop.cancel();
@@ -165,7 +173,8 @@ async fn malformed_admin_requests_are_refused_not_panicked_on() {
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     import(&mut d, "bad", 3, 10).await;
     for first in [i64::MAX - 1, i64::MAX, (1 << 40) - 1, -5] {
-        let m = AppendUrlsRequest { job: "bad".into(), first_ordinal: first, urls: vec!["a".into(), "b".into()] };
+        let m =
+            AppendUrlsRequest { job: "bad".into(), first_ordinal: first, urls: vec!["a".into(), "b".into()] };
         let e = d.append_urls(futures::stream::iter(vec![m])).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "first_ordinal {first}: {e}");
     }
@@ -191,7 +200,7 @@ async fn one_bad_row_does_not_cost_its_batch() {
     let l = acquire(&mut d, "f").await.unwrap();
     let nan = Face { x1: 1.0, y1: 1.0, x2: 5.0, y2: 5.0, score: 0.9, landmarks: vec![f32::NAN; 10] };
     let rows = vec![ok(l.urls[0].id), UrlResult { faces: vec![nan], ..ok(l.urls[1].id) }, ok(l.urls[2].id)];
-    let out = r.record(RecordRequest { results: rows }).await.unwrap().into_inner();
+    let out = r.record(RecordRequest { results: rows, lease: lref(&l) }).await.unwrap().into_inner();
     assert_eq!((out.inserted, out.rejected), (3, 1));
     let bad = r.get_url_result(GetUrlResultRequest { url_id: l.urls[1].id }).await.unwrap().into_inner();
     let bad = bad.result.unwrap();
@@ -199,5 +208,35 @@ async fn one_bad_row_does_not_cost_its_batch() {
     assert!(bad.reason.contains("non-finite"), "{}", bad.reason);
     let done = d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap().into_inner().done;
     assert!(done, "every URL has exactly one terminal result");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_calls_need_the_token_once_one_is_configured() {
+    use facesweep_common::grpc::channel;
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let url = db.pg.url();
+    let args = ["delegator", "--listen", "127.0.0.1:0", "--database-url", &url, "--admin-token", "s3cret"];
+    let cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
+    let mut d = DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap());
+    let job = || CreateJobRequest { name: "guarded".into(), ..Default::default() };
+    // Loopback is no credential once a token is configured.
+    let e = d.create_job(job()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    let with = |token: &str| {
+        let mut r = tonic::Request::new(job());
+        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    assert_eq!(d.create_job(with("wrong")).await.unwrap_err().code(), Code::Unauthenticated);
+    assert!(d.create_job(with("s3cret")).await.unwrap().into_inner().created);
+    let e = d
+        .retry_urls(RetryUrlsRequest { job: "guarded".into(), status: "timeout".into(), force: false })
+        .await;
+    assert_eq!(e.unwrap_err().code(), Code::Unauthenticated);
+    // The data plane is for fetchers (in plaintext: whoever the network lets in).
+    d.acquire_lease(AcquireLeaseRequest { fetcher_id: "f".into(), max_urls: 0 }).await.unwrap();
     stop.cancel();
 }

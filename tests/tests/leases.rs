@@ -75,6 +75,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
         facesweep_results::Config {
             consul: Default::default(),
             tls: Default::default(),
+            auth: Default::default(),
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.pg.url(),
             db_connections: 4,
@@ -97,12 +98,21 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
         ..Default::default()
     };
     let first = vec![ok(ids[0], vec![face(1.0), face(50.0)]), ok(ids[1], vec![])];
-    let out = r.record(RecordRequest { results: first.clone() }).await.unwrap().into_inner();
+    let out =
+        r.record(RecordRequest { results: first.clone(), lease: lref(&lease) }).await.unwrap().into_inner();
     assert_eq!((out.inserted, out.duplicates, out.unknown), (2, 0, 0));
     // A second writer (stale lease, retry) with different faces changes nothing.
-    let again = vec![ok(ids[0], vec![face(99.0)]), ok(ids[0], vec![]), ok(999_999, vec![])];
-    let out = r.record(RecordRequest { results: again }).await.unwrap().into_inner();
-    assert_eq!((out.inserted, out.duplicates, out.unknown), (0, 2, 1));
+    let again = vec![ok(ids[0], vec![face(99.0)]), ok(ids[0], vec![])];
+    let out = r.record(RecordRequest { results: again, lease: lref(&lease) }).await.unwrap().into_inner();
+    assert_eq!((out.inserted, out.duplicates, out.unknown), (0, 2, 0));
+    // Results for URLs the lease does not hold, or without a live lease, are refused.
+    let forged = RecordRequest { results: vec![ok(999_999, vec![])], lease: lref(&lease) };
+    assert_eq!(r.record(forged).await.unwrap_err().code(), Code::FailedPrecondition);
+    let stolen = LeaseRef { fencing_token: lease.fencing_token + 1000, ..lref(&lease).unwrap() };
+    let forged = RecordRequest { results: vec![ok(ids[2], vec![])], lease: Some(stolen) };
+    assert_eq!(r.record(forged).await.unwrap_err().code(), Code::FailedPrecondition);
+    let anonymous = RecordRequest { results: vec![ok(ids[2], vec![])], lease: None };
+    assert_eq!(r.record(anonymous).await.unwrap_err().code(), Code::InvalidArgument);
     let got = r.get_url_result(GetUrlResultRequest { url_id: ids[0] }).await.unwrap().into_inner();
     let faces = got.result.unwrap().faces;
     assert_eq!(faces.len(), 2);
@@ -119,7 +129,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
         reason: "slow".into(),
         ..Default::default()
     };
-    r.record(RecordRequest { results: vec![fail(ids[2]), fail(ids[3])] }).await.unwrap();
+    r.record(RecordRequest { results: vec![fail(ids[2]), fail(ids[3])], lease: lref(&next) }).await.unwrap();
     let c = d.complete_lease(CompleteLeaseRequest { lease: lref(&next) }).await.unwrap().into_inner();
     assert!(c.done);
     assert!(acquire(&mut d, "c").await.is_none());
@@ -152,7 +162,7 @@ async fn a_poison_url_is_isolated_abandoned_and_can_be_retried() {
             .map(|u| UrlResult { url_id: u.id, status: UrlStatus::Ok as i32, ..Default::default() })
             .collect();
         if !ok.is_empty() {
-            r.record(RecordRequest { results: ok }).await.unwrap();
+            r.record(RecordRequest { results: ok, lease: lref(&l) }).await.unwrap();
         }
         d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
         assert!(leases.len() < 10, "the poison URL keeps its chunk busy: {leases:?}");
@@ -167,8 +177,10 @@ async fn a_poison_url_is_isolated_abandoned_and_can_be_retried() {
     assert_eq!((p.done_urls, p.failed_urls, p.chunks_done), (8, 1, 1));
 
     // Retry re-queues only that class; the URL is leased again, the others stay done.
-    let e =
-        d.retry_urls(RetryUrlsRequest { job: "poison".into(), status: "bogus".into(), force: false }).await.unwrap_err();
+    let e = d
+        .retry_urls(RetryUrlsRequest { job: "poison".into(), status: "bogus".into(), force: false })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let n = d
         .retry_urls(RetryUrlsRequest { job: "poison".into(), status: "abandoned".into(), force: false })
@@ -189,7 +201,14 @@ async fn jobs_share_leases_by_priority_without_starvation() {
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     for (job, prio) in [("high", 3), ("low", 1)] {
-        d.create_job(CreateJobRequest { name: job.into(), chunk_size: 1, priority: prio, ..Default::default() }).await.unwrap();
+        d.create_job(CreateJobRequest {
+            name: job.into(),
+            chunk_size: 1,
+            priority: prio,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let urls: Vec<String> = (0..400).map(|i| format!("http://x/{i}")).collect();
         d.append_urls(futures::stream::iter(vec![AppendUrlsRequest {
             job: job.into(),

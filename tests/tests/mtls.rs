@@ -85,6 +85,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
             db_connections: 4,
             consul: Default::default(),
             tls: tls("results"),
+            auth: Default::default(),
         },
         stop.clone(),
     )
@@ -129,10 +130,12 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
 
     // An operator's client with its own certificate from the CA.
-    let client = tls("client").load().unwrap().unwrap();
+    let client = tls("admin").load().unwrap().unwrap();
     let d_addr = delegator.addr.to_string();
     let mut d = DelegatorServiceClient::new(channel_to(&d_addr, Some(&client), "delegator").unwrap());
-    d.create_job(CreateJobRequest { name: "tls".into(), chunk_size: 4, priority: 0, ..Default::default() }).await.unwrap();
+    d.create_job(CreateJobRequest { name: "tls".into(), chunk_size: 4, priority: 0, ..Default::default() })
+        .await
+        .unwrap();
     let urls: Vec<String> = names.iter().map(|n| format!("http://{http}/{n}")).collect();
     let n = urls.len() as i64;
     d.append_urls(futures::stream::iter(vec![AppendUrlsRequest {
@@ -166,7 +169,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     assert!(progress(channel(&d_addr).unwrap()).await.is_err(), "plaintext client refused");
     let ca_only = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(
-            std::fs::read(dir.path().join("client-ca.pem")).unwrap(),
+            std::fs::read(dir.path().join("admin-ca.pem")).unwrap(),
         ))
         .domain_name(server_name("delegator"));
     let no_cert = tonic::transport::Endpoint::from_shared(format!("https://{d_addr}"))
@@ -177,7 +180,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     let other_dir = tmp_dir();
     // It trusts our CA (so only the server's check of its certificate can fail).
     let stranger = TlsArgs {
-        ca: Some(dir.path().join("client-ca.pem")),
+        ca: Some(dir.path().join("admin-ca.pem")),
         ..Ca::new("another CA").issue(other_dir.path(), "stranger", "facesweep-fetcher")
     };
     let stranger = stranger.load().unwrap().unwrap();
@@ -191,6 +194,25 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
         "delegator's certificate does not pass as the results service"
     );
     assert!(progress(channel_to(&d_addr, Some(&client), "delegator").unwrap()).await.is_ok());
+
+    // Roles: a certificate opens only the calls its role makes.
+    let as_role = |role: &str| tls(role).load().unwrap().unwrap();
+    let fetcher_id = as_role("fetcher");
+    let e = progress(channel_to(&d_addr, Some(&fetcher_id), "delegator").unwrap()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "a fetcher is no admin: {e}");
+    let mut as_admin = DelegatorServiceClient::new(channel_to(&d_addr, Some(&client), "delegator").unwrap());
+    let e = as_admin
+        .acquire_lease(AcquireLeaseRequest { fetcher_id: "x".into(), max_urls: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "leases are for fetchers: {e}");
+    let detector_id = as_role("detector");
+    let mut forger = ResultsServiceClient::new(
+        channel_to(&results.addr.to_string(), Some(&detector_id), "results").unwrap(),
+    );
+    let forged = UrlResult { url_id: 1, status: UrlStatus::Ok as i32, ..Default::default() };
+    let e = forger.record(RecordRequest { results: vec![forged], lease: None }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "only fetchers record: {e}");
 
     // Kubelet probes and Consul checks hold no certificate: health alone is served plaintext.
     let plain = channel(&format!("127.0.0.1:{health_port}")).unwrap();

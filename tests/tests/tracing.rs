@@ -118,7 +118,12 @@ async fn one_trace_per_lease_spans_all_four_services() {
     let mut client = DelegatorServiceClient::new(channel(&format!("127.0.0.1:{d}")).unwrap());
     let deadline = Instant::now() + Duration::from_secs(120);
     while client
-        .create_job(CreateJobRequest { name: "traced".into(), chunk_size: 10, priority: 1, ..Default::default() })
+        .create_job(CreateJobRequest {
+            name: "traced".into(),
+            chunk_size: 10,
+            priority: 1,
+            ..Default::default()
+        })
         .await
         .is_err()
     {

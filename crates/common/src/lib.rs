@@ -1,5 +1,6 @@
 //! Plumbing shared by every facesweep service.
 
+pub mod auth;
 pub mod consul;
 pub mod counters;
 pub mod db;

@@ -252,7 +252,14 @@ fn init(bin: &Path, pgdata: &Path, user: Option<&User>) -> anyhow::Result<()> {
     }
     let mut cmd = Command::new(bin.join("initdb"));
     // Only the socket in the 0700 data dir can reach it; TCP is refused even if enabled later.
-    cmd.arg("-D").arg(pgdata).args(["-U", "facesweep", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8"]);
+    cmd.arg("-D").arg(pgdata).args([
+        "-U",
+        "facesweep",
+        "--auth-local=trust",
+        "--auth-host=reject",
+        "-E",
+        "UTF8",
+    ]);
     cmd.args(["--locale=C", "--no-sync"]);
     as_user(&mut cmd, user);
     let out = cmd.output().context("run initdb")?;

@@ -70,11 +70,14 @@ pub async fn append(
 
 /// `n` URLs from ordinal `first` must fit in 0..=MAX_ORDINAL (no overflow on the way).
 pub fn check_ordinals(first: i64, n: usize) -> ServiceResult<()> {
-    let fits = first >= 0 && (n == 0 || first.checked_add(n as i64 - 1).is_some_and(|last| last <= MAX_ORDINAL));
+    let fits =
+        first >= 0 && (n == 0 || first.checked_add(n as i64 - 1).is_some_and(|last| last <= MAX_ORDINAL));
     if fits {
         return Ok(());
     }
-    Err(ServiceError::InvalidArgument(format!("{n} URLs from ordinal {first} do not fit in ordinals 0..={MAX_ORDINAL}")))
+    Err(ServiceError::InvalidArgument(format!(
+        "{n} URLs from ordinal {first} do not fit in ordinals 0..={MAX_ORDINAL}"
+    )))
 }
 
 /// COPY text format: backslash, tab, newline and carriage return must be escaped.

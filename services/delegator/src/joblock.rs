@@ -17,4 +17,3 @@ pub async fn job_lock(tx: &mut sqlx::PgConnection, job_id: i64, exclusive: bool)
     sqlx::query(sql).bind(JOB_LOCK_CLASS).bind(job_id).execute(tx).await?;
     Ok(())
 }
-

@@ -1,16 +1,17 @@
 //! Delegator: durable, expiring leases on chunks of URLs, sharded by `chunk_no % N`.
 
 mod failures;
-mod upkeep;
 mod import;
 mod joblock;
 pub mod sched;
 mod service;
 pub mod store;
+mod upkeep;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use facesweep_common::auth::Authorizer;
 use facesweep_common::consul::Announce;
 use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
     #[command(flatten)]
     pub tls: facesweep_common::tls::TlsArgs,
+    /// Credentials for admin calls (off: loopback callers only).
+    #[command(flatten)]
+    pub auth: facesweep_common::auth::AuthArgs,
 }
 
 impl Config {
@@ -101,7 +105,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         Duration::from_millis((config.lease_ttl_secs * 250).clamp(200, 5_000)),
         shutdown.clone(),
     ));
-    let svc = service::DelegatorSvc::new(store, config.default_chunk_size);
+    let svc = service::DelegatorSvc::new(store, config.default_chunk_size, Authorizer::new(&config.auth));
     grpc::health_follows(
         front.health.clone(),
         "facesweep.v1.DelegatorService",

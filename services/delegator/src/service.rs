@@ -1,5 +1,6 @@
 //! gRPC surface of the delegator: validate, then call the store.
 
+use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_common::error::ServiceError;
 use facesweep_proto::delegator_service_server::DelegatorService;
 use facesweep_proto::*;
@@ -16,13 +17,17 @@ const MAX_LEASE_URLS: i32 = 100_000;
 pub struct DelegatorSvc {
     store: Store,
     default_chunk_size: u32,
+    auth: Authorizer,
 }
 
 impl DelegatorSvc {
-    pub fn new(store: Store, default_chunk_size: u32) -> Self {
-        DelegatorSvc { store, default_chunk_size }
+    pub fn new(store: Store, default_chunk_size: u32, auth: Authorizer) -> Self {
+        DelegatorSvc { store, default_chunk_size, auth }
     }
 }
+
+/// A fetcher restarting gives back its old leases; operators may do it for it.
+const FETCHER_OR_ADMIN: Access = Access::Roles(&["fetcher", "admin"]);
 
 fn invalid(msg: impl Into<String>) -> Status {
     ServiceError::InvalidArgument(msg.into()).into()
@@ -42,6 +47,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<CreateJobRequest>,
     ) -> Result<Response<CreateJobResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let r = req.into_inner();
         if r.name.trim().is_empty() || r.name.len() > 200 {
             return Err(invalid("job name must be 1..=200 characters"));
@@ -61,6 +67,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<Streaming<AppendUrlsRequest>>,
     ) -> Result<Response<AppendUrlsResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let mut stream = req.into_inner();
         let mut job = None;
         let (mut received, mut inserted) = (0i64, 0i64);
@@ -99,6 +106,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<AcquireLeaseRequest>,
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
+        self.auth.check(&req, FETCHER)?;
         let r = req.into_inner();
         if r.fetcher_id.is_empty() {
             return Err(invalid("fetcher_id is required"));
@@ -127,6 +135,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<RenewLeaseRequest>,
     ) -> Result<Response<RenewLeaseResponse>, Status> {
+        self.auth.check(&req, FETCHER)?;
         let lease = lease_ref(req.into_inner().lease)?;
         let at = self.store.renew(&lease).await?;
         Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
@@ -136,6 +145,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<CompleteLeaseRequest>,
     ) -> Result<Response<CompleteLeaseResponse>, Status> {
+        self.auth.check(&req, FETCHER)?;
         let lease = lease_ref(req.into_inner().lease)?;
         let done = self.store.complete(&lease).await?;
         facesweep_common::metrics::LEASES_COMPLETED
@@ -148,6 +158,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<ReleaseLeaseRequest>,
     ) -> Result<Response<ReleaseLeaseResponse>, Status> {
+        self.auth.check(&req, FETCHER)?;
         let r = req.into_inner();
         let lease = lease_ref(r.lease)?;
         if r.failure.len() > 1000 {
@@ -162,6 +173,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<GetProgressRequest>,
     ) -> Result<Response<GetProgressResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let name = req.into_inner().job;
         if name.is_empty() {
             return Err(invalid("job is required"));
@@ -198,6 +210,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<RetryUrlsRequest>,
     ) -> Result<Response<RetryUrlsResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let r = req.into_inner();
         if UrlStatus::from_short_name(&r.status).is_none_or(|s| s == UrlStatus::Unspecified) {
             return Err(invalid(format!(
@@ -217,6 +230,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<ListLeasesRequest>,
     ) -> Result<Response<ListLeasesResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let r = req.into_inner();
         if !(0..=10_000).contains(&r.limit) {
             return Err(invalid("limit must be in 0..=10000 (0 = 100)"));
@@ -232,6 +246,7 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<ReleaseFetcherLeasesRequest>,
     ) -> Result<Response<ReleaseFetcherLeasesResponse>, Status> {
+        self.auth.check(&req, FETCHER_OR_ADMIN)?;
         let id = req.into_inner().fetcher_id;
         if id.is_empty() {
             return Err(invalid("fetcher_id is required"));

@@ -295,7 +295,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if open {
-                failures::record(&mut tx, self.limits, &closed.lease, "lease completed with URLs unresolved").await?;
+                failures::record(&mut tx, self.limits, &closed.lease, "lease completed with URLs unresolved")
+                    .await?;
             }
         }
         tx.commit().await?;

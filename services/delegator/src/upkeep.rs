@@ -49,8 +49,10 @@ impl Store {
     /// Deletes the job's results with `status` and re-opens their chunks, one page of
     /// ordinals per transaction (memory and lock time stay O(page) for any job size).
     pub async fn retry(&self, job_id: i64, status: &str) -> ServiceResult<i64> {
-        let total_urls: i64 =
-            sqlx::query_scalar("SELECT total_urls FROM jobs WHERE id = $1").bind(job_id).fetch_one(&self.pool).await?;
+        let total_urls: i64 = sqlx::query_scalar("SELECT total_urls FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&self.pool)
+            .await?;
         let mut requeued = 0;
         let mut from = 0;
         while from < total_urls {

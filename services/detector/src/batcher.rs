@@ -63,9 +63,15 @@ pub enum SubmitError {
 
 /// Errors after which a CUDA context stays broken: every later call fails too.
 fn sticky(error: &str) -> bool {
-    ["illegal memory access", "device-side assert", "unspecified launch failure", "CUDA error: an illegal", "ECC error"]
-        .iter()
-        .any(|e| error.contains(e))
+    [
+        "illegal memory access",
+        "device-side assert",
+        "unspecified launch failure",
+        "CUDA error: an illegal",
+        "ECC error",
+    ]
+    .iter()
+    .any(|e| error.contains(e))
 }
 
 impl Batcher {
@@ -107,7 +113,12 @@ impl Batcher {
         image: ImageInput,
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
         let slot = self.slots.clone().acquire_owned().await.map_err(|_| SubmitError::Closed)?;
-        let kib = self.kib.clone().acquire_many_owned(self.kib_of(&image)).await.map_err(|_| SubmitError::Closed)?;
+        let kib = self
+            .kib
+            .clone()
+            .acquire_many_owned(self.kib_of(&image))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
         self.send(image, (slot, kib))
     }
 
@@ -117,7 +128,11 @@ impl Batcher {
         image: ImageInput,
     ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| SubmitError::QueueFull)?;
-        let kib = self.kib.clone().try_acquire_many_owned(self.kib_of(&image)).map_err(|_| SubmitError::QueueFull)?;
+        let kib = self
+            .kib
+            .clone()
+            .try_acquire_many_owned(self.kib_of(&image))
+            .map_err(|_| SubmitError::QueueFull)?;
         self.send(image, (slot, kib))
     }
 

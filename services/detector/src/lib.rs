@@ -60,6 +60,9 @@ pub struct Config {
     /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
     #[command(flatten)]
     pub tls: facesweep_common::tls::TlsArgs,
+    /// Credentials for admin calls (off: loopback callers only).
+    #[command(flatten)]
+    pub auth: facesweep_common::auth::AuthArgs,
 }
 
 impl Config {
@@ -98,7 +101,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
     let model_id = info.model_id.clone();
     let batchers = Arc::new(batchers);
-    let svc = service::DetectorSvc { batchers: batchers.clone(), info: Arc::new(info) };
+    let svc = service::DetectorSvc {
+        batchers: batchers.clone(),
+        info: Arc::new(info),
+        auth: facesweep_common::auth::Authorizer::new(&config.auth),
+    };
     // Ready from here on (model warm) while a model thread works; NOT_SERVING once every
     // device is broken or draining starts.
     grpc::health_follows(

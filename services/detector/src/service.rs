@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_proto::detector_service_server::DetectorService;
 use facesweep_proto::{
     DetectOneRequest, DetectOneResponse, DetectRequest, DetectResponse, ModelInfoRequest, ModelInfoResponse,
@@ -23,7 +24,11 @@ pub struct DetectorSvc {
     /// One batcher (model thread) per device.
     pub batchers: Arc<Vec<Batcher>>,
     pub info: Arc<ModelInfoResponse>,
+    pub auth: Authorizer,
 }
+
+/// Operators may detect one image or read the model's contract with grpcurl.
+const FETCHER_OR_ADMIN: Access = Access::Roles(&["fetcher", "admin"]);
 
 /// The working device with the most free queue slots (a broken one refuses, see `send`).
 fn pick(batchers: &[Batcher]) -> &Batcher {
@@ -97,6 +102,7 @@ impl DetectorService for DetectorSvc {
     type DetectStream = DetectStream;
 
     async fn detect(&self, req: Request<Streaming<DetectRequest>>) -> Result<Response<DetectStream>, Status> {
+        self.auth.check(&req, FETCHER)?;
         let mut incoming = req.into_inner();
         let batchers = self.batchers.clone();
         let model_id = self.info.model_id.clone();
@@ -150,8 +156,10 @@ impl DetectorService for DetectorSvc {
         &self,
         req: Request<DetectOneRequest>,
     ) -> Result<Response<DetectOneResponse>, Status> {
+        self.auth.check(&req, FETCHER_OR_ADMIN)?;
         let req = req.into_inner().image.ok_or_else(|| Status::invalid_argument("image is required"))?;
-        let img = validate(&req, (self.info.input_width, self.info.input_height)).map_err(Status::invalid_argument)?;
+        let img = validate(&req, (self.info.input_width, self.info.input_height))
+            .map_err(Status::invalid_argument)?;
         let rx = pick(&self.batchers).try_submit(img).map_err(|e| match e {
             SubmitError::QueueFull => Status::resource_exhausted(e.to_string()),
             SubmitError::Closed => Status::unavailable(e.to_string()),
@@ -163,7 +171,11 @@ impl DetectorService for DetectorSvc {
         Ok(Response::new(DetectOneResponse { result: Some(resp) }))
     }
 
-    async fn model_info(&self, _: Request<ModelInfoRequest>) -> Result<Response<ModelInfoResponse>, Status> {
+    async fn model_info(
+        &self,
+        req: Request<ModelInfoRequest>,
+    ) -> Result<Response<ModelInfoResponse>, Status> {
+        self.auth.check(&req, FETCHER_OR_ADMIN)?;
         Ok(Response::new((*self.info).clone()))
     }
 }

@@ -11,8 +11,8 @@ use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use crate::outcome::Failure;
 use crate::exif;
+use crate::outcome::Failure;
 
 /// A letterboxed u8 HWC RGB tensor and how to map it back to the original image.
 #[derive(Debug, Clone)]
@@ -56,7 +56,9 @@ pub struct Decoder {
 impl Default for Decoder {
     fn default() -> Self {
         Decoder {
-            tj: turbojpeg::Decompressor::new().ok().and_then(|mut tj| tj.set_scan_limit(MAX_JPEG_SCANS).ok().map(|_| tj)),
+            tj: turbojpeg::Decompressor::new()
+                .ok()
+                .and_then(|mut tj| tj.set_scan_limit(MAX_JPEG_SCANS).ok().map(|_| tj)),
             raw: Vec::new(),
             upright: Vec::new(),
             resizer: Resizer::new(),

@@ -69,10 +69,14 @@ pub struct DetectStream {
 }
 
 impl DetectStream {
-    pub async fn open(mut client: DetectorServiceClient<Balanced>, deadline: Duration) -> Result<Self, tonic::Status> {
+    pub async fn open(
+        mut client: DetectorServiceClient<Balanced>,
+        deadline: Duration,
+    ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
         let requests = facesweep_common::propagation::traced(ReceiverStream::new(rx));
-        let mut responses = facesweep_common::grpc::within(deadline, client.detect(requests)).await?.into_inner();
+        let mut responses =
+            facesweep_common::grpc::within(deadline, client.detect(requests)).await?.into_inner();
         let waiters = Arc::new(Waiters::open());
         let reader = waiters.clone();
         tokio::spawn(async move {

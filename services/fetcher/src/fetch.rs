@@ -7,8 +7,8 @@ use tracing::Instrument;
 use crate::budget::BodyBudget;
 use crate::decode::Letterboxed;
 use crate::download::{self, DownloadConfig};
-use crate::outcome::Failure;
 use crate::net::HostLimits;
+use crate::outcome::Failure;
 use crate::pool::DecodePool;
 
 #[derive(Clone, Debug)]

@@ -174,13 +174,13 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::",
-            "64:ff9b::a00:1",     // NAT64 of 10.0.0.1
-            "64:ff9b::7f00:1",    // NAT64 of 127.0.0.1
-            "::127.0.0.1",        // IPv4-compatible
-            "::8.8.8.8",          // IPv4-compatible (deprecated, never fetched)
-            "2002:a9fe:a9fe::1",  // 6to4 of 169.254.169.254
-            "2002:7f00:1::",      // 6to4 of 127.0.0.1
-            "fec0::1",            // site-local
+            "64:ff9b::a00:1",      // NAT64 of 10.0.0.1
+            "64:ff9b::7f00:1",     // NAT64 of 127.0.0.1
+            "::127.0.0.1",         // IPv4-compatible
+            "::8.8.8.8",           // IPv4-compatible (deprecated, never fetched)
+            "2002:a9fe:a9fe::1",   // 6to4 of 169.254.169.254
+            "2002:7f00:1::",       // 6to4 of 127.0.0.1
+            "fec0::1",             // site-local
             "2001:0:4136:e378::1", // Teredo
             "100.64.0.1",
             "198.18.0.1",
@@ -192,7 +192,14 @@ mod tests {
         ] {
             assert!(!p.permits(bad.parse().unwrap()), "{bad} should be refused");
         }
-        for good in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "198.20.0.1"] {
+        for good in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "198.20.0.1",
+        ] {
             assert!(p.permits(good.parse().unwrap()), "{good} should be allowed");
         }
         let allow = IpPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()] };

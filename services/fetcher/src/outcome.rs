@@ -21,4 +21,3 @@ impl Failure {
             || matches!(self.http_status, 429 | 500 | 502 | 503 | 504)
     }
 }
-

@@ -73,7 +73,9 @@ impl DecodePool {
             .map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?;
         match tokio::time::timeout(self.limit, rx).await {
             Ok(r) => r.map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?,
-            Err(_) => Err(Failure::new(UrlStatus::DecodeError, format!("decode took longer than {:?}", self.limit))),
+            Err(_) => {
+                Err(Failure::new(UrlStatus::DecodeError, format!("decode took longer than {:?}", self.limit)))
+            }
         }
     }
 }

@@ -157,7 +157,7 @@ impl Worker {
             }
         };
         let n = lease.urls.len();
-        let run = self.work_urls(&det, lease, shutdown).await;
+        let run = self.work_urls(&det, lease, lref, shutdown).await;
         match run.left_open {
             None => self.complete(lref, d, run.recorded, n, started).await,
             Some(why) => {
@@ -173,7 +173,13 @@ impl Worker {
 
     /// Runs every URL of the lease and records results in batches, until done, drained, or
     /// stalled (no URL finished within `stall_timeout`).
-    async fn work_urls(&self, det: &DetectStream, lease: Lease, shutdown: &Shutdown) -> LeaseRun {
+    async fn work_urls(
+        &self,
+        det: &DetectStream,
+        lease: Lease,
+        lref: LeaseRef,
+        shutdown: &Shutdown,
+    ) -> LeaseRun {
         let job_id = lease.job_id;
         let mut outcomes = futures::stream::iter(lease.urls)
             .map(|u| self.process_url(det, job_id, u))
@@ -211,18 +217,18 @@ impl Worker {
                 }
             }
             if batch.len() >= RECORD_BATCH {
-                self.flush(&mut batch, &mut run).await;
+                self.flush(&mut batch, lref, &mut run).await;
             }
         }
         drop(outcomes);
-        self.flush(&mut batch, &mut run).await;
+        self.flush(&mut batch, lref, &mut run).await;
         run
     }
 
-    async fn flush(&self, batch: &mut Vec<UrlResult>, run: &mut LeaseRun) {
+    async fn flush(&self, batch: &mut Vec<UrlResult>, lease: LeaseRef, run: &mut LeaseRun) {
         let b = std::mem::take(batch);
         let n = b.len();
-        match self.record(b).instrument(info_span!("persist")).await {
+        match self.record(b, lease).instrument(info_span!("persist")).await {
             Ok(()) => run.recorded += n,
             Err(why) => run.left_open = Some(why),
         }
@@ -307,17 +313,23 @@ impl Worker {
         }
     }
 
-    /// Records a batch, retrying transient failures for ~30 s; `Err` says why it was not stored.
-    async fn record(&self, batch: Vec<UrlResult>) -> Result<(), String> {
+    /// Records a batch under its lease, retrying transient failures for ~30 s; `Err` says why
+    /// it was not stored.
+    async fn record(&self, batch: Vec<UrlResult>, lease: LeaseRef) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut delay = Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..12 {
-            let req = traced(RecordRequest { results: batch.clone() });
+            let req = traced(RecordRequest { results: batch.clone(), lease: Some(lease) });
             match within(self.cfg.rpc_timeout, self.results.clone().record(req)).await {
                 Ok(_) => return Ok(()),
+                // The lease moved on (expired, re-issued): its new holder records these URLs.
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(error = %e, "lease lost while recording");
+                    return Err(String::new());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "record failed; retrying");
                     last = format!("results refused the batch: {e}");

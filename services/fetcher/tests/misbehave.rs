@@ -57,7 +57,9 @@ fn big_jpeg() -> Bytes {
             image::Rgb([seed as u8, (seed >> 8) as u8, (seed >> 16) as u8])
         });
         let mut out = Vec::new();
-        image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg)
+            .unwrap();
         assert!(out.len() > 1_200_000, "noise JPEG only {} bytes", out.len());
         Bytes::from(out)
     })
@@ -292,7 +294,8 @@ async fn many_bodies_without_a_length_never_wait_on_each_other() {
     let f = Fetcher::new(cfg).unwrap();
     let url = format!("http://{addr}/chunked-big.jpg");
     let all = futures::future::join_all((0..24).map(|_| f.fetch(&url, (64, 64))));
-    let results = tokio::time::timeout(Duration::from_secs(60), all).await.expect("downloads stuck on the budget");
+    let results =
+        tokio::time::timeout(Duration::from_secs(60), all).await.expect("downloads stuck on the budget");
     for (r, st) in results {
         assert!(r.is_ok(), "{r:?}");
         assert!(st.bytes > 1_200_000, "{} bytes", st.bytes);

@@ -45,7 +45,8 @@ async fn environment_proxies_never_carry_a_download() {
         decode_timeout: Duration::from_secs(5),
     };
     let f = Fetcher::new(cfg).unwrap();
-    for url in ["http://localhost/x.jpg", "http://metadata.invalid/latest/", "https://example.invalid/a.jpg"] {
+    for url in ["http://localhost/x.jpg", "http://metadata.invalid/latest/", "https://example.invalid/a.jpg"]
+    {
         let (r, _) = f.fetch(url, (16, 16)).await;
         assert!(r.is_err(), "{url} must not be fetched");
     }

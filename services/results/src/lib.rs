@@ -5,6 +5,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 
+use facesweep_common::auth::Authorizer;
 use facesweep_common::consul::register_self;
 use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
@@ -34,6 +35,9 @@ pub struct Config {
     /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
     #[command(flatten)]
     pub tls: facesweep_common::tls::TlsArgs,
+    /// Credentials for admin calls (off: loopback callers only).
+    #[command(flatten)]
+    pub auth: facesweep_common::auth::AuthArgs,
 }
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
@@ -52,8 +56,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             async move { grpc::db_ready(&db).await }
         },
     );
-    let svc = ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool)))
-        .max_decoding_message_size(64 << 20);
+    let svc =
+        ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool), Authorizer::new(&config.auth)))
+            .max_decoding_message_size(64 << 20);
     let router = front.router(&["facesweep.v1.ResultsService"])?.add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());

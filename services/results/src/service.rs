@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 
+use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_common::error::ServiceError;
 use facesweep_common::ORDINAL_BITS;
 use facesweep_proto::results_service_server::ResultsService;
@@ -20,11 +21,12 @@ const EXPORT_PAGE: i64 = 1_000;
 
 pub struct ResultsSvc {
     store: Store,
+    auth: Authorizer,
 }
 
 impl ResultsSvc {
-    pub fn new(store: Store) -> Self {
-        ResultsSvc { store }
+    pub fn new(store: Store, auth: Authorizer) -> Self {
+        ResultsSvc { store, auth }
     }
 }
 
@@ -87,8 +89,12 @@ pub fn replace_bad_rows(results: &mut [UrlResult]) -> u32 {
 #[tonic::async_trait]
 impl ResultsService for ResultsSvc {
     async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
-        let mut results = req.into_inner().results;
+        self.auth.check(&req, FETCHER)?;
+        let RecordRequest { mut results, lease } = req.into_inner();
         validate(&results)?;
+        // Only the holder of a live lease writes results, and only for the URLs it holds.
+        let lease = lease.ok_or_else(|| ServiceError::InvalidArgument("lease is required".into()))?;
+        self.store.check_lease(&lease, &results).await?;
         let rejected = replace_bad_rows(&mut results);
         let timer = facesweep_common::metrics::RESULTS_PERSIST_SECONDS.start_timer();
         let out = self.store.record(&results).await?;
@@ -108,6 +114,7 @@ impl ResultsService for ResultsSvc {
         &self,
         req: Request<GetUrlResultRequest>,
     ) -> Result<Response<GetUrlResultResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let id = req.into_inner().url_id;
         if id <= 0 {
             return Err(ServiceError::InvalidArgument("url_id must be positive".into()).into());
@@ -123,16 +130,12 @@ impl ResultsService for ResultsSvc {
         &self,
         req: Request<ExportResultsRequest>,
     ) -> Result<Response<Self::ExportResultsStream>, Status> {
+        self.auth.check(&req, Access::Admin)?;
         let job = req.into_inner().job;
         if job.is_empty() {
             return Err(ServiceError::InvalidArgument("job name is empty".into()).into());
         }
-        let job_id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE name = $1")
-            .bind(&job)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(ServiceError::from)?
-            .ok_or_else(|| ServiceError::NotFound(format!("job {job:?}")))?;
+        let job_id = self.store.job_id(&job).await?;
         let store = self.store.clone();
         let first = job_id << ORDINAL_BITS;
         let last = first + (1i64 << ORDINAL_BITS) - 1;

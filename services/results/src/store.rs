@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_proto::{Face, UrlResult, UrlStatus};
+use facesweep_proto::{Face, LeaseRef, UrlResult, UrlStatus};
 use sqlx::{PgPool, Row};
 
 #[derive(Clone)]
@@ -30,8 +30,39 @@ impl Store {
         Store { pool }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The id of the job called `name`.
+    pub async fn job_id(&self, name: &str) -> ServiceResult<i64> {
+        sqlx::query_scalar("SELECT id FROM jobs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {name:?}")))
+    }
+
+    /// Refuses results unless `lease` is live under its token and holds every URL of them.
+    pub async fn check_lease(&self, lease: &LeaseRef, results: &[UrlResult]) -> ServiceResult<()> {
+        let held: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT lease_first, lease_last FROM chunks
+             WHERE job_id = $1 AND chunk_no = $2 AND token = $3 AND state = 'leased'",
+        )
+        .bind(lease.job_id)
+        .bind(lease.chunk_no)
+        .bind(lease.fencing_token)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((Some(first), Some(last))) = held else {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "lease on job {} chunk {} with token {} is not held",
+                lease.job_id, lease.chunk_no, lease.fencing_token
+            )));
+        };
+        match results.iter().find(|r| !(first..=last).contains(&r.url_id)) {
+            Some(r) => Err(ServiceError::FailedPrecondition(format!(
+                "url {} is outside the lease (urls {first}..={last})",
+                r.url_id
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Stores a batch in one transaction; URLs that already have a result are left untouched.
