@@ -48,6 +48,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: FACESWEEP_PLAINTEXT_HEALTH_LISTEN
   value: {{ printf "0.0.0.0:%d" (int .Values.tls.healthPort) | quote }}
 {{- end }}
+{{- with .Values.auth.adminTokenSecret }}
+- name: FACESWEEP_ADMIN_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ . }}, key: token}}
+{{- end }}
 {{- if .Values.otlp.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ .Values.otlp.endpoint | quote }}
