@@ -83,24 +83,28 @@ async fn the_queue_is_bounded_in_bytes_too() {
     stop.cancel();
 }
 
-/// A TorchScript model that fails like a broken GPU on bright images (not on warm-up's black).
-fn broken_device_model(dir: &std::path::Path) -> std::path::PathBuf {
-    let pt = dir.join("broken.pt");
-    let script = r#"
+/// A TorchScript model that raises `error` on batches holding a bright image (warm-up's
+/// black passes) and finds nothing otherwise.
+fn failing_model(dir: &std::path::Path, error: &str) -> std::path::PathBuf {
+    let pt = dir.join("failing.pt");
+    // TorchScript raises only literal messages: the message is written into the source.
+    let script = format!(
+        r#"
 import json, sys, torch
-class Broken(torch.nn.Module):
+class Failing(torch.nn.Module):
     def forward(self, x):
         if bool(x.max() > 100.0):
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            raise RuntimeError({error:?})
         b = x.shape[0]
         return torch.zeros(b, 1, 4), torch.zeros(b, 1), torch.zeros(b, 1, 10)
-torch.jit.script(Broken()).save(sys.argv[1])
-cfg = json.load(open(sys.argv[2])); cfg["model_id"] = "broken"
+torch.jit.script(Failing()).save(sys.argv[1])
+cfg = json.load(open(sys.argv[2])); cfg["model_id"] = "failing"
 json.dump(cfg, open(sys.argv[1][:-3] + ".json", "w"))
-"#;
+"#
+    );
     let real = model_path().with_extension("json");
     // TorchScript reads the module's source, so it must come from a file.
-    let py = dir.join("broken.py");
+    let py = dir.join("failing.py");
     std::fs::write(&py, script).unwrap();
     let out = std::process::Command::new(python()).arg(&py).arg(&pt).arg(real).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -113,7 +117,8 @@ async fn a_broken_device_takes_the_detector_out_of_service() {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let stop = Shutdown::new();
     let dir = tmp_dir();
-    let (client, ch) = start(config(broken_device_model(dir.path()), 8, 64), &stop).await;
+    let model = failing_model(dir.path(), "CUDA error: an illegal memory access was encountered");
+    let (client, ch) = start(config(model, 8, 64), &stop).await;
     let status = || async {
         let req = HealthCheckRequest { service: "facesweep.v1.DetectorService".into() };
         HealthClient::new(ch.clone()).check(req).await.unwrap().into_inner().status()
@@ -143,6 +148,28 @@ async fn a_broken_device_takes_the_detector_out_of_service() {
     // New work is refused at once instead of failing image by image.
     let e = client.clone().detect_one(DetectOneRequest { image: Some(image(2)) }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_failing_image_does_not_fail_its_batch_mates() {
+    let stop = Shutdown::new();
+    let dir = tmp_dir();
+    let mut cfg = config(failing_model(dir.path(), "this image breaks the model"), 16, 64);
+    (cfg.max_batch, cfg.max_delay_us) = (4, 500_000); // the four images share one batch
+    let (client, _) = start(cfg, &stop).await;
+    let mut images: Vec<DetectRequest> = (0..4).map(image).collect();
+    images[2].data = vec![255u8; 640 * 640 * 3].into();
+    let replies: Vec<DetectResponse> =
+        client.clone().detect(futures::stream::iter(images)).await.unwrap().into_inner().map(|r| r.unwrap()).collect().await;
+    assert_eq!(replies.len(), 4);
+    for r in &replies {
+        if r.id == 2 {
+            assert!(r.error.contains("breaks the model"), "{r:?}");
+        } else {
+            assert_eq!(r.error_code, 0, "batch-mate {} failed with {:?}", r.id, r.error);
+        }
+    }
     stop.cancel();
 }
 

@@ -223,25 +223,15 @@ fn model_loop(
     }
 }
 
-/// Runs one batch and answers its requests; the error, when the batch failed.
+/// Runs one batch and answers its requests; the error, when the batch failed. A failed
+/// batch of several images is run again one image at a time (unless the device is gone), so
+/// one bad image fails alone instead of taking its batch-mates with it.
 fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::info_span!(parent: None, "detect_batch", size = images.len());
     facesweep_common::propagation::link_all(&span, batch.iter().map(|r| &r.span));
-    // LibTorch reports some errors by panicking in tch: keep the model thread alive.
-    let result =
-        span.in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(&images))));
-    let result = match result {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(p) => Err(format!(
-            "model panicked: {}",
-            p.downcast_ref::<String>()
-                .map(String::as_str)
-                .or(p.downcast_ref::<&str>().copied())
-                .unwrap_or("?")
-        )),
-    };
+    let result = span.in_scope(|| detect_guarded(model, &images));
     let inference = started.elapsed();
     let n = batch.len() as u32;
     {
@@ -254,21 +244,35 @@ fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
             m::DETECTOR_QUEUE_SECONDS.observe(started.duration_since(r.queued).as_secs_f64());
         }
     }
-    match result {
-        Ok(faces) => {
-            for (r, faces) in batch.into_iter().zip(faces) {
-                let queue = started.duration_since(r.queued);
-                let _ = r.reply.send(Ok(Detection { faces, batch_size: n, queue, inference }));
-            }
-            Ok(())
-        }
+    let results: Vec<Result<Vec<Face>, String>> = match result {
+        Ok(faces) => faces.into_iter().map(Ok).collect(),
+        Err(e) if batch.len() == 1 || sticky(&e) => vec![Err(e); batch.len()],
         Err(e) => {
-            tracing::error!(error = %e, "batch failed");
-            for r in batch {
-                let _ = r.reply.send(Err(e.clone()));
-            }
-            Err(e)
+            tracing::warn!(error = %e, size = n, "batch failed; running its images one by one");
+            images.iter().map(|img| detect_guarded(model, &[img]).map(|mut f| f.remove(0))).collect()
         }
+    };
+    let mut failed = None;
+    for (r, faces) in batch.into_iter().zip(results) {
+        let queue = started.duration_since(r.queued);
+        if let Err(e) = &faces {
+            tracing::error!(error = %e, "image failed");
+            failed = Some(e.clone());
+        }
+        let _ = r.reply.send(faces.map(|faces| Detection { faces, batch_size: n, queue, inference }));
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// The model on `images`; LibTorch reports some errors by panicking in tch, which must not
+/// end the model thread.
+fn detect_guarded(model: &Model, images: &[&ImageInput]) -> Result<Vec<Vec<Face>>, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(images))) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(p) => Err(format!(
+            "model panicked: {}",
+            p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?")
+        )),
     }
 }
 
