@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -19,6 +20,9 @@ pub struct Route {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Bytes,
+    /// Sent with `Transfer-Encoding: chunked` in 16 KiB pieces, without a Content-Length (as
+    /// dynamic image servers and resizing CDNs do).
+    pub chunked: bool,
 }
 
 #[derive(Default, Clone)]
@@ -32,7 +36,14 @@ impl Routes {
         content_type: &'static str,
         body: impl Into<Bytes>,
     ) -> &mut Self {
-        self.0.insert(path.to_string(), Route { status, content_type, body: body.into() });
+        self.0.insert(path.to_string(), Route { status, content_type, body: body.into(), chunked: false });
+        self
+    }
+
+    /// Like `add`, with the body chunked and no Content-Length.
+    pub fn add_chunked(&mut self, path: &str, content_type: &'static str, body: impl Into<Bytes>) -> &mut Self {
+        let route = Route { status: 200, content_type, body: body.into(), chunked: true };
+        self.0.insert(path.to_string(), route);
         self
     }
 
@@ -77,17 +88,26 @@ pub async fn serve(routes: Routes) -> anyhow::Result<(SocketAddr, tokio::task::J
     Ok((addr, task))
 }
 
-fn respond(routes: &Routes, path: &str) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, Infallible>;
+
+fn respond(routes: &Routes, path: &str) -> Response<Body> {
     match routes.0.get(path) {
         Some(r) => Response::builder()
             .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .header("content-type", r.content_type)
-            .body(Full::new(r.body.clone()))
+            .body(if r.chunked { chunked(r.body.clone()) } else { Full::new(r.body.clone()).boxed() })
             .expect("valid response"),
         None => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .header("content-type", "text/plain")
-            .body(Full::new(Bytes::from_static(b"not found")))
+            .body(Full::new(Bytes::from_static(b"not found")).boxed())
             .expect("valid response"),
     }
+}
+
+/// A body of unknown length: hyper then sends it chunked.
+fn chunked(body: Bytes) -> Body {
+    let pieces: Vec<Result<Frame<Bytes>, Infallible>> =
+        (0..body.len()).step_by(16 << 10).map(|at| Ok(Frame::data(body.slice(at..(at + (16 << 10)).min(body.len()))))).collect();
+    StreamBody::new(futures::stream::iter(pieces)).boxed()
 }

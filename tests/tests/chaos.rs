@@ -1,7 +1,11 @@
 //! Chaos: the mesh as separate processes (2 delegator shards, 2 fetchers, detector, results,
 //! Postgres). While a job runs, random processes are `kill -9`ed at spread-out moments and
 //! restarted. Afterwards every URL must have exactly one terminal result, identical to a
-//! clean run of the same URLs, with no duplicate faces; then SIGTERM must drain everyone.
+//! clean run of the same URLs, with no duplicate faces and nothing stuck; then SIGTERM must
+//! drain everyone. The web is hostile too: many bodies come chunked (no Content-Length, some
+//! larger than a first body reservation) into a small body budget at high concurrency, one
+//! image makes the detector fail, and one makes it emit a non-finite landmark that the results
+//! service must refuse.
 //!
 //! CHAOS_URLS (default 2000) and CHAOS_KILLS (default 5); `make chaos` runs 10000 / 20.
 
@@ -88,10 +92,14 @@ impl Cluster {
                     "--results",
                     &format!("127.0.0.1:{}", port("results")),
                     "--concurrency",
-                    "32",
+                    "64",
                     "--idle-poll-ms",
                     "100",
+                    "--release-backoff-ms",
+                    "200",
                 ]);
+                // 4 MiB of body memory for 2 × 64 downloads, chunked bodies of up to ~1.5 MB.
+                c.args(["--body-budget-mib", "4", "--max-body-bytes", "2097152"]);
                 c.args([
                     "--timeout-ms",
                     "10000",
@@ -166,7 +174,9 @@ async fn import(c: &Cluster, job: &str, urls: &[String]) {
     d.append_urls(futures::stream::iter(msgs)).await.unwrap();
 }
 
-/// Small versions of the sample photos (fast to detect) plus failing URLs, cycled.
+/// Small versions of the sample photos (fast to detect), each also served chunked, a large
+/// chunked noise image, and failing URLs: cycled. Plus two single trouble-makers for the
+/// poisoned model (see `poisoned_model`): `/poison.png` and `/nan.png`.
 fn corpus(dir: &Path) -> (Routes, Vec<&'static str>) {
     let mut routes = Routes::default();
     let mut paths = Vec::new();
@@ -178,23 +188,100 @@ fn corpus(dir: &Path) -> (Routes, Vec<&'static str>) {
         let img = image::open(&p).unwrap().thumbnail(320, 320);
         let out = dir.join(format!("s{i}.jpg"));
         img.to_rgb8().save(&out).unwrap();
-        let path: &'static str = Box::leak(format!("/s{i}.jpg").into_boxed_str());
-        routes.add(path, 200, "image/jpeg", std::fs::read(&out).unwrap());
-        paths.push(path);
+        let bytes = std::fs::read(&out).unwrap();
+        let (plain, chunked): (&'static str, &'static str) =
+            (Box::leak(format!("/s{i}.jpg").into_boxed_str()), Box::leak(format!("/c{i}.jpg").into_boxed_str()));
+        routes.add(plain, 200, "image/jpeg", bytes.clone());
+        routes.add_chunked(chunked, "image/jpeg", bytes);
+        paths.extend([plain, chunked]);
     }
+    routes.add_chunked("/noise.jpg", "image/jpeg", noise_jpeg(dir));
     routes.add("/page.html", 200, "text/html", "<html></html>");
-    paths.extend(["/missing.jpg", "/page.html"]);
+    paths.extend(["/noise.jpg", "/missing.jpg", "/page.html"]);
+    for (name, marker) in [("poison", [255, 0, 255]), ("nan", [0, 255, 255])] {
+        routes.add(&format!("/{name}.png"), 200, "image/png", marked_astronaut(dir, name, marker));
+    }
     (routes, paths)
 }
 
+/// A ~1.5 MB JPEG: larger than the 1 MiB a body of unknown length first reserves.
+fn noise_jpeg(dir: &Path) -> Vec<u8> {
+    let mut seed = 0x9E37_79B9u32;
+    let img = image::RgbImage::from_fn(1100, 1100, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        image::Rgb([seed as u8, (seed >> 8) as u8, (seed >> 16) as u8])
+    });
+    let out = dir.join("noise.jpg");
+    img.save(&out).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// The astronaut at 256×256 (the model's input here: the corner stays at the tensor's corner)
+/// with a solid `marker` block in its top-left corner.
+fn marked_astronaut(dir: &Path, name: &str, marker: [u8; 3]) -> Vec<u8> {
+    let img = image::open(samples_dir().join("astronaut.png")).unwrap().resize_exact(
+        256,
+        256,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut img = img.to_rgb8();
+    for y in 0..24 {
+        for x in 0..24 {
+            img.put_pixel(x, y, image::Rgb(marker));
+        }
+    }
+    let out = dir.join(format!("{name}.png"));
+    img.save(&out).unwrap();
+    std::fs::read(out).unwrap()
+}
+
+/// The real model wrapped so that an image with a magenta corner raises (a detector error
+/// on one image) and one with a cyan corner gets non-finite landmarks (a result the results
+/// service must refuse). Input is BGR minus the mean, so markers are compared in that space.
+fn poisoned_model(dir: &Path, real: &Path) -> PathBuf {
+    let script = r#"
+import sys, torch
+class Poisoned(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+    def forward(self, x):
+        px = x[:, :, 0, 0]
+        magenta = torch.tensor([151.0, -117.0, 132.0], device=x.device, dtype=x.dtype)
+        cyan = torch.tensor([151.0, 138.0, -123.0], device=x.device, dtype=x.dtype)
+        if bool(((px - magenta).abs().max(dim=1).values < 40.0).any()):
+            raise RuntimeError("poisoned image")
+        boxes, scores, pts = self.inner(x)
+        bad = ((px - cyan).abs().max(dim=1).values < 40.0).view(-1, 1, 1)
+        pts = torch.where(bad, pts * float("nan"), pts)
+        return boxes, scores, pts
+torch.jit.script(Poisoned(torch.jit.load(sys.argv[1]))).save(sys.argv[2])
+"#;
+    let py = dir.join("poisoned.py");
+    std::fs::write(&py, script).unwrap();
+    let out = dir.join("poisoned.pt");
+    let run = Command::new(python()).arg(&py).arg(real).arg(&out).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    std::fs::copy(real.with_extension("json"), out.with_extension("json")).unwrap();
+    out
+}
+
+/// The job's progress once every URL has a result, or the last seen at `deadline`.
 async fn wait_done(c: &Cluster, job: &str, deadline: Instant) -> GetProgressResponse {
+    let mut last = GetProgressResponse::default();
     loop {
         if let Some(p) = progress(c, job).await {
             if p.total_urls > 0 && p.done_urls >= p.total_urls {
                 return p;
             }
+            last = p;
         }
-        assert!(Instant::now() < deadline, "job {job} did not finish in time; logs in {}", c.dir.display());
+        if Instant::now() >= deadline {
+            eprintln!("job {job} did not finish in time; logs in {}", c.dir.display());
+            return last;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -220,10 +307,14 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     cfg["input_width"] = 256.into();
     std::fs::write(dir.join("small.json"), cfg.to_string()).unwrap();
 
+    let model = poisoned_model(&dir, &model);
     let (routes, paths) = corpus(&dir);
     let (addr, _server) = serve(routes).await.unwrap();
-    let urls: Vec<String> =
+    let mut urls: Vec<String> =
         (0..n).map(|i| format!("http://{addr}{}?i={i}", paths[i % paths.len()])).collect();
+    // One of each trouble-maker, early, so it is in flight when the kills start.
+    urls[n / 10] = format!("http://{addr}/poison.png");
+    urls[n / 10 + 1] = format!("http://{addr}/nan.png");
 
     let pg_port = free_port();
     let mut c = Cluster {
@@ -244,7 +335,8 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     let clean_deadline = deadline;
     tokio::time::sleep(Duration::from_secs(2)).await;
     import(&c, "clean", &urls).await;
-    wait_done(&c, "clean", clean_deadline).await;
+    let clean = wait_done(&c, "clean", clean_deadline).await;
+    assert_eq!(clean.done_urls, n as i64, "the clean run did not finish; logs in {}", dir.display());
 
     import(&c, "chaos", &urls).await;
     // Each kind once (a random instance of it, shuffled), then random processes; each kill
@@ -310,6 +402,18 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     .await
     .unwrap();
     let miscounted = chaos.iter().filter(|r| r.2.unwrap_or(0) as i64 != r.3).count();
+    // Nothing left behind: URLs without a result, or chunks not closed once all URLs have one.
+    let open_chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE job_id = $1 AND state <> 'done'")
+        .bind(chaos_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let stuck = (p.total_urls - p.done_urls).max(0) as usize + open_chunks as usize;
+    // The trouble-makers ended the same way in both runs: abandoned, and refused as detect_error.
+    for (i, want) in [(n / 10, "abandoned"), (n / 10 + 1, "detect_error")] {
+        assert_eq!(clean[i].1.as_deref(), Some(want), "clean run, URL {i}");
+        assert_eq!(chaos[i].1.as_deref(), Some(want), "chaos run, URL {i}");
+    }
     let duplicated = dup_faces as usize + miscounted;
     let mismatched = clean.iter().zip(&chaos).filter(|(a, b)| a.0 != b.0 || a.1 != b.1 || a.2 != b.2).count();
     let statuses: Vec<String> = p.by_status.iter().map(|s| format!("{}={}", s.status, s.count)).collect();
@@ -320,7 +424,7 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         p.leases_reissued
     );
     println!(
-        "chaos: {n} urls, {} kills, lost={lost} duplicated={duplicated} mismatched={mismatched}",
+        "chaos: {n} urls, {} kills, lost={lost} duplicated={duplicated} mismatched={mismatched} stuck={stuck}",
         plan.len()
     );
 
@@ -353,5 +457,5 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     assert_eq!(leased, 0, "drained fetchers left leases behind");
-    assert_eq!((lost, duplicated, mismatched), (0, 0, 0), "logs in {}", dir.display());
+    assert_eq!((lost, duplicated, mismatched, stuck), (0, 0, 0, 0), "logs in {}", dir.display());
 }
