@@ -41,7 +41,12 @@ impl Routes {
     }
 
     /// Like `add`, with the body chunked and no Content-Length.
-    pub fn add_chunked(&mut self, path: &str, content_type: &'static str, body: impl Into<Bytes>) -> &mut Self {
+    pub fn add_chunked(
+        &mut self,
+        path: &str,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> &mut Self {
         let route = Route { status: 200, content_type, body: body.into(), chunked: true };
         self.0.insert(path.to_string(), route);
         self
@@ -107,7 +112,9 @@ fn respond(routes: &Routes, path: &str) -> Response<Body> {
 
 /// A body of unknown length: hyper then sends it chunked.
 fn chunked(body: Bytes) -> Body {
-    let pieces: Vec<Result<Frame<Bytes>, Infallible>> =
-        (0..body.len()).step_by(16 << 10).map(|at| Ok(Frame::data(body.slice(at..(at + (16 << 10)).min(body.len()))))).collect();
+    let pieces: Vec<Result<Frame<Bytes>, Infallible>> = (0..body.len())
+        .step_by(16 << 10)
+        .map(|at| Ok(Frame::data(body.slice(at..(at + (16 << 10)).min(body.len())))))
+        .collect();
     StreamBody::new(futures::stream::iter(pieces)).boxed()
 }

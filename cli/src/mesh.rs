@@ -1,7 +1,6 @@
 //! The whole mesh in one process: embedded Postgres (unless a URL is given) and the four
 //! services on loopback. Used by `facesweep up/run/demo` and by the end-to-end tests.
 
-use facesweep_common::discovery::Target;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,6 +29,8 @@ pub struct MeshOptions {
     pub allow_networks: Vec<ipnet::IpNet>,
     /// Serve /metrics per service (base_port + 10 + offset, or ephemeral).
     pub metrics: bool,
+    /// Extra `facesweep-fetcher` flags, applied last (e.g. `--lease-stall-secs 60`).
+    pub fetcher_args: Vec<String>,
 }
 
 impl MeshOptions {
@@ -49,6 +50,7 @@ impl MeshOptions {
             timeout_ms: 30_000,
             allow_networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             metrics: false,
+            fetcher_args: Vec::new(),
         }
     }
 }
@@ -150,7 +152,7 @@ impl Mesh {
         )
         .await?;
         let fetcher = facesweep_fetcher::spawn(
-            embedded_fetcher_config(&o, &delegator, &detector, &results),
+            embedded_fetcher_config(&o, &delegator, &detector, &results)?,
             fetcher_stop.clone(),
         )
         .await?;
@@ -198,28 +200,37 @@ fn embedded_fetcher_config(
     delegator: &Running,
     detector: &Running,
     results: &Running,
-) -> facesweep_fetcher::Config {
-    let mut c = <facesweep_fetcher::Config as clap::Parser>::parse_from(["facesweep-fetcher"]);
-    c.listen = addr(o.base_port, 3);
-    c.delegator = Target::Static(vec![delegator.addr.to_string()]);
-    c.detector = Target::Static(vec![detector.addr.to_string()]);
-    c.results = Target::Static(vec![results.addr.to_string()]);
-    // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
-    c.id = Some(format!("embedded-{}", stable_id(&o.data_dir)));
-    c.drain_grace_secs = 10;
-    c.metrics_listen = metrics_addr(o, 3);
-    c.leases = o.fetcher_leases;
-    c.concurrency = o.fetcher_concurrency;
-    c.connect_timeout_ms = 5_000.min(o.timeout_ms);
-    c.timeout_ms = o.timeout_ms;
-    c.first_byte_timeout_ms = o.timeout_ms.min(10_000);
-    c.retries = 1;
-    c.retry_base_ms = 200;
-    c.per_host = o.fetcher_concurrency;
-    // The embedded mesh fetches from loopback (demo, tests) and the LAN.
-    c.allow_networks = o.allow_networks.clone();
-    c.body_budget_mib = 128;
-    c.idle_poll_ms = o.idle_poll_ms;
-    c.release_backoff_ms = o.idle_poll_ms.max(100);
-    c
+) -> anyhow::Result<facesweep_fetcher::Config> {
+    let nets: Vec<String> = o.allow_networks.iter().map(ToString::to_string).collect();
+    let mut argv: Vec<String> = [
+        ("--listen", addr(o.base_port, 3).to_string()),
+        ("--delegator", delegator.addr.to_string()),
+        ("--detector", detector.addr.to_string()),
+        ("--results", results.addr.to_string()),
+        // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
+        ("--id", format!("embedded-{}", stable_id(&o.data_dir))),
+        ("--drain-grace-secs", "10".into()),
+        ("--leases", o.fetcher_leases.to_string()),
+        ("--concurrency", o.fetcher_concurrency.to_string()),
+        ("--per-host", o.fetcher_concurrency.to_string()),
+        ("--connect-timeout-ms", 5_000.min(o.timeout_ms).to_string()),
+        ("--timeout-ms", o.timeout_ms.to_string()),
+        ("--first-byte-timeout-ms", o.timeout_ms.min(10_000).to_string()),
+        ("--retries", "1".into()),
+        ("--retry-base-ms", "200".into()),
+        // The embedded mesh fetches from loopback (demo, tests) and the LAN.
+        ("--allow-networks", nets.join(",")),
+        ("--body-budget-mib", "128".into()),
+        ("--idle-poll-ms", o.idle_poll_ms.to_string()),
+        ("--release-backoff-ms", o.idle_poll_ms.max(100).to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect();
+    if let Some(m) = metrics_addr(o, 3) {
+        argv.extend(["--metrics-listen".into(), m.to_string()]);
+    }
+    // The binary's own defaults stay the one home for the rest; extra flags come last and win.
+    let argv = std::iter::once("facesweep-fetcher".to_string()).chain(argv).chain(o.fetcher_args.clone());
+    Ok(<facesweep_fetcher::Config as clap::Parser>::try_parse_from(argv)?)
 }

@@ -189,8 +189,10 @@ fn corpus(dir: &Path) -> (Routes, Vec<&'static str>) {
         let out = dir.join(format!("s{i}.jpg"));
         img.to_rgb8().save(&out).unwrap();
         let bytes = std::fs::read(&out).unwrap();
-        let (plain, chunked): (&'static str, &'static str) =
-            (Box::leak(format!("/s{i}.jpg").into_boxed_str()), Box::leak(format!("/c{i}.jpg").into_boxed_str()));
+        let (plain, chunked): (&'static str, &'static str) = (
+            Box::leak(format!("/s{i}.jpg").into_boxed_str()),
+            Box::leak(format!("/c{i}.jpg").into_boxed_str()),
+        );
         routes.add(plain, 200, "image/jpeg", bytes.clone());
         routes.add_chunked(chunked, "image/jpeg", bytes);
         paths.extend([plain, chunked]);
@@ -403,11 +405,12 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     .unwrap();
     let miscounted = chaos.iter().filter(|r| r.2.unwrap_or(0) as i64 != r.3).count();
     // Nothing left behind: URLs without a result, or chunks not closed once all URLs have one.
-    let open_chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE job_id = $1 AND state <> 'done'")
-        .bind(chaos_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let open_chunks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chunks WHERE job_id = $1 AND state <> 'done'")
+            .bind(chaos_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let stuck = (p.total_urls - p.done_urls).max(0) as usize + open_chunks as usize;
     // The trouble-makers ended the same way in both runs: abandoned, and refused as detect_error.
     for (i, want) in [(n / 10, "abandoned"), (n / 10 + 1, "detect_error")] {

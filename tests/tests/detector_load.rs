@@ -160,8 +160,15 @@ async fn one_failing_image_does_not_fail_its_batch_mates() {
     let (client, _) = start(cfg, &stop).await;
     let mut images: Vec<DetectRequest> = (0..4).map(image).collect();
     images[2].data = vec![255u8; 640 * 640 * 3].into();
-    let replies: Vec<DetectResponse> =
-        client.clone().detect(futures::stream::iter(images)).await.unwrap().into_inner().map(|r| r.unwrap()).collect().await;
+    let replies: Vec<DetectResponse> = client
+        .clone()
+        .detect(futures::stream::iter(images))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
     assert_eq!(replies.len(), 4);
     for r in &replies {
         if r.id == 2 {

@@ -240,3 +240,41 @@ async fn admin_calls_need_the_token_once_one_is_configured() {
     d.acquire_lease(AcquireLeaseRequest { fetcher_id: "f".into(), max_urls: 0 }).await.unwrap();
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_that_makes_no_progress_is_given_back_and_its_url_abandoned() {
+    use facesweep_cli::{client, Mesh, MeshOptions};
+    // A server that accepts and never answers; with 60 s download timeouts only the
+    // watchdog can end the lease (its renewals would keep it alive forever).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = facesweep_tests::tmp_dir();
+    let mut opts = MeshOptions::new(dir.path(), facesweep_tests::model_path());
+    opts.durability = facesweep_pgembed::Durability::Ephemeral;
+    opts.timeout_ms = 60_000;
+    opts.idle_poll_ms = 100;
+    opts.fetcher_args = ["--lease-stall-secs", "1", "--retries", "0"].map(String::from).to_vec();
+    let mesh = Mesh::start(opts).await.unwrap();
+    let input = client::UrlInput::List(vec![format!("http://{addr}/never.jpg")]);
+    let d = mesh.delegator.to_string();
+    client::import(&d, "stalled", &input, client::ImportOptions { quiet: true, ..Default::default() })
+        .await
+        .unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(60), client::wait(&d, "stalled", true)).await;
+    let p = p.expect("the stalled URL never got a terminal result").unwrap();
+    assert_eq!(
+        p.by_status.iter().map(|s| (s.status.as_str(), s.count)).collect::<Vec<_>>(),
+        [("abandoned", 1)]
+    );
+    let out = dir.path().join("out.jsonl");
+    client::export(&mesh.results.to_string(), "stalled", &out).await.unwrap();
+    let line = &facesweep_tests::read_jsonl(&out)[0];
+    assert!(line["reason"].as_str().unwrap().contains("no URL of the lease finished"), "{line}");
+    mesh.stop().await.unwrap();
+}

@@ -271,7 +271,10 @@ fn detect_guarded(model: &Model, images: &[&ImageInput]) -> Result<Vec<Vec<Face>
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(p) => Err(format!(
             "model panicked: {}",
-            p.downcast_ref::<String>().map(String::as_str).or(p.downcast_ref::<&str>().copied()).unwrap_or("?")
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or(p.downcast_ref::<&str>().copied())
+                .unwrap_or("?")
         )),
     }
 }

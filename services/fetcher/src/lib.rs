@@ -29,7 +29,8 @@ use net::IpPolicy;
 
 /// Fetcher configuration (`facesweep-fetcher --help`).
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "facesweep-fetcher", version, about)]
+// A flag given twice takes its last value (embedders append overrides to their defaults).
+#[command(name = "facesweep-fetcher", version, about, args_override_self = true)]
 pub struct Config {
     /// Address to serve gRPC health and reflection on.
     #[arg(long, env = "FETCHER_LISTEN", default_value = "0.0.0.0:50054")]
