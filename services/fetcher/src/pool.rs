@@ -79,3 +79,29 @@ impl DecodePool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: u32, h: u32) -> Bytes {
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([9, 99, 199])));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+        out.into()
+    }
+
+    #[tokio::test]
+    async fn a_decode_past_its_limit_ends_the_url_not_the_pool() {
+        // One thread, and an image that takes longer than the limit: the URL gets its
+        // terminal status in time, whatever the thread does.
+        let pool = DecodePool::new(1, Duration::from_millis(1));
+        let Err(slow) = pool.decode(jpeg(4000, 4000), (640, 640), u64::MAX).await else {
+            panic!("a 16 MP decode finished within 1 ms")
+        };
+        assert_eq!(slow.status, UrlStatus::DecodeError);
+        assert!(slow.reason.contains("decode took longer"), "{}", slow.reason);
+        let pool = DecodePool::new(1, Duration::from_secs(30));
+        assert!(pool.decode(jpeg(64, 64), (32, 32), u64::MAX).await.is_ok());
+    }
+}
