@@ -42,6 +42,13 @@ chaos: setup
 	$(ENV) cargo build --workspace --bins
 	$(ENV) CHAOS_URLS=10000 CHAOS_KILLS=20 cargo test -p facesweep-tests --test chaos -- --nocapture
 
+.PHONY: bench-scale
+# The control plane at scale (release build, durable Postgres): SCALE_URLS=1000000 by default.
+SCALE_URLS ?= 1000000
+bench-scale: setup
+	$(ENV) cargo build --release -p facesweep
+	$(ENV) target/release/facesweep bench scale --urls $(SCALE_URLS)
+
 .PHONY: bench-fetch
 # Fetch tier vs its decode floor vs img2dataset on a local corpus behind nginx.
 bench-fetch: setup

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 pub mod httpserve;
 pub mod mesh;
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 

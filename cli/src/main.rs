@@ -141,6 +141,9 @@ enum BenchCmd {
         #[arg(long, default_value_t = 640)]
         size: u32,
     },
+    /// The control plane alone at scale: real delegator and results on a durable Postgres,
+    /// synthetic fetchers (no HTTP, no detector). `make bench-scale`.
+    Scale(facesweep_cli::scale::ScaleOptions),
 }
 
 /// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.
@@ -224,6 +227,9 @@ async fn main() -> anyhow::Result<()> {
                 "fetched {ok} ok, {failed} failed in {secs:.2} s: {:.1} img/s",
                 (ok + failed) as f64 / secs
             );
+        }
+        Cmd::Bench(BenchCmd::Scale(o)) => {
+            facesweep_cli::scale::run(&o).await?;
         }
         Cmd::Bench(BenchCmd::Decode { dir, passes, size }) => {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

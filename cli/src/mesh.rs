@@ -125,6 +125,7 @@ impl Mesh {
                 metrics_listen: metrics_addr(&o, 0),
                 split_after: 3,
                 abandon_after: 3,
+                failure_backoff_ms: 1_000,
                 consul: Default::default(),
                 tls: Default::default(),
                 auth: Default::default(),

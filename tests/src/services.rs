@@ -44,6 +44,8 @@ pub async fn delegator_with(
         metrics_listen: None,
         split_after,
         abandon_after,
+        // Lease tests drive failures by hand and lease again at once.
+        failure_backoff_ms: 0,
     };
     let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
     DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())

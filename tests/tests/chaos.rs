@@ -67,6 +67,8 @@ impl Cluster {
                     "4",
                     "--default-chunk-size",
                     "40",
+                    "--failure-backoff-ms",
+                    "500",
                 ]);
                 c
             }

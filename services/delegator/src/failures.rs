@@ -2,6 +2,7 @@
 //! reason. Failures shrink the chunk's next leases; a URL that fails alone `abandon_after`
 //! times gets the terminal status `abandoned`, so a poison URL never blocks a job.
 //! A restarted fetcher's or a draining fetcher's leases are not failures (see `upkeep`).
+//! A failed chunk waits before its next lease (`Limits::backoff`), whoever asks for it.
 
 use facesweep_common::error::ServiceResult;
 use sqlx::{Postgres, Transaction};
@@ -24,11 +25,16 @@ pub async fn record(
     f: &FailedLease,
     why: &str,
 ) -> ServiceResult<()> {
-    sqlx::query("UPDATE chunks SET failures = failures + 1 WHERE job_id = $1 AND chunk_no = $2")
-        .bind(f.job_id)
-        .bind(f.chunk_no)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE chunks SET failures = failures + 1,
+             retry_after = now() + make_interval(secs => least($3 * power(2, least(failures, 20)), 300) * (0.5 + random()))
+         WHERE job_id = $1 AND chunk_no = $2",
+    )
+    .bind(f.job_id)
+    .bind(f.chunk_no)
+    .bind(limits.backoff.as_secs_f64())
+    .execute(&mut **tx)
+    .await?;
     match (f.lease_first, f.lease_last) {
         (Some(first), Some(last)) if first == last => against_url(tx, limits, f.job_id, first, why).await,
         _ => Ok(()),

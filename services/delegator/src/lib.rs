@@ -53,6 +53,10 @@ pub struct Config {
     /// Failed single-URL leases before that URL gets the terminal status `abandoned`.
     #[arg(long, env = "DELEGATOR_ABANDON_AFTER", default_value_t = 3)]
     pub abandon_after: i32,
+    /// Pause before a chunk whose lease failed is leased again, milliseconds; doubles with
+    /// each failure of the chunk (at most 5 min), jittered ±50%.
+    #[arg(long, env = "DELEGATOR_FAILURE_BACKOFF_MS", default_value_t = 2_000)]
+    pub failure_backoff_ms: u64,
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
     #[command(flatten)]
     pub consul: facesweep_common::consul::ConsulArgs,
@@ -97,7 +101,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
-    let limits = Limits { split_after: config.split_after, abandon_after: config.abandon_after };
+    let limits = Limits {
+        split_after: config.split_after,
+        abandon_after: config.abandon_after,
+        backoff: Duration::from_millis(config.failure_backoff_ms),
+    };
     let db = pool.clone();
     let store = Store::new(pool, config.shard(), Duration::from_secs(config.lease_ttl_secs), limits);
     tokio::spawn(sweeper(

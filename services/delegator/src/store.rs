@@ -30,6 +30,9 @@ pub struct Limits {
     pub split_after: i32,
     /// Failed single-URL leases before the URL is `abandoned`.
     pub abandon_after: i32,
+    /// Pause before a failed chunk is leased again, doubling with each failure (≤ 5 min,
+    /// jittered ±50%).
+    pub backoff: Duration,
 }
 
 #[derive(Clone)]
@@ -136,7 +139,8 @@ impl Store {
     async fn jobs_with_work(&self) -> ServiceResult<Vec<(i64, i32)>> {
         let rows = sqlx::query(
             "SELECT j.id, greatest(j.priority, 1) FROM jobs j WHERE EXISTS (
-                 SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state = 'pending' AND c.chunk_no % $1 = $2)",
+                 SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state = 'pending' AND c.chunk_no % $1 = $2
+                   AND (c.retry_after IS NULL OR c.retry_after <= now()))",
         )
         .bind(self.shard.count as i64)
         .bind(self.shard.index as i64)
@@ -218,6 +222,7 @@ impl Store {
             "WITH pick AS MATERIALIZED (
                  SELECT chunk_no FROM chunks
                  WHERE job_id = $5 AND state = 'pending' AND chunk_no % $3 = $4
+                   AND (retry_after IS NULL OR retry_after <= now())
                  ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED),
              started AS (UPDATE jobs SET started_at = now()
                  WHERE id = $5 AND started_at IS NULL AND EXISTS (SELECT 1 FROM pick))

@@ -1,0 +1,228 @@
+//! `facesweep bench scale`: the control plane alone at scale. The real delegator and results
+//! services (in-process, over gRPC on loopback) on a durable embedded Postgres (fsync on),
+//! driven by synthetic fetchers that lease, record 0–5 made-up faces per URL and complete —
+//! no HTTP, no decoding, no detector. Reports what docs/capacity.md is built from.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use facesweep_common::grpc::channel;
+use facesweep_common::Shutdown;
+use facesweep_pgembed::{Durability, PgEmbed};
+use facesweep_proto::delegator_service_client::DelegatorServiceClient;
+use facesweep_proto::results_service_client::ResultsServiceClient;
+use facesweep_proto::*;
+use tonic::transport::Channel;
+
+use crate::client::{self, UrlInput};
+
+/// What to run.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ScaleOptions {
+    /// URLs in the job.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub urls: u64,
+    /// Synthetic fetchers working at once.
+    #[arg(long, default_value_t = 16)]
+    pub fetchers: usize,
+    /// URLs per chunk (lease).
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_size: i32,
+    /// Where the durable cluster and the files go (removed first).
+    #[arg(long, default_value = "/var/tmp/facesweep-scale")]
+    pub dir: PathBuf,
+}
+
+/// One line per measured figure, in the order printed.
+pub type Report = Vec<(String, String)>;
+
+/// Runs every phase and returns the figures.
+pub async fn run(o: &ScaleOptions) -> anyhow::Result<Report> {
+    let _ = std::fs::remove_dir_all(&o.dir);
+    std::fs::create_dir_all(&o.dir)?;
+    let pg = PgEmbed::start(&o.dir, Durability::Durable)?;
+    let stop = Shutdown::new();
+    let (delegator, results) = start_services(&pg.url(), o.chunk_size, &stop).await?;
+    let pool = facesweep_common::db::connect(&pg.url(), 2).await?;
+    let mut report = Report::new();
+    let mut put = |k: &str, v: String| {
+        println!("{k}: {v}");
+        report.push((k.to_string(), v));
+    };
+    put("urls", o.urls.to_string());
+
+    let list = o.dir.join("urls.txt");
+    write_urls(&list, o.urls)?;
+    let started = Instant::now();
+    client::import(
+        &delegator,
+        "scale",
+        &UrlInput::File(list.clone()),
+        client::ImportOptions { quiet: true, ..Default::default() },
+    )
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    put("import URLs/s", format!("{:.0}", o.urls as f64 / secs));
+    put("bytes/URL pending", sizes(&pool, o.urls).await?);
+
+    let wal_before = wal_lsn(&pool).await?;
+    let run = work(&delegator, &results, o.fetchers).await?;
+    let wal = wal_lsn(&pool).await? - wal_before;
+    put("lease→record→complete URLs/s", format!("{:.0}", run.urls as f64 / run.secs));
+    put("AcquireLease p50 / p99 ms", format!("{:.1} / {:.1}", run.acquire.0, run.acquire.1));
+    put("GetProgress p50 / p99 ms", format!("{:.1} / {:.1}", run.progress.0, run.progress.1));
+    put("WAL bytes/URL processed", format!("{:.0}", wal as f64 / o.urls as f64));
+    put("bytes/URL finished", sizes(&pool, o.urls).await?);
+
+    let out = o.dir.join("export.jsonl");
+    let started = Instant::now();
+    let sum = client::export(&results, "scale", &out).await?;
+    put("export lines/s", format!("{:.0}", sum.lines as f64 / started.elapsed().as_secs_f64()));
+    let started = Instant::now();
+    let req = RetryUrlsRequest { job: "scale".into(), status: "timeout".into(), force: false };
+    let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
+    put("RetryUrls on 1% (s)", format!("{:.2} for {n} URLs", started.elapsed().as_secs_f64()));
+    stop.cancel();
+    Ok(report)
+}
+
+async fn start_services(db: &str, chunk: i32, stop: &Shutdown) -> anyhow::Result<(String, String)> {
+    let chunk = chunk.to_string();
+    let d = ["delegator", "--listen", "127.0.0.1:0", "--database-url", db, "--default-chunk-size", &chunk];
+    let d = facesweep_delegator::spawn(clap::Parser::try_parse_from(d)?, stop.clone()).await?;
+    let r = ["results", "--listen", "127.0.0.1:0", "--database-url", db, "--db-connections", "16"];
+    let r = facesweep_results::spawn(clap::Parser::try_parse_from(r)?, stop.clone()).await?;
+    Ok((d.addr.to_string(), r.addr.to_string()))
+}
+
+/// Web-like URLs: a thousand hosts, paths of ~60 bytes.
+fn write_urls(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in 0..n {
+        writeln!(w, "https://img{}.example.com/photos/2026/11/{i:012}/original.jpg", i % 1000)?;
+    }
+    Ok(w.flush()?)
+}
+
+/// Table + index bytes per URL of every table that grows with URLs.
+async fn sizes(pool: &sqlx::PgPool, urls: u64) -> anyhow::Result<String> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c
+         WHERE relname IN ('urls', 'chunks', 'url_results', 'faces', 'url_attempts') ORDER BY relname",
+    )
+    .fetch_all(pool)
+    .await?;
+    let per = |b: i64| b as f64 / urls as f64;
+    let total: i64 = rows.iter().map(|r| r.1 + r.2).sum();
+    let parts: Vec<String> =
+        rows.iter().map(|(t, d, i)| format!("{t} {:.0}+{:.0}", per(*d), per(*i))).collect();
+    Ok(format!("{:.0} ({})", per(total), parts.join(", ")))
+}
+
+async fn wal_lsn(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+        .fetch_one(pool)
+        .await?)
+}
+
+struct Run {
+    urls: u64,
+    secs: f64,
+    acquire: (f64, f64),
+    progress: (f64, f64),
+}
+
+/// `fetchers` synthetic fetchers until the job is done; GetProgress sampled meanwhile.
+async fn work(delegator: &str, results: &str, fetchers: usize) -> anyhow::Result<Run> {
+    let d = DelegatorServiceClient::new(channel(delegator)?).max_decoding_message_size(16 << 20);
+    let r = ResultsServiceClient::new(channel(results)?);
+    let done = Arc::new(AtomicU64::new(0));
+    let acquire_ms = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..fetchers)
+        .map(|i| {
+            tokio::spawn(fetcher(
+                format!("synthetic-{i}"),
+                d.clone(),
+                r.clone(),
+                done.clone(),
+                acquire_ms.clone(),
+            ))
+        })
+        .collect();
+    let mut progress_ms = Vec::new();
+    while !tasks.iter().all(|t| t.is_finished()) {
+        let t = Instant::now();
+        d.clone().get_progress(GetProgressRequest { job: "scale".into() }).await?;
+        progress_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let acquire = percentiles(&mut acquire_ms.lock().unwrap());
+    Ok(Run { urls: done.load(Ordering::Relaxed), secs, acquire, progress: percentiles(&mut progress_ms) })
+}
+
+async fn fetcher(
+    id: String,
+    mut d: DelegatorServiceClient<Channel>,
+    mut r: ResultsServiceClient<Channel>,
+    done: Arc<AtomicU64>,
+    acquire_ms: Arc<Mutex<Vec<f64>>>,
+) -> anyhow::Result<()> {
+    loop {
+        let t = Instant::now();
+        let req = AcquireLeaseRequest { fetcher_id: id.clone(), max_urls: 0 };
+        let lease = d.acquire_lease(req).await?.into_inner().lease;
+        acquire_ms.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
+        let Some(lease) = lease else { return Ok(()) };
+        let lref =
+            LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
+        for batch in lease.urls.chunks(256) {
+            let results = batch.iter().map(|u| synthetic(u.id)).collect();
+            r.record(RecordRequest { results, lease: Some(lref) }).await?;
+        }
+        d.complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await?;
+        done.fetch_add(lease.urls.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// 1% timeouts (for RetryUrls), else ok with `id % 6` faces.
+fn synthetic(id: i64) -> UrlResult {
+    if id % 100 == 0 {
+        return UrlResult {
+            url_id: id,
+            status: UrlStatus::Timeout as i32,
+            reason: "synthetic".into(),
+            ..Default::default()
+        };
+    }
+    let faces = (0..id % 6)
+        .map(|k| {
+            let x = (k * 50) as f32;
+            Face { x1: x, y1: 10.0, x2: x + 40.0, y2: 60.0, score: 0.9, landmarks: vec![x + 5.0; 10] }
+        })
+        .collect();
+    UrlResult {
+        url_id: id,
+        status: UrlStatus::Ok as i32,
+        faces,
+        width: 640,
+        height: 480,
+        ..Default::default()
+    }
+}
+
+fn percentiles(v: &mut [f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
