@@ -118,6 +118,17 @@ pub fn results(addr: &str) -> anyhow::Result<ResultsServiceClient<AdminChannel>>
         .max_decoding_message_size(64 << 20))
 }
 
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// URLs of the input, including those skipped.
+    pub received: i64,
+    /// URLs the delegator did not hold before.
+    pub inserted: i64,
+    /// Leading URLs not sent: the delegator already held ordinals 0..skipped.
+    pub skipped: i64,
+}
+
 /// How an import names and checks its job.
 #[derive(Default)]
 pub struct ImportOptions {
@@ -134,7 +145,7 @@ pub async fn import(
     job: &str,
     input: &UrlInput,
     opts: ImportOptions,
-) -> anyhow::Result<AppendUrlsResponse> {
+) -> anyhow::Result<Imported> {
     let mut d = delegator(addr).await?;
     let req = CreateJobRequest {
         name: job.into(),
@@ -160,10 +171,9 @@ pub async fn import(
     let sent = d.append_urls(stream).await;
     bar.finish_and_clear();
     let read = reading.await??;
-    let mut resp = sent?.into_inner();
+    let resp = sent?.into_inner();
     anyhow::ensure!(resp.received == read, "delegator received {} of {read} URLs", resp.received);
-    resp.received += skip as i64;
-    Ok(resp)
+    Ok(Imported { received: resp.received + skip as i64, inserted: resp.inserted, skipped: skip as i64 })
 }
 
 /// Reads URLs into AppendUrls messages (after skipping `skip`); returns how many were sent.

@@ -183,7 +183,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Import { job, file, delegator } => {
             let input = client::UrlInput::File(file);
             let r = client::import(&delegator, &job, &input, Default::default()).await?;
-            println!("job {job}: received {} URLs, {} new", r.received, r.inserted);
+            let resumed =
+                if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
+            println!("job {job}: received {} URLs, {} new{resumed}", r.received, r.inserted);
         }
         Cmd::Progress { job, wait, delegator } => {
             let p = if wait {

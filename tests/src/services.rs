@@ -51,6 +51,23 @@ pub async fn delegator_with(
     DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
 }
 
+/// A delegator (one shard, chunks of 1,000) for clients that dial by address; its address.
+pub async fn delegator_addr(db: &TestDb, stop: &Shutdown) -> String {
+    let url = db.pg.url();
+    let args =
+        ["delegator", "--listen", "127.0.0.1:0", "--database-url", &url, "--default-chunk-size", "1000"];
+    let cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from(args).unwrap();
+    facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap().addr.to_string()
+}
+
+/// A results service for clients that dial by address; its address.
+pub async fn results_addr(db: &TestDb, stop: &Shutdown) -> String {
+    let url = db.pg.url();
+    let args = ["results", "--listen", "127.0.0.1:0", "--database-url", &url];
+    let cfg = <facesweep_results::Config as clap::Parser>::try_parse_from(args).unwrap();
+    facesweep_results::spawn(cfg, stop.clone()).await.unwrap().addr.to_string()
+}
+
 pub async fn import(
     d: &mut DelegatorServiceClient<Channel>,
     job: &str,

@@ -166,12 +166,14 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(Vec::new()) };
+        // One range scan of the BRIN index for the page, not one probe per URL.
         let face_rows = sqlx::query(
             "SELECT url_id, x1, y1, x2, y2, score, landmarks FROM faces
-             WHERE url_id = ANY($1) ORDER BY url_id, idx",
+             WHERE url_id BETWEEN $1 AND $2 ORDER BY url_id, idx",
         )
-        .bind(&ids)
+        .bind(first.get::<i64, _>(0))
+        .bind(last.get::<i64, _>(0))
         .fetch_all(&self.pool)
         .await?;
         let mut faces = face_rows.into_iter().peekable();
