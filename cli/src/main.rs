@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         // Read by every client this process makes (client::AdminToken).
         std::env::set_var("FACESWEEP_ADMIN_TOKEN", t);
     }
-    let _telemetry = facesweep_common::telemetry::init("facesweep");
+    let _telemetry = facesweep_common::telemetry::init("facesweep")?;
     match cli.cmd {
         Cmd::Up { mesh, port } => {
             let mut o = mesh.options();

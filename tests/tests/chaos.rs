@@ -387,7 +387,7 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         let pool = pool.clone();
         async move {
             sqlx::query_as::<_, (i64, Option<String>, Option<i32>, i64)>(
-                "SELECT u.id & ((1::bigint << 40) - 1), r.status, r.face_count, (SELECT count(*) FROM faces f WHERE f.url_id = u.id)
+                "SELECT url_ordinal(u.id), r.status, r.face_count, (SELECT count(*) FROM faces f WHERE f.url_id = u.id)
                  FROM urls u LEFT JOIN url_results r ON r.url_id = u.id WHERE u.job_id = $1 ORDER BY u.id",
             )
             .bind(job)

@@ -253,3 +253,22 @@ async fn a_restarted_fetcher_gets_its_old_leases_back_at_once() {
     assert_eq!((p.chunks_pending, p.chunks_leased), (2, 1));
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_and_rust_encode_url_ids_alike() {
+    use facesweep_common::{url_id, MAX_ORDINAL};
+    let db = TestDb::start();
+    let pool = db.pool().await;
+    for (job, ordinal) in [(1, 0), (7, 123_456), (8_000_000, MAX_ORDINAL)] {
+        let (id, back, end): (i64, i64, i64) =
+            sqlx::query_as("SELECT url_id($1, $2), url_ordinal(url_id($1, $2)), job_url_id_end($1)")
+                .bind(job)
+                .bind(ordinal)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(id, url_id(job, ordinal));
+        assert_eq!(back, ordinal);
+        assert_eq!(end, url_id(job + 1, 0));
+    }
+}

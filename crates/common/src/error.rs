@@ -35,18 +35,33 @@ impl ServiceError {
     }
 }
 
+/// PostgreSQL SQLSTATE codes and classes this table names (PostgreSQL manual, appendix A).
+mod sqlstate {
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const CHECK_VIOLATION: &str = "23514";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// Class 08 (connection exception), 57P (operator intervention: shutdown, restart),
+    /// 53 (insufficient resources): worth retrying elsewhere or later.
+    pub const UNAVAILABLE_CLASSES: [&str; 3] = ["08", "57P", "53"];
+}
+
 /// Postgres errors by SQLSTATE class: retryable ones become UNAVAILABLE/ABORTED.
 fn db_code(e: &sqlx::Error) -> Code {
+    use sqlstate::*;
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Code::Unavailable,
         sqlx::Error::RowNotFound => Code::NotFound,
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("23505") => Code::AlreadyExists,
-            Some("23503") | Some("23502") | Some("23514") | Some("22P02") => Code::FailedPrecondition,
-            Some("40001") | Some("40P01") => Code::Aborted,
-            Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
-                Code::Unavailable
-            }
+            Some(UNIQUE_VIOLATION) => Code::AlreadyExists,
+            Some(
+                FOREIGN_KEY_VIOLATION | NOT_NULL_VIOLATION | CHECK_VIOLATION | INVALID_TEXT_REPRESENTATION,
+            ) => Code::FailedPrecondition,
+            Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED) => Code::Aborted,
+            Some(c) if UNAVAILABLE_CLASSES.iter().any(|class| c.starts_with(class)) => Code::Unavailable,
             _ => Code::Internal,
         },
         _ => Code::Internal,

@@ -15,8 +15,12 @@ pub mod tls;
 
 pub use shutdown::Shutdown;
 
-/// Number of low bits of a URL id that hold its ordinal within the job.
+/// Number of low bits of a URL id that hold its ordinal within the job. SQL has the same
+/// encoding as the functions `url_id`, `url_ordinal` and `job_url_id_end` (migration 0007).
 pub const ORDINAL_BITS: u32 = 40;
+
+/// Largest ordinal a job can hold.
+pub const MAX_ORDINAL: i64 = (1 << ORDINAL_BITS) - 1;
 
 /// URL id for the `ordinal`-th URL of `job_id`.
 pub fn url_id(job_id: i64, ordinal: i64) -> i64 {

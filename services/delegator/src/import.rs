@@ -2,13 +2,10 @@
 //! client, so re-importing the same input is a no-op rather than a duplicate.
 
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_common::{url_id, ORDINAL_BITS};
+use facesweep_common::{url_id, MAX_ORDINAL};
 use sqlx::PgPool;
 
 use crate::joblock::job_lock;
-
-/// Largest ordinal a job can hold.
-pub const MAX_ORDINAL: i64 = (1 << ORDINAL_BITS) - 1;
 
 /// Stores `urls` as ordinals `first..`; returns how many were new.
 pub async fn append(
@@ -52,7 +49,7 @@ pub async fn append(
              ON CONFLICT (id) DO NOTHING RETURNING id),
          ch AS (
              INSERT INTO chunks (job_id, chunk_no)
-             SELECT DISTINCT $1, (id - ($1 << $3)) / $2 FROM ins
+             SELECT DISTINCT $1, url_ordinal(id) / $2 FROM ins
              ON CONFLICT (job_id, chunk_no) DO UPDATE SET state = 'pending', updated_at = now()
                WHERE chunks.state = 'done'),
          tot AS (
@@ -61,7 +58,6 @@ pub async fn append(
     )
     .bind(job_id)
     .bind(chunk_size as i64)
-    .bind(ORDINAL_BITS as i32)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

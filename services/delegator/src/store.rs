@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use facesweep_common::chunk_id_range;
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_common::{chunk_id_range, ORDINAL_BITS};
 use facesweep_proto::{Job, LeaseRef, LeaseUrl, StatusCount};
 use sqlx::{PgPool, Row};
 
@@ -272,8 +272,8 @@ impl Store {
             "UPDATE chunks c SET
                  state = CASE WHEN EXISTS (
                      SELECT 1 FROM urls u
-                     WHERE u.id BETWEEN ($1 << $4) + c.chunk_no * j.chunk_size
-                                    AND ($1 << $4) + (c.chunk_no + 1) * j.chunk_size - 1
+                     WHERE u.id BETWEEN url_id($1, c.chunk_no * j.chunk_size)
+                                    AND url_id($1, (c.chunk_no + 1) * j.chunk_size - 1)
                        AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id))
                    THEN 'pending'::chunk_state ELSE 'done'::chunk_state END,
                  lease_owner = NULL, expires_at = NULL, updated_at = now()
@@ -285,7 +285,6 @@ impl Store {
         .bind(lease.job_id)
         .bind(lease.chunk_no)
         .bind(lease.fencing_token)
-        .bind(ORDINAL_BITS as i32)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| lost(lease))?;
@@ -385,11 +384,10 @@ impl Store {
         .await?;
         // Highest ordinal by a backward index probe: O(log n) at any size.
         let next_ordinal: i64 = sqlx::query_scalar(
-            "SELECT coalesce(max(id) - ($1 << $2) + 1, 0) FROM urls
-             WHERE id BETWEEN ($1 << $2) AND (($1 + 1) << $2) - 1",
+            "SELECT coalesce(url_ordinal(max(id)) + 1, 0) FROM urls
+             WHERE id >= url_id($1, 0) AND id < job_url_id_end($1)",
         )
         .bind(job_id)
-        .bind(ORDINAL_BITS as i32)
         .fetch_one(&self.pool)
         .await?;
         let rate: RateWindow = sqlx::query_as(

@@ -2,7 +2,6 @@
 //! retries of a failure class. Each runs in bounded transactions, whatever the job's size.
 
 use facesweep_common::error::ServiceResult;
-use facesweep_common::ORDINAL_BITS;
 
 use crate::failures::{self, FailedLease};
 use crate::joblock::job_lock;
@@ -68,22 +67,21 @@ impl Store {
         let n: i64 = sqlx::query_scalar(
             "WITH gone AS (
                  DELETE FROM url_results
-                 WHERE url_id BETWEEN ($1 << $5) + $2 AND ($1 << $5) + $3 - 1 AND status = $4
+                 WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1) AND status = $4
                  RETURNING url_id),
-             f AS (DELETE FROM faces WHERE url_id BETWEEN ($1 << $5) + $2 AND ($1 << $5) + $3 - 1
+             f AS (DELETE FROM faces WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)
                    AND url_id IN (SELECT url_id FROM gone)),
              a AS (DELETE FROM url_attempts WHERE url_id IN (SELECT url_id FROM gone)),
              c AS (UPDATE chunks c SET state = 'pending', failures = 0, updated_at = now()
                    FROM jobs j
                    WHERE j.id = c.job_id AND c.job_id = $1 AND c.state = 'done'
-                     AND c.chunk_no IN (SELECT DISTINCT (url_id - ($1 << $5)) / j.chunk_size FROM gone))
+                     AND c.chunk_no IN (SELECT DISTINCT url_ordinal(url_id) / j.chunk_size FROM gone))
              SELECT count(*) FROM gone",
         )
         .bind(job_id)
         .bind(from)
         .bind(to)
         .bind(status)
-        .bind(ORDINAL_BITS as i32)
         .fetch_one(&mut *tx)
         .await?;
         if n > 0 {

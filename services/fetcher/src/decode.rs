@@ -88,12 +88,35 @@ fn decode_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(UrlStatus::DecodeError, e.to_string())
 }
 
-/// Where a `w`×`h` image lands in a `tw`×`th` letterbox: (scale, width, height, x, y).
-pub fn fit(w: u32, h: u32, tw: u32, th: u32) -> (f32, u32, u32, u32, u32) {
+/// Where an image lands in the letterbox canvas.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placement {
+    /// The canvas: the model's input size.
+    pub canvas: (u32, u32),
+    /// Canvas pixels per original pixel.
+    pub scale: f32,
+    /// The resized image inside the canvas and its top-left corner.
+    pub width: u32,
+    pub height: u32,
+    pub x: u32,
+    pub y: u32,
+}
+
+/// Where a `w`×`h` (upright) image lands in a `tw`×`th` letterbox, centred.
+pub fn fit(w: u32, h: u32, tw: u32, th: u32) -> Placement {
     let scale = (tw as f32 / w as f32).min(th as f32 / h as f32);
-    let nw = ((w as f32 * scale).round() as u32).clamp(1, tw);
-    let nh = ((h as f32 * scale).round() as u32).clamp(1, th);
-    (scale, nw, nh, (tw - nw) / 2, (th - nh) / 2)
+    let width = ((w as f32 * scale).round() as u32).clamp(1, tw);
+    let height = ((h as f32 * scale).round() as u32).clamp(1, th);
+    Placement { canvas: (tw, th), scale, width, height, x: (tw - width) / 2, y: (th - height) / 2 }
+}
+
+/// Pixels decoded into `Decoder::raw`: their size and EXIF orientation as stored, and the
+/// image's size as stored in the file.
+struct Decoded {
+    width: u32,
+    height: u32,
+    orientation: u8,
+    stored: (u32, u32),
 }
 
 impl Decoder {
@@ -162,9 +185,9 @@ impl Decoder {
         }
         let o = exif::jpeg_orientation(bytes);
         let (uw, uh) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
-        let (scale, nw, nh, ox, oy) = fit(uw, uh, tw, th);
+        let at = fit(uw, uh, tw, th);
         // Target size in stored (pre-rotation) orientation.
-        let (rw, rh) = if exif::swaps_axes(o) { (nh, nw) } else { (nw, nh) };
+        let (rw, rh) = if exif::swaps_axes(o) { (at.height, at.width) } else { (at.width, at.height) };
         let factor = DOWNSCALES
             .iter()
             .copied()
@@ -188,24 +211,18 @@ impl Decoder {
         if let Err(e) = tj.decompress(bytes, out) {
             return Some(Err(decode_err(format!("JPEG: {e}"))));
         }
-        Some(self.place(sw as u32, sh as u32, o, (scale, nw, nh, ox, oy), (w, h), tw, th))
+        let decoded = Decoded { width: sw as u32, height: sh as u32, orientation: o, stored: (w, h) };
+        Some(self.place(decoded, at))
     }
 
-    /// Resizes `self.raw` (stored orientation, `sw`×`sh`) and writes it upright into a canvas.
-    #[allow(clippy::too_many_arguments)]
-    fn place(
-        &mut self,
-        sw: u32,
-        sh: u32,
-        o: u8,
-        (scale, nw, nh, ox, oy): (f32, u32, u32, u32, u32),
-        (w, h): (u32, u32),
-        tw: u32,
-        th: u32,
-    ) -> Result<Letterboxed, Failure> {
+    /// Resizes `self.raw` (as `src` describes it) and writes it upright into the canvas `at`.
+    fn place(&mut self, src: Decoded, at: Placement) -> Result<Letterboxed, Failure> {
+        let (tw, th) = at.canvas;
+        let (o, ox, oy, nw, nh) = (src.orientation, at.x, at.y, at.width, at.height);
         let mut data = vec![0u8; (tw * th * 3) as usize];
         let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        let src = ImageRef::new(sw, sh, &self.raw, PixelType::U8x3).map_err(decode_err)?;
+        let (w, h) = src.stored;
+        let src = ImageRef::new(src.width, src.height, &self.raw, PixelType::U8x3).map_err(decode_err)?;
         if o <= 1 {
             let mut canvas = Image::from_slice_u8(tw, th, &mut data, PixelType::U8x3).map_err(decode_err)?;
             let mut view = CroppedImageMut::new(&mut canvas, ox, oy, nw, nh).map_err(decode_err)?;
@@ -231,7 +248,7 @@ impl Decoder {
             data,
             width: tw,
             height: th,
-            scale,
+            scale: at.scale,
             offset_x: ox as f32,
             offset_y: oy as f32,
             original_width,
@@ -267,7 +284,8 @@ impl Decoder {
         }
         let (iw, ih) = (img.width(), img.height());
         self.raw = flatten_rgb(img);
-        self.place(iw, ih, 1, fit(iw, ih, tw, th), (iw, ih), tw, th)
+        let decoded = Decoded { width: iw, height: ih, orientation: 1, stored: (iw, ih) };
+        self.place(decoded, fit(iw, ih, tw, th))
     }
 }
 

@@ -4,7 +4,7 @@ use std::pin::Pin;
 
 use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_common::error::ServiceError;
-use facesweep_common::ORDINAL_BITS;
+use facesweep_common::{url_id, MAX_ORDINAL};
 use facesweep_proto::results_service_server::ResultsService;
 use facesweep_proto::{
     ExportResultsRequest, ExportResultsResponse, GetUrlResultRequest, GetUrlResultResponse, RecordRequest,
@@ -137,8 +137,7 @@ impl ResultsService for ResultsSvc {
         }
         let job_id = self.store.job_id(&job).await?;
         let store = self.store.clone();
-        let first = job_id << ORDINAL_BITS;
-        let last = first + (1i64 << ORDINAL_BITS) - 1;
+        let (first, last) = (url_id(job_id, 0), url_id(job_id, MAX_ORDINAL));
         // Keyset pagination: memory stays bounded whatever the job size.
         let stream = futures::stream::try_unfold(Some(first), move |next| {
             let store = store.clone();
