@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod embedded;
 pub mod httpserve;
 pub mod mesh;
 pub mod scale;

@@ -167,25 +167,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let _telemetry = facesweep_common::telemetry::init("facesweep")?;
     match cli.cmd {
-        Cmd::Up { mesh, port } => {
-            let mut o = mesh.options();
-            o.base_port = port;
-            o.metrics = true;
-            let m = Mesh::start(o).await?;
-            println!(
-                "facesweep up: delegator {} detector {} results {} fetcher {}",
-                m.delegator, m.detector, m.results, m.fetcher_addr
-            );
-            println!("database: {}", m.database_url);
-            facesweep_common::shutdown::signal().await;
-            m.stop().await?;
-        }
+        Cmd::Up { mesh, port } => up(mesh, port).await,
         Cmd::Import { job, file, delegator } => {
             let input = client::UrlInput::File(file);
             let r = client::import(&delegator, &job, &input, Default::default()).await?;
             let resumed =
                 if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
             println!("job {job}: received {} URLs, {} new{resumed}", r.received, r.inserted);
+            Ok(())
         }
         Cmd::Progress { job, wait, delegator } => {
             let p = if wait {
@@ -194,28 +183,63 @@ async fn main() -> anyhow::Result<()> {
                 client::progress(&delegator, &job).await?
             };
             println!("{}", client::describe(&p));
+            Ok(())
         }
         Cmd::Retry { job, status, force, delegator } => {
             let req = facesweep_proto::RetryUrlsRequest { job: job.clone(), status: status.clone(), force };
             let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
             println!("job {job}: {n} URLs with status {status} re-queued");
+            Ok(())
         }
         Cmd::Export { job, out, results } => {
             let sum = client::export(&results, &job, &out).await?;
             println!("wrote {} lines to {}", sum.lines, out.display());
+            Ok(())
         }
         Cmd::Run { file, out, job, mesh } => {
             let job = job.unwrap_or_else(|| job_name_for(&file));
-            let m = Mesh::start(mesh.options()).await?;
-            let s = run_job(&m, &job, &client::UrlInput::File(file), &out, false).await;
-            m.stop().await?;
-            let s = s?;
+            let s = in_mesh(mesh, &job, &client::UrlInput::File(file), &out).await?;
             print_summary(&s, &out);
+            Ok(())
         }
-        Cmd::Bench(BenchCmd::Fetch { urls, size, fetcher }) => {
+        Cmd::Bench(b) => bench_cmd(b).await,
+        Cmd::Demo { mesh, samples, out } => demo(mesh, samples, out).await,
+    }
+}
+
+/// `facesweep up`: the four services on fixed ports until a signal.
+async fn up(mesh: MeshArgs, port: u16) -> anyhow::Result<()> {
+    let mut o = mesh.options();
+    o.base_port = port;
+    o.metrics = true;
+    let m = Mesh::start(o).await?;
+    println!(
+        "facesweep up: delegator {} detector {} results {} fetcher {}",
+        m.delegator, m.detector, m.results, m.fetcher_addr
+    );
+    println!("database: {}", m.database_url);
+    facesweep_common::shutdown::signal().await;
+    m.stop().await
+}
+
+/// Runs one job in an embedded mesh, stopping the mesh whatever the outcome.
+async fn in_mesh(
+    mesh: MeshArgs,
+    job: &str,
+    input: &client::UrlInput,
+    out: &std::path::Path,
+) -> anyhow::Result<facesweep_cli::RunSummary> {
+    let m = Mesh::start(mesh.options()).await?;
+    let s = run_job(&m, job, input, out, false).await;
+    m.stop().await?;
+    s
+}
+
+async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
+    match b {
+        BenchCmd::Fetch { urls, size, fetcher } => {
             let list = client::read_urls(&urls)?;
-            let mut args = vec!["fetcher".to_string()];
-            args.extend(fetcher.extra);
+            let args = std::iter::once("fetcher".to_string()).chain(fetcher.extra);
             let config = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(args)?;
             // This CLI links LibTorch (the detector); the fetcher service binary does not.
             let before = bench::rss_mib();
@@ -230,54 +254,51 @@ async fn main() -> anyhow::Result<()> {
                 (ok + failed) as f64 / secs
             );
         }
-        Cmd::Bench(BenchCmd::Scale(o)) => {
+        BenchCmd::Scale(o) => {
             facesweep_cli::scale::run(&o).await?;
         }
-        Cmd::Bench(BenchCmd::Decode { dir, passes, size }) => {
+        BenchCmd::Decode { dir, passes, size } => {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
             let (n, secs) = bench::decode(&dir, passes, threads, (size, size)).await?;
             println!("decoded {n} images on {threads} threads in {secs:.2} s: {:.1} img/s", n as f64 / secs);
         }
-        Cmd::Demo { mesh, samples, out } => {
-            let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);
-            let mut routes = httpserve::Routes::default();
-            let names = routes.add_dir(&dir)?;
-            anyhow::ensure!(
-                !names.is_empty(),
-                "no sample photos in {} (run scripts/setup.sh)",
-                dir.display()
-            );
-            let (addr, _server) = httpserve::serve(routes).await?;
-            let urls: Vec<String> = names.iter().map(|n| format!("http://{addr}/{n}")).collect();
-            let m = Mesh::start(mesh.options()).await?;
-            // A fresh job per demo: the loopback port changes every run.
-            let job = format!(
-                "demo-{}",
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
-            );
-            let s = run_job(&m, &job, &client::UrlInput::List(urls), &out, false).await;
-            m.stop().await?;
-            let s = s?;
-            // A handful of lines: read back from the export to show them.
-            for l in std::fs::read_to_string(&out)?.lines() {
-                let l: serde_json::Value = serde_json::from_str(l)?;
-                let name = l["url"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("");
-                let faces = l["faces"].as_array().map(Vec::len).unwrap_or(0);
-                println!("{name:<40} {:>4}x{:<4} {faces} face(s)", l["width"], l["height"]);
-                for f in l["faces"].as_array().into_iter().flatten() {
-                    let b: Vec<String> = f["box"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0)))
-                        .collect();
-                    println!("    box [{}] score {:.3}", b.join(", "), f["score"].as_f64().unwrap_or(0.0));
-                }
-            }
-            print_summary(&s, &out);
-        }
     }
     Ok(())
+}
+
+/// `facesweep demo`: the sample photos from a loopback server through an embedded mesh.
+async fn demo(mesh: MeshArgs, samples: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
+    let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);
+    let mut routes = httpserve::Routes::default();
+    let names = routes.add_dir(&dir)?;
+    anyhow::ensure!(!names.is_empty(), "no sample photos in {} (run scripts/setup.sh)", dir.display());
+    let (addr, _server) = httpserve::serve(routes).await?;
+    let urls: Vec<String> = names.iter().map(|n| format!("http://{addr}/{n}")).collect();
+    // A fresh job per demo: the loopback port changes every run.
+    let job =
+        format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let s = in_mesh(mesh, &job, &client::UrlInput::List(urls), &out).await?;
+    // A handful of lines: read back from the export to show them.
+    for l in std::fs::read_to_string(&out)?.lines() {
+        print_line(&serde_json::from_str(l)?);
+    }
+    print_summary(&s, &out);
+    Ok(())
+}
+
+fn print_line(l: &serde_json::Value) {
+    let name = l["url"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("");
+    let faces = l["faces"].as_array().map(Vec::len).unwrap_or(0);
+    println!("{name:<40} {:>4}x{:<4} {faces} face(s)", l["width"], l["height"]);
+    for f in l["faces"].as_array().into_iter().flatten() {
+        let b: Vec<String> = f["box"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0)))
+            .collect();
+        println!("    box [{}] score {:.3}", b.join(", "), f["score"].as_f64().unwrap_or(0.0));
+    }
 }
 
 fn print_summary(s: &facesweep_cli::RunSummary, out: &std::path::Path) {

@@ -3,6 +3,7 @@
 mod failures;
 mod import;
 mod joblock;
+pub mod progress;
 pub mod sched;
 mod service;
 pub mod store;

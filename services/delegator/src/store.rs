@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use facesweep_common::chunk_id_range;
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_proto::{Job, LeaseRef, LeaseUrl, StatusCount};
-use sqlx::{PgPool, Row};
+use facesweep_proto::{Job, LeaseRef, LeaseUrl};
+use sqlx::PgPool;
 
 use crate::failures::{self, FailedLease};
 use crate::{import, joblock, sched};
@@ -51,19 +51,6 @@ pub struct GrantedLease {
     pub token: i64,
     pub expires_at: DateTime<Utc>,
     pub urls: Vec<LeaseUrl>,
-}
-
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub total_urls: i64,
-    pub done_urls: i64,
-    pub failed_urls: i64,
-    pub leases_expired: i64,
-    pub chunks: [i64; 3],
-    pub by_status: Vec<StatusCount>,
-    pub rate_per_second: f64,
-    pub leases_reissued: i64,
-    pub next_ordinal: i64,
 }
 
 impl Store {
@@ -120,24 +107,24 @@ impl Store {
     }
 
     pub async fn job(&self, name: &str) -> ServiceResult<Job> {
-        let row = sqlx::query("SELECT id, name, chunk_size, priority, created_at FROM jobs WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("job {name:?}")))?;
-        let created: DateTime<Utc> = row.get(4);
+        let row: JobRow =
+            sqlx::query_as("SELECT id, name, chunk_size, priority, created_at FROM jobs WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("job {name:?}")))?;
         Ok(Job {
-            id: row.get(0),
-            name: row.get(1),
-            chunk_size: row.get(2),
-            priority: row.get(3),
-            created_at: Some(timestamp(created)),
+            id: row.id,
+            name: row.name,
+            chunk_size: row.chunk_size,
+            priority: row.priority,
+            created_at: Some(timestamp(row.created_at)),
         })
     }
 
     /// Jobs with a pending chunk in this shard, with their scheduling weight.
     async fn jobs_with_work(&self) -> ServiceResult<Vec<(i64, i32)>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT j.id, greatest(j.priority, 1) FROM jobs j WHERE EXISTS (
                  SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state = 'pending' AND c.chunk_no % $1 = $2
                    AND (c.retry_after IS NULL OR c.retry_after <= now()))",
@@ -145,8 +132,7 @@ impl Store {
         .bind(self.shard.count as i64)
         .bind(self.shard.index as i64)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .await?)
     }
 
     /// Leases the next pending chunk of this shard from a job picked by weight.
@@ -337,8 +323,9 @@ impl Store {
         limit: i64,
         include_done: bool,
     ) -> ServiceResult<Vec<facesweep_proto::ChunkLease>> {
-        let rows = sqlx::query(
-            "SELECT chunk_no, state::text, coalesce(lease_owner, ''), expires_at, attempts, failures, expired
+        let rows: Vec<ChunkRow> = sqlx::query_as(
+            "SELECT chunk_no, state::text AS state, coalesce(lease_owner, '') AS owner, expires_at,
+                    attempts, failures, expired
              FROM chunks WHERE job_id = $1 AND ($3 OR state <> 'done')
              ORDER BY state DESC, chunk_no LIMIT $2",
         )
@@ -348,106 +335,43 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
-            .iter()
+            .into_iter()
             .map(|r| facesweep_proto::ChunkLease {
-                chunk_no: r.get(0),
-                state: r.get(1),
-                owner: r.get(2),
-                expires_at: r.get::<Option<DateTime<Utc>>, _>(3).map(timestamp),
-                attempts: r.get(4),
-                failures: r.get(5),
-                expired: r.get(6),
+                chunk_no: r.chunk_no,
+                state: r.state,
+                owner: r.owner,
+                expires_at: r.expires_at.map(timestamp),
+                attempts: r.attempts,
+                failures: r.failures,
+                expired: r.expired,
             })
             .collect())
-    }
-
-    pub async fn progress(&self, job_id: i64) -> ServiceResult<Progress> {
-        let row = sqlx::query(
-            "SELECT (SELECT total_urls FROM jobs WHERE id = $1),
-                    count(*) FILTER (WHERE state = 'pending'),
-                    count(*) FILTER (WHERE state = 'leased'),
-                    count(*) FILTER (WHERE state = 'done'),
-                    coalesce(sum(reissued), 0),
-                    coalesce(sum(expired), 0)
-             FROM chunks WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?;
-        // Counters, not count(*): exact and O(1) whatever the job size.
-        let statuses = sqlx::query(
-            "SELECT status, sum(count)::bigint FROM job_status_counts WHERE job_id = $1
-             GROUP BY status HAVING sum(count) > 0 ORDER BY status",
-        )
-        .bind(job_id)
-        .fetch_all(&self.pool)
-        .await?;
-        // Highest ordinal by a backward index probe: O(log n) at any size.
-        let next_ordinal: i64 = sqlx::query_scalar(
-            "SELECT coalesce(url_ordinal(max(id)) + 1, 0) FROM urls
-             WHERE id >= url_id($1, 0) AND id < job_url_id_end($1)",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let rate: RateWindow = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(count), 0)::bigint FROM job_minute_counts
-                     WHERE job_id = $1 AND minute >= date_trunc('minute', now() - interval '1 minute')) AS recent,
-                    extract(epoch FROM now() - greatest(j.started_at,
-                        date_trunc('minute', now() - interval '1 minute')))::float8 AS window_secs,
-                    extract(epoch FROM (SELECT max(last_at) FROM job_minute_counts WHERE job_id = $1
-                        AND minute = (SELECT max(minute) FROM job_minute_counts WHERE job_id = $1))
-                        - j.started_at)::float8 AS run_secs
-             FROM jobs j WHERE j.id = $1",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut p = Progress {
-            total_urls: row.get(0),
-            chunks: [row.get(1), row.get(2), row.get(3)],
-            leases_reissued: row.get(4),
-            leases_expired: row.get(5),
-            next_ordinal,
-            ..Default::default()
-        };
-        for s in statuses {
-            let n: i64 = s.get(1);
-            p.done_urls += n;
-            if s.get::<String, _>(0) != "ok" {
-                p.failed_urls += n;
-            }
-            p.by_status.push(StatusCount { status: s.get(0), count: n });
-        }
-        let finished = p.total_urls > 0 && p.done_urls >= p.total_urls;
-        p.rate_per_second = rate.per_second(finished, p.done_urls);
-        Ok(p)
-    }
-}
-
-/// What a true rate needs: results in the last one-to-two minutes, how long that window (or
-/// the job, when younger) has run, and how long the job took from first lease to last result.
-#[derive(sqlx::FromRow)]
-struct RateWindow {
-    recent: i64,
-    window_secs: Option<f64>,
-    run_secs: Option<f64>,
-}
-
-impl RateWindow {
-    /// A finished job reports its average; a running one its recent rate.
-    fn per_second(&self, finished: bool, done: i64) -> f64 {
-        // Results land in batches: below a few milliseconds a span is not a rate.
-        let rate = |n: i64, secs: Option<f64>| secs.filter(|s| *s > 0.005).map_or(0.0, |s| n as f64 / s);
-        match (finished, self.run_secs) {
-            (true, Some(_)) => rate(done, self.run_secs),
-            _ => rate(self.recent, self.window_secs),
-        }
     }
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: i64,
+    name: String,
+    chunk_size: i32,
+    priority: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// A chunk as operators list it.
+#[derive(sqlx::FromRow)]
+struct ChunkRow {
+    chunk_no: i64,
+    state: String,
+    owner: String,
+    expires_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    failures: i32,
+    expired: i32,
 }
 
 /// The chunk row a lease was just granted on, with what the lease needs of its job.

@@ -144,6 +144,7 @@ pub async fn download(
     }
 }
 
+/// One attempt: the failure and the server's Retry-After, if it gave one.
 async fn once(
     client: &reqwest::Client,
     cfg: &DownloadConfig,
@@ -152,59 +153,70 @@ async fn once(
 ) -> Result<Downloaded, (Failure, Option<Duration>)> {
     let resp = match tokio::time::timeout(cfg.first_byte_timeout, client.get(url).send()).await {
         Err(_) => {
-            return Err((
-                Failure::new(UrlStatus::Timeout, format!("no response within {:?}", cfg.first_byte_timeout)),
-                None,
-            ))
+            let f =
+                Failure::new(UrlStatus::Timeout, format!("no response within {:?}", cfg.first_byte_timeout));
+            return Err((f, None));
         }
         Ok(r) => r.map_err(|e| (request_failure(e), None))?,
     };
     let status = resp.status();
     if !status.is_success() {
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let f = Failure {
-            status: UrlStatus::HttpError,
-            reason: format!("HTTP {status}"),
-            http_status: status.as_u16() as u32,
-        };
-        return Err((f, retry_after));
+        return Err(http_failure(&resp));
     }
-    let cap = cfg.max_body_bytes;
-    let declared = resp.content_length();
-    if let Some(len) = declared {
-        if len > cap {
-            return Err((too_large(len, cap), None));
-        }
-    }
-    // Reserve the declared size (or 1 MiB) up front; grow the reservation as bytes arrive.
-    let mut reserved = budget.reserve(declared.unwrap_or(1 << 20).max(1)).await.map_err(|f| (f, None))?;
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(64 << 10).min(cap) as usize);
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| (request_failure(e), None))?;
-        let len = body.len() as u64 + chunk.len() as u64;
-        // Checked while streaming too: Content-Length may be absent or lie.
-        if len > cap {
-            return Err((too_large(len, cap), None));
-        }
-        if len > reserved.bytes() {
-            budget.grow(&mut reserved, (len * 2).min(cap)).await.map_err(|f| (f, None))?;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let http_status = status.as_u16() as u32;
+    let (body, reserved) = read_body(resp, cfg.max_body_bytes, budget).await.map_err(|f| (f, None))?;
     Ok(Downloaded {
-        body: body.freeze(),
-        http_status,
+        body,
+        http_status: status.as_u16() as u32,
         elapsed: Duration::ZERO,
         attempts: 1,
         _budget: Some(reserved),
     })
+}
+
+/// A non-2xx answer as a failure, with its Retry-After (seconds form).
+fn http_failure(resp: &reqwest::Response) -> (Failure, Option<Duration>) {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let f = Failure {
+        status: UrlStatus::HttpError,
+        reason: format!("HTTP {status}"),
+        http_status: status.as_u16() as u32,
+    };
+    (f, retry_after)
+}
+
+/// The body, under the size cap and inside a budget reservation that grows with it.
+async fn read_body(
+    resp: reqwest::Response,
+    cap: u64,
+    budget: &BodyBudget,
+) -> Result<(Bytes, Reservation), Failure> {
+    let declared = resp.content_length();
+    if let Some(len) = declared.filter(|len| *len > cap) {
+        return Err(too_large(len, cap));
+    }
+    // Reserve the declared size (or 1 MiB) up front; grow the reservation as bytes arrive.
+    let mut reserved = budget.reserve(declared.unwrap_or(1 << 20).max(1)).await?;
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(64 << 10).min(cap) as usize);
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(request_failure)?;
+        let len = body.len() as u64 + chunk.len() as u64;
+        // Checked while streaming too: Content-Length may be absent or lie.
+        if len > cap {
+            return Err(too_large(len, cap));
+        }
+        if len > reserved.bytes() {
+            budget.grow(&mut reserved, (len * 2).min(cap)).await?;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), reserved))
 }
 
 fn too_large(len: u64, cap: u64) -> Failure {

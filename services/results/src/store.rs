@@ -70,76 +70,28 @@ impl Store {
         let mut seen = HashSet::new();
         // A URL twice in one batch: keep the first, like a second batch would.
         let batch: Vec<&UrlResult> = results.iter().filter(|r| seen.insert(r.url_id)).collect();
-        let mut cols = Columns::default();
-        for r in &batch {
-            cols.push(r);
-        }
         let mut tx = self.pool.begin().await?;
-        let inserted: Vec<(i64, i64, String)> = sqlx::query_as(
-            "INSERT INTO url_results (url_id, job_id, status, reason, http_status, width, height,
-                 bytes, face_count, model_id, download_ms, decode_ms, detect_ms)
-             SELECT t.url_id, u.job_id, t.status, t.reason, t.http_status, t.width, t.height,
-                 t.bytes, t.face_count, t.model_id, t.download_ms, t.decode_ms, t.detect_ms
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-                 $7::bigint[], $8::int[], $9::text[], $10::real[], $11::real[], $12::real[])
-               AS t(url_id, status, reason, http_status, width, height, bytes, face_count,
-                 model_id, download_ms, decode_ms, detect_ms)
-             JOIN urls u ON u.id = t.url_id
-             ORDER BY t.url_id
-             ON CONFLICT (url_id) DO NOTHING
-             RETURNING url_id, job_id, status",
-        )
-        .bind(&cols.url_id)
-        .bind(&cols.status)
-        .bind(&cols.reason)
-        .bind(&cols.http_status)
-        .bind(&cols.width)
-        .bind(&cols.height)
-        .bind(&cols.bytes)
-        .bind(&cols.face_count)
-        .bind(&cols.model_id)
-        .bind(&cols.download_ms)
-        .bind(&cols.decode_ms)
-        .bind(&cols.detect_ms)
-        .fetch_all(&mut *tx)
-        .await?;
+        let inserted = insert_results(&mut tx, &batch).await?;
         let mut deltas = std::collections::BTreeMap::new();
         for (_, job, status) in &inserted {
             *deltas.entry((*job, status.clone())).or_insert(0i64) += 1;
         }
         facesweep_common::counters::add(&mut tx, &deltas).await?;
         let fresh: HashSet<i64> = inserted.iter().map(|r| r.0).collect();
-        let faces = FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id)));
-        if !faces.url_id.is_empty() {
-            sqlx::query(
-                "INSERT INTO faces (url_id, idx, x1, y1, x2, y2, score, landmarks)
-                 SELECT u, i, x1, y1, x2, y2, s, ($8::real[])[(n - 1) * 10 + 1 : n * 10]
-                 FROM UNNEST($1::bigint[], $2::int[], $3::real[], $4::real[], $5::real[],
-                     $6::real[], $7::real[]) WITH ORDINALITY AS t(u, i, x1, y1, x2, y2, s, n)",
-            )
-            .bind(&faces.url_id)
-            .bind(&faces.idx)
-            .bind(&faces.x1)
-            .bind(&faces.y1)
-            .bind(&faces.x2)
-            .bind(&faces.y2)
-            .bind(&faces.score)
-            .bind(&faces.landmarks)
-            .execute(&mut *tx)
+        insert_faces(&mut tx, FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id))))
             .await?;
-        }
         // Only when something was not inserted: was it a duplicate or an unknown URL?
         let known = if fresh.len() == batch.len() {
             batch.len() as i64
         } else {
+            let ids: Vec<i64> = batch.iter().map(|r| r.url_id).collect();
             sqlx::query_scalar("SELECT count(*) FROM urls WHERE id = ANY($1)")
-                .bind(&cols.url_id)
+                .bind(&ids)
                 .fetch_one(&mut *tx)
                 .await?
         };
         tx.commit().await?;
-        let inserted = fresh.len() as u32;
-        let known = known as u32;
+        let (inserted, known) = (fresh.len() as u32, known as u32);
         Ok(RecordOutcome {
             inserted,
             duplicates: known - inserted + (results.len() - batch.len()) as u32,
@@ -212,6 +164,72 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Inserts the results of URLs that exist and have none yet; (url_id, job_id, status) of each.
+async fn insert_results(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &[&UrlResult],
+) -> ServiceResult<Vec<(i64, i64, String)>> {
+    let mut cols = Columns::default();
+    for r in batch {
+        cols.push(r);
+    }
+    Ok(sqlx::query_as(
+        "INSERT INTO url_results (url_id, job_id, status, reason, http_status, width, height,
+             bytes, face_count, model_id, download_ms, decode_ms, detect_ms)
+         SELECT t.url_id, u.job_id, t.status, t.reason, t.http_status, t.width, t.height,
+             t.bytes, t.face_count, t.model_id, t.download_ms, t.decode_ms, t.detect_ms
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+             $7::bigint[], $8::int[], $9::text[], $10::real[], $11::real[], $12::real[])
+           AS t(url_id, status, reason, http_status, width, height, bytes, face_count,
+             model_id, download_ms, decode_ms, detect_ms)
+         JOIN urls u ON u.id = t.url_id
+         ORDER BY t.url_id
+         ON CONFLICT (url_id) DO NOTHING
+         RETURNING url_id, job_id, status",
+    )
+    .bind(&cols.url_id)
+    .bind(&cols.status)
+    .bind(&cols.reason)
+    .bind(&cols.http_status)
+    .bind(&cols.width)
+    .bind(&cols.height)
+    .bind(&cols.bytes)
+    .bind(&cols.face_count)
+    .bind(&cols.model_id)
+    .bind(&cols.download_ms)
+    .bind(&cols.decode_ms)
+    .bind(&cols.detect_ms)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Faces of freshly inserted results only: a second writer of a URL adds none.
+async fn insert_faces(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    faces: FaceColumns,
+) -> ServiceResult<()> {
+    if faces.url_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO faces (url_id, idx, x1, y1, x2, y2, score, landmarks)
+         SELECT u, i, x1, y1, x2, y2, s, ($8::real[])[(n - 1) * 10 + 1 : n * 10]
+         FROM UNNEST($1::bigint[], $2::int[], $3::real[], $4::real[], $5::real[],
+             $6::real[], $7::real[]) WITH ORDINALITY AS t(u, i, x1, y1, x2, y2, s, n)",
+    )
+    .bind(&faces.url_id)
+    .bind(&faces.idx)
+    .bind(&faces.x1)
+    .bind(&faces.y1)
+    .bind(&faces.x2)
+    .bind(&faces.y2)
+    .bind(&faces.score)
+    .bind(&faces.landmarks)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[derive(Default)]

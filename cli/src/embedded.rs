@@ -1,0 +1,97 @@
+//! The services of an embedded mesh (`facesweep up/run/demo`, tests): each binary's own
+//! defaults (parsed from its flags, so they have one home) plus what an embedded mesh sets.
+
+use std::net::SocketAddr;
+
+use crate::mesh::{stable_id, MeshOptions};
+
+/// Loopback address `base + offset` (port 0: ephemeral).
+pub fn addr(base: u16, offset: u16) -> SocketAddr {
+    let port = if base == 0 { 0 } else { base + offset };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn metrics_addr(o: &MeshOptions, offset: u16) -> Option<SocketAddr> {
+    o.metrics.then(|| addr(if o.base_port == 0 { 0 } else { o.base_port + 10 }, offset))
+}
+
+/// `name` parsed from `flags` (pairs), `--metrics-listen` when the mesh serves metrics, then
+/// `extra` as given.
+fn parse<C: clap::Parser>(
+    name: &str,
+    flags: Vec<(&str, String)>,
+    metrics: Option<SocketAddr>,
+    extra: &[String],
+) -> anyhow::Result<C> {
+    let mut argv = vec![name.to_string()];
+    argv.extend(flags.into_iter().flat_map(|(k, v)| [k.to_string(), v]));
+    if let Some(m) = metrics {
+        argv.extend(["--metrics-listen".into(), m.to_string()]);
+    }
+    argv.extend(extra.iter().cloned());
+    Ok(C::try_parse_from(argv)?)
+}
+
+pub fn results(o: &MeshOptions, db: &str) -> anyhow::Result<facesweep_results::Config> {
+    let flags = vec![
+        ("--listen", addr(o.base_port, 2).to_string()),
+        ("--database-url", db.into()),
+        ("--db-connections", "8".into()),
+    ];
+    parse("facesweep-results", flags, metrics_addr(o, 2), &[])
+}
+
+pub fn delegator(o: &MeshOptions, db: &str) -> anyhow::Result<facesweep_delegator::Config> {
+    let flags = vec![
+        ("--listen", addr(o.base_port, 0).to_string()),
+        ("--database-url", db.into()),
+        ("--lease-ttl-secs", o.lease_ttl_secs.to_string()),
+        ("--default-chunk-size", o.chunk_size.to_string()),
+        ("--db-connections", "8".into()),
+        ("--failure-backoff-ms", "1000".into()),
+    ];
+    parse("facesweep-delegator", flags, metrics_addr(o, 0), &[])
+}
+
+pub fn detector(o: &MeshOptions) -> anyhow::Result<facesweep_detector::Config> {
+    let flags = vec![
+        ("--listen", addr(o.base_port, 1).to_string()),
+        ("--model", o.model.display().to_string()),
+        ("--max-batch", o.detector_max_batch.to_string()),
+    ];
+    parse("facesweep-detector", flags, metrics_addr(o, 1), &[])
+}
+
+/// The fetcher, pointed at the in-process services; `MeshOptions::fetcher_args` come last
+/// and win (the fetcher takes a repeated flag's last value).
+pub fn fetcher(
+    o: &MeshOptions,
+    delegator: SocketAddr,
+    detector: SocketAddr,
+    results: SocketAddr,
+) -> anyhow::Result<facesweep_fetcher::Config> {
+    let nets: Vec<String> = o.allow_networks.iter().map(ToString::to_string).collect();
+    let flags = vec![
+        ("--listen", addr(o.base_port, 3).to_string()),
+        ("--delegator", delegator.to_string()),
+        ("--detector", detector.to_string()),
+        ("--results", results.to_string()),
+        // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
+        ("--id", format!("embedded-{}", stable_id(&o.data_dir))),
+        ("--drain-grace-secs", "10".into()),
+        ("--leases", o.fetcher_leases.to_string()),
+        ("--concurrency", o.fetcher_concurrency.to_string()),
+        ("--per-host", o.fetcher_concurrency.to_string()),
+        ("--connect-timeout-ms", 5_000.min(o.timeout_ms).to_string()),
+        ("--timeout-ms", o.timeout_ms.to_string()),
+        ("--first-byte-timeout-ms", o.timeout_ms.min(10_000).to_string()),
+        ("--retries", "1".into()),
+        ("--retry-base-ms", "200".into()),
+        // The embedded mesh fetches from loopback (demo, tests) and the LAN.
+        ("--allow-networks", nets.join(",")),
+        ("--body-budget-mib", "128".into()),
+        ("--idle-poll-ms", o.idle_poll_ms.to_string()),
+        ("--release-backoff-ms", o.idle_poll_ms.max(100).to_string()),
+    ];
+    parse("facesweep-fetcher", flags, metrics_addr(o, 3), &o.fetcher_args)
+}

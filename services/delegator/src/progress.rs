@@ -1,0 +1,126 @@
+//! Progress of a job at any size: chunk states (one indexed scan of the job's chunk rows),
+//! result counters kept by every writer (never a count of results), the highest ordinal by a
+//! backward index probe, and a true rate.
+
+use facesweep_common::error::ServiceResult;
+use facesweep_proto::StatusCount;
+
+use crate::store::Store;
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub total_urls: i64,
+    pub done_urls: i64,
+    pub failed_urls: i64,
+    pub leases_expired: i64,
+    pub chunks: [i64; 3],
+    pub by_status: Vec<StatusCount>,
+    pub rate_per_second: f64,
+    pub leases_reissued: i64,
+    pub next_ordinal: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ChunkCounts {
+    total_urls: i64,
+    pending: i64,
+    leased: i64,
+    done: i64,
+    reissued: i64,
+    expired: i64,
+}
+
+impl Store {
+    pub async fn progress(&self, job_id: i64) -> ServiceResult<Progress> {
+        let c: ChunkCounts = sqlx::query_as(
+            "SELECT (SELECT total_urls FROM jobs WHERE id = $1) AS total_urls,
+                    count(*) FILTER (WHERE state = 'pending') AS pending,
+                    count(*) FILTER (WHERE state = 'leased') AS leased,
+                    count(*) FILTER (WHERE state = 'done') AS done,
+                    coalesce(sum(reissued), 0)::bigint AS reissued,
+                    coalesce(sum(expired), 0)::bigint AS expired
+             FROM chunks WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut p = Progress {
+            total_urls: c.total_urls,
+            chunks: [c.pending, c.leased, c.done],
+            leases_reissued: c.reissued,
+            leases_expired: c.expired,
+            next_ordinal: self.next_ordinal(job_id).await?,
+            ..Default::default()
+        };
+        for s in self.status_counts(job_id).await? {
+            p.done_urls += s.count;
+            if s.status != "ok" {
+                p.failed_urls += s.count;
+            }
+            p.by_status.push(s);
+        }
+        let finished = p.total_urls > 0 && p.done_urls >= p.total_urls;
+        p.rate_per_second = self.rate_window(job_id).await?.per_second(finished, p.done_urls);
+        Ok(p)
+    }
+
+    /// Counters, not count(*): exact and O(1) whatever the job size.
+    async fn status_counts(&self, job_id: i64) -> ServiceResult<Vec<StatusCount>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, sum(count)::bigint FROM job_status_counts WHERE job_id = $1
+             GROUP BY status HAVING sum(count) > 0 ORDER BY status",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(status, count)| StatusCount { status, count }).collect())
+    }
+
+    /// One past the highest ordinal imported, by a backward index probe: O(log n).
+    async fn next_ordinal(&self, job_id: i64) -> ServiceResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT coalesce(url_ordinal(max(id)) + 1, 0) FROM urls
+             WHERE id >= url_id($1, 0) AND id < job_url_id_end($1)",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn rate_window(&self, job_id: i64) -> ServiceResult<RateWindow> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(count), 0)::bigint FROM job_minute_counts
+                     WHERE job_id = $1 AND minute >= date_trunc('minute', now() - interval '1 minute')) AS recent,
+                    extract(epoch FROM now() - greatest(j.started_at,
+                        date_trunc('minute', now() - interval '1 minute')))::float8 AS window_secs,
+                    extract(epoch FROM (SELECT max(last_at) FROM job_minute_counts WHERE job_id = $1
+                        AND minute = (SELECT max(minute) FROM job_minute_counts WHERE job_id = $1))
+                        - j.started_at)::float8 AS run_secs
+             FROM jobs j WHERE j.id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+/// What a true rate needs: results in the last one-to-two minutes, how long that window (or
+/// the job, when younger) has run, and how long the job took from first lease to last result.
+#[derive(sqlx::FromRow)]
+struct RateWindow {
+    recent: i64,
+    window_secs: Option<f64>,
+    run_secs: Option<f64>,
+}
+
+impl RateWindow {
+    /// A finished job reports its average; a running one its recent rate.
+    fn per_second(&self, finished: bool, done: i64) -> f64 {
+        // Results land in batches: below a few milliseconds a span is not a rate.
+        let rate = |n: i64, secs: Option<f64>| secs.filter(|s| *s > 0.005).map_or(0.0, |s| n as f64 / s);
+        match (finished, self.run_secs) {
+            (true, Some(_)) => rate(done, self.run_secs),
+            _ => rate(self.recent, self.window_secs),
+        }
+    }
+}
