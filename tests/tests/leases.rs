@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
-use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use facesweep_tests::services::*;
 use facesweep_tests::TestDb;
@@ -71,21 +69,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     let db = TestDb::start();
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
-    let results = facesweep_results::spawn(
-        facesweep_results::Config {
-            consul: Default::default(),
-            tls: Default::default(),
-            auth: Default::default(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.pg.url(),
-            db_connections: 4,
-            metrics_listen: None,
-        },
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
+    let mut r = results(&db, &stop).await;
     let began = std::time::Instant::now();
     import(&mut d, "idem", 4, 10).await;
     let lease = acquire(&mut d, "a").await.unwrap();

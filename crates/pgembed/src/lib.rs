@@ -75,30 +75,9 @@ impl PgEmbed {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&log_path)
             .with_context(|| format!("open {}", log_path.display()))?;
-        let mut cmd = Command::new(bin.join("postgres"));
-        cmd.arg("-D").arg(&pgdata).arg("-p").arg(port.to_string());
-        for (k, v) in [
-            ("listen_addresses", ""),
-            ("unix_socket_directories", pgdata.to_str().unwrap_or("/tmp")),
-            ("max_connections", "300"),
-            ("shared_buffers", "256MB"),
-        ] {
-            cmd.arg("-c").arg(format!("{k}={v}"));
-        }
-        if durability == Durability::Ephemeral {
-            for kv in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
-                cmd.arg("-c").arg(kv);
-            }
-        }
+        let mut cmd = postgres_command(&bin, &pgdata, port, durability);
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         as_user(&mut cmd, user.as_ref());
-        // The cluster must not outlive us, even after kill -9.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
-                Ok(())
-            });
-        }
         let child = cmd.spawn().context("spawn postgres")?;
         let mut pg = PgEmbed { pgdata, port, child: Some(child) };
         pg.wait_ready(&log_path)?;
@@ -159,6 +138,34 @@ impl Drop for PgEmbed {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The postmaster on `pgdata`: Unix socket only, dying with its parent.
+fn postgres_command(bin: &Path, pgdata: &Path, port: u16, durability: Durability) -> Command {
+    let mut cmd = Command::new(bin.join("postgres"));
+    cmd.arg("-D").arg(pgdata).arg("-p").arg(port.to_string());
+    for (k, v) in [
+        ("listen_addresses", ""),
+        ("unix_socket_directories", pgdata.to_str().unwrap_or("/tmp")),
+        ("max_connections", "300"),
+        ("shared_buffers", "256MB"),
+    ] {
+        cmd.arg("-c").arg(format!("{k}={v}"));
+    }
+    if durability == Durability::Ephemeral {
+        for kv in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
+            cmd.arg("-c").arg(kv);
+        }
+    }
+    // The cluster must not outlive us, even after kill -9.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
