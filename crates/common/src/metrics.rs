@@ -1,5 +1,7 @@
-//! Prometheus metrics: every service serves the process registry at `GET /metrics`.
-//! Names and meanings: docs/operations.md.
+//! Prometheus plumbing: metric constructors that register in the process registry, and the
+//! `GET /metrics` server. Each component defines and registers its own metrics (the
+//! services' `metrics.rs`; discovery's below, since discovery lives here). Names and
+//! meanings: docs/operations.md.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,105 +15,39 @@ use prometheus::{
 
 use crate::Shutdown;
 
-fn counter(name: &str, help: &str) -> IntCounter {
+pub fn counter(name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
     let _ = prometheus::register(Box::new(c.clone()));
     c
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     let _ = prometheus::register(Box::new(c.clone()));
     c
 }
 
-fn gauge(name: &str, help: &str) -> IntGauge {
+pub fn gauge(name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     let _ = prometheus::register(Box::new(g.clone()));
     g
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     let _ = prometheus::register(Box::new(g.clone()));
     g
 }
 
-fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
     let _ = prometheus::register(Box::new(h.clone()));
     h
 }
 
-fn seconds() -> Vec<f64> {
+pub fn seconds() -> Vec<f64> {
     prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
 }
-
-// Delegator.
-pub static LEASES_GRANTED: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("facesweep_leases_granted_total", "Leases handed to fetchers."));
-pub static LEASES_EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("facesweep_leases_expired_total", "Leases returned by the sweeper after expiry.")
-});
-pub static LEASES_COMPLETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "facesweep_leases_completed_total",
-        "Completed leases; done=false when URLs were left open.",
-        &["done"],
-    )
-});
-pub static LEASES_RELEASED: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("facesweep_leases_released_total", "Leases given back unfinished."));
-
-// Fetcher.
-pub static FETCH_IN_FLIGHT: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("facesweep_fetch_in_flight", "URLs being downloaded or decoded now."));
-pub static FETCH_RESULTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "facesweep_fetch_results_total",
-        "URLs fetched, by outcome (ok or failure class).",
-        &["status"],
-    )
-});
-pub static FETCH_DOWNLOAD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram("facesweep_fetch_download_seconds", "Download time per URL, retries included.", seconds())
-});
-pub static FETCH_DECODE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram("facesweep_fetch_decode_seconds", "Decode + letterbox time per image.", seconds())
-});
-
-// Detector.
-pub static DETECTOR_QUEUE_DEPTH: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("facesweep_detector_queue_depth", "Images queued or running on the model."));
-pub static DETECTOR_IMAGES: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("facesweep_detector_images_total", "Images run through the model."));
-pub static DETECTOR_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram(
-        "facesweep_detector_batch_size",
-        "Images per model batch.",
-        prometheus::exponential_buckets(1.0, 2.0, 11).expect("buckets"),
-    )
-});
-pub static DETECTOR_QUEUE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram("facesweep_detector_queue_seconds", "Time an image waited for its batch.", seconds())
-});
-pub static DETECTOR_INFERENCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram(
-        "facesweep_detector_inference_seconds",
-        "Model time per batch (upload, network, NMS).",
-        seconds(),
-    )
-});
-
-// Results.
-pub static RESULTS_PERSISTED: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("facesweep_results_persisted_total", "URL results stored (first writer)."));
-pub static RESULTS_DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("facesweep_results_duplicates_total", "URL results ignored because the URL already had one.")
-});
-pub static RESULTS_PERSIST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram("facesweep_results_persist_seconds", "Time to persist one Record batch.", seconds())
-});
 
 // Discovery (fetcher).
 pub static DISCOVERY_MEMBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
@@ -140,13 +76,8 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Registers every metric now, so each appears (at zero) before its first event.
-pub fn register_all() {
-    let _ = (&*LEASES_GRANTED, &*LEASES_EXPIRED, &*LEASES_COMPLETED, &*LEASES_RELEASED);
-    let _ = (&*FETCH_IN_FLIGHT, &*FETCH_RESULTS, &*FETCH_DOWNLOAD_SECONDS, &*FETCH_DECODE_SECONDS);
-    let _ = (&*DETECTOR_QUEUE_DEPTH, &*DETECTOR_IMAGES, &*DETECTOR_BATCH_SIZE);
-    let _ = (&*DETECTOR_QUEUE_SECONDS, &*DETECTOR_INFERENCE_SECONDS);
-    let _ = (&*RESULTS_PERSISTED, &*RESULTS_DUPLICATES, &*RESULTS_PERSIST_SECONDS);
+/// Registers discovery's metrics now, so they appear (at zero) before their first event.
+pub fn register_discovery() {
     let _ = (&*DISCOVERY_MEMBERS, &*DISCOVERY_ERRORS);
 }
 
@@ -181,7 +112,6 @@ impl Accept for tokio::net::TcpListener {
 
 /// Serves `GET /metrics` on `addr` until shutdown; returns the bound address.
 pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
-    register_all();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

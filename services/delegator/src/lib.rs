@@ -3,6 +3,7 @@
 mod failures;
 mod import;
 mod joblock;
+mod metrics;
 pub mod progress;
 pub mod sched;
 mod service;
@@ -98,6 +99,7 @@ impl Config {
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    metrics::register();
     config.validate()?;
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
@@ -154,7 +156,7 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
         match store.sweep().await {
             Ok(0) => {}
             Ok(n) => {
-                facesweep_common::metrics::LEASES_EXPIRED.inc_by(n);
+                crate::metrics::LEASES_EXPIRED.inc_by(n);
                 tracing::info!(expired = n, "returned expired leases")
             }
             Err(e) => tracing::warn!(error = %e, "sweep failed"),

@@ -119,7 +119,7 @@ impl DelegatorService for DelegatorSvc {
             .store
             .acquire(&r.fetcher_id, max as i64)
             .await?
-            .inspect(|_| facesweep_common::metrics::LEASES_GRANTED.inc());
+            .inspect(|_| crate::metrics::LEASES_GRANTED.inc());
         let lease = lease.map(|g| Lease {
             job_id: g.job_id,
             chunk_no: g.chunk_no,
@@ -148,9 +148,7 @@ impl DelegatorService for DelegatorSvc {
         self.auth.check(&req, FETCHER)?;
         let lease = lease_ref(req.into_inner().lease)?;
         let done = self.store.complete(&lease).await?;
-        facesweep_common::metrics::LEASES_COMPLETED
-            .with_label_values(&[if done { "true" } else { "false" }])
-            .inc();
+        crate::metrics::LEASES_COMPLETED.with_label_values(&[if done { "true" } else { "false" }]).inc();
         Ok(Response::new(CompleteLeaseResponse { done }))
     }
 
@@ -165,7 +163,7 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid("failure reason must be at most 1000 bytes"));
         }
         self.store.release(&lease, &r.failure).await?;
-        facesweep_common::metrics::LEASES_RELEASED.inc();
+        crate::metrics::LEASES_RELEASED.inc();
         Ok(Response::new(ReleaseLeaseResponse {}))
     }
 

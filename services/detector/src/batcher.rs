@@ -150,7 +150,7 @@ impl Batcher {
             return Err(SubmitError::Closed);
         }
         let (reply, rx) = oneshot::channel();
-        facesweep_common::metrics::DETECTOR_QUEUE_DEPTH.inc();
+        crate::metrics::DETECTOR_QUEUE_DEPTH.inc();
         let span = tracing::info_span!("image", height = image.height, width = image.width);
         let req = Request { image, reply, queued: Instant::now(), span, _permits: permits };
         self.tx.send(req).map_err(|_| SubmitError::Closed)?;
@@ -210,7 +210,7 @@ fn model_loop(
         // A caller that gave up (deadline, cancelled stream) costs no GPU time.
         let before = batch.len();
         batch.retain(|r| !r.reply.is_closed());
-        facesweep_common::metrics::DETECTOR_QUEUE_DEPTH.sub((before - batch.len()) as i64);
+        crate::metrics::DETECTOR_QUEUE_DEPTH.sub((before - batch.len()) as i64);
         if batch.is_empty() {
             continue;
         }
@@ -235,7 +235,7 @@ fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
     let inference = started.elapsed();
     let n = batch.len() as u32;
     {
-        use facesweep_common::metrics as m;
+        use crate::metrics as m;
         m::DETECTOR_IMAGES.inc_by(n as u64);
         m::DETECTOR_BATCH_SIZE.observe(n as f64);
         m::DETECTOR_INFERENCE_SECONDS.observe(inference.as_secs_f64());

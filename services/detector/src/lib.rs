@@ -1,6 +1,7 @@
 //! Detector: a TorchScript face detector behind a dynamic batcher on its own OS thread.
 
 mod batcher;
+mod metrics;
 pub mod model;
 pub mod nms;
 mod service;
@@ -92,6 +93,7 @@ impl Config {
 
 /// Loads and warms the model, then serves in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    metrics::register();
     config.validate()?;
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;

@@ -61,7 +61,7 @@ impl Fetcher {
 
     /// Downloads and letterboxes `url` to `target` (width, height).
     pub async fn fetch(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
-        use facesweep_common::metrics as m;
+        use crate::metrics as m;
         m::FETCH_IN_FLIGHT.inc();
         let (r, stats) = self.fetch_inner(url, target).await;
         m::FETCH_IN_FLIGHT.dec();

@@ -7,6 +7,7 @@ mod detect_client;
 pub mod download;
 mod exif;
 pub mod fetch;
+mod metrics;
 pub mod net;
 pub mod outcome;
 mod pool;
@@ -199,6 +200,8 @@ impl Config {
 
 /// Starts the lease workers and the health server in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    metrics::register();
+    facesweep_common::metrics::register_discovery();
     config.validate()?;
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let tls = front.tls.clone();

@@ -1,5 +1,6 @@
 //! Results service: persists one terminal status per URL (first writer wins) and its faces.
 
+mod metrics;
 mod service;
 pub mod store;
 
@@ -42,6 +43,7 @@ pub struct Config {
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    metrics::register();
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;

@@ -96,11 +96,11 @@ impl ResultsService for ResultsSvc {
         let lease = lease.ok_or_else(|| ServiceError::InvalidArgument("lease is required".into()))?;
         self.store.check_lease(&lease, &results).await?;
         let rejected = replace_bad_rows(&mut results);
-        let timer = facesweep_common::metrics::RESULTS_PERSIST_SECONDS.start_timer();
+        let timer = crate::metrics::RESULTS_PERSIST_SECONDS.start_timer();
         let out = self.store.record(&results).await?;
         timer.observe_duration();
-        facesweep_common::metrics::RESULTS_PERSISTED.inc_by(out.inserted as u64);
-        facesweep_common::metrics::RESULTS_DUPLICATES.inc_by(out.duplicates as u64);
+        crate::metrics::RESULTS_PERSISTED.inc_by(out.inserted as u64);
+        crate::metrics::RESULTS_DUPLICATES.inc_by(out.duplicates as u64);
         tracing::debug!(inserted = out.inserted, duplicates = out.duplicates, "recorded");
         Ok(Response::new(RecordResponse {
             inserted: out.inserted,

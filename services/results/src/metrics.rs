@@ -1,0 +1,20 @@
+//! The results's Prometheus metrics (served by `facesweep_common::metrics`).
+
+use std::sync::LazyLock;
+
+use facesweep_common::metrics::{counter, histogram, seconds};
+use prometheus::{Histogram, IntCounter};
+
+pub static RESULTS_PERSISTED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("facesweep_results_persisted_total", "URL results stored (first writer)."));
+pub static RESULTS_DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("facesweep_results_duplicates_total", "URL results ignored because the URL already had one.")
+});
+pub static RESULTS_PERSIST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram("facesweep_results_persist_seconds", "Time to persist one Record batch.", seconds())
+});
+
+/// Registers every metric now, so each appears (at zero) before its first event.
+pub fn register() {
+    let _ = (&*RESULTS_PERSISTED, &*RESULTS_DUPLICATES, &*RESULTS_PERSIST_SECONDS);
+}
