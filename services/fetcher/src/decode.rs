@@ -128,14 +128,14 @@ impl Decoder {
         th: u32,
         max_pixels: u64,
     ) -> Result<Letterboxed, Failure> {
-        let r = self.decode_inner(bytes, tw, th, max_pixels);
+        let result = self.decode_inner(bytes, tw, th, max_pixels);
         if self.raw.capacity() > KEEP_SCRATCH_BYTES {
             self.raw = Vec::new();
         }
         if self.upright.capacity() > KEEP_SCRATCH_BYTES {
             self.upright = Vec::new();
         }
-        r
+        result
     }
 
     fn decode_inner(
@@ -183,11 +183,12 @@ impl Decoder {
         if w as u64 * h as u64 > max_pixels {
             return Some(Err(too_many_pixels(w, h, max_pixels)));
         }
-        let o = exif::jpeg_orientation(bytes);
-        let (uw, uh) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
+        let orientation = exif::jpeg_orientation(bytes);
+        let (uw, uh) = if exif::swaps_axes(orientation) { (h, w) } else { (w, h) };
         let at = fit(uw, uh, tw, th);
         // Target size in stored (pre-rotation) orientation.
-        let (rw, rh) = if exif::swaps_axes(o) { (at.height, at.width) } else { (at.width, at.height) };
+        let (rw, rh) =
+            if exif::swaps_axes(orientation) { (at.height, at.width) } else { (at.width, at.height) };
         let factor = DOWNSCALES
             .iter()
             .copied()
@@ -211,7 +212,7 @@ impl Decoder {
         if let Err(e) = tj.decompress(bytes, out) {
             return Some(Err(decode_err(format!("JPEG: {e}"))));
         }
-        let decoded = Decoded { width: sw as u32, height: sh as u32, orientation: o, stored: (w, h) };
+        let decoded = Decoded { width: sw as u32, height: sh as u32, orientation, stored: (w, h) };
         Some(self.place(decoded, at))
     }
 

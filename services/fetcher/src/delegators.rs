@@ -36,10 +36,11 @@ impl Delegators {
                 if let Some(c) = clients.get(addr) {
                     return Some(c.clone());
                 }
-                let c = DelegatorServiceClient::new(channel_to(addr, self.tls.as_ref(), "delegator").ok()?)
-                    .max_decoding_message_size(MAX_LEASE_MESSAGE);
-                clients.insert(addr.clone(), c.clone());
-                Some(c)
+                let client =
+                    DelegatorServiceClient::new(channel_to(addr, self.tls.as_ref(), "delegator").ok()?)
+                        .max_decoding_message_size(MAX_LEASE_MESSAGE);
+                clients.insert(addr.clone(), client.clone());
+                Some(client)
             })
             .collect()
     }

@@ -90,9 +90,9 @@ impl Worker {
         for mut d in self.delegators.snapshot() {
             let req = ReleaseFetcherLeasesRequest { fetcher_id: self.cfg.id.clone() };
             if let Ok(r) = within(self.cfg.rpc_timeout, d.release_fetcher_leases(traced(req))).await {
-                let n = r.into_inner().released;
-                if n > 0 {
-                    tracing::info!(released = n, "released leases of a previous run");
+                let released = r.into_inner().released;
+                if released > 0 {
+                    tracing::info!(released, "released leases of a previous run");
                 }
                 return;
             }
@@ -115,13 +115,13 @@ impl Worker {
             idle(shutdown, self.cfg.idle_poll * 2).await;
             return;
         }
-        let d = self.next_delegator.fetch_add(1, Ordering::Relaxed) % delegators.len();
+        let shard = self.next_delegator.fetch_add(1, Ordering::Relaxed) % delegators.len();
         let req = AcquireLeaseRequest { fetcher_id: self.cfg.id.clone(), max_urls: self.cfg.lease_max_urls };
-        match within(self.cfg.rpc_timeout, delegators[d].clone().acquire_lease(traced(req))).await {
+        match within(self.cfg.rpc_timeout, delegators[shard].clone().acquire_lease(traced(req))).await {
             Ok(r) => match r.into_inner().lease {
-                Some(lease) => self.process_lease(lease, d, shutdown).await,
+                Some(lease) => self.process_lease(lease, shard, shutdown).await,
                 // Only idle once every shard came back empty.
-                None if d + 1 == delegators.len() => idle(shutdown, self.cfg.idle_poll).await,
+                None if shard + 1 == delegators.len() => idle(shutdown, self.cfg.idle_poll).await,
                 None => {}
             },
             Err(e) => {
@@ -131,7 +131,7 @@ impl Worker {
         }
     }
 
-    async fn process_lease(&self, lease: Lease, d: usize, shutdown: &Shutdown) {
+    async fn process_lease(&self, lease: Lease, shard: usize, shutdown: &Shutdown) {
         let lref =
             LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
         let span = tracing::Span::current();
@@ -140,7 +140,7 @@ impl Worker {
         let renewing = Shutdown::new();
         let renewal = Renewal {
             delegators: self.delegators.snapshot(),
-            first: d,
+            first: shard,
             lease: lref,
             expires_at: lease.expires_at,
             rpc_timeout: self.cfg.rpc_timeout,
@@ -151,19 +151,24 @@ impl Worker {
             Ok(det) => det,
             Err(e) => {
                 tracing::warn!(error = %e, "no detector; releasing lease");
-                self.release(lref, d, "").await;
+                self.release(lref, shard, "").await;
                 self.back_off(shutdown).await;
                 return;
             }
         };
-        let n = lease.urls.len();
+        let urls = lease.urls.len();
         let run = self.work_urls(&det, lease, lref, shutdown).await;
         match run.left_open {
-            None => self.complete(lref, d, run.recorded, n, started).await,
+            None => self.complete(lref, shard, run.recorded, urls, started).await,
             Some(why) => {
-                tracing::info!(recorded = run.recorded, of = n, why, "releasing lease with URLs left open");
+                tracing::info!(
+                    recorded = run.recorded,
+                    of = urls,
+                    why,
+                    "releasing lease with URLs left open"
+                );
                 let failed = !why.is_empty();
-                self.release(lref, d, &why).await;
+                self.release(lref, shard, &why).await;
                 if failed {
                     self.back_off(shutdown).await;
                 }
@@ -226,16 +231,16 @@ impl Worker {
     }
 
     async fn flush(&self, batch: &mut Vec<UrlResult>, lease: LeaseRef, run: &mut LeaseRun) {
-        let b = std::mem::take(batch);
-        let n = b.len();
-        match self.record(b, lease).instrument(info_span!("persist")).await {
-            Ok(()) => run.recorded += n,
+        let results = std::mem::take(batch);
+        let count = results.len();
+        match self.record(results, lease).instrument(info_span!("persist")).await {
+            Ok(()) => run.recorded += count,
             Err(why) => run.left_open = Some(why),
         }
     }
 
-    async fn complete(&self, lref: LeaseRef, d: usize, recorded: usize, of: usize, started: Instant) {
-        for mut delegator in rotated(self.delegators.snapshot(), d) {
+    async fn complete(&self, lref: LeaseRef, shard: usize, recorded: usize, of: usize, started: Instant) {
+        for mut delegator in rotated(self.delegators.snapshot(), shard) {
             let req = traced(CompleteLeaseRequest { lease: Some(lref) });
             match within(self.cfg.rpc_timeout, delegator.complete_lease(req)).await {
                 Ok(r) => {
@@ -253,8 +258,8 @@ impl Worker {
     }
 
     /// Gives the lease back; a non-empty `failure` counts against its URLs.
-    async fn release(&self, lref: LeaseRef, d: usize, failure: &str) {
-        for mut delegator in rotated(self.delegators.snapshot(), d) {
+    async fn release(&self, lref: LeaseRef, shard: usize, failure: &str) {
+        for mut delegator in rotated(self.delegators.snapshot(), shard) {
             let req = traced(ReleaseLeaseRequest { lease: Some(lref), failure: failure.to_string() });
             match within(self.cfg.rpc_timeout, delegator.release_lease(req)).await {
                 Ok(_) => return,
@@ -284,13 +289,14 @@ impl Worker {
             decode_ms: st.decode.as_secs_f32() * 1e3,
             ..base
         };
-        let lb = match fetched {
-            Ok(lb) => lb,
+        let letterboxed = match fetched {
+            Ok(image) => image,
             Err(f) => return UrlOutcome::Done(failed(f, base)),
         };
-        let base = UrlResult { width: lb.original_width, height: lb.original_height, ..base };
+        let base =
+            UrlResult { width: letterboxed.original_width, height: letterboxed.original_height, ..base };
         let detect_started = Instant::now();
-        match det.detect(lb).instrument(info_span!("detect", url_id = u.id)).await {
+        match det.detect(letterboxed).instrument(info_span!("detect", url_id = u.id)).await {
             Ok(r) if r.error_code == 0 => UrlOutcome::Done(UrlResult {
                 status: UrlStatus::Ok as i32,
                 faces: r.faces,
