@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::mesh::{stable_id, MeshOptions};
+use crate::options::MeshOptions;
 
 /// Loopback address `base + offset` (port 0: ephemeral).
 pub fn addr(base: u16, offset: u16) -> SocketAddr {
@@ -94,4 +94,12 @@ pub fn fetcher(
         ("--release-backoff-ms", o.idle_poll_ms.max(100).to_string()),
     ];
     parse("facesweep-fetcher", flags, metrics_addr(o, 3), &o.fetcher_args)
+}
+
+/// A fetcher id stable per data dir: a restarted `run` reclaims its predecessor's leases.
+fn stable_id(dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()).hash(&mut h);
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }

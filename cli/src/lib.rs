@@ -5,6 +5,7 @@ pub mod client;
 pub mod embedded;
 pub mod httpserve;
 pub mod mesh;
+pub mod options;
 pub mod scale;
 
 use std::path::{Path, PathBuf};

@@ -7,7 +7,19 @@
 use facesweep_common::error::ServiceResult;
 use sqlx::{Postgres, Transaction};
 
-use crate::store::Limits;
+use std::time::Duration;
+
+/// When failing chunks shrink and failing URLs are abandoned.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Failures of a chunk before its leases start halving.
+    pub split_after: i32,
+    /// Failed single-URL leases before the URL is `abandoned`.
+    pub abandon_after: i32,
+    /// Pause before a failed chunk is leased again, doubling with each failure (≤ 5 min,
+    /// jittered ±50%).
+    pub backoff: Duration,
+}
 
 /// A lease that ended without finishing its URLs: the chunk and the URL ids it held.
 #[derive(Debug, sqlx::FromRow)]

@@ -1,6 +1,6 @@
 //! Delegator: durable, expiring leases on chunks of URLs, sharded by `chunk_no % N`.
 
-mod failures;
+pub mod failures;
 mod import;
 mod joblock;
 mod metrics;
@@ -19,7 +19,8 @@ use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_server::DelegatorServiceServer;
 
-pub use store::{Limits, Shard, Store};
+pub use failures::Limits;
+pub use store::{Shard, Store};
 
 /// Delegator configuration (`facesweep-delegator --help`).
 #[derive(Clone, Debug, clap::Parser)]

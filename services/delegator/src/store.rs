@@ -9,7 +9,7 @@ use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_proto::{Job, LeaseRef, LeaseUrl};
 use sqlx::PgPool;
 
-use crate::failures::{self, FailedLease};
+use crate::failures::{self, FailedLease, Limits};
 use crate::{import, joblock, sched};
 
 /// URL text one lease may carry (with 16 bytes per URL for ids and framing): half the 4 MiB
@@ -21,18 +21,6 @@ pub const MAX_LEASE_BYTES: i64 = 2 << 20;
 pub struct Shard {
     pub index: u32,
     pub count: u32,
-}
-
-/// When failing chunks shrink and failing URLs are abandoned.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Failures of a chunk before its leases start halving.
-    pub split_after: i32,
-    /// Failed single-URL leases before the URL is `abandoned`.
-    pub abandon_after: i32,
-    /// Pause before a failed chunk is leased again, doubling with each failure (≤ 5 min,
-    /// jittered ±50%).
-    pub backoff: Duration,
 }
 
 #[derive(Clone)]

@@ -48,10 +48,12 @@ async fn main() -> anyhow::Result<()> {
     let pg = PgEmbed::start(dir.path(), Durability::Durable)?;
     let pool = facesweep_common::db::connect(&pg.url(), writers as u32 + 1).await?;
     sqlx::query("INSERT INTO jobs (id, name, chunk_size) VALUES (1, 'bench', 1000)").execute(&pool).await?;
-    sqlx::query("INSERT INTO urls SELECT (1::bigint << 40) + g, 1, 'http://x/' || g FROM generate_series(0, $1 - 1) g")
-        .bind(total as i64)
-        .execute(&pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO urls SELECT url_id(1, g), 1, 'http://x/' || g FROM generate_series(0, $1 - 1) g",
+    )
+    .bind(total as i64)
+    .execute(&pool)
+    .await?;
     sqlx::query("VACUUM ANALYZE urls").execute(&pool).await?;
     let store = Store::new(pool.clone());
     let per = total / writers;
@@ -61,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
-                let base = (1i64 << 40) + (w * per) as i64;
+                let base = facesweep_common::url_id(1, (w * per) as i64);
                 let mut done = 0;
                 while done < per {
                     let n = size.min(per - done);
