@@ -110,7 +110,10 @@ impl Store {
         let rows = sqlx::query(
             "SELECT u.id, u.url, u.job_id, r.status, r.reason, r.http_status, r.width, r.height,
                     r.bytes, r.model_id, r.download_ms, r.decode_ms, r.detect_ms
-             FROM urls u LEFT JOIN url_results r ON r.url_id = u.id
+             FROM urls u
+             -- The range on r too: without it the merge join reads url_results from the
+             -- start for every page (export turned quadratic: 193 ms a page at 1M URLs).
+             LEFT JOIN url_results r ON r.url_id = u.id AND r.url_id BETWEEN $1 AND $2
              WHERE u.id BETWEEN $1 AND $2 ORDER BY u.id LIMIT $3",
         )
         .bind(from)
