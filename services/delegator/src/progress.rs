@@ -32,7 +32,7 @@ struct ChunkCounts {
 
 impl Store {
     pub async fn progress(&self, job_id: i64) -> ServiceResult<Progress> {
-        let c: ChunkCounts = sqlx::query_as(
+        let counts: ChunkCounts = sqlx::query_as(
             "SELECT (SELECT total_urls FROM jobs WHERE id = $1) AS total_urls,
                     count(*) FILTER (WHERE state = 'pending') AS pending,
                     count(*) FILTER (WHERE state = 'leased') AS leased,
@@ -44,24 +44,24 @@ impl Store {
         .bind(job_id)
         .fetch_one(&self.pool)
         .await?;
-        let mut p = Progress {
-            total_urls: c.total_urls,
-            chunks: [c.pending, c.leased, c.done],
-            leases_reissued: c.reissued,
-            leases_expired: c.expired,
+        let mut progress = Progress {
+            total_urls: counts.total_urls,
+            chunks: [counts.pending, counts.leased, counts.done],
+            leases_reissued: counts.reissued,
+            leases_expired: counts.expired,
             next_ordinal: self.next_ordinal(job_id).await?,
             ..Default::default()
         };
-        for s in self.status_counts(job_id).await? {
-            p.done_urls += s.count;
-            if s.status != "ok" {
-                p.failed_urls += s.count;
+        for status in self.status_counts(job_id).await? {
+            progress.done_urls += status.count;
+            if status.status != "ok" {
+                progress.failed_urls += status.count;
             }
-            p.by_status.push(s);
+            progress.by_status.push(status);
         }
-        let finished = p.total_urls > 0 && p.done_urls >= p.total_urls;
-        p.rate_per_second = self.rate_window(job_id).await?.per_second(finished, p.done_urls);
-        Ok(p)
+        let finished = progress.total_urls > 0 && progress.done_urls >= progress.total_urls;
+        progress.rate_per_second = self.rate_window(job_id).await?.per_second(finished, progress.done_urls);
+        Ok(progress)
     }
 
     /// Counters, not count(*): exact and O(1) whatever the job size.

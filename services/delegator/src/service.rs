@@ -33,12 +33,12 @@ fn invalid(msg: impl Into<String>) -> Status {
     ServiceError::InvalidArgument(msg.into()).into()
 }
 
-fn lease_ref(r: Option<LeaseRef>) -> Result<LeaseRef, Status> {
-    let r = r.ok_or_else(|| invalid("lease is required"))?;
-    if r.job_id <= 0 || r.chunk_no < 0 || r.fencing_token <= 0 {
+fn lease_ref(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    let lease = lease.ok_or_else(|| invalid("lease is required"))?;
+    if lease.job_id <= 0 || lease.chunk_no < 0 || lease.fencing_token <= 0 {
         return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
     }
-    Ok(r)
+    Ok(lease)
 }
 
 #[tonic::async_trait]
@@ -48,18 +48,18 @@ impl DelegatorService for DelegatorSvc {
         req: Request<CreateJobRequest>,
     ) -> Result<Response<CreateJobResponse>, Status> {
         self.auth.check(&req, Access::Admin)?;
-        let r = req.into_inner();
-        if r.name.trim().is_empty() || r.name.len() > 200 {
+        let msg = req.into_inner();
+        if msg.name.trim().is_empty() || msg.name.len() > 200 {
             return Err(invalid("job name must be 1..=200 characters"));
         }
-        if r.chunk_size < 0 || r.chunk_size > 1_000_000 {
+        if msg.chunk_size < 0 || msg.chunk_size > 1_000_000 {
             return Err(invalid("chunk_size must be in 0..=1000000 (0 = default)"));
         }
-        let chunk = if r.chunk_size == 0 { self.default_chunk_size as i32 } else { r.chunk_size };
-        if r.input_digest.len() > 200 {
+        let chunk = if msg.chunk_size == 0 { self.default_chunk_size as i32 } else { msg.chunk_size };
+        if msg.input_digest.len() > 200 {
             return Err(invalid("input_digest must be at most 200 bytes"));
         }
-        let (job, created) = self.store.create_job(&r.name, chunk, r.priority, &r.input_digest).await?;
+        let (job, created) = self.store.create_job(&msg.name, chunk, msg.priority, &msg.input_digest).await?;
         Ok(Response::new(CreateJobResponse { job: Some(job), created }))
     }
 
@@ -107,17 +107,17 @@ impl DelegatorService for DelegatorSvc {
         req: Request<AcquireLeaseRequest>,
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
-        let r = req.into_inner();
-        if r.fetcher_id.is_empty() {
+        let msg = req.into_inner();
+        if msg.fetcher_id.is_empty() {
             return Err(invalid("fetcher_id is required"));
         }
-        if r.max_urls < 0 || r.max_urls > MAX_LEASE_URLS {
+        if msg.max_urls < 0 || msg.max_urls > MAX_LEASE_URLS {
             return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
         }
-        let max = if r.max_urls == 0 { MAX_LEASE_URLS } else { r.max_urls };
+        let max = if msg.max_urls == 0 { MAX_LEASE_URLS } else { msg.max_urls };
         let lease = self
             .store
-            .acquire(&r.fetcher_id, max as i64)
+            .acquire(&msg.fetcher_id, max as i64)
             .await?
             .inspect(|_| crate::metrics::LEASES_GRANTED.inc());
         let lease = lease.map(|g| Lease {
@@ -157,12 +157,12 @@ impl DelegatorService for DelegatorSvc {
         req: Request<ReleaseLeaseRequest>,
     ) -> Result<Response<ReleaseLeaseResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
-        let r = req.into_inner();
-        let lease = lease_ref(r.lease)?;
-        if r.failure.len() > 1000 {
+        let msg = req.into_inner();
+        let lease = lease_ref(msg.lease)?;
+        if msg.failure.len() > 1000 {
             return Err(invalid("failure reason must be at most 1000 bytes"));
         }
-        self.store.release(&lease, &r.failure).await?;
+        self.store.release(&lease, &msg.failure).await?;
         crate::metrics::LEASES_RELEASED.inc();
         Ok(Response::new(ReleaseLeaseResponse {}))
     }
@@ -177,30 +177,30 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid("job is required"));
         }
         let job = self.store.job(&name).await?;
-        let p = self.store.progress(job.id).await?;
-        let left = (p.total_urls - p.done_urls).max(0);
+        let progress = self.store.progress(job.id).await?;
+        let left = (progress.total_urls - progress.done_urls).max(0);
         let eta = if left == 0 {
             0.0
-        } else if p.rate_per_second > 0.0 {
-            left as f64 / p.rate_per_second
+        } else if progress.rate_per_second > 0.0 {
+            left as f64 / progress.rate_per_second
         } else {
             -1.0
         };
         Ok(Response::new(GetProgressResponse {
             job: Some(job),
-            total_urls: p.total_urls,
-            done_urls: p.done_urls,
-            chunks_total: p.chunks.iter().sum(),
-            chunks_pending: p.chunks[0],
-            chunks_leased: p.chunks[1],
-            chunks_done: p.chunks[2],
-            by_status: p.by_status,
-            rate_per_second: p.rate_per_second,
+            total_urls: progress.total_urls,
+            done_urls: progress.done_urls,
+            chunks_total: progress.chunks.iter().sum(),
+            chunks_pending: progress.chunks[0],
+            chunks_leased: progress.chunks[1],
+            chunks_done: progress.chunks[2],
+            by_status: progress.by_status,
+            rate_per_second: progress.rate_per_second,
             eta_seconds: eta,
-            leases_reissued: p.leases_reissued,
-            failed_urls: p.failed_urls,
-            next_ordinal: p.next_ordinal,
-            leases_expired: p.leases_expired,
+            leases_reissued: progress.leases_reissued,
+            failed_urls: progress.failed_urls,
+            next_ordinal: progress.next_ordinal,
+            leases_expired: progress.leases_expired,
         }))
     }
 
@@ -209,18 +209,18 @@ impl DelegatorService for DelegatorSvc {
         req: Request<RetryUrlsRequest>,
     ) -> Result<Response<RetryUrlsResponse>, Status> {
         self.auth.check(&req, Access::Admin)?;
-        let r = req.into_inner();
-        if UrlStatus::from_short_name(&r.status).is_none_or(|s| s == UrlStatus::Unspecified) {
+        let msg = req.into_inner();
+        if UrlStatus::from_short_name(&msg.status).is_none_or(|s| s == UrlStatus::Unspecified) {
             return Err(invalid(format!(
                 "unknown status {:?} (e.g. timeout, http_error, abandoned)",
-                r.status
+                msg.status
             )));
         }
-        if r.status == UrlStatus::Ok.short_name() && !r.force {
+        if msg.status == UrlStatus::Ok.short_name() && !msg.force {
             return Err(invalid("retrying status ok deletes stored faces: set force to do it"));
         }
-        let job = self.store.job(&r.job).await?;
-        let requeued = self.store.retry(job.id, &r.status).await?;
+        let job = self.store.job(&msg.job).await?;
+        let requeued = self.store.retry(job.id, &msg.status).await?;
         Ok(Response::new(RetryUrlsResponse { requeued }))
     }
 
@@ -229,14 +229,14 @@ impl DelegatorService for DelegatorSvc {
         req: Request<ListLeasesRequest>,
     ) -> Result<Response<ListLeasesResponse>, Status> {
         self.auth.check(&req, Access::Admin)?;
-        let r = req.into_inner();
-        if !(0..=10_000).contains(&r.limit) {
+        let msg = req.into_inner();
+        if !(0..=10_000).contains(&msg.limit) {
             return Err(invalid("limit must be in 0..=10000 (0 = 100)"));
         }
-        let job = self.store.job(&r.job).await?;
-        let limit = if r.limit == 0 { 100 } else { r.limit as i64 };
+        let job = self.store.job(&msg.job).await?;
+        let limit = if msg.limit == 0 { 100 } else { msg.limit as i64 };
         Ok(Response::new(ListLeasesResponse {
-            chunks: self.store.list_chunks(job.id, limit, r.include_done).await?,
+            chunks: self.store.list_chunks(job.id, limit, msg.include_done).await?,
         }))
     }
 

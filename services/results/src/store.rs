@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_proto::{Face, LeaseRef, UrlResult, UrlStatus};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 #[derive(Clone)]
 pub struct Store {
@@ -107,9 +107,9 @@ impl Store {
 
     /// Up to `limit` URLs with ids in `from..=to`, in id order, with results and faces.
     pub async fn page(&self, from: i64, to: i64, limit: i64) -> ServiceResult<Vec<ExportRow>> {
-        let rows = sqlx::query(
-            "SELECT u.id, u.url, u.job_id, r.status, r.reason, r.http_status, r.width, r.height,
-                    r.bytes, r.model_id, r.download_ms, r.decode_ms, r.detect_ms
+        let rows: Vec<PageRow> = sqlx::query_as(
+            "SELECT u.id AS url_id, u.url, u.job_id, r.status, r.reason, r.http_status, r.width,
+                    r.height, r.bytes, r.model_id, r.download_ms, r.decode_ms, r.detect_ms
              FROM urls u
              -- The range on r too: without it the merge join reads url_results from the
              -- start for every page (export turned quadratic: 193 ms a page at 1M URLs).
@@ -123,49 +123,80 @@ impl Store {
         .await?;
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(Vec::new()) };
         // One range scan of the BRIN index for the page, not one probe per URL.
-        let face_rows = sqlx::query(
+        let faces: Vec<FaceRow> = sqlx::query_as(
             "SELECT url_id, x1, y1, x2, y2, score, landmarks FROM faces
              WHERE url_id BETWEEN $1 AND $2 ORDER BY url_id, idx",
         )
-        .bind(first.get::<i64, _>(0))
-        .bind(last.get::<i64, _>(0))
+        .bind(first.url_id)
+        .bind(last.url_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut faces = face_rows.into_iter().peekable();
+        let mut faces = faces.into_iter().peekable();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let url_id: i64 = row.get(0);
             let mut mine = Vec::new();
-            while faces.peek().is_some_and(|f| f.get::<i64, _>(0) == url_id) {
-                let f = faces.next().expect("peeked");
-                mine.push(Face {
-                    x1: f.get(1),
-                    y1: f.get(2),
-                    x2: f.get(3),
-                    y2: f.get(4),
-                    score: f.get(5),
-                    landmarks: f.get(6),
-                });
+            while let Some(face) = faces.next_if(|f| f.url_id == row.url_id) {
+                mine.push(face.into());
             }
-            let status: Option<String> = row.get(3);
-            let result = status.map(|s| UrlResult {
-                url_id,
-                job_id: row.get(2),
-                status: UrlStatus::from_short_name(&s).unwrap_or(UrlStatus::Unspecified) as i32,
-                reason: row.get(4),
-                http_status: row.get::<i32, _>(5) as u32,
-                width: row.get::<i32, _>(6) as u32,
-                height: row.get::<i32, _>(7) as u32,
-                bytes: row.get::<i64, _>(8) as u64,
-                faces: std::mem::take(&mut mine),
-                model_id: row.get(9),
-                download_ms: row.get(10),
-                decode_ms: row.get(11),
-                detect_ms: row.get(12),
-            });
-            out.push(ExportRow { url_id, url: row.get(1), result });
+            out.push(row.into_export(mine));
         }
         Ok(out)
+    }
+}
+
+/// A URL and, when it has one, its result (the LEFT JOIN leaves those columns NULL).
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    url_id: i64,
+    url: String,
+    job_id: i64,
+    status: Option<String>,
+    reason: Option<String>,
+    http_status: Option<i32>,
+    width: Option<i32>,
+    height: Option<i32>,
+    bytes: Option<i64>,
+    model_id: Option<String>,
+    download_ms: Option<f32>,
+    decode_ms: Option<f32>,
+    detect_ms: Option<f32>,
+}
+
+impl PageRow {
+    fn into_export(self, faces: Vec<Face>) -> ExportRow {
+        let result = self.status.as_deref().map(|status| UrlResult {
+            url_id: self.url_id,
+            job_id: self.job_id,
+            status: UrlStatus::from_short_name(status).unwrap_or(UrlStatus::Unspecified) as i32,
+            reason: self.reason.clone().unwrap_or_default(),
+            http_status: self.http_status.unwrap_or(0) as u32,
+            width: self.width.unwrap_or(0) as u32,
+            height: self.height.unwrap_or(0) as u32,
+            bytes: self.bytes.unwrap_or(0) as u64,
+            faces,
+            model_id: self.model_id.clone().unwrap_or_default(),
+            download_ms: self.download_ms.unwrap_or(0.0),
+            decode_ms: self.decode_ms.unwrap_or(0.0),
+            detect_ms: self.detect_ms.unwrap_or(0.0),
+        });
+        ExportRow { url_id: self.url_id, url: self.url, result }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FaceRow {
+    url_id: i64,
+    x1: f32,
+    y1: f32,
+    x2: f32,
+    y2: f32,
+    score: f32,
+    landmarks: Vec<f32>,
+}
+
+impl From<FaceRow> for Face {
+    fn from(f: FaceRow) -> Face {
+        Face { x1: f.x1, y1: f.y1, x2: f.x2, y2: f.y2, score: f.score, landmarks: f.landmarks }
     }
 }
 
@@ -282,23 +313,23 @@ struct FaceColumns {
 
 impl FaceColumns {
     fn from_results<'a>(results: impl Iterator<Item = &'a &'a UrlResult>) -> Self {
-        let mut c = FaceColumns::default();
+        let mut cols = FaceColumns::default();
         for r in results {
             for (i, f) in r.faces.iter().enumerate() {
-                c.url_id.push(r.url_id);
-                c.idx.push(i as i32);
-                c.x1.push(f.x1);
-                c.y1.push(f.y1);
-                c.x2.push(f.x2);
-                c.y2.push(f.y2);
-                c.score.push(f.score);
+                cols.url_id.push(r.url_id);
+                cols.idx.push(i as i32);
+                cols.x1.push(f.x1);
+                cols.y1.push(f.y1);
+                cols.x2.push(f.x2);
+                cols.y2.push(f.y2);
+                cols.score.push(f.score);
                 let mut lm = [0f32; 10];
                 for (d, s) in lm.iter_mut().zip(&f.landmarks) {
                     *d = *s;
                 }
-                c.landmarks.extend_from_slice(&lm);
+                cols.landmarks.extend_from_slice(&lm);
             }
         }
-        c
+        cols
     }
 }
