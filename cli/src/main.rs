@@ -87,6 +87,13 @@ enum Cmd {
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
+    /// Delete a job and everything of it (URLs, results, faces); its name is free again.
+    Delete {
+        #[arg(long)]
+        job: String,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
     /// Export a job as JSON Lines, one line per URL.
     Export {
         #[arg(long)]
@@ -189,6 +196,12 @@ async fn main() -> anyhow::Result<()> {
             let req = facesweep_proto::RetryUrlsRequest { job: job.clone(), status: status.clone(), force };
             let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
             println!("job {job}: {n} URLs with status {status} re-queued");
+            Ok(())
+        }
+        Cmd::Delete { job, delegator } => {
+            let req = facesweep_proto::DeleteJobRequest { job: job.clone() };
+            let n = client::delegator(&delegator).await?.delete_job(req).await?.into_inner().urls_deleted;
+            println!("job {job}: deleted with its {n} URLs");
             Ok(())
         }
         Cmd::Export { job, out, results } => {

@@ -283,3 +283,40 @@ async fn a_lease_that_makes_no_progress_is_given_back_and_its_url_abandoned() {
     assert!(line["reason"].as_str().unwrap().contains("no URL of the lease finished"), "{line}");
     mesh.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_job_leaves_nothing_and_its_holders_are_refused() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "gone", 5, 10).await;
+    import(&mut d, "kept", 2, 10).await;
+    let l = acquire(&mut d, "f").await.unwrap();
+    let face = Face { x1: 1.0, y1: 1.0, x2: 9.0, y2: 9.0, score: 0.9, landmarks: vec![2.0; 10] };
+    let first = UrlResult { faces: vec![face], ..ok(l.urls[0].id) };
+    r.record(RecordRequest { results: vec![first], lease: lref(&l) }).await.unwrap();
+    let job = if l.job_name == "gone" { "gone" } else { "kept" };
+    let n = d.delete_job(DeleteJobRequest { job: job.into() }).await.unwrap().into_inner().urls_deleted;
+    assert_eq!(n, if job == "gone" { 5 } else { 2 });
+    // The holder of a lease on the deleted job can neither record nor complete.
+    let late = RecordRequest { results: vec![ok(l.urls[1].id)], lease: lref(&l) };
+    assert_eq!(r.record(late).await.unwrap_err().code(), Code::FailedPrecondition);
+    let done = d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await;
+    assert_eq!(done.unwrap_err().code(), Code::FailedPrecondition);
+    let e = d.get_progress(GetProgressRequest { job: job.into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let pool = db.pool().await;
+    let left: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM urls), (SELECT count(*) FROM url_results), (SELECT count(*) FROM faces),
+                (SELECT count(*) FROM chunks)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let other = if job == "gone" { 2 } else { 5 };
+    assert_eq!(left, (other, 0, 0, 1), "only the other job's URLs and chunk remain");
+    // The name is free again.
+    import(&mut d, job, 1, 10).await;
+    stop.cancel();
+}

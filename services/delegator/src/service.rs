@@ -240,6 +240,17 @@ impl DelegatorService for DelegatorSvc {
         }))
     }
 
+    async fn delete_job(
+        &self,
+        req: Request<DeleteJobRequest>,
+    ) -> Result<Response<DeleteJobResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let job = self.store.job(&req.into_inner().job).await?;
+        let urls_deleted = self.store.delete_job(job.id).await?;
+        tracing::info!(job = %job.name, urls_deleted, "job deleted");
+        Ok(Response::new(DeleteJobResponse { urls_deleted }))
+    }
+
     async fn release_fetcher_leases(
         &self,
         req: Request<ReleaseFetcherLeasesRequest>,

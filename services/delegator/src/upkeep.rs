@@ -7,7 +7,7 @@ use crate::failures::{self, FailedLease};
 use crate::joblock::job_lock;
 use crate::store::Store;
 
-/// URL ordinals re-queued per transaction by `retry`.
+/// URL ordinals re-queued (`retry`) or removed (`delete_job`) per transaction.
 const RETRY_PAGE: i64 = 50_000;
 
 impl Store {
@@ -59,6 +59,45 @@ impl Store {
             from += RETRY_PAGE;
         }
         Ok(requeued)
+    }
+
+    /// Removes the job: its chunks first (nothing can be leased, renewed or recorded from
+    /// then on), then its URLs with their results a page per transaction, then the job row.
+    /// Space is freed for reuse by autovacuum, not returned to the OS.
+    pub async fn delete_job(&self, job_id: i64) -> ServiceResult<i64> {
+        let total: i64 = sqlx::query_scalar(
+            "WITH c AS (DELETE FROM chunks WHERE job_id = $1)
+             SELECT coalesce(url_ordinal(max(id)) + 1, 0) FROM urls WHERE id >= url_id($1, 0) AND id < job_url_id_end($1)",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut deleted = 0;
+        let mut from = 0;
+        while from < total {
+            deleted += sqlx::query_scalar::<_, i64>(
+                "WITH f AS (DELETE FROM faces WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)),
+                      r AS (DELETE FROM url_results WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)),
+                      a AS (DELETE FROM url_attempts WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)),
+                      u AS (DELETE FROM urls WHERE id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1) RETURNING 1)
+                 SELECT count(*) FROM u",
+            )
+            .bind(job_id)
+            .bind(from)
+            .bind((from + RETRY_PAGE).min(total))
+            .fetch_one(&self.pool)
+            .await?;
+            from += RETRY_PAGE;
+        }
+        sqlx::query(
+            "WITH s AS (DELETE FROM job_status_counts WHERE job_id = $1),
+                  m AS (DELETE FROM job_minute_counts WHERE job_id = $1)
+             DELETE FROM jobs WHERE id = $1",
+        )
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted)
     }
 
     async fn retry_page(&self, job_id: i64, from: i64, to: i64, status: &str) -> ServiceResult<i64> {
