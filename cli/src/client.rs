@@ -241,9 +241,14 @@ pub fn describe(p: &GetProgressResponse) -> String {
 }
 
 /// Polls progress until every URL has a terminal result.
+/// A delegator briefly unreachable (restart, overload) does not end the wait; one that stays
+/// unreachable this long does.
+const WAIT_UNREACHABLE: Duration = Duration::from_secs(60);
+
 pub async fn wait(addr: &str, job: &str, quiet: bool) -> anyhow::Result<GetProgressResponse> {
     let mut p = progress(addr, job).await?;
     let bar = if quiet { ProgressBar::hidden() } else { bar(p.total_urls as u64, "detect") };
+    let mut last_answer = std::time::Instant::now();
     loop {
         bar.set_length(p.total_urls as u64);
         bar.set_position(p.done_urls as u64);
@@ -252,8 +257,21 @@ pub async fn wait(addr: &str, job: &str, quiet: bool) -> anyhow::Result<GetProgr
             return Ok(p);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-        p = progress(addr, job).await?;
+        match progress(addr, job).await {
+            Ok(next) => (p, last_answer) = (next, std::time::Instant::now()),
+            Err(e) if last_answer.elapsed() < WAIT_UNREACHABLE && transient(&e) => {
+                tracing::debug!(error = %e, "progress unavailable; still waiting");
+            }
+            Err(e) => return Err(e),
+        }
     }
+}
+
+fn transient(e: &anyhow::Error) -> bool {
+    use tonic::Code;
+    let code = e.downcast_ref::<tonic::Status>().map(tonic::Status::code);
+    matches!(code, Some(Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted))
+        || e.downcast_ref::<tonic::transport::Error>().is_some()
 }
 
 /// One JSON object per URL, in the documented export format.
