@@ -103,12 +103,17 @@ impl Store {
     async fn retry_page(&self, job_id: i64, from: i64, to: i64, status: &str) -> ServiceResult<i64> {
         let mut tx = self.pool.begin().await?;
         job_lock(&mut tx, job_id, true).await?;
-        let n: i64 = sqlx::query_scalar(
+        // A literal `status <> 'ok'` lets the planner use the index of failed results
+        // (a bound parameter cannot prove the index's predicate).
+        let failed = if status == "ok" { "" } else { "AND status <> 'ok'" };
+        let sql = format!(
             "WITH gone AS (
                  DELETE FROM url_results
-                 WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1) AND status = $4
+                 WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1) AND status = $4 {FAILED}
                  RETURNING url_id),
-             f AS (DELETE FROM faces WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)
+             -- Only ok results have faces (results refuses faces on failures).
+             f AS (DELETE FROM faces WHERE $4 = 'ok'
+                   AND url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)
                    AND url_id IN (SELECT url_id FROM gone)),
              a AS (DELETE FROM url_attempts WHERE url_id IN (SELECT url_id FROM gone)),
              c AS (UPDATE chunks c SET state = 'pending', failures = 0, updated_at = now()
@@ -116,13 +121,15 @@ impl Store {
                    WHERE j.id = c.job_id AND c.job_id = $1 AND c.state = 'done'
                      AND c.chunk_no IN (SELECT DISTINCT url_ordinal(url_id) / j.chunk_size FROM gone))
              SELECT count(*) FROM gone",
-        )
-        .bind(job_id)
-        .bind(from)
-        .bind(to)
-        .bind(status)
-        .fetch_one(&mut *tx)
-        .await?;
+            FAILED = failed
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(job_id)
+            .bind(from)
+            .bind(to)
+            .bind(status)
+            .fetch_one(&mut *tx)
+            .await?;
         if n > 0 {
             let deltas = [((job_id, status.to_string()), -n)].into_iter().collect();
             facesweep_common::counters::add(&mut tx, &deltas).await?;
