@@ -320,3 +320,38 @@ async fn a_deleted_job_leaves_nothing_and_its_holders_are_refused() {
     import(&mut d, job, 1, 10).await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_and_delete_reach_ordinals_past_the_url_count() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    d.create_job(CreateJobRequest { name: "sparse".into(), chunk_size: 10, ..Default::default() })
+        .await
+        .unwrap();
+    // Three URLs, one of them at ordinal 100,000: ordinals have gaps.
+    let msgs = vec![
+        AppendUrlsRequest {
+            job: "sparse".into(),
+            first_ordinal: 0,
+            urls: vec!["http://x/0".into(), "http://x/1".into()],
+        },
+        AppendUrlsRequest { job: "sparse".into(), first_ordinal: 100_000, urls: vec!["http://x/far".into()] },
+    ];
+    d.append_urls(futures::stream::iter(msgs)).await.unwrap();
+    while let Some(l) = acquire(&mut d, "f").await {
+        let slow = l.urls.iter().map(|u| UrlResult {
+            status: UrlStatus::Timeout as i32,
+            reason: "slow".into(),
+            ..ok(u.id)
+        });
+        r.record(RecordRequest { results: slow.collect(), lease: lref(&l) }).await.unwrap();
+        d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
+    }
+    let retry = RetryUrlsRequest { job: "sparse".into(), status: "timeout".into(), force: false };
+    assert_eq!(d.retry_urls(retry).await.unwrap().into_inner().requeued, 3);
+    let deleted = d.delete_job(DeleteJobRequest { job: "sparse".into() }).await.unwrap().into_inner();
+    assert_eq!(deleted.urls_deleted, 3);
+    stop.cancel();
+}

@@ -77,7 +77,7 @@ impl Store {
     }
 
     /// One past the highest ordinal imported, by a backward index probe: O(log n).
-    async fn next_ordinal(&self, job_id: i64) -> ServiceResult<i64> {
+    pub(crate) async fn next_ordinal(&self, job_id: i64) -> ServiceResult<i64> {
         Ok(sqlx::query_scalar(
             "SELECT coalesce(url_ordinal(max(id)) + 1, 0) FROM urls
              WHERE id >= url_id($1, 0) AND id < job_url_id_end($1)",

@@ -8,7 +8,12 @@ use crate::joblock::job_lock;
 use crate::store::Store;
 
 /// URL ordinals re-queued (`retry`) or removed (`delete_job`) per transaction.
-const RETRY_PAGE: i64 = 50_000;
+const PAGE: i64 = 50_000;
+
+/// Ordinal ranges `[from, to)` of one page each, covering `0..end`.
+fn pages(end: i64) -> impl Iterator<Item = (i64, i64)> {
+    (0..end).step_by(PAGE as usize).map(move |from| (from, (from + PAGE).min(end)))
+}
 
 impl Store {
     /// Returns this shard's expired leases to pending, each counted as a failure.
@@ -48,15 +53,10 @@ impl Store {
     /// Deletes the job's results with `status` and re-opens their chunks, one page of
     /// ordinals per transaction (memory and lock time stay O(page) for any job size).
     pub async fn retry(&self, job_id: i64, status: &str) -> ServiceResult<i64> {
-        let total_urls: i64 = sqlx::query_scalar("SELECT total_urls FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&self.pool)
-            .await?;
+        // Up to the highest ordinal, not the URL count: ordinals may have gaps.
         let mut requeued = 0;
-        let mut from = 0;
-        while from < total_urls {
-            requeued += self.retry_page(job_id, from, (from + RETRY_PAGE).min(total_urls), status).await?;
-            from += RETRY_PAGE;
+        for (from, to) in pages(self.next_ordinal(job_id).await?) {
+            requeued += self.retry_page(job_id, from, to, status).await?;
         }
         Ok(requeued)
     }
@@ -65,16 +65,9 @@ impl Store {
     /// then on), then its URLs with their results a page per transaction, then the job row.
     /// Space is freed for reuse by autovacuum, not returned to the OS.
     pub async fn delete_job(&self, job_id: i64) -> ServiceResult<i64> {
-        let total: i64 = sqlx::query_scalar(
-            "WITH c AS (DELETE FROM chunks WHERE job_id = $1)
-             SELECT coalesce(url_ordinal(max(id)) + 1, 0) FROM urls WHERE id >= url_id($1, 0) AND id < job_url_id_end($1)",
-        )
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await?;
+        sqlx::query("DELETE FROM chunks WHERE job_id = $1").bind(job_id).execute(&self.pool).await?;
         let mut deleted = 0;
-        let mut from = 0;
-        while from < total {
+        for (from, to) in pages(self.next_ordinal(job_id).await?) {
             deleted += sqlx::query_scalar::<_, i64>(
                 "WITH f AS (DELETE FROM faces WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)),
                       r AS (DELETE FROM url_results WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)),
@@ -84,10 +77,9 @@ impl Store {
             )
             .bind(job_id)
             .bind(from)
-            .bind((from + RETRY_PAGE).min(total))
+            .bind(to)
             .fetch_one(&self.pool)
             .await?;
-            from += RETRY_PAGE;
         }
         sqlx::query(
             "WITH s AS (DELETE FROM job_status_counts WHERE job_id = $1),
@@ -136,5 +128,18 @@ impl Store {
         }
         tx.commit().await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cover_every_ordinal_once() {
+        assert_eq!(pages(0).count(), 0);
+        assert_eq!(pages(1).collect::<Vec<_>>(), [(0, 1)]);
+        let all: Vec<_> = pages(2 * PAGE + 3).collect();
+        assert_eq!(all, [(0, PAGE), (PAGE, 2 * PAGE), (2 * PAGE, 2 * PAGE + 3)]);
     }
 }
