@@ -6,17 +6,17 @@ cd "$(dirname "$0")/.."
 CACHE="${FACESWEEP_CACHE:-$HOME/.cache/facesweep}"
 export PATH="$CACHE/bin:$PATH"
 BIN=target/debug/facesweep
+# `facesweep up --port B` takes B..B+3 for gRPC and B+10..B+13 for metrics: all must be free.
 base=$(python3 -c 'import socket
+def free(p):
+    t=socket.socket()
+    try: t.bind(("127.0.0.1",p)); return True
+    except OSError: return False
+    finally: t.close()
 while True:
     s=socket.socket(); s.bind(("127.0.0.1",0)); p=s.getsockname()[1]; s.close()
-    if p < 60000:
-        ok=True
-        for i in range(4):
-            t=socket.socket()
-            try: t.bind(("127.0.0.1",p+i))
-            except OSError: ok=False
-            t.close()
-        if ok: print(p); break')
+    if p < 60000 and all(free(p+i) for i in (0,1,2,3,10,11,12,13)):
+        print(p); break')
 data=$(mktemp -d /tmp/facesweep-ops.XXXXXX)
 RUST_LOG=warn $BIN up --port "$base" --data-dir "$data" >"$data/up.log" 2>&1 &
 up=$!
@@ -24,6 +24,7 @@ trap 'kill -INT $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$data"' EXIT
 printf 'http://127.0.0.1:9/a.jpg\nhttp://127.0.0.1:9/b.jpg\nhttp://127.0.0.1:9/c.jpg\n' > "$data/urls.txt"
 for i in $(seq 240); do
   $BIN import --job ops --delegator "127.0.0.1:$base" "$data/urls.txt" >/dev/null 2>&1 && break
+  if ! kill -0 $up 2>/dev/null; then echo "facesweep up exited:" >&2; cat "$data/up.log" >&2; exit 1; fi
   sleep 0.5
 done
 $BIN progress --job ops --wait --delegator "127.0.0.1:$base" >/dev/null
