@@ -111,40 +111,32 @@ json.dump(cfg, open(sys.argv[1][:-3] + ".json", "w"))
     pt
 }
 
+/// Whether the detector's health reaches `want` within 5 s.
+async fn reaches(ch: &Channel, want: tonic_health::pb::health_check_response::ServingStatus) -> bool {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    for _ in 0..50 {
+        let req = HealthCheckRequest { service: "facesweep.v1.DetectorService".into() };
+        if HealthClient::new(ch.clone()).check(req).await.unwrap().into_inner().status() == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_device_takes_the_detector_out_of_service() {
     use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     let stop = Shutdown::new();
     let dir = tmp_dir();
     let model = failing_model(dir.path(), "CUDA error: an illegal memory access was encountered");
     let (client, ch) = start(config(model, 8, 64), &stop).await;
-    let status = || async {
-        let req = HealthCheckRequest { service: "facesweep.v1.DetectorService".into() };
-        HealthClient::new(ch.clone()).check(req).await.unwrap().into_inner().status()
-    };
-    let mut serving = false;
-    for _ in 0..50 {
-        serving = status().await == ServingStatus::Serving;
-        if serving {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(serving, "the detector never became ready");
+    assert!(reaches(&ch, ServingStatus::Serving).await, "the detector never became ready");
     let mut white = image(1);
     white.data = vec![255u8; 640 * 640 * 3].into();
     let e = client.clone().detect_one(DetectOneRequest { image: Some(white) }).await.unwrap_err();
     assert!(e.message().contains("illegal memory access"), "{e:?}");
-    let mut down = false;
-    for _ in 0..50 {
-        down = status().await == ServingStatus::NotServing;
-        if down {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(down, "health still SERVING after the device broke");
+    assert!(reaches(&ch, ServingStatus::NotServing).await, "health still SERVING after the device broke");
     // New work is refused at once instead of failing image by image.
     let e = client.clone().detect_one(DetectOneRequest { image: Some(image(2)) }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");

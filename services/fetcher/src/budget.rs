@@ -43,8 +43,8 @@ impl BodyBudget {
         BodyBudget { sem: Arc::new(Semaphore::new(total_kib as usize)), total_kib, wait }
     }
 
-    /// KiB free now (for tests and metrics).
-    pub fn available_kib(&self) -> usize {
+    #[cfg(test)]
+    fn available_kib(&self) -> usize {
         self.sem.available_permits()
     }
 

@@ -124,7 +124,8 @@ pub struct Config {
     /// A lease in which no URL finishes for this long is given back (watchdog), seconds.
     #[arg(long, env = "FETCHER_LEASE_STALL_SECS", default_value_t = 300)]
     pub lease_stall_secs: u64,
-    /// Mean pause after giving back a failed lease, milliseconds (jittered ±50%).
+    /// Mean pause after giving a lease back because no detector answered, milliseconds
+    /// (jittered ±50%). A failed chunk's own pause is the delegator's --failure-backoff-ms.
     #[arg(long, env = "FETCHER_RELEASE_BACKOFF_MS", default_value_t = 2_000)]
     pub release_backoff_ms: u64,
     /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).

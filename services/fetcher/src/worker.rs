@@ -43,7 +43,7 @@ pub struct WorkerConfig {
     pub rpc_timeout: Duration,
     pub detect_timeout: Duration,
     pub stall_timeout: Duration,
-    /// Mean pause after giving a failed lease back (jittered ±50%).
+    /// Mean pause after giving a lease back for want of a detector (jittered ±50%).
     pub release_backoff: Duration,
 }
 
@@ -167,11 +167,8 @@ impl Worker {
                     why,
                     "releasing lease with URLs left open"
                 );
-                let failed = !why.is_empty();
+                // A failed chunk waits on the delegator (retry_after) before anyone re-leases it.
                 self.release(lref, shard, &why).await;
-                if failed {
-                    self.back_off(shutdown).await;
-                }
             }
         }
     }
@@ -270,7 +267,7 @@ impl Worker {
         // Unreleased, the lease simply expires and the sweeper returns it.
     }
 
-    /// After a failed lease: a jittered pause, so a failing chunk is not re-fetched in a loop.
+    /// With no detector reachable: a jittered pause before leasing again.
     async fn back_off(&self, shutdown: &Shutdown) {
         let jitter = rand::thread_rng().gen_range(0.5..1.5);
         idle(shutdown, self.cfg.release_backoff.mul_f64(jitter)).await;
