@@ -43,11 +43,12 @@ chaos: setup
 	$(ENV) CHAOS_URLS=10000 CHAOS_KILLS=20 cargo test -p facesweep-tests --test chaos -- --nocapture
 
 .PHONY: bench-scale
-# The control plane at scale (release build, durable Postgres): SCALE_URLS=1000000 by default.
+# The control plane at scale (release build, durable Postgres): SCALE_URLS=1000000 by default;
+# SCALE_PROCESS=N takes only N of them through lease → record → complete.
 SCALE_URLS ?= 1000000
 bench-scale: setup
 	$(ENV) cargo build --release -p facesweep
-	$(ENV) target/release/facesweep bench scale --urls $(SCALE_URLS)
+	$(ENV) target/release/facesweep bench scale --urls $(SCALE_URLS) $(if $(SCALE_PROCESS),--process $(SCALE_PROCESS))
 
 .PHONY: bench-fetch
 # Fetch tier vs its decode floor vs img2dataset on a local corpus behind nginx.

@@ -27,6 +27,10 @@ pub struct ScaleOptions {
     /// Synthetic fetchers working at once.
     #[arg(long, default_value_t = 16)]
     pub fetchers: usize,
+    /// URLs to take through lease → record → complete (default: all). At 100M URLs a part
+    /// measures the rate at full table size without filling the disk with results.
+    #[arg(long)]
+    pub process: Option<u64>,
     /// URLs per chunk (lease).
     #[arg(long, default_value_t = 1000)]
     pub chunk_size: i32,
@@ -65,21 +69,28 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<Report> {
     .await?;
     let secs = started.elapsed().as_secs_f64();
     put("import URLs/s", format!("{:.0}", o.urls as f64 / secs));
-    put("bytes/URL pending", sizes(&pool, o.urls).await?);
+    put("bytes/URL pending", sizes(&pool, o.urls, o.urls).await?);
 
     let wal_before = wal_lsn(&pool).await?;
-    let run = work(&delegator, &results, o.fetchers).await?;
+    let run = work(&delegator, &results, o.fetchers, o.process.unwrap_or(o.urls)).await?;
     let wal = wal_lsn(&pool).await? - wal_before;
+    put("URLs processed", run.urls.to_string());
     put("lease→record→complete URLs/s", format!("{:.0}", run.urls as f64 / run.secs));
     put("AcquireLease p50 / p99 ms", format!("{:.1} / {:.1}", run.acquire.0, run.acquire.1));
     put("GetProgress p50 / p99 ms", format!("{:.1} / {:.1}", run.progress.0, run.progress.1));
-    put("WAL bytes/URL processed", format!("{:.0}", wal as f64 / o.urls as f64));
-    put("bytes/URL finished", sizes(&pool, o.urls).await?);
+    put("WAL bytes/URL processed", format!("{:.0}", wal as f64 / run.urls as f64));
+    put("bytes/URL finished", sizes(&pool, o.urls, run.urls).await?);
 
     let out = o.dir.join("export.jsonl");
     let started = Instant::now();
-    let sum = client::export(&results, "scale", &out).await?;
-    put("export lines/s", format!("{:.0}", sum.lines as f64 / started.elapsed().as_secs_f64()));
+    // A partial run exports for two minutes (pending URLs are lines too): the rate, not a
+    // 100M-line file.
+    let cap = Duration::from_secs(if run.urls < o.urls { 120 } else { u64::MAX / 4 });
+    let lines = match tokio::time::timeout(cap, client::export(&results, "scale", &out)).await {
+        Ok(sum) => sum?.lines,
+        Err(_) => bytecount_lines(&out)?,
+    };
+    put("export lines/s", format!("{:.0} ({lines} lines)", lines as f64 / started.elapsed().as_secs_f64()));
     let started = Instant::now();
     let req = RetryUrlsRequest { job: "scale".into(), status: "timeout".into(), force: false };
     let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
@@ -107,19 +118,36 @@ fn write_urls(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
     Ok(w.flush()?)
 }
 
-/// Table + index bytes per URL of every table that grows with URLs.
-async fn sizes(pool: &sqlx::PgPool, urls: u64) -> anyhow::Result<String> {
+/// Table + index bytes per URL of every table that grows with URLs: `urls` and `chunks` per
+/// URL imported, the result tables per URL `finished`.
+async fn sizes(pool: &sqlx::PgPool, urls: u64, finished: u64) -> anyhow::Result<String> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT relname::text, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c
          WHERE relname IN ('urls', 'chunks', 'url_results', 'faces', 'url_attempts') ORDER BY relname",
     )
     .fetch_all(pool)
     .await?;
-    let per = |b: i64| b as f64 / urls as f64;
-    let total: i64 = rows.iter().map(|r| r.1 + r.2).sum();
+    let per = |t: &str, b: i64| {
+        let n = if t == "urls" || t == "chunks" { urls } else { finished };
+        b as f64 / n.max(1) as f64
+    };
+    let total: f64 = rows.iter().map(|(t, d, i)| per(t, d + i)).sum();
     let parts: Vec<String> =
-        rows.iter().map(|(t, d, i)| format!("{t} {:.0}+{:.0}", per(*d), per(*i))).collect();
-    Ok(format!("{:.0} ({})", per(total), parts.join(", ")))
+        rows.iter().map(|(t, d, i)| format!("{t} {:.0}+{:.0}", per(t, *d), per(t, *i))).collect();
+    Ok(format!("{total:.0} ({})", parts.join(", ")))
+}
+
+/// Complete lines written so far to `path`.
+fn bytecount_lines(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let (mut n, mut buf, mut f) = (0u64, vec![0u8; 1 << 20], std::fs::File::open(path)?);
+    loop {
+        let got = f.read(&mut buf)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += buf[..got].iter().filter(|b| **b == b'\n').count() as u64;
+    }
 }
 
 async fn wal_lsn(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
@@ -135,8 +163,9 @@ struct Run {
     progress: (f64, f64),
 }
 
-/// `fetchers` synthetic fetchers until the job is done; GetProgress sampled meanwhile.
-async fn work(delegator: &str, results: &str, fetchers: usize) -> anyhow::Result<Run> {
+/// `fetchers` synthetic fetchers until `limit` URLs are done (or the job is); GetProgress
+/// sampled meanwhile.
+async fn work(delegator: &str, results: &str, fetchers: usize, limit: u64) -> anyhow::Result<Run> {
     let d = DelegatorServiceClient::new(channel(delegator)?).max_decoding_message_size(16 << 20);
     let r = ResultsServiceClient::new(channel(results)?);
     let done = Arc::new(AtomicU64::new(0));
@@ -149,6 +178,7 @@ async fn work(delegator: &str, results: &str, fetchers: usize) -> anyhow::Result
                 d.clone(),
                 r.clone(),
                 done.clone(),
+                limit,
                 acquire_ms.clone(),
             ))
         })
@@ -173,9 +203,10 @@ async fn fetcher(
     mut d: DelegatorServiceClient<Channel>,
     mut r: ResultsServiceClient<Channel>,
     done: Arc<AtomicU64>,
+    limit: u64,
     acquire_ms: Arc<Mutex<Vec<f64>>>,
 ) -> anyhow::Result<()> {
-    loop {
+    while done.load(Ordering::Relaxed) < limit {
         let t = Instant::now();
         let req = AcquireLeaseRequest { fetcher_id: id.clone(), max_urls: 0 };
         let lease = d.acquire_lease(req).await?.into_inner().lease;
@@ -190,6 +221,7 @@ async fn fetcher(
         d.complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await?;
         done.fetch_add(lease.urls.len() as u64, Ordering::Relaxed);
     }
+    Ok(())
 }
 
 /// 1% timeouts (for RetryUrls), else ok with `id % 6` faces.

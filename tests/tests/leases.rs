@@ -256,3 +256,81 @@ async fn sql_and_rust_encode_url_ids_alike() {
         assert_eq!(end, url_id(job + 1, 0));
     }
 }
+
+/// Progress reads chunk-state counters that a trigger appends and upkeep folds (migration
+/// 0009), never the chunk rows: through every kind of transition they equal a count of the rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_counters_equal_the_chunk_rows_through_every_transition() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    // TTL 2 s: the sweeper expires leases and folds the counters every 500 ms.
+    let mut d = delegator(&db, 0, 1, 2, &stop).await;
+    let mut r = results(&db, &stop).await;
+    let pool = db.pool().await;
+    import(&mut d, "counts", 100, 10).await;
+    let mut leases = Vec::new();
+    for _ in 0..6 {
+        leases.push(acquire(&mut d, "f").await.unwrap());
+    }
+    assert_counts_match(&mut d, &pool, "after leasing").await;
+    for (i, l) in leases[..2].iter().enumerate() {
+        let status = if i == 0 { UrlStatus::Timeout } else { UrlStatus::Ok };
+        let reason = if i == 0 { "slow" } else { "" };
+        let results = l.urls.iter().map(|u| UrlResult {
+            url_id: u.id,
+            status: status as i32,
+            reason: reason.into(),
+            ..Default::default()
+        });
+        r.record(RecordRequest { results: results.collect(), lease: lref(l) }).await.unwrap();
+        assert!(d.complete_lease(CompleteLeaseRequest { lease: lref(l) }).await.unwrap().into_inner().done);
+    }
+    let failure = "detector refused".to_string();
+    d.release_lease(ReleaseLeaseRequest { lease: lref(&leases[2]), failure }).await.unwrap();
+    d.release_lease(ReleaseLeaseRequest { lease: lref(&leases[3]), failure: String::new() }).await.unwrap();
+    assert_counts_match(&mut d, &pool, "after completing and releasing").await;
+    // Two leases expire; new URLs open a new chunk; a failure class re-opens a done one.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let more = AppendUrlsRequest {
+        job: "counts".into(),
+        first_ordinal: 100,
+        urls: vec!["http://x.invalid/a".into()],
+    };
+    d.append_urls(futures::stream::iter(vec![more])).await.unwrap();
+    let retry = RetryUrlsRequest { job: "counts".into(), status: "timeout".into(), force: false };
+    assert_eq!(d.retry_urls(retry).await.unwrap().into_inner().requeued, 10);
+    let p = assert_counts_match(&mut d, &pool, "after expiry, append and retry").await;
+    assert_eq!((p.chunks_pending, p.chunks_leased, p.chunks_done, p.leases_expired), (10, 0, 1, 2));
+    // Upkeep folds a job's deltas into one row; deleting the job leaves none.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_chunk_counts").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 1, "folded into one row per job");
+    assert_counts_match(&mut d, &pool, "after folding").await;
+    d.delete_job(DeleteJobRequest { job: "counts".into() }).await.unwrap();
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_chunk_counts").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 0, "a deleted job leaves no counters");
+    stop.cancel();
+}
+
+async fn assert_counts_match(
+    d: &mut facesweep_proto::delegator_service_client::DelegatorServiceClient<tonic::transport::Channel>,
+    pool: &sqlx::PgPool,
+    when: &str,
+) -> GetProgressResponse {
+    let p = d.get_progress(GetProgressRequest { job: "counts".into() }).await.unwrap().into_inner();
+    let rows: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'leased'),
+                count(*) FILTER (WHERE state = 'done'), sum(reissued)::bigint, sum(expired)::bigint FROM chunks",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let counters = (p.chunks_pending, p.chunks_leased, p.chunks_done, p.leases_reissued, p.leases_expired);
+    assert_eq!(
+        counters, rows,
+        "{when}: progress counters (pending, leased, done, reissued, expired) vs rows"
+    );
+    p
+}

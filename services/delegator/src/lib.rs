@@ -147,7 +147,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
-/// Returns expired leases of this shard to pending, every `every`.
+/// Returns expired leases of this shard to pending and folds the progress counters, every
+/// `every`.
 async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
     loop {
         tokio::select! {
@@ -161,6 +162,9 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
                 tracing::info!(expired = n, "returned expired leases")
             }
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        if let Err(e) = store.fold_chunk_counts().await {
+            tracing::warn!(error = %e, "folding progress counters failed");
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Progress of a job at any size: chunk states (one indexed scan of the job's chunk rows),
-//! result counters kept by every writer (never a count of results), the highest ordinal by a
-//! backward index probe, and a true rate.
+//! Progress of a job at any size, O(1) in its size: chunk-state counters appended by a trigger
+//! on every change of `chunks` (migration 0009, folded by upkeep), result counters kept by every
+//! writer (never a count of results), the highest ordinal by a backward index probe, and a
+//! true rate.
 
 use facesweep_common::error::ServiceResult;
 use facesweep_proto::StatusCount;
@@ -34,12 +35,12 @@ impl Store {
     pub async fn progress(&self, job_id: i64) -> ServiceResult<Progress> {
         let counts: ChunkCounts = sqlx::query_as(
             "SELECT (SELECT total_urls FROM jobs WHERE id = $1) AS total_urls,
-                    count(*) FILTER (WHERE state = 'pending') AS pending,
-                    count(*) FILTER (WHERE state = 'leased') AS leased,
-                    count(*) FILTER (WHERE state = 'done') AS done,
+                    coalesce(sum(pending), 0)::bigint AS pending,
+                    coalesce(sum(leased), 0)::bigint AS leased,
+                    coalesce(sum(done), 0)::bigint AS done,
                     coalesce(sum(reissued), 0)::bigint AS reissued,
                     coalesce(sum(expired), 0)::bigint AS expired
-             FROM chunks WHERE job_id = $1",
+             FROM job_chunk_counts WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_one(&self.pool)
@@ -62,6 +63,24 @@ impl Store {
         let finished = progress.total_urls > 0 && progress.done_urls >= progress.total_urls;
         progress.rate_per_second = self.rate_window(job_id).await?.per_second(finished, progress.done_urls);
         Ok(progress)
+    }
+
+    /// Folds the chunk-state deltas of every job into one row per job, so that progress reads
+    /// a few rows. Safe while writers append and while another delegator folds: each fold
+    /// re-inserts exactly the sum of the rows its own DELETE removed.
+    pub async fn fold_chunk_counts(&self) -> ServiceResult<()> {
+        sqlx::query(
+            "WITH d AS (DELETE FROM job_chunk_counts RETURNING *)
+             INSERT INTO job_chunk_counts
+             SELECT job_id, sum(pending), sum(leased), sum(done), sum(reissued), sum(expired)
+             FROM d GROUP BY job_id
+             -- A deleted job's deltas sum to zero: nothing left to keep.
+             HAVING sum(pending) <> 0 OR sum(leased) <> 0 OR sum(done) <> 0
+                 OR sum(reissued) <> 0 OR sum(expired) <> 0",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Counters, not count(*): exact and O(1) whatever the job size.

@@ -83,6 +83,7 @@ impl Store {
         }
         sqlx::query(
             "WITH s AS (DELETE FROM job_status_counts WHERE job_id = $1),
+                  c AS (DELETE FROM job_chunk_counts WHERE job_id = $1),
                   m AS (DELETE FROM job_minute_counts WHERE job_id = $1)
              DELETE FROM jobs WHERE id = $1",
         )
