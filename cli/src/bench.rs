@@ -28,14 +28,25 @@ fn status_mib(key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Downloads, decodes and letterboxes every URL (tensors discarded); returns (ok, failed, secs).
+/// What a fetch-tier run did: images ready, failures, seconds, and bytes the images would
+/// have put on the wire to the detector.
+pub struct FetchRun {
+    pub ok: usize,
+    pub failed: usize,
+    pub secs: f64,
+    pub wire_bytes: u64,
+}
+
+/// Downloads, decodes and letterboxes every URL (tensors discarded, their bytes counted).
 pub async fn fetch(
     urls: Vec<String>,
     config: facesweep_fetcher::Config,
     target: (u32, u32),
-) -> anyhow::Result<(usize, usize, f64)> {
+) -> anyhow::Result<FetchRun> {
     config.validate()?;
-    let fetcher = Arc::new(Fetcher::new(config.fetch_config())?);
+    // No detector to ask: `auto` means what today's detectors announce.
+    let wire = config.wire.resolve(&[facesweep_proto::PixelFormat::I420 as i32]);
+    let fetcher = Arc::new(Fetcher::new(config.fetch_config())?.with_wire(wire));
     let started = Instant::now();
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     let results: Vec<_> = futures::stream::iter(urls)
@@ -48,6 +59,7 @@ pub async fn fetch(
         .await;
     let secs = started.elapsed().as_secs_f64();
     let ok = results.iter().filter(|r| r.is_ok()).count();
+    let wire_bytes = results.iter().filter_map(|r| r.as_ref().ok()).map(|n| *n as u64).sum();
     for r in &results {
         if let Err(e) = r {
             *failures.entry(e.status.short_name().to_string()).or_default() += 1;
@@ -56,7 +68,7 @@ pub async fn fetch(
     if !failures.is_empty() {
         eprintln!("failures by class: {failures:?}");
     }
-    Ok((ok, results.len() - ok, secs))
+    Ok(FetchRun { ok, failed: results.len() - ok, secs, wire_bytes })
 }
 
 /// The floor: decode + letterbox of the same files from memory on every core, `passes` times.
@@ -65,6 +77,7 @@ pub async fn decode(
     passes: usize,
     threads: usize,
     target: (u32, u32),
+    wire: facesweep_fetcher::decode::Wire,
 ) -> anyhow::Result<(usize, f64)> {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -87,7 +100,7 @@ pub async fn decode(
                     if i >= n {
                         return;
                     }
-                    let _ = d.decode_letterbox(&files[i % files.len()], target.0, target.1, 100_000_000);
+                    let _ = d.decode(&files[i % files.len()], target.0, target.1, 100_000_000, wire);
                 }
             })
         })

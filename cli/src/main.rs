@@ -147,6 +147,9 @@ enum BenchCmd {
         passes: usize,
         #[arg(long, default_value_t = 640)]
         size: u32,
+        /// How the images would travel to the detector.
+        #[arg(long, value_enum, default_value_t = facesweep_fetcher::decode::Wire::I420)]
+        wire: facesweep_fetcher::decode::Wire,
     },
     /// The control plane alone at scale: real delegator and results on a durable Postgres,
     /// synthetic fetchers (no HTTP, no detector). `make bench-scale`.
@@ -256,7 +259,8 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
             let config = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(args)?;
             // This CLI links LibTorch (the detector); the fetcher service binary does not.
             let before = bench::rss_mib();
-            let (ok, failed, secs) = bench::fetch(list, config, (size, size)).await?;
+            let bench::FetchRun { ok, failed, secs, wire_bytes } =
+                bench::fetch(list, config, (size, size)).await?;
             let peak = bench::peak_rss_mib();
             println!(
                 "peak RSS {peak:.0} MiB, {before:.0} MiB before fetching: fetch tier {:.0} MiB",
@@ -266,13 +270,14 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
                 "fetched {ok} ok, {failed} failed in {secs:.2} s: {:.1} img/s",
                 (ok + failed) as f64 / secs
             );
+            println!("to the detector: {:.0} bytes/image on average", wire_bytes as f64 / ok.max(1) as f64);
         }
         BenchCmd::Scale(o) => {
             facesweep_cli::scale::run(&o).await?;
         }
-        BenchCmd::Decode { dir, passes, size } => {
+        BenchCmd::Decode { dir, passes, size, wire } => {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-            let (n, secs) = bench::decode(&dir, passes, threads, (size, size)).await?;
+            let (n, secs) = bench::decode(&dir, passes, threads, (size, size), wire).await?;
             println!("decoded {n} images on {threads} threads in {secs:.2} s: {:.1} img/s", n as f64 / secs);
         }
     }

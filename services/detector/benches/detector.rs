@@ -20,16 +20,7 @@ fn image(seed: u8) -> ImageInput {
     // Textured input: a constant image would let NMS do no work.
     let data: Vec<u8> =
         (0..640 * 640 * 3).map(|i: usize| ((i * 31 + seed as usize * 17) % 251) as u8).collect();
-    ImageInput {
-        data: data.into(),
-        height: 640,
-        width: 640,
-        scale: 1.0,
-        offset_x: 0.0,
-        offset_y: 0.0,
-        original_width: 640,
-        original_height: 640,
-    }
+    ImageInput::rgb_canvas(data.into(), 640, 640)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use facesweep_proto::Face;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::model::{ImageInput, Model};
+use crate::input::ImageInput;
+use crate::model::Model;
 
 /// What the caller gets back for one image.
 #[derive(Debug)]
@@ -181,12 +182,12 @@ fn model_loop(
                 Err(_) => return,
             }
         }
-        let shape = (pending[0].image.height, pending[0].image.width);
+        let shape = pending[0].image.shape();
         let deadline = pending[0].queued + max_delay;
         let mut batch = Vec::with_capacity(max_batch);
         let mut rest = VecDeque::new();
         for r in pending.drain(..) {
-            if batch.len() < max_batch && (r.image.height, r.image.width) == shape {
+            if batch.len() < max_batch && r.image.shape() == shape {
                 batch.push(r);
             } else {
                 rest.push_back(r);
@@ -202,7 +203,7 @@ fn model_loop(
                 rx.recv_timeout(wait)
             };
             match r {
-                Ok(r) if (r.image.height, r.image.width) == shape => batch.push(r),
+                Ok(r) if r.image.shape() == shape => batch.push(r),
                 Ok(r) => pending.push_back(r),
                 Err(_) => break,
             }

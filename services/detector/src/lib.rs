@@ -1,6 +1,7 @@
 //! Detector: a TorchScript face detector behind a dynamic batcher on its own OS thread.
 
 mod batcher;
+pub mod input;
 mod metrics;
 pub mod model;
 pub mod nms;
@@ -18,8 +19,8 @@ use facesweep_proto::detector_service_server::DetectorServiceServer;
 use facesweep_proto::ModelInfoResponse;
 
 pub use batcher::{Batcher, Detection, QueueLimits};
-pub use model::{ImageInput, Model, ModelConfig};
-pub use service::validate;
+pub use input::{validate, ImageInput};
+pub use model::{Model, ModelConfig};
 
 /// Detector configuration (`facesweep-detector --help`).
 #[derive(Clone, Debug, clap::Parser)]
@@ -173,22 +174,15 @@ fn model_info(model: &Model, config: &Config) -> ModelInfoResponse {
         device: format!("{:?}", model.device),
         dtype: format!("{:?}", model.kind),
         max_batch: config.max_batch as u32,
+        pixel_formats: input::PIXEL_FORMATS.iter().map(|f| *f as i32).collect(),
     }
 }
 
 /// The first passes compile kernels and are many times slower: pay before reporting SERVING.
 fn warm_up(model: &Model) -> anyhow::Result<()> {
     let c = &model.config;
-    let warm = ImageInput {
-        data: vec![0u8; (c.input_height * c.input_width * 3) as usize].into(),
-        height: c.input_height,
-        width: c.input_width,
-        scale: 1.0,
-        offset_x: 0.0,
-        offset_y: 0.0,
-        original_width: c.input_width,
-        original_height: c.input_height,
-    };
+    let (w, h) = (c.input_width, c.input_height);
+    let warm = ImageInput::rgb_canvas(vec![0u8; (w * h * 3) as usize].into(), w, h);
     for _ in 0..2 {
         model.detect(&[&warm])?;
     }

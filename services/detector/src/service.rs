@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::batcher::{Batcher, Detection, SubmitError};
-use crate::model::ImageInput;
+use crate::input::validate;
 
 /// Images one stream may have queued or running at once.
 const MAX_IN_FLIGHT_PER_STREAM: usize = 512;
@@ -33,42 +33,6 @@ const FETCHER_OR_ADMIN: Access = Access::Roles(&["fetcher", "admin"]);
 /// The working device with the most free queue slots (a broken one refuses, see `send`).
 fn pick(batchers: &[Batcher]) -> &Batcher {
     batchers.iter().max_by_key(|b| (b.healthy(), b.available())).expect("at least one batcher")
-}
-
-/// Checks a request describes a real u8 HWC RGB image no larger than the model's input
-/// (`max` = width, height); the message is the client's fix.
-pub fn validate(r: &DetectRequest, max: (u32, u32)) -> Result<ImageInput, String> {
-    if r.channels != 3 {
-        return Err(format!("channels must be 3 (RGB), got {}", r.channels));
-    }
-    if r.height == 0 || r.width == 0 || r.width > max.0 || r.height > max.1 {
-        return Err(format!(
-            "width and height must be in 1..={}x{} (the model's input), got {}x{}",
-            max.0, max.1, r.width, r.height
-        ));
-    }
-    let expected = r.height as usize * r.width as usize * 3;
-    if r.data.len() != expected {
-        return Err(format!("data has {} bytes, height*width*channels is {expected}", r.data.len()));
-    }
-    if !(r.scale.is_finite() && r.scale > 0.0 && r.offset_x.is_finite() && r.offset_y.is_finite()) {
-        return Err("scale must be a positive number and offsets finite".into());
-    }
-    let (ow, oh) = if r.original_width == 0 || r.original_height == 0 {
-        (r.width, r.height)
-    } else {
-        (r.original_width, r.original_height)
-    };
-    Ok(ImageInput {
-        data: r.data.clone(),
-        height: r.height,
-        width: r.width,
-        scale: r.scale,
-        offset_x: r.offset_x,
-        offset_y: r.offset_y,
-        original_width: ow,
-        original_height: oh,
-    })
 }
 
 fn error_response(id: u64, code: Code, msg: String) -> DetectResponse {
@@ -177,51 +141,5 @@ impl DetectorService for DetectorSvc {
     ) -> Result<Response<ModelInfoResponse>, Status> {
         self.auth.check(&req, FETCHER_OR_ADMIN)?;
         Ok(Response::new((*self.info).clone()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(w: u32, h: u32, c: u32, len: usize) -> DetectRequest {
-        DetectRequest {
-            id: 1,
-            data: vec![0u8; len].into(),
-            width: w,
-            height: h,
-            channels: c,
-            scale: 1.0,
-            ..Default::default()
-        }
-    }
-
-    const MAX: (u32, u32) = (640, 640);
-
-    #[test]
-    fn malformed_images_are_rejected_with_a_reason() {
-        assert!(validate(&req(4, 2, 3, 24), MAX).is_ok());
-        assert!(validate(&req(4, 2, 3, 23), MAX).unwrap_err().contains("24"));
-        assert!(validate(&req(4, 2, 1, 8), MAX).unwrap_err().contains("channels"));
-        assert!(validate(&req(0, 2, 3, 0), MAX).is_err());
-        let mut r = req(4, 2, 3, 24);
-        r.scale = f32::NAN;
-        assert!(validate(&r, MAX).is_err());
-        r.scale = 0.0;
-        assert!(validate(&r, MAX).is_err());
-    }
-
-    #[test]
-    fn inputs_larger_than_the_model_input_are_rejected() {
-        assert!(validate(&req(640, 640, 3, 640 * 640 * 3), MAX).is_ok());
-        let e = validate(&req(641, 640, 3, 641 * 640 * 3), MAX).unwrap_err();
-        assert!(e.contains("model's input"), "{e}");
-        assert!(validate(&req(640, 4096, 3, 640 * 4096 * 3), MAX).is_err());
-    }
-
-    #[test]
-    fn original_size_defaults_to_the_tensor_size() {
-        let img = validate(&req(4, 2, 3, 24), MAX).unwrap();
-        assert_eq!((img.original_width, img.original_height), (4, 2));
     }
 }

@@ -59,6 +59,12 @@ impl Fetcher {
         })
     }
 
+    /// Images go to the detector as `wire` says (default: the whole RGB canvas).
+    pub fn with_wire(mut self, wire: crate::decode::Wire) -> Self {
+        self.pool.set_wire(wire);
+        self
+    }
+
     /// Downloads and letterboxes `url` to `target` (width, height).
     pub async fn fetch(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
         use crate::metrics as m;

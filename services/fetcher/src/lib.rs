@@ -12,6 +12,7 @@ pub mod net;
 pub mod outcome;
 mod pool;
 mod worker;
+mod yuv;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::ModelInfoRequest;
 
+use decode::Wire;
 use download::DownloadConfig;
 use fetch::{FetchConfig, Fetcher};
 use net::IpPolicy;
@@ -94,6 +96,12 @@ pub struct Config {
     /// Largest body accepted, bytes.
     #[arg(long, env = "FETCHER_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     pub max_body_bytes: u64,
+    /// How images travel to detectors: `i420` sends only the resized content as YUV 4:2:0
+    /// (~3x fewer bytes, padded and converted on the detector's device); `canvas` the whole
+    /// letterboxed RGB canvas; `auto` picks i420 when the detector lists it in ModelInfo. Pin
+    /// `canvas` while a detector fleet is part-way through an upgrade from before i420.
+    #[arg(long, env = "FETCHER_WIRE", value_enum, default_value_t = WireChoice::Auto)]
+    pub wire: WireChoice,
     /// Largest decoded image accepted, pixels (decompression-bomb guard).
     #[arg(long, env = "FETCHER_MAX_PIXELS", default_value_t = 25_000_000)]
     pub max_pixels: u64,
@@ -234,7 +242,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
         detector,
         ResultsServiceClient::new(discovery::balanced(members(&config.results)?, tls.clone(), "results")),
-        Fetcher::new(config.fetch_config())?,
+        Fetcher::new(config.fetch_config())?.with_wire(config.wire.resolve(&info.pixel_formats)),
         (info.input_width, info.input_height),
     ));
     worker.reclaim().await;
@@ -266,6 +274,26 @@ fn default_id() -> String {
 /// Works until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     spawn(config, shutdown).await?.join().await
+}
+
+/// `--wire`: a wire format, or the best one the detector announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireChoice {
+    Auto,
+    Canvas,
+    I420,
+}
+
+impl WireChoice {
+    /// The wire to use with a detector announcing `formats` (ModelInfo.pixel_formats).
+    pub fn resolve(self, formats: &[i32]) -> Wire {
+        match self {
+            WireChoice::Canvas => Wire::Canvas,
+            WireChoice::I420 => Wire::I420,
+            WireChoice::Auto if formats.contains(&(facesweep_proto::PixelFormat::I420 as i32)) => Wire::I420,
+            WireChoice::Auto => Wire::Canvas,
+        }
+    }
 }
 
 #[cfg(test)]

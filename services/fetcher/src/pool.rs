@@ -9,13 +9,14 @@ use bytes::Bytes;
 use facesweep_proto::UrlStatus;
 use tokio::sync::oneshot;
 
-use crate::decode::{Decoder, Letterboxed};
+use crate::decode::{Decoder, Letterboxed, Wire};
 use crate::outcome::Failure;
 
 struct Job {
     body: Bytes,
     target: (u32, u32),
     max_pixels: u64,
+    wire: Wire,
     reply: oneshot::Sender<Result<Letterboxed, Failure>>,
 }
 
@@ -25,6 +26,8 @@ pub struct DecodePool {
     /// Longest a URL waits for its decode (queue included); the thread itself cannot be
     /// stopped, but the URL gets its terminal status and the lease moves on.
     limit: Duration,
+    /// How every image of this pool travels to the detector.
+    wire: Wire,
 }
 
 impl DecodePool {
@@ -47,7 +50,7 @@ impl DecodePool {
                         }
                         let (tw, th) = job.target;
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            decoder.decode_letterbox(&job.body, tw, th, job.max_pixels)
+                            decoder.decode(&job.body, tw, th, job.max_pixels, job.wire)
                         }))
                         .unwrap_or_else(|_| {
                             decoder = Decoder::default(); // its state may be torn
@@ -58,7 +61,12 @@ impl DecodePool {
                 })
                 .expect("spawn decode thread");
         }
-        DecodePool { tx, limit }
+        DecodePool { tx, limit, wire: Wire::Canvas }
+    }
+
+    /// Images go to the detector as `wire` says from now on.
+    pub fn set_wire(&mut self, wire: Wire) {
+        self.wire = wire;
     }
 
     pub async fn decode(
@@ -69,7 +77,7 @@ impl DecodePool {
     ) -> Result<Letterboxed, Failure> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { body, target, max_pixels, reply })
+            .send(Job { body, target, max_pixels, wire: self.wire, reply })
             .map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?;
         match tokio::time::timeout(self.limit, rx).await {
             Ok(r) => r.map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?,

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use facesweep_fetcher::decode::Wire;
 use facesweep_fetcher::download::DownloadConfig;
 use facesweep_fetcher::fetch::{FetchConfig, Fetcher};
 use facesweep_fetcher::net::IpPolicy;
@@ -349,6 +350,21 @@ async fn odd_images_decode_correctly() {
     let lb = r.unwrap();
     assert_eq!((lb.original_width, lb.original_height), (32, 64));
     assert!(red(px(&lb, 32, 10)) && blue(px(&lb, 32, 54)), "{:?} {:?}", px(&lb, 32, 10), px(&lb, 32, 54));
+    // The same on the compact wire: only the 32x64 content, as YUV 4:2:0, placed at x = 16.
+    let compact = Fetcher::new(config(&["127.0.0.1/32"])).unwrap().with_wire(Wire::I420);
+    let (r, _) = compact.fetch(&format!("http://{addr}/rotated.jpg"), (64, 64)).await;
+    let lb = r.unwrap();
+    assert_eq!(
+        (lb.width, lb.height, lb.canvas, lb.offset_x, lb.offset_y),
+        (32, 64, Some((64, 64)), 16.0, 0.0)
+    );
+    assert_eq!(lb.data.len(), 32 * 64 + 2 * 16 * 32);
+    let (u, v) = (
+        |x: usize, y: usize| lb.data[2048 + y * 16 + x],
+        |x: usize, y: usize| lb.data[2048 + 512 + y * 16 + x],
+    );
+    assert!(v(8, 5) > 200 && u(8, 5) < 128, "top must be red: u {} v {}", u(8, 5), v(8, 5));
+    assert!(u(8, 27) > 200 && v(8, 27) < 128, "bottom must be blue: u {} v {}", u(8, 27), v(8, 27));
     let (r, _) = f.fetch(&format!("http://{addr}/cmyk.jpg"), (32, 32)).await;
     let lb = r.unwrap();
     assert!(red(px(&lb, 4, 16)) && blue(px(&lb, 28, 16)), "CMYK: {:?} {:?}", px(&lb, 4, 16), px(&lb, 28, 16));
