@@ -20,6 +20,7 @@ test: setup
 	$(ENV) cargo clippy -q --workspace --all-targets -- -D warnings
 	$(ENV) cargo test --workspace -- --test-threads=2
 	$(ENV) scripts/check_operations.sh
+	scripts/gpu_check.sh
 
 lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
@@ -54,3 +55,18 @@ bench-scale: setup
 # Fetch tier vs its decode floor vs img2dataset on a local corpus behind nginx.
 bench-fetch: setup
 	scripts/bench_fetch.sh
+
+.PHONY: gpu-check gpu-bundle
+# Every detector-tier measurement in one run; small sizes without a GPU (report in $$OUT).
+gpu-check: setup
+	scripts/gpu_check.sh
+
+# What a GPU machine needs (it has no cargo): the stripped release CLI, the model and the
+# photos in .gpu (git-ignored; carry it, run FACESWEEP_BIN=.gpu/facesweep scripts/gpu_check.sh).
+gpu-bundle: setup
+	$(ENV) cargo build --release -p facesweep
+	rm -rf .gpu && mkdir -p .gpu/models .gpu/samples
+	strip -o .gpu/facesweep target/release/facesweep
+	cp models/retinaface_mnet025.pt models/retinaface_mnet025.json .gpu/models/
+	cp $${FACESWEEP_SAMPLES:-$$HOME/.cache/facesweep/samples}/* .gpu/samples/
+	du -sh .gpu

@@ -118,3 +118,18 @@ fn chunked(body: Bytes) -> Body {
         .collect();
     StreamBody::new(futures::stream::iter(pieces)).boxed()
 }
+
+/// GET `path` from `addr` (HTTP/1.0, e.g. a service's /metrics); the body on 200, within 5 s.
+pub async fn get_text(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.split(' ').nth(1).filter(|code| *code == "200")?;
+        Some(body.to_string())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), get).await.ok().flatten()
+}

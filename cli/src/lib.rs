@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod client;
 pub mod embedded;
+pub mod gpucheck;
+mod gpureport;
 pub mod httpserve;
 pub mod mesh;
 pub mod options;

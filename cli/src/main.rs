@@ -154,6 +154,9 @@ enum BenchCmd {
     /// The control plane alone at scale: real delegator and results on a durable Postgres,
     /// synthetic fetchers (no HTTP, no detector). `make bench-scale`.
     Scale(facesweep_cli::scale::ScaleOptions),
+    /// Every detector-tier measurement in one run (`make gpu-check`): fp16 parity, batch
+    /// sweep, gRPC throughput and ingest ceiling, the whole mesh; report.md + report.json.
+    Gpu(facesweep_cli::gpucheck::GpuCheckOptions),
 }
 
 /// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.
@@ -274,6 +277,10 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
         }
         BenchCmd::Scale(o) => {
             facesweep_cli::scale::run(&o).await?;
+        }
+        BenchCmd::Gpu(o) => {
+            facesweep_cli::gpucheck::run(&o).await?;
+            println!("report: {}", o.out.join("report.md").display());
         }
         BenchCmd::Decode { dir, passes, size, wire } => {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

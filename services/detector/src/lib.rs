@@ -133,6 +133,11 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
+/// Benchmarks only (`facesweep bench gpu`): detectors started while set answer without
+/// running the model, which measures the gRPC ingest ceiling alone. Not a flag: no deployment
+/// should be able to turn it on.
+pub static BENCH_SKIP_MODEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Loads and warms one model per device (every GPU under `auto`), each behind its batcher.
 fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
     let cuda = model::preload_cuda();
@@ -149,8 +154,9 @@ fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
     let mut batchers = Vec::new();
     let mut info = None;
     for d in devices {
-        let model = Model::load(&config.model, d, !config.fp32)?;
+        let mut model = Model::load(&config.model, d, !config.fp32)?;
         warm_up(&model)?;
+        model.stubbed = BENCH_SKIP_MODEL.load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!(model = %model.config.model_id, device = ?d, dtype = ?model.kind, libtorch_cuda = cuda, "model ready");
         info.get_or_insert_with(|| model_info(&model, config));
         let delay = Duration::from_micros(config.max_delay_us);
