@@ -40,8 +40,14 @@ ls "$CORPUS" | grep -E '\.(jpg|png|webp)$' | sed "s#^#http://127.0.0.1:$port/#" 
 N=$(wc -l < "$tmp/urls.txt")
 echo "corpus: $N images ($(du -sh "$CORPUS" | cut -f1)), $CORES cores, served by nginx on 127.0.0.1:$port"
 
-a=$($BIN bench decode "$CORPUS" --passes 2 | tee /dev/stderr | sed -E 's/.*: ([0-9.]+) img\/s/\1/')
-b=$($BIN bench fetch "$tmp/urls.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 | tee /dev/stderr | tail -1 | sed -E 's/.*: ([0-9.]+) img\/s/\1/')
+# Both wires: the whole RGB canvas (what detectors took before PixelFormat) and the default,
+# the resized content as YUV 4:2:0; "to the detector" is the bytes/image each puts on the wire.
+echo "(a) and (b) with --wire canvas:"
+$BIN bench decode "$CORPUS" --passes 2 --wire canvas
+$BIN bench fetch "$tmp/urls.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 --wire canvas
+echo "(a) and (b) with --wire i420 (the default):"
+a=$($BIN bench decode "$CORPUS" --passes 2 --wire i420 | tee /dev/stderr | sed -E 's/.*: ([0-9.]+) img\/s/\1/')
+b=$($BIN bench fetch "$tmp/urls.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 --wire i420 | tee /dev/stderr | grep '^fetched' | sed -E 's/.*: ([0-9.]+) img\/s/\1/')
 start=$(date +%s.%N)
 "$CACHE/i2d/bin/img2dataset" --url_list "$tmp/urls.txt" --input_format txt --output_folder "$tmp/i2d" \
   --processes_count "$CORES" --thread_count 64 --image_size 640 --resize_mode border --output_format files \

@@ -87,6 +87,8 @@ enum Cmd {
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
+    #[command(flatten)]
+    Lifecycle(facesweep_cli::jobs::LifecycleCmd),
     /// Delete a job and everything of it (URLs, results, faces); its name is free again.
     Delete {
         #[arg(long)]
@@ -204,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             println!("job {job}: {n} URLs with status {status} re-queued");
             Ok(())
         }
+        Cmd::Lifecycle(cmd) => facesweep_cli::jobs::run(cmd).await,
         Cmd::Delete { job, delegator } => {
             let req = facesweep_proto::DeleteJobRequest { job: job.clone() };
             let n = client::delegator(&delegator).await?.delete_job(req).await?.into_inner().urls_deleted;

@@ -26,6 +26,7 @@ impl UrlStatus {
             UrlStatus::DetectError => "detect_error",
             UrlStatus::Abandoned => "abandoned",
             UrlStatus::Blocked => "blocked",
+            UrlStatus::Cancelled => "cancelled",
         }
     }
 
@@ -34,7 +35,7 @@ impl UrlStatus {
     }
 }
 
-pub const ALL_STATUSES: [UrlStatus; 12] = [
+pub const ALL_STATUSES: [UrlStatus; 13] = [
     UrlStatus::Unspecified,
     UrlStatus::Ok,
     UrlStatus::HttpError,
@@ -47,6 +48,7 @@ pub const ALL_STATUSES: [UrlStatus; 12] = [
     UrlStatus::DetectError,
     UrlStatus::Abandoned,
     UrlStatus::Blocked,
+    UrlStatus::Cancelled,
 ];
 
 #[cfg(test)]

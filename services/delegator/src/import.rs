@@ -35,6 +35,7 @@ pub async fn append(
     let mut tx = pool.begin().await?;
     // New URLs re-open chunks: not while a completion of this job decides done/pending.
     job_lock(&mut tx, job_id, true).await?;
+    crate::lifecycle::accepts_urls(&mut tx, job_id).await?;
     sqlx::query("CREATE TEMP TABLE IF NOT EXISTS urls_in (id BIGINT, url TEXT) ON COMMIT DELETE ROWS")
         .execute(&mut *tx)
         .await?;

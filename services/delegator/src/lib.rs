@@ -3,6 +3,7 @@
 pub mod failures;
 mod import;
 mod joblock;
+mod lifecycle;
 mod metrics;
 pub mod progress;
 pub mod sched;

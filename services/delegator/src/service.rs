@@ -24,6 +24,19 @@ impl DelegatorSvc {
     pub fn new(store: Store, default_chunk_size: u32, auth: Authorizer) -> Self {
         DelegatorSvc { store, default_chunk_size, auth }
     }
+
+    /// The job named `name`, after an operator action on it.
+    async fn summary(&self, name: &str) -> Result<Option<JobSummary>, Status> {
+        Ok(self.store.job_summaries(Some(name)).await?.pop())
+    }
+
+    /// Moves the named job from one of `from` to `to`; its summary afterwards.
+    async fn transition(&self, name: &str, from: &[&str], to: &str) -> Result<Option<JobSummary>, Status> {
+        let job = self.store.job(name).await?;
+        self.store.set_state(job.id, from, to).await?;
+        tracing::info!(job = %name, state = to, "job state changed");
+        self.summary(name).await
+    }
 }
 
 /// A fetcher restarting gives back its old leases; operators may do it for it.
@@ -249,6 +262,49 @@ impl DelegatorService for DelegatorSvc {
         let urls_deleted = self.store.delete_job(job.id).await?;
         tracing::info!(job = %job.name, urls_deleted, "job deleted");
         Ok(Response::new(DeleteJobResponse { urls_deleted }))
+    }
+
+    async fn pause_job(&self, req: Request<PauseJobRequest>) -> Result<Response<PauseJobResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let job = self.transition(&req.into_inner().job, &["running"], "paused").await?;
+        Ok(Response::new(PauseJobResponse { job }))
+    }
+
+    async fn resume_job(
+        &self,
+        req: Request<ResumeJobRequest>,
+    ) -> Result<Response<ResumeJobResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let job = self.transition(&req.into_inner().job, &["paused"], "running").await?;
+        Ok(Response::new(ResumeJobResponse { job }))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let name = req.into_inner().job;
+        let job = self.store.job(&name).await?;
+        let urls_cancelled = self.store.cancel(job.id).await?;
+        tracing::info!(job = %name, urls_cancelled, "job cancelled");
+        Ok(Response::new(CancelJobResponse { job: self.summary(&name).await?, urls_cancelled }))
+    }
+
+    async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        Ok(Response::new(ListJobsResponse { jobs: self.store.job_summaries(None).await? }))
+    }
+
+    async fn set_job_priority(
+        &self,
+        req: Request<SetJobPriorityRequest>,
+    ) -> Result<Response<SetJobPriorityResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let msg = req.into_inner();
+        let job = self.store.job(&msg.job).await?;
+        self.store.set_priority(job.id, msg.priority).await?;
+        Ok(Response::new(SetJobPriorityResponse { job: self.summary(&msg.job).await? }))
     }
 
     async fn release_fetcher_leases(

@@ -110,10 +110,10 @@ impl Store {
         })
     }
 
-    /// Jobs with a pending chunk in this shard, with their scheduling weight.
+    /// Running jobs with a pending chunk in this shard, with their scheduling weight.
     async fn jobs_with_work(&self) -> ServiceResult<Vec<(i64, i32)>> {
         Ok(sqlx::query_as(
-            "SELECT j.id, greatest(j.priority, 1) FROM jobs j WHERE EXISTS (
+            "SELECT j.id, greatest(j.priority, 1) FROM jobs j WHERE j.state = 'running' AND EXISTS (
                  SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state = 'pending' AND c.chunk_no % $1 = $2
                    AND (c.retry_after IS NULL OR c.retry_after <= now()))",
         )
@@ -208,6 +208,7 @@ impl Store {
                  lease_first = NULL, lease_last = NULL, updated_at = now()
              FROM pick, jobs j
              WHERE c.job_id = $5 AND c.chunk_no = pick.chunk_no AND c.state = 'pending' AND j.id = c.job_id
+               AND j.state = 'running'
              RETURNING c.job_id, c.chunk_no, c.token, c.expires_at, j.chunk_size, c.failures, j.name AS job_name",
         )
         .bind(owner)

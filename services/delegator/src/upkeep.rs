@@ -11,7 +11,7 @@ use crate::store::Store;
 const PAGE: i64 = 50_000;
 
 /// Ordinal ranges `[from, to)` of one page each, covering `0..end`.
-fn pages(end: i64) -> impl Iterator<Item = (i64, i64)> {
+pub(crate) fn pages(end: i64) -> impl Iterator<Item = (i64, i64)> {
     (0..end).step_by(PAGE as usize).map(move |from| (from, (from + PAGE).min(end)))
 }
 

@@ -1,0 +1,92 @@
+//! Job lifecycle commands: list, pause, resume, cancel, and priority.
+
+use facesweep_proto::*;
+
+use crate::client;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LifecycleCmd {
+    /// List every job with its state, counts and priority.
+    Jobs {
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+    /// Stop leasing a job's URLs; leases already out finish.
+    Pause {
+        #[arg(long)]
+        job: String,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+    /// Lease a paused job's URLs again.
+    Resume {
+        #[arg(long)]
+        job: String,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+    /// Stop a job for good: revoke its leases and give every URL without a result the status
+    /// `cancelled` (results already stored are kept).
+    Cancel {
+        #[arg(long)]
+        job: String,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+    /// Change a job's scheduling weight (also while it runs).
+    Priority {
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        priority: i32,
+        #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
+        delegator: String,
+    },
+}
+
+pub async fn run(cmd: LifecycleCmd) -> anyhow::Result<()> {
+    let summary = match cmd {
+        LifecycleCmd::Jobs { delegator } => {
+            let jobs =
+                client::delegator(&delegator).await?.list_jobs(ListJobsRequest {}).await?.into_inner().jobs;
+            println!(
+                "{:<24} {:<10} {:>8} {:>14} {:>14} {:>10}",
+                "JOB", "STATE", "PRIORITY", "DONE", "TOTAL", "FAILED"
+            );
+            for j in &jobs {
+                println!("{}", line(j));
+            }
+            return Ok(());
+        }
+        LifecycleCmd::Pause { job, delegator } => {
+            client::delegator(&delegator).await?.pause_job(PauseJobRequest { job }).await?.into_inner().job
+        }
+        LifecycleCmd::Resume { job, delegator } => {
+            client::delegator(&delegator).await?.resume_job(ResumeJobRequest { job }).await?.into_inner().job
+        }
+        LifecycleCmd::Cancel { job, delegator } => {
+            let r =
+                client::delegator(&delegator).await?.cancel_job(CancelJobRequest { job }).await?.into_inner();
+            println!("{} URLs marked cancelled", r.urls_cancelled);
+            r.job
+        }
+        LifecycleCmd::Priority { job, priority, delegator } => {
+            let req = SetJobPriorityRequest { job, priority };
+            client::delegator(&delegator).await?.set_job_priority(req).await?.into_inner().job
+        }
+    };
+    if let Some(j) = summary {
+        println!("{}", line(&j));
+    }
+    Ok(())
+}
+
+/// One job as a table row.
+fn line(j: &JobSummary) -> String {
+    let (name, priority) = j.job.as_ref().map_or(("?", 0), |job| (job.name.as_str(), job.priority));
+    let state = j.state().as_str_name().trim_start_matches("JOB_STATE_").to_lowercase();
+    format!(
+        "{name:<24} {state:<10} {priority:>8} {:>14} {:>14} {:>10}",
+        j.done_urls, j.total_urls, j.failed_urls
+    )
+}

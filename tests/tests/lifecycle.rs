@@ -1,0 +1,123 @@
+//! Job lifecycle on real delegator and results services: pause keeps leases out but hands out
+//! none, resume hands out again, cancel revokes leases and ends every unprocessed URL with
+//! `cancelled` (exactly one terminal status each), ListJobs and priorities.
+
+use facesweep_common::Shutdown;
+use facesweep_proto::*;
+use facesweep_tests::services::*;
+use facesweep_tests::TestDb;
+use tonic::Code;
+
+fn ok(l: &Lease, n: usize) -> RecordRequest {
+    let results = l.urls[..n]
+        .iter()
+        .map(|u| UrlResult { url_id: u.id, status: UrlStatus::Ok as i32, ..Default::default() })
+        .collect();
+    RecordRequest { results, lease: lref(l) }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_stops_new_leases_and_resume_restarts_them() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "pausable", 30, 10).await;
+    let out = acquire(&mut d, "f").await.unwrap();
+    let paused = d.pause_job(PauseJobRequest { job: "pausable".into() }).await.unwrap().into_inner();
+    assert_eq!(paused.job.unwrap().state(), JobState::Paused);
+    assert!(acquire(&mut d, "f").await.is_none(), "a paused job hands out no lease");
+    // The lease already out finishes normally.
+    r.record(ok(&out, 10)).await.unwrap();
+    assert!(d.complete_lease(CompleteLeaseRequest { lease: lref(&out) }).await.unwrap().into_inner().done);
+    let e = d.resume_job(ResumeJobRequest { job: "nope".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    d.resume_job(ResumeJobRequest { job: "pausable".into() }).await.unwrap();
+    assert!(acquire(&mut d, "f").await.is_some(), "resumed: leases again");
+    // Asking for the state a job is in is a no-op, not an error.
+    let again = d.resume_job(ResumeJobRequest { job: "pausable".into() }).await.unwrap().into_inner();
+    assert_eq!(again.job.unwrap().state(), JobState::Running);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_revokes_leases_and_ends_every_open_url_once() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "doomed", 45, 10).await;
+    let (a, b) = (acquire(&mut d, "f").await.unwrap(), acquire(&mut d, "f").await.unwrap());
+    import(&mut d, "other", 5, 10).await;
+    r.record(ok(&a, 10)).await.unwrap();
+    d.complete_lease(CompleteLeaseRequest { lease: lref(&a) }).await.unwrap();
+    r.record(ok(&b, 4)).await.unwrap();
+    let c = d.cancel_job(CancelJobRequest { job: "doomed".into() }).await.unwrap().into_inner();
+    // 45 URLs: 14 had results, 31 did not.
+    assert_eq!(c.urls_cancelled, 31);
+    assert_eq!(c.job.as_ref().unwrap().state(), JobState::Cancelled);
+    // The revoked holder can neither record nor complete.
+    let e = r.record(ok(&b, 6)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = d.complete_lease(CompleteLeaseRequest { lease: lref(&b) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let p = d.get_progress(GetProgressRequest { job: "doomed".into() }).await.unwrap().into_inner();
+    assert_eq!((p.done_urls, p.total_urls, p.chunks_done, p.chunks_leased), (45, 45, 5, 0));
+    let count = |s: &str| p.by_status.iter().find(|c| c.status == s).map_or(0, |c| c.count);
+    assert_eq!((count("ok"), count("cancelled")), (14, 31));
+    // Exactly one result per URL, in the table itself.
+    let pool = db.pool().await;
+    let (rows, urls): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM url_results WHERE job_id = 1), (SELECT count(*) FROM urls WHERE job_id = 1)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, urls), (45, 45));
+    // Nothing of it is leased again; the other job still is. Cancelling twice is harmless;
+    // a cancelled job takes no URLs and cannot be paused.
+    let next = acquire(&mut d, "f").await.unwrap();
+    assert_eq!(next.job_name, "other");
+    let again = d.cancel_job(CancelJobRequest { job: "doomed".into() }).await.unwrap().into_inner();
+    assert_eq!(again.urls_cancelled, 0);
+    let more =
+        AppendUrlsRequest { job: "doomed".into(), first_ordinal: 45, urls: vec!["http://x.invalid/".into()] };
+    let e = d.append_urls(futures::stream::iter(vec![more])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = d.pause_job(PauseJobRequest { job: "doomed".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_jobs_shows_state_counts_and_changed_priority() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "b-job", 10, 10).await;
+    import(&mut d, "a-job", 7, 10).await;
+    let l = acquire(&mut d, "f").await.unwrap();
+    r.record(ok(&l, 3)).await.unwrap();
+    d.pause_job(PauseJobRequest { job: "a-job".into() }).await.unwrap();
+    let set = SetJobPriorityRequest { job: "b-job".into(), priority: 7 };
+    let s = d.set_job_priority(set).await.unwrap().into_inner().job.unwrap();
+    assert_eq!(s.job.unwrap().priority, 7);
+    let jobs = d.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs;
+    let view: Vec<(String, JobState, i32, i64, i64)> = jobs
+        .iter()
+        .map(|j| {
+            let job = j.job.as_ref().unwrap();
+            (job.name.clone(), j.state(), job.priority, j.done_urls, j.total_urls)
+        })
+        .collect();
+    let done_a = if l.job_name == "a-job" { 3 } else { 0 };
+    assert_eq!(
+        view,
+        [
+            ("a-job".into(), JobState::Paused, 0, done_a, 7),
+            ("b-job".into(), JobState::Running, 7, 3 - done_a, 10)
+        ]
+    );
+    stop.cancel();
+}
