@@ -1,4 +1,4 @@
-//! Job lifecycle commands: list, pause, resume, cancel, and priority.
+//! Job commands: list, pause, resume, cancel, priority, and watching results live.
 
 use facesweep_proto::*;
 
@@ -33,6 +33,16 @@ pub enum LifecycleCmd {
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
+    /// Print a job's results as JSON Lines as they are stored, each with its `cursor`; ends
+    /// when every URL has a result. `--after CURSOR` resumes after that line.
+    Watch {
+        #[arg(long)]
+        job: String,
+        #[arg(long, default_value = "")]
+        after: String,
+        #[arg(long, env = "FACESWEEP_RESULTS", default_value = "127.0.0.1:50053")]
+        results: String,
+    },
     /// Change a job's scheduling weight (also while it runs).
     Priority {
         #[arg(long)]
@@ -58,6 +68,7 @@ pub async fn run(cmd: LifecycleCmd) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        LifecycleCmd::Watch { job, after, results } => return watch(&results, job, after).await,
         LifecycleCmd::Pause { job, delegator } => {
             client::delegator(&delegator).await?.pause_job(PauseJobRequest { job }).await?.into_inner().job
         }
@@ -77,6 +88,22 @@ pub async fn run(cmd: LifecycleCmd) -> anyhow::Result<()> {
     };
     if let Some(j) = summary {
         println!("{}", line(&j));
+    }
+    Ok(())
+}
+
+/// Streams the job's results to stdout, one JSON line each, flushed per line.
+async fn watch(results: &str, job: String, after: String) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stream =
+        client::results(results)?.watch_results(WatchResultsRequest { job, after }).await?.into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(msg) = stream.message().await? {
+        let line = ExportResultsResponse { url: msg.url, result: msg.result, pending_url_id: 0 };
+        let mut v = client::export_line(&line);
+        v["cursor"] = msg.cursor.into();
+        writeln!(out, "{v}")?;
+        out.flush()?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod metrics;
 mod service;
 pub mod store;
+mod watch;
 
 use std::net::SocketAddr;
 
@@ -58,9 +59,12 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
             async move { grpc::db_ready(&db).await }
         },
     );
-    let svc =
-        ResultsServiceServer::new(service::ResultsSvc::new(Store::new(pool), Authorizer::new(&config.auth)))
-            .max_decoding_message_size(64 << 20);
+    let svc = ResultsServiceServer::new(service::ResultsSvc::new(
+        Store::new(pool),
+        Authorizer::new(&config.auth),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(64 << 20);
     let router = front.router(&["facesweep.v1.ResultsService"])?.add_service(svc);
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());

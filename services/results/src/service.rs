@@ -4,11 +4,11 @@ use std::pin::Pin;
 
 use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_common::error::ServiceError;
-use facesweep_common::{url_id, MAX_ORDINAL};
+use facesweep_common::{url_id, Shutdown, MAX_ORDINAL};
 use facesweep_proto::results_service_server::ResultsService;
 use facesweep_proto::{
     ExportResultsRequest, ExportResultsResponse, GetUrlResultRequest, GetUrlResultResponse, RecordRequest,
-    RecordResponse, UrlResult, UrlStatus,
+    RecordResponse, UrlResult, UrlStatus, WatchResultsRequest, WatchResultsResponse,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -22,11 +22,13 @@ const EXPORT_PAGE: i64 = 1_000;
 pub struct ResultsSvc {
     store: Store,
     auth: Authorizer,
+    /// Ends watch streams on shutdown (they would hold the drain open otherwise).
+    shutdown: Shutdown,
 }
 
 impl ResultsSvc {
-    pub fn new(store: Store, auth: Authorizer) -> Self {
-        ResultsSvc { store, auth }
+    pub fn new(store: Store, auth: Authorizer, shutdown: Shutdown) -> Self {
+        ResultsSvc { store, auth, shutdown }
     }
 }
 
@@ -125,6 +127,25 @@ impl ResultsService for ResultsSvc {
 
     type ExportResultsStream =
         Pin<Box<dyn Stream<Item = Result<ExportResultsResponse, Status>> + Send + 'static>>;
+
+    type WatchResultsStream =
+        Pin<Box<dyn Stream<Item = Result<WatchResultsResponse, Status>> + Send + 'static>>;
+
+    async fn watch_results(
+        &self,
+        req: Request<WatchResultsRequest>,
+    ) -> Result<Response<Self::WatchResultsStream>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let msg = req.into_inner();
+        if msg.job.is_empty() {
+            return Err(ServiceError::InvalidArgument("job name is empty".into()).into());
+        }
+        let after = crate::watch::Cursor::parse(&msg.after)?;
+        let job_id = self.store.job_id(&msg.job).await?;
+        let (tx, rx) = crate::watch::channel();
+        tokio::spawn(crate::watch::pump(self.store.clone(), job_id, after, tx, self.shutdown.clone()));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
 
     async fn export_results(
         &self,

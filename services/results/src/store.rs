@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 #[derive(Clone)]
 pub struct Store {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -107,6 +107,17 @@ impl Store {
 
     /// Up to `limit` URLs with ids in `from..=to`, in id order, with results and faces.
     pub async fn page(&self, from: i64, to: i64, limit: i64) -> ServiceResult<Vec<ExportRow>> {
+        self.rows(from, to, limit, None).await
+    }
+
+    /// `page`, restricted to the URL ids in `only` when given (they lie in `from..=to`).
+    pub(crate) async fn rows(
+        &self,
+        from: i64,
+        to: i64,
+        limit: i64,
+        only: Option<&[i64]>,
+    ) -> ServiceResult<Vec<ExportRow>> {
         let rows: Vec<PageRow> = sqlx::query_as(
             "SELECT u.id AS url_id, u.url, u.job_id, r.status, r.reason, r.http_status, r.width,
                     r.height, r.bytes, r.model_id, r.download_ms, r.decode_ms, r.detect_ms
@@ -114,21 +125,25 @@ impl Store {
              -- The range on r too: without it the merge join reads url_results from the
              -- start for every page (export turned quadratic: 193 ms a page at 1M URLs).
              LEFT JOIN url_results r ON r.url_id = u.id AND r.url_id BETWEEN $1 AND $2
-             WHERE u.id BETWEEN $1 AND $2 ORDER BY u.id LIMIT $3",
+             WHERE u.id BETWEEN $1 AND $2 AND ($4::bigint[] IS NULL OR u.id = ANY($4))
+             ORDER BY u.id LIMIT $3",
         )
         .bind(from)
         .bind(to)
         .bind(limit)
+        .bind(only)
         .fetch_all(&self.pool)
         .await?;
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(Vec::new()) };
         // One range scan of the BRIN index for the page, not one probe per URL.
         let faces: Vec<FaceRow> = sqlx::query_as(
             "SELECT url_id, x1, y1, x2, y2, score, landmarks FROM faces
-             WHERE url_id BETWEEN $1 AND $2 ORDER BY url_id, idx",
+             WHERE url_id BETWEEN $1 AND $2 AND ($3::bigint[] IS NULL OR url_id = ANY($3))
+             ORDER BY url_id, idx",
         )
         .bind(first.url_id)
         .bind(last.url_id)
+        .bind(only)
         .fetch_all(&self.pool)
         .await?;
         let mut faces = faces.into_iter().peekable();
