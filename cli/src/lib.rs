@@ -9,6 +9,7 @@ pub mod httpserve;
 pub mod jobs;
 pub mod mesh;
 pub mod options;
+pub mod parquet_out;
 pub mod scale;
 
 use std::path::{Path, PathBuf};

@@ -102,6 +102,9 @@ enum Cmd {
         job: String,
         #[arg(long)]
         out: PathBuf,
+        /// jsonl (one JSON object per line) or parquet (one row per URL, nested faces).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
         #[arg(long, env = "FACESWEEP_RESULTS", default_value = "127.0.0.1:50053")]
         results: String,
     },
@@ -161,6 +164,12 @@ enum BenchCmd {
     Gpu(facesweep_cli::gpucheck::GpuCheckOptions),
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Parquet,
+}
+
 /// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.
 #[derive(Args)]
 struct FetcherArgs {
@@ -213,9 +222,12 @@ async fn main() -> anyhow::Result<()> {
             println!("job {job}: deleted with its {n} URLs");
             Ok(())
         }
-        Cmd::Export { job, out, results } => {
-            let sum = client::export(&results, &job, &out).await?;
-            println!("wrote {} lines to {}", sum.lines, out.display());
+        Cmd::Export { job, out, format, results } => {
+            let sum = match format {
+                ExportFormat::Jsonl => client::export(&results, &job, &out).await?,
+                ExportFormat::Parquet => facesweep_cli::parquet_out::export(&results, &job, &out).await?,
+            };
+            println!("wrote {} rows to {}", sum.lines, out.display());
             Ok(())
         }
         Cmd::Run { file, out, job, mesh } => {

@@ -1,4 +1,4 @@
-//! The CLI streams: importing and exporting a job far larger than its memory bound would allow
+//! The CLI streams: importing and exporting (JSON Lines and Parquet) a job far larger than its memory bound would allow
 //! if URLs or lines were kept (1M URLs: ~100 MB of input, ~150 MB of JSON Lines) stays under
 //! 256 MiB of peak RSS, and an interrupted import resumes without re-sending what the
 //! delegator already holds.
@@ -61,7 +61,26 @@ async fn import_and_export_of_a_million_urls_stay_under_the_memory_bound() {
     let (_, export_kib) = run_measured(&args).await;
     let lines = std::io::BufReader::new(std::fs::File::open(&out).unwrap()).lines().count();
     assert_eq!(lines, URLS);
-    println!("peak RSS: import {} MiB, export {} MiB", import_kib >> 10, export_kib >> 10);
+    let pq = dir.path().join("big.parquet");
+    let args =
+        ["export", "--job", "big", "--results", &r, "--out", pq.to_str().unwrap(), "--format", "parquet"];
+    let (_, parquet_kib) = run_measured(&args).await;
+    let rows = Command::new(python())
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; print(pq.ParquetFile(sys.argv[1]).metadata.num_rows)",
+        ])
+        .arg(&pq)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), URLS.to_string());
+    println!(
+        "peak RSS: import {} MiB, export {} MiB, parquet export {} MiB",
+        import_kib >> 10,
+        export_kib >> 10,
+        parquet_kib >> 10
+    );
+    assert!(parquet_kib > 0 && parquet_kib < BOUND_KIB, "parquet export peaked at {} MiB", parquet_kib >> 10);
     assert!(import_kib > 0 && import_kib < BOUND_KIB, "import peaked at {} MiB", import_kib >> 10);
     assert!(export_kib > 0 && export_kib < BOUND_KIB, "export peaked at {} MiB", export_kib >> 10);
     stop.cancel();
