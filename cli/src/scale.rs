@@ -31,6 +31,9 @@ pub struct ScaleOptions {
     /// measures the rate at full table size without filling the disk with results.
     #[arg(long)]
     pub process: Option<u64>,
+    /// Keep the cluster in --dir from an earlier run (same --urls): only export and retry.
+    #[arg(long)]
+    pub reuse: bool,
     /// URLs per chunk (lease).
     #[arg(long, default_value_t = 1000)]
     pub chunk_size: i32,
@@ -44,7 +47,9 @@ pub type Report = Vec<(String, String)>;
 
 /// Runs every phase and returns the figures.
 pub async fn run(o: &ScaleOptions) -> anyhow::Result<Report> {
-    let _ = std::fs::remove_dir_all(&o.dir);
+    if !o.reuse {
+        let _ = std::fs::remove_dir_all(&o.dir);
+    }
     std::fs::create_dir_all(&o.dir)?;
     let pg = PgEmbed::start(&o.dir, Durability::Durable)?;
     let stop = Shutdown::new();
@@ -56,39 +61,21 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<Report> {
         report.push((k.to_string(), v));
     };
     put("urls", o.urls.to_string());
-
-    let list = o.dir.join("urls.txt");
-    write_urls(&list, o.urls)?;
-    let started = Instant::now();
-    client::import(
-        &delegator,
-        "scale",
-        &UrlInput::File(list.clone()),
-        client::ImportOptions { quiet: true, ..Default::default() },
-    )
-    .await?;
-    let secs = started.elapsed().as_secs_f64();
-    put("import URLs/s", format!("{:.0}", o.urls as f64 / secs));
-    put("bytes/URL pending", sizes(&pool, o.urls, o.urls).await?);
-
-    let wal_before = wal_lsn(&pool).await?;
-    let run = work(&delegator, &results, o.fetchers, o.process.unwrap_or(o.urls)).await?;
-    let wal = wal_lsn(&pool).await? - wal_before;
-    put("URLs processed", run.urls.to_string());
-    put("lease→record→complete URLs/s", format!("{:.0}", run.urls as f64 / run.secs));
-    put("AcquireLease p50 / p99 ms", format!("{:.1} / {:.1}", run.acquire.0, run.acquire.1));
-    put("GetProgress p50 / p99 ms", format!("{:.1} / {:.1}", run.progress.0, run.progress.1));
-    put("WAL bytes/URL processed", format!("{:.0}", wal as f64 / run.urls as f64));
-    put("bytes/URL finished", sizes(&pool, o.urls, run.urls).await?);
+    let processed = if o.reuse {
+        finished(&pool).await?
+    } else {
+        load_and_work(o, &delegator, &results, &pool, &mut put).await?
+    };
 
     let out = o.dir.join("export.jsonl");
     let started = Instant::now();
     // A partial run exports for two minutes (pending URLs are lines too): the rate, not a
     // 100M-line file.
-    let cap = Duration::from_secs(if run.urls < o.urls { 120 } else { u64::MAX / 4 });
+    let cap = Duration::from_secs(if processed < o.urls { 120 } else { u64::MAX / 4 });
     let lines = match tokio::time::timeout(cap, client::export(&results, "scale", &out)).await {
         Ok(sum) => sum?.lines,
-        Err(_) => bytecount_lines(&out)?,
+        // Cut short: the lines written so far are in the temporary file.
+        Err(_) => bytecount_lines(&out.with_extension("jsonl.tmp"))?,
     };
     put("export lines/s", format!("{:.0} ({lines} lines)", lines as f64 / started.elapsed().as_secs_f64()));
     let started = Instant::now();
@@ -97,6 +84,43 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<Report> {
     put("RetryUrls on 1% (s)", format!("{:.2} for {n} URLs", started.elapsed().as_secs_f64()));
     stop.cancel();
     Ok(report)
+}
+
+/// Import, then lease → record → complete, reporting both; the URLs processed.
+async fn load_and_work(
+    o: &ScaleOptions,
+    delegator: &str,
+    results: &str,
+    pool: &sqlx::PgPool,
+    put: &mut impl FnMut(&str, String),
+) -> anyhow::Result<u64> {
+    let list = o.dir.join("urls.txt");
+    write_urls(&list, o.urls)?;
+    let started = Instant::now();
+    let quiet = client::ImportOptions { quiet: true, ..Default::default() };
+    client::import(delegator, "scale", &UrlInput::File(list.clone()), quiet).await?;
+    let secs = started.elapsed().as_secs_f64();
+    put("import URLs/s", format!("{:.0}", o.urls as f64 / secs));
+    put("bytes/URL pending", sizes(pool, o.urls, o.urls).await?);
+
+    let wal_before = wal_lsn(pool).await?;
+    let run = work(delegator, results, o.fetchers, o.process.unwrap_or(o.urls)).await?;
+    let wal = wal_lsn(pool).await? - wal_before;
+    put("URLs processed", run.urls.to_string());
+    put("lease→record→complete URLs/s", format!("{:.0}", run.urls as f64 / run.secs));
+    put("AcquireLease p50 / p99 ms", format!("{:.1} / {:.1}", run.acquire.0, run.acquire.1));
+    put("GetProgress p50 / p99 ms", format!("{:.1} / {:.1}", run.progress.0, run.progress.1));
+    put("WAL bytes/URL processed", format!("{:.0}", wal as f64 / run.urls as f64));
+    put("bytes/URL finished", sizes(pool, o.urls, run.urls).await?);
+    Ok(run.urls)
+}
+
+/// URLs with a result, from the counters (a reused cluster).
+async fn finished(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT coalesce(sum(count), 0)::bigint FROM job_status_counts")
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
 }
 
 async fn start_services(db: &str, chunk: i32, stop: &Shutdown) -> anyhow::Result<(String, String)> {

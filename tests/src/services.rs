@@ -46,6 +46,8 @@ pub async fn delegator_with(
         abandon_after,
         // Lease tests drive failures by hand and lease again at once.
         failure_backoff_ms: 0,
+        membership_timeout_secs: 0,
+        member_id: None,
     };
     let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
     DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())

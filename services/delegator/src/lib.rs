@@ -4,6 +4,7 @@ pub mod failures;
 mod import;
 mod joblock;
 mod lifecycle;
+pub mod membership;
 mod metrics;
 pub mod progress;
 pub mod sched;
@@ -39,6 +40,15 @@ pub struct Config {
     /// Number of delegator instances.
     #[arg(long, env = "DELEGATOR_SHARD_COUNT", default_value_t = 1)]
     pub shard_count: u32,
+    /// Elastic shards: when set, (index, count) come from the delegators alive in Postgres
+    /// (heartbeat every third of this), not from --shard-index/--shard-count, and a member
+    /// silent this many seconds is dropped; scaling needs no restart. 0: fixed shards.
+    #[arg(long, env = "DELEGATOR_MEMBERSHIP_TIMEOUT_SECS", default_value_t = 0)]
+    pub membership_timeout_secs: u64,
+    /// This delegator's name among members (elastic shards); default: host name and a random
+    /// suffix. Give StatefulSet pods their pod name.
+    #[arg(long, env = "DELEGATOR_MEMBER_ID")]
+    pub member_id: Option<String>,
     /// Lease lifetime without renewal, in seconds.
     #[arg(long, env = "DELEGATOR_LEASE_TTL_SECS", default_value_t = 60)]
     pub lease_ttl_secs: u64,
@@ -94,6 +104,14 @@ impl Config {
         Ok(())
     }
 
+    /// The member name for elastic shards.
+    pub fn member_name(&self) -> String {
+        self.member_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{:08x}", host.trim(), rand::random::<u32>())
+        })
+    }
+
     pub fn shard(&self) -> Shard {
         Shard { index: self.shard_index, count: self.shard_count }
     }
@@ -112,7 +130,14 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         backoff: Duration::from_millis(config.failure_backoff_ms),
     };
     let db = pool.clone();
-    let store = Store::new(pool, config.shard(), Duration::from_secs(config.lease_ttl_secs), limits);
+    let shard = membership::ShardCell::new(config.shard());
+    if config.membership_timeout_secs > 0 {
+        let (me, timeout) = (config.member_name(), Duration::from_secs(config.membership_timeout_secs));
+        // Serve with a real shard from the first call.
+        shard.update(membership::beat(&pool, &me, timeout).await?);
+        tokio::spawn(membership::run(pool.clone(), me, timeout, shard.clone(), shutdown.clone()));
+    }
+    let store = Store::new(pool, shard, Duration::from_secs(config.lease_ttl_secs), limits);
     tokio::spawn(sweeper(
         store.clone(),
         Duration::from_millis((config.lease_ttl_secs * 250).clamp(200, 5_000)),

@@ -26,7 +26,8 @@ pub struct Shard {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: PgPool,
-    pub(crate) shard: Shard,
+    /// Fixed, or moved by the membership heartbeat (elastic shards).
+    pub(crate) shard: std::sync::Arc<crate::membership::ShardCell>,
     ttl: Duration,
     pub(crate) limits: Limits,
 }
@@ -42,7 +43,12 @@ pub struct GrantedLease {
 }
 
 impl Store {
-    pub fn new(pool: PgPool, shard: Shard, ttl: Duration, limits: Limits) -> Self {
+    pub fn new(
+        pool: PgPool,
+        shard: std::sync::Arc<crate::membership::ShardCell>,
+        ttl: Duration,
+        limits: Limits,
+    ) -> Self {
         Store { pool, shard, ttl, limits }
     }
 
@@ -112,13 +118,14 @@ impl Store {
 
     /// Running jobs with a pending chunk in this shard, with their scheduling weight.
     async fn jobs_with_work(&self) -> ServiceResult<Vec<(i64, i32)>> {
+        let shard = self.shard.get();
         Ok(sqlx::query_as(
             "SELECT j.id, greatest(j.priority, 1) FROM jobs j WHERE j.state = 'running' AND EXISTS (
                  SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state = 'pending' AND c.chunk_no % $1 = $2
                    AND (c.retry_after IS NULL OR c.retry_after <= now()))",
         )
-        .bind(self.shard.count as i64)
-        .bind(self.shard.index as i64)
+        .bind(shard.count as i64)
+        .bind(shard.index as i64)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -190,6 +197,7 @@ impl Store {
 
     /// Atomically takes the first pending chunk of `job` in this shard (compare-and-set).
     async fn take_chunk(&self, job: i64, owner: &str) -> ServiceResult<Option<TakenChunk>> {
+        let shard = self.shard.get();
         Ok(sqlx::query_as(
             // MATERIALIZED: the pick runs once. As a plain FROM subquery the planner may rescan
             // it per row and lease several chunks in one statement.
@@ -213,8 +221,8 @@ impl Store {
         )
         .bind(owner)
         .bind(self.ttl_secs())
-        .bind(self.shard.count as i64)
-        .bind(self.shard.index as i64)
+        .bind(shard.count as i64)
+        .bind(shard.index as i64)
         .bind(job)
         .fetch_optional(&self.pool)
         .await?)

@@ -18,6 +18,7 @@ pub(crate) fn pages(end: i64) -> impl Iterator<Item = (i64, i64)> {
 impl Store {
     /// Returns this shard's expired leases to pending, each counted as a failure.
     pub async fn sweep(&self) -> ServiceResult<u64> {
+        let shard = self.shard.get();
         let mut tx = self.pool.begin().await?;
         let expired: Vec<FailedLease> = sqlx::query_as(
             "UPDATE chunks SET state = 'pending', expired = expired + 1, lease_owner = NULL,
@@ -25,8 +26,8 @@ impl Store {
              WHERE state = 'leased' AND expires_at < now() AND chunk_no % $1 = $2
              RETURNING job_id, chunk_no, lease_first, lease_last",
         )
-        .bind(self.shard.count as i64)
-        .bind(self.shard.index as i64)
+        .bind(shard.count as i64)
+        .bind(shard.index as i64)
         .fetch_all(&mut *tx)
         .await?;
         for f in &expired {
