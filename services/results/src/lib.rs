@@ -42,12 +42,31 @@ pub struct Config {
     pub auth: facesweep_common::auth::AuthArgs,
 }
 
+/// Summarises new ranges of the faces BRIN index every few seconds: autosummarize requests
+/// are dropped when autovacuum is busy, and an unsummarised range matches every export page.
+async fn summarize_faces(pool: sqlx::PgPool, shutdown: Shutdown) {
+    let every = std::time::Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let run = sqlx::query("SELECT brin_summarize_new_values('faces_url_id')").execute(&pool);
+        match tokio::time::timeout(every * 12, run).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "summarising the faces index failed"),
+            Err(_) => tracing::warn!("summarising the faces index took over a minute"),
+        }
+    }
+}
+
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     metrics::register();
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
+    tokio::spawn(summarize_faces(pool.clone(), shutdown.clone()));
     let db = pool.clone();
     grpc::health_follows(
         front.health.clone(),
