@@ -44,7 +44,7 @@ pub async fn fetch(
     target: (u32, u32),
 ) -> anyhow::Result<FetchRun> {
     config.validate()?;
-    // No detector to ask: `auto` means what today's detectors announce.
+    // No detector to ask: `auto` means what a GPU detector prefers.
     let wire = config.wire.resolve(&[facesweep_proto::PixelFormat::I420 as i32]);
     let fetcher = Arc::new(Fetcher::new(config.fetch_config())?.with_wire(wire));
     let started = Instant::now();

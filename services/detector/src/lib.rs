@@ -180,7 +180,7 @@ fn model_info(model: &Model, config: &Config) -> ModelInfoResponse {
         device: format!("{:?}", model.device),
         dtype: format!("{:?}", model.kind),
         max_batch: config.max_batch as u32,
-        pixel_formats: input::PIXEL_FORMATS.iter().map(|f| *f as i32).collect(),
+        pixel_formats: input::pixel_formats(model.device).into_iter().map(|f| f as i32).collect(),
     }
 }
 

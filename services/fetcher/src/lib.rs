@@ -98,7 +98,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// How images travel to detectors: `i420` sends only the resized content as YUV 4:2:0
     /// (~3x fewer bytes, padded and converted on the detector's device); `canvas` the whole
-    /// letterboxed RGB canvas; `auto` picks i420 when the detector lists it in ModelInfo. Pin
+    /// letterboxed RGB canvas; `auto` takes the detector's preference from ModelInfo (GPU
+    /// detectors prefer i420, CPU ones the canvas). Pin
     /// `canvas` while a detector fleet is part-way through an upgrade from before i420.
     #[arg(long, env = "FETCHER_WIRE", value_enum, default_value_t = WireChoice::Auto)]
     pub wire: WireChoice,
@@ -285,13 +286,17 @@ pub enum WireChoice {
 }
 
 impl WireChoice {
-    /// The wire to use with a detector announcing `formats` (ModelInfo.pixel_formats).
+    /// The wire to use with a detector announcing `formats` (ModelInfo.pixel_formats,
+    /// preferred first; empty from detectors older than the field).
     pub fn resolve(self, formats: &[i32]) -> Wire {
+        use facesweep_proto::PixelFormat;
         match self {
             WireChoice::Canvas => Wire::Canvas,
             WireChoice::I420 => Wire::I420,
-            WireChoice::Auto if formats.contains(&(facesweep_proto::PixelFormat::I420 as i32)) => Wire::I420,
-            WireChoice::Auto => Wire::Canvas,
+            WireChoice::Auto => match formats.first().and_then(|f| PixelFormat::try_from(*f).ok()) {
+                Some(PixelFormat::I420) => Wire::I420,
+                _ => Wire::Canvas,
+            },
         }
     }
 }
@@ -299,6 +304,15 @@ impl WireChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_wire_follows_the_detectors_preference() {
+        use facesweep_proto::PixelFormat::{RgbUnspecified as Rgb, I420};
+        assert_eq!(WireChoice::Auto.resolve(&[]), Wire::Canvas, "a detector older than the field");
+        assert_eq!(WireChoice::Auto.resolve(&[I420 as i32, Rgb as i32]), Wire::I420);
+        assert_eq!(WireChoice::Auto.resolve(&[Rgb as i32, I420 as i32]), Wire::Canvas);
+        assert_eq!(WireChoice::I420.resolve(&[]), Wire::I420, "pinned by the operator");
+    }
     use clap::Parser;
 
     #[test]
