@@ -61,12 +61,14 @@ bench-fetch: setup
 gpu-check: setup
 	scripts/gpu_check.sh
 
-# What a GPU machine needs (it has no cargo): the stripped release CLI, the model and the
-# photos in .gpu (git-ignored; carry it, run FACESWEEP_BIN=.gpu/facesweep scripts/gpu_check.sh).
+# What a GPU machine needs (it has no cargo, no PostgreSQL): the stripped release CLI, the
+# model, the photos and a PostgreSQL server in .gpu (git-ignored, ~50 MB: carry it, run
+# FACESWEEP_BIN=.gpu/facesweep scripts/gpu_check.sh).
 gpu-bundle: setup
 	$(ENV) cargo build --release -p facesweep
 	rm -rf .gpu && mkdir -p .gpu/models .gpu/samples
 	strip -o .gpu/facesweep target/release/facesweep
 	cp models/retinaface_mnet025.pt models/retinaface_mnet025.json .gpu/models/
 	cp $${FACESWEEP_SAMPLES:-$$HOME/.cache/facesweep/samples}/* .gpu/samples/
+	scripts/bundle_postgres.sh .gpu/pg.tar.xz
 	du -sh .gpu

@@ -20,6 +20,17 @@ if [ -n "$BIN" ]; then
         LD_LIBRARY_PATH="$torch/lib:$(ls -d "$torch"/../nvidia/*/lib "$torch"/../nvidia/*/*/lib 2>/dev/null | paste -sd:):${LD_LIBRARY_PATH:-}"
         export LD_LIBRARY_PATH
     done
+    # No PostgreSQL there: the bundle's own (for the whole-mesh part).
+    if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && [ -f .gpu/pg.tar.xz ]; then
+        pg=/tmp/facesweep-pg
+        mkdir -p "$pg" && tar -C "$pg" -xJf .gpu/pg.tar.xz
+        PG_BIN=$(ls -d "$pg"/usr/lib/postgresql/*/bin | tail -1)
+        export PG_BIN LD_LIBRARY_PATH="$pg/libs:${LD_LIBRARY_PATH:-}"
+        chmod -R a+rX "$pg"
+        if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+            useradd --system --no-create-home --shell /bin/false postgres
+        fi
+    fi
 else
     source scripts/env.sh
     cargo build -q -p facesweep
