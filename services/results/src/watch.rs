@@ -15,6 +15,9 @@ use tonic::Status;
 
 use crate::store::Store;
 
+/// One message of a watch stream.
+type Reply = Result<WatchResultsResponse, Status>;
+
 /// Results per query, and the channel's depth: a watcher holds at most this many.
 const PAGE: i64 = 256;
 /// Wait before asking again when nothing new is visible.
@@ -81,13 +84,7 @@ impl Store {
 
 /// Feeds `tx` from `after` until the job is finished, the client goes away, or the service
 /// shuts down (then the client resumes elsewhere from its last cursor).
-pub async fn pump(
-    store: Store,
-    job_id: i64,
-    mut after: Cursor,
-    tx: mpsc::Sender<Result<WatchResultsResponse, Status>>,
-    stop: Shutdown,
-) {
+pub async fn pump(store: Store, job_id: i64, mut after: Cursor, tx: mpsc::Sender<Reply>, stop: Shutdown) {
     loop {
         if stop.is_cancelled() {
             let _ = tx
@@ -129,11 +126,7 @@ pub async fn pump(
 }
 
 /// Sends one page's results with their faces, in cursor order; the send waits for the client.
-async fn send_page(
-    store: &Store,
-    page: &[Cursor],
-    tx: &mpsc::Sender<Result<WatchResultsResponse, Status>>,
-) -> Result<(), Status> {
+async fn send_page(store: &Store, page: &[Cursor], tx: &mpsc::Sender<Reply>) -> Result<(), Status> {
     let ids: Vec<i64> = page.iter().map(|c| c.url_id).collect();
     let (lo, hi) = (*ids.iter().min().unwrap_or(&0), *ids.iter().max().unwrap_or(&0));
     let mut rows = store.rows(lo, hi, PAGE, Some(&ids)).await?;
@@ -150,9 +143,7 @@ async fn send_page(
 }
 
 /// A bounded channel for one watcher: the page being sent is all it holds.
-pub fn channel(
-) -> (mpsc::Sender<Result<WatchResultsResponse, Status>>, mpsc::Receiver<Result<WatchResultsResponse, Status>>)
-{
+pub fn channel() -> (mpsc::Sender<Reply>, mpsc::Receiver<Reply>) {
     mpsc::channel(PAGE as usize)
 }
 
