@@ -277,7 +277,9 @@ async fn wait_done(c: &Cluster, job: &str, deadline: Instant) -> GetProgressResp
     let mut last = GetProgressResponse::default();
     loop {
         if let Some(p) = progress(c, job).await {
-            if p.total_urls > 0 && p.done_urls >= p.total_urls {
+            // Done means every URL has a result and every chunk is closed: a chunk whose lease
+            // expired after its last result is closed by the next fetcher that polls.
+            if p.total_urls > 0 && p.done_urls >= p.total_urls && p.chunks_pending + p.chunks_leased == 0 {
                 return p;
             }
             last = p;
