@@ -5,7 +5,7 @@
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
 use facesweep_tests::services::*;
-use facesweep_tests::TestDb;
+use facesweep_tests::*;
 use tonic::Code;
 
 fn ok(l: &Lease, n: usize) -> RecordRequest {
@@ -120,4 +120,55 @@ async fn list_jobs_shows_state_counts_and_changed_priority() {
         ]
     );
     stop.cancel();
+}
+
+/// Cancel while the whole mesh is working on the job: fetchers holding revoked leases move on,
+/// every URL ends with exactly one result (ok or cancelled), and the mesh keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_job_the_mesh_is_working_on_ends_every_url_once() {
+    use facesweep_cli::client::{self, ImportOptions, UrlInput};
+    use facesweep_cli::{httpserve, Mesh, MeshOptions};
+    use std::time::{Duration, Instant};
+
+    let mut routes = httpserve::Routes::default();
+    let photos = routes.add_dir(&samples_dir()).unwrap();
+    let (addr, _server) = httpserve::serve(routes).await.unwrap();
+    let url = |i: usize| format!("http://{addr}/{}?n={i}", photos[i % photos.len()]);
+    let dir = tmp_dir();
+    let mut opts = MeshOptions::new(dir.path(), model_path());
+    opts.durability = facesweep_pgembed::Durability::Ephemeral;
+    opts.chunk_size = 10;
+    let mesh = Mesh::start(opts).await.unwrap();
+    let d = mesh.delegator.to_string();
+    let quiet = ImportOptions { quiet: true, ..Default::default() };
+    client::import(&d, "big", &UrlInput::List((0..300).map(url).collect()), quiet).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while client::progress(&d, "big").await.unwrap().done_urls < 10 {
+        assert!(Instant::now() < deadline, "no results within 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = client::delegator(&d)
+        .await
+        .unwrap()
+        .cancel_job(CancelJobRequest { job: "big".into() })
+        .await
+        .unwrap();
+    let cancelled = c.into_inner().urls_cancelled;
+    assert!(cancelled > 0 && cancelled < 300, "{cancelled} URLs cancelled");
+    let p = client::progress(&d, "big").await.unwrap();
+    assert_eq!((p.done_urls, p.total_urls), (300, 300));
+    let count = |s: &str| p.by_status.iter().find(|c| c.status == s).map_or(0, |c| c.count);
+    assert_eq!(count("cancelled"), cancelled);
+    let out = dir.path().join("big.jsonl");
+    let sum = client::export(&mesh.results.to_string(), "big", &out).await.unwrap();
+    let ids: std::collections::HashSet<i64> =
+        read_jsonl(&out).iter().map(|l| l["url_id"].as_i64().unwrap()).collect();
+    assert_eq!((sum.lines, ids.len()), (300, 300));
+    assert_eq!(sum.by_status.get("pending"), None);
+    // Fetchers whose leases were revoked carry on: the next job finishes.
+    let after: Vec<String> = (1000..1008).map(url).collect();
+    let out = dir.path().join("after.jsonl");
+    let s = facesweep_cli::run_job(&mesh, "after", &UrlInput::List(after), &out, true).await.unwrap();
+    assert_eq!(s.export.by_status.get("ok"), Some(&8));
+    mesh.stop().await.unwrap();
 }
