@@ -65,12 +65,15 @@ impl Store {
         Ok(progress)
     }
 
-    /// Folds the chunk-state deltas of every job into one row per job, so that progress reads
-    /// a few rows. Safe while writers append and while another delegator folds: each fold
+    /// Folds the chunk-state deltas of every job that has more than one row into one row, so
+    /// that progress reads a few rows; jobs already folded are left alone (no rewrite of every
+    /// row each tick). Safe while writers append and while another delegator folds: each fold
     /// re-inserts exactly the sum of the rows its own DELETE removed.
     pub async fn fold_chunk_counts(&self) -> ServiceResult<()> {
         sqlx::query(
-            "WITH d AS (DELETE FROM job_chunk_counts RETURNING *)
+            "WITH d AS (DELETE FROM job_chunk_counts WHERE job_id IN (
+                            SELECT job_id FROM job_chunk_counts GROUP BY job_id HAVING count(*) > 1)
+                        RETURNING *)
              INSERT INTO job_chunk_counts
              SELECT job_id, sum(pending), sum(leased), sum(done), sum(reissued), sum(expired)
              FROM d GROUP BY job_id
