@@ -70,8 +70,6 @@ pub struct Decoder {
     raw: Vec<u8>,
     upright: Vec<u8>,
     resizer: Resizer,
-    /// The wire of the image being decoded.
-    wire: Wire,
 }
 
 impl Default for Decoder {
@@ -83,7 +81,6 @@ impl Default for Decoder {
             raw: Vec::new(),
             upright: Vec::new(),
             resizer: Resizer::new(),
-            wire: Wire::Canvas,
         }
     }
 }
@@ -163,8 +160,7 @@ impl Decoder {
         max_pixels: u64,
         wire: Wire,
     ) -> Result<Letterboxed, Failure> {
-        self.wire = wire;
-        let result = self.decode_inner(bytes, tw, th, max_pixels);
+        let result = self.decode_inner(bytes, tw, th, max_pixels, wire);
         if self.raw.capacity() > KEEP_SCRATCH_BYTES {
             self.raw = Vec::new();
         }
@@ -180,6 +176,7 @@ impl Decoder {
         tw: u32,
         th: u32,
         max_pixels: u64,
+        wire: Wire,
     ) -> Result<Letterboxed, Failure> {
         if bytes.is_empty() {
             return Err(Failure::new(UrlStatus::NotAnImage, "empty body"));
@@ -189,12 +186,12 @@ impl Decoder {
                 // Decoders would fill the missing scans with grey instead of failing.
                 return Err(Failure::new(UrlStatus::DecodeError, "truncated JPEG (no end-of-image marker)"));
             }
-            if let Some(r) = self.jpeg(bytes, tw, th, max_pixels) {
+            if let Some(r) = self.jpeg(bytes, tw, th, max_pixels, wire) {
                 return r;
             }
             // libjpeg-turbo declined (CMYK/YCCK, arithmetic coding…): the generic path may not.
         }
-        self.generic(bytes, tw, th, max_pixels)
+        self.generic(bytes, tw, th, max_pixels, wire)
     }
 
     /// `None` when turbojpeg cannot handle this JPEG at all.
@@ -204,6 +201,7 @@ impl Decoder {
         tw: u32,
         th: u32,
         max_pixels: u64,
+        wire: Wire,
     ) -> Option<Result<Letterboxed, Failure>> {
         let tj = self.tj.as_mut()?;
         let header = tj.read_header(bytes).ok()?;
@@ -249,14 +247,14 @@ impl Decoder {
             return Some(Err(decode_err(format!("JPEG: {e}"))));
         }
         let decoded = Decoded { width: sw as u32, height: sh as u32, orientation, stored: (w, h) };
-        Some(self.place(decoded, at))
+        Some(self.place(decoded, at, wire))
     }
 
     /// Resizes `self.raw` (as `src` describes it) and writes it upright into the canvas `at`,
     /// or, on a content wire, into an image of the content's size.
-    fn place(&mut self, src: Decoded, at: Placement) -> Result<Letterboxed, Failure> {
+    fn place(&mut self, src: Decoded, at: Placement, wire: Wire) -> Result<Letterboxed, Failure> {
         let (o, nw, nh) = (src.orientation, at.width, at.height);
-        let content = self.wire != Wire::Canvas;
+        let content = wire != Wire::Canvas;
         // The picture written, and where the content lands in it.
         let (pw, ph, px, py) = if content { (nw, nh, 0, 0) } else { (at.canvas.0, at.canvas.1, at.x, at.y) };
         let mut data = vec![0u8; (pw * ph * 3) as usize];
@@ -284,7 +282,7 @@ impl Decoder {
             );
         }
         let (original_width, original_height) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
-        let (data, format, canvas) = match self.wire {
+        let (data, format, canvas) = match wire {
             Wire::Canvas => (data, PixelFormat::RgbUnspecified, None),
             Wire::I420 => (crate::yuv::rgb_to_i420(&data, nw, nh), PixelFormat::I420, Some(at.canvas)),
         };
@@ -302,7 +300,14 @@ impl Decoder {
         })
     }
 
-    fn generic(&mut self, bytes: &[u8], tw: u32, th: u32, max_pixels: u64) -> Result<Letterboxed, Failure> {
+    fn generic(
+        &mut self,
+        bytes: &[u8],
+        tw: u32,
+        th: u32,
+        max_pixels: u64,
+        wire: Wire,
+    ) -> Result<Letterboxed, Failure> {
         let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
         let Some(format) = reader.format() else {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(16)]).into_owned();
@@ -331,7 +336,7 @@ impl Decoder {
         let (iw, ih) = (img.width(), img.height());
         self.raw = flatten_rgb(img);
         let decoded = Decoded { width: iw, height: ih, orientation: 1, stored: (iw, ih) };
-        self.place(decoded, fit(iw, ih, tw, th))
+        self.place(decoded, fit(iw, ih, tw, th), wire)
     }
 }
 
