@@ -56,6 +56,16 @@ pub fn default_samples_dir() -> PathBuf {
     std::env::var_os("FACESWEEP_SAMPLES").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("samples"))
 }
 
+/// The JPEG and PNG photos in `dir`, sorted by name.
+pub fn photos_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("FACESWEEP_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());

@@ -67,18 +67,9 @@ pub fn tmp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("facesweep-e2e").tempdir_in("/tmp").unwrap()
 }
 
-/// GET `path` from `addr` (host:port) over HTTP/1.0, so there is no chunking to undo: the body
-/// when the answer is 200, `None` when the server is unreachable or answers anything else.
-pub async fn http_get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.split(' ').nth(1).filter(|code| *code == "200")?;
-    Some(body.to_string())
-}
+/// GET `path` from `addr` (host:port) over HTTP/1.0: the body when the answer is 200, `None`
+/// when the server is unreachable, slow (5 s) or answers anything else.
+pub use facesweep_cli::httpserve::get_text as http_get;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -36,12 +36,7 @@ async fn i420_content_finds_the_faces_the_rgb_canvas_finds_in_a_third_of_the_byt
     // Accepted everywhere; a CPU detector prefers the canvas (converting costs it images/s).
     let (rgb, i420) = (PixelFormat::RgbUnspecified as i32, PixelFormat::I420 as i32);
     assert_eq!(info.pixel_formats, [rgb, i420]);
-    let mut photos: Vec<_> = std::fs::read_dir(samples_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-        .collect();
-    photos.sort();
+    let photos = facesweep_cli::photos_in(&samples_dir()).unwrap();
     assert!(photos.len() >= 6);
     let (mut canvas, mut compact, mut bytes) = (Vec::new(), Vec::new(), (0usize, 0usize));
     let mut decoder = Decoder::default();
