@@ -101,11 +101,7 @@ struct Photo {
 }
 
 fn load_photos(dir: &Path) -> anyhow::Result<Vec<Photo>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-        .collect();
-    paths.sort();
+    let paths = crate::photos_in(dir)?;
     anyhow::ensure!(!paths.is_empty(), "no photos in {}", dir.display());
     let mut d = Decoder::default();
     let mut out = Vec::new();
@@ -164,34 +160,13 @@ fn in_process(o: &GpuCheckOptions, device: tch::Device, photos: &[Photo]) -> any
                 let imgs: Vec<ImageInput> =
                     (0..b).map(|i| input(&photos[i % photos.len()], wire)).collect::<Result<_, _>>()?;
                 let refs: Vec<&ImageInput> = imgs.iter().collect();
-                let mut secs = Vec::new();
-                for i in 0..o.iters + 2 {
-                    sync(device);
-                    let t = Instant::now();
-                    model.detect(&refs)?;
-                    sync(device);
-                    if i >= 2 {
-                        secs.push(t.elapsed().as_secs_f64());
-                    }
-                }
-                let med = median(&mut secs);
+                let med = facesweep_detector::timing::median_batch_secs(&model, &refs, 2, o.iters)?;
                 rows.push(json!({ "dtype": if fp16 { "fp16" } else { "fp32" }, "wire": format!("{wire:?}"),
                     "batch": b, "median_ms": med * 1e3, "images_per_s": b as f64 / med }));
             }
         }
     }
     Ok(Value::Array(rows))
-}
-
-fn sync(device: tch::Device) {
-    if let tch::Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
-
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A detector over gRPC on loopback fed by `streams` concurrent streams of pre-made inputs:

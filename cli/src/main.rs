@@ -190,7 +190,12 @@ async fn main() -> anyhow::Result<()> {
         std::env::set_var("FACESWEEP_ADMIN_TOKEN", t);
     }
     let _telemetry = facesweep_common::telemetry::init("facesweep")?;
-    match cli.cmd {
+    dispatch(cli.cmd).await
+}
+
+/// Runs one command.
+async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Up { mesh, port } => up(mesh, port).await,
         Cmd::Import { job, file, delegator } => {
             let input = client::UrlInput::File(file);

@@ -23,15 +23,67 @@ fn image(seed: u8) -> ImageInput {
     ImageInput::rgb_canvas(data.into(), 640, 640)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// Images/s of the model alone by batch size (median, synchronised); the best of them.
+fn in_process(model: &Model, batches: &[usize]) -> anyhow::Result<f64> {
+    let imgs: Vec<ImageInput> = (0..*batches.iter().max().unwrap_or(&1)).map(|i| image(i as u8)).collect();
+    println!("in-process (model + NMS), 640x640:");
+    let mut best = 0.0f64;
+    for &b in batches {
+        let refs: Vec<&ImageInput> = imgs[..b].iter().collect();
+        let iters = env("BENCH_ITERS", (16 / b).max(3));
+        let secs = facesweep_detector::timing::median_batch_secs(model, &refs, 2, iters)?;
+        let ips = b as f64 / secs;
+        best = best.max(ips);
+        println!("  batch {b:>4}: {ips:>9.1} images/s (median of {iters}, {:.1} ms/batch)", secs * 1e3);
+    }
+    Ok(best)
 }
 
-fn sync(device: tch::Device) {
-    if let tch::Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
+/// `n` images over `streams` concurrent Detect streams; wall time and each image's latency.
+async fn drive(ch: &tonic::transport::Channel, streams: usize, n: usize) -> (Duration, Vec<Duration>) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..streams).map(|s| tokio::spawn(one_stream(ch.clone(), s, n / streams))).collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
     }
+    (started.elapsed(), lat)
+}
+
+/// One stream of `per` textured images; the latency of each, send to reply.
+async fn one_stream(ch: tonic::transport::Channel, s: usize, per: usize) -> Vec<Duration> {
+    let mut client = DetectorServiceClient::new(ch);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut out = client.detect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let feeder = tokio::spawn(async move {
+        let mut times = Vec::new();
+        for i in 0..per {
+            let img = image((s * 7 + i) as u8);
+            times.push(Instant::now());
+            let req = DetectRequest {
+                id: i as u64,
+                data: img.data,
+                height: 640,
+                width: 640,
+                channels: 3,
+                scale: 1.0,
+                ..Default::default()
+            };
+            if tx.send(req).await.is_err() {
+                break;
+            }
+        }
+        times
+    });
+    let mut got = Vec::new();
+    while let Some(r) = out.next().await {
+        got.push((r.unwrap().id, Instant::now()));
+        if got.len() == per {
+            break;
+        }
+    }
+    let sent = feeder.await.unwrap();
+    got.into_iter().map(|(id, at)| at.duration_since(sent[id as usize])).collect()
 }
 
 #[tokio::main]
@@ -51,29 +103,7 @@ async fn main() -> anyhow::Result<()> {
     println!("device {device:?} fp32={fp32} torch threads {threads}");
 
     let model = Model::load(std::path::Path::new(&model_path), device, !fp32)?;
-    let imgs: Vec<ImageInput> = (0..*batches.iter().max().unwrap_or(&1)).map(|i| image(i as u8)).collect();
-    println!("in-process (model + NMS), 640x640:");
-    let mut best = 0.0f64;
-    for &b in &batches {
-        let refs: Vec<&ImageInput> = imgs[..b].iter().collect();
-        for _ in 0..2 {
-            model.detect(&refs)?;
-        }
-        let iters = env("BENCH_ITERS", (16 / b).max(3));
-        let mut times = Vec::new();
-        for _ in 0..iters {
-            let t = Instant::now();
-            model.detect(&refs)?;
-            sync(device);
-            times.push(t.elapsed().as_secs_f64());
-        }
-        let ips = b as f64 / median(times.clone());
-        best = best.max(ips);
-        println!(
-            "  batch {b:>4}: {ips:>9.1} images/s (median of {iters}, {:.1} ms/batch)",
-            median(times) * 1e3
-        );
-    }
+    let best = in_process(&model, &batches)?;
     drop(model);
 
     let streams: usize = env("BENCH_STREAMS", 8);
@@ -98,68 +128,8 @@ async fn main() -> anyhow::Result<()> {
     let stop = facesweep_common::Shutdown::new();
     let running = facesweep_detector::spawn(Config::try_parse_from(args)?, stop.clone()).await?;
     let ch = facesweep_common::grpc::channel(&running.addr.to_string())?;
-    let run = |n: usize| {
-        let ch = ch.clone();
-        async move {
-            let per = n / streams;
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..streams)
-                .map(|s| {
-                    let mut client = DetectorServiceClient::new(ch.clone());
-                    tokio::spawn(async move {
-                        let (tx, rx) = tokio::sync::mpsc::channel(64);
-                        let mut sent = std::collections::HashMap::new();
-                        let mut out = client
-                            .detect(tokio_stream::wrappers::ReceiverStream::new(rx))
-                            .await
-                            .unwrap()
-                            .into_inner();
-                        let feeder = tokio::spawn(async move {
-                            let mut times = Vec::new();
-                            for i in 0..per {
-                                let img = image((s * 7 + i) as u8);
-                                times.push(Instant::now());
-                                let req = DetectRequest {
-                                    id: i as u64,
-                                    data: img.data,
-                                    height: 640,
-                                    width: 640,
-                                    channels: 3,
-                                    scale: 1.0,
-                                    ..Default::default()
-                                };
-                                if tx.send(req).await.is_err() {
-                                    break;
-                                }
-                            }
-                            times
-                        });
-                        let mut got = Vec::new();
-                        while let Some(r) = out.next().await {
-                            got.push((r.unwrap().id, Instant::now()));
-                            if got.len() == per {
-                                break;
-                            }
-                        }
-                        let times = feeder.await.unwrap();
-                        for (i, t) in times.into_iter().enumerate() {
-                            sent.insert(i as u64, t);
-                        }
-                        got.into_iter()
-                            .map(|(id, at)| at.duration_since(sent[&id]))
-                            .collect::<Vec<Duration>>()
-                    })
-                })
-                .collect();
-            let mut lat = Vec::new();
-            for t in tasks {
-                lat.extend(t.await.unwrap());
-            }
-            (started.elapsed(), lat)
-        }
-    };
-    run(streams * 2).await; // warm-up
-    let (elapsed, lat) = run(total).await;
+    drive(&ch, streams, streams * 2).await; // warm-up
+    let (elapsed, lat) = drive(&ch, streams, total).await;
     let mut ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
     let ips = ms.len() as f64 / elapsed.as_secs_f64();

@@ -6,6 +6,7 @@ mod metrics;
 pub mod model;
 pub mod nms;
 mod service;
+pub mod timing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
