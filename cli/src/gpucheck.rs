@@ -53,7 +53,7 @@ pub async fn run(o: &GpuCheckOptions) -> anyhow::Result<Value> {
     let samples = o.samples.clone().unwrap_or_else(crate::default_samples_dir);
     let photos = load_photos(&samples)?;
     let mut report = json!({
-        "date": chrono_now(), "device": format!("{device:?}"), "cuda": cuda,
+        "date": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(), "device": format!("{device:?}"), "cuda": cuda,
         "cuda_devices": if cuda { tch::Cuda::device_count() } else { 0 }, "photos": photos.len(),
     });
     let parts: [(&str, Part); 4] = [
@@ -94,10 +94,21 @@ impl Part {
     }
 }
 
-/// A sample photo decoded for both wires.
+/// A sample photo decoded for both wires, as the detector request each would send (its
+/// bytes are shared, so copies of a request cost nothing).
 struct Photo {
-    canvas: facesweep_fetcher::decode::Letterboxed,
-    compact: facesweep_fetcher::decode::Letterboxed,
+    canvas: DetectRequest,
+    compact: DetectRequest,
+}
+
+impl Photo {
+    fn request(&self, wire: Wire) -> &DetectRequest {
+        if wire == Wire::Canvas {
+            &self.canvas
+        } else {
+            &self.compact
+        }
+    }
 }
 
 fn load_photos(dir: &Path) -> anyhow::Result<Vec<Photo>> {
@@ -107,8 +118,11 @@ fn load_photos(dir: &Path) -> anyhow::Result<Vec<Photo>> {
     let mut out = Vec::new();
     for p in paths {
         let body = std::fs::read(&p)?;
-        let decode =
-            |d: &mut Decoder, w| d.decode(&body, 640, 640, 1 << 30, w).map_err(|f| anyhow::anyhow!("{f:?}"));
+        let decode = |d: &mut Decoder, w| {
+            Ok::<_, anyhow::Error>(
+                d.decode(&body, 640, 640, 1 << 30, w).map_err(|f| anyhow::anyhow!("{f:?}"))?.into_request(0),
+            )
+        };
         out.push(Photo { canvas: decode(&mut d, Wire::Canvas)?, compact: decode(&mut d, Wire::I420)? });
     }
     Ok(out)
@@ -116,8 +130,7 @@ fn load_photos(dir: &Path) -> anyhow::Result<Vec<Photo>> {
 
 /// The detector's own view of an image as it would arrive on `wire`.
 fn input(p: &Photo, wire: Wire) -> anyhow::Result<ImageInput> {
-    let lb = if wire == Wire::Canvas { &p.canvas } else { &p.compact };
-    facesweep_detector::validate(&lb.clone().into_request(0), (640, 640)).map_err(anyhow::Error::msg)
+    facesweep_detector::validate(p.request(wire), (640, 640)).map_err(anyhow::Error::msg)
 }
 
 /// fp16 against fp32 on the same device: every confident fp32 face found within 2 px and
@@ -195,11 +208,7 @@ async fn grpc(o: &GpuCheckOptions, device: tch::Device, photos: &[Photo]) -> any
         facesweep_detector::BENCH_SKIP_MODEL.store(false, std::sync::atomic::Ordering::Relaxed);
         let addr = running?.addr.to_string();
         for wire in [Wire::Canvas, Wire::I420] {
-            let reqs: Vec<DetectRequest> = photos
-                .iter()
-                .map(|p| if wire == Wire::Canvas { &p.canvas } else { &p.compact })
-                .map(|lb| lb.clone().into_request(0))
-                .collect();
+            let reqs: Vec<DetectRequest> = photos.iter().map(|p| p.request(wire).clone()).collect();
             let (images, bytes, secs) = drive(&addr, Arc::new(reqs), o.streams, o.per_stream).await?;
             rows.push(json!({ "model": if stub { "stubbed" } else { "real" }, "wire": format!("{wire:?}"),
                 "streams": o.streams, "images": images, "images_per_s": images as f64 / secs,
@@ -243,9 +252,4 @@ async fn drive(
         (images, bytes) = (images + n, bytes + b);
     }
     Ok((images, bytes, started.elapsed().as_secs_f64()))
-}
-
-fn chrono_now() -> String {
-    let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
 }
