@@ -31,7 +31,8 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub const START: Cursor = Cursor { tx: -1, url_id: -1 };
+    /// Below every real transaction id (they start at 3).
+    pub const START: Cursor = Cursor { tx: 0, url_id: 0 };
 
     /// `"<tx>.<url_id>"`, or empty for the start.
     pub fn parse(s: &str) -> ServiceResult<Cursor> {
@@ -58,7 +59,7 @@ impl Store {
              ORDER BY tx, url_id LIMIT $4",
         )
         .bind(job_id)
-        .bind(after.tx.max(0).to_string())
+        .bind(after.tx.to_string())
         .bind(after.url_id)
         .bind(PAGE)
         .fetch_all(&self.pool)
@@ -75,7 +76,7 @@ impl Store {
                         WHERE job_id = $1 AND (tx, url_id) > ($2::text::xid8, $3))",
         )
         .bind(job_id)
-        .bind(after.tx.max(0).to_string())
+        .bind(after.tx.to_string())
         .bind(after.url_id)
         .fetch_one(&self.pool)
         .await?)
@@ -83,45 +84,41 @@ impl Store {
 }
 
 /// Feeds `tx` from `after` until the job is finished, the client goes away, or the service
-/// shuts down (then the client resumes elsewhere from its last cursor).
-pub async fn pump(store: Store, job_id: i64, mut after: Cursor, tx: mpsc::Sender<Reply>, stop: Shutdown) {
+/// shuts down (then the client resumes elsewhere from its last cursor). A failure ends the
+/// stream with its status.
+pub async fn pump(store: Store, job_id: i64, after: Cursor, tx: mpsc::Sender<Reply>, stop: Shutdown) {
+    if let Err(e) = follow(&store, job_id, after, &tx, &stop).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn follow(
+    store: &Store,
+    job_id: i64,
+    mut after: Cursor,
+    tx: &mpsc::Sender<Reply>,
+    stop: &Shutdown,
+) -> Result<(), Status> {
     loop {
         if stop.is_cancelled() {
-            let _ = tx
-                .send(Err(Status::unavailable("results service shutting down: resume from the last cursor")))
-                .await;
-            return;
+            return Err(Status::unavailable("results service shutting down: resume from the last cursor"));
         }
-        let page = match store.watch_page(job_id, after).await {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
-        };
-        if page.is_empty() {
-            match store.watch_finished(job_id, after).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
+        let page = store.watch_page(job_id, after).await?;
+        let Some(last) = page.last().copied() else {
+            if store.watch_finished(job_id, after).await? {
+                return Ok(());
             }
             tokio::select! {
-                _ = tx.closed() => return,
+                _ = tx.closed() => return Ok(()),
                 _ = stop.cancelled() => continue,
                 _ = tokio::time::sleep(IDLE) => continue,
             }
-        }
-        if let Err(e) = send_page(&store, &page, &tx).await {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
+        };
+        send_page(store, &page, tx).await?;
         if tx.is_closed() {
-            return;
+            return Ok(());
         }
-        after = *page.last().expect("non-empty page");
+        after = last;
     }
 }
 
