@@ -71,10 +71,10 @@ impl Store {
     /// Moves the job from one of `from` to `to`; FAILED_PRECONDITION from any other state.
     pub async fn set_state(&self, job_id: i64, from: &[&str], to: &str) -> ServiceResult<()> {
         let mut tx = self.pool.begin().await?;
-        // Exclusive: an import checks the state under the same lock (no URL may join a
-        // cancelled job and stay without a terminal status).
+        // Exclusive: transitions are serialised by it, and an import checks the state under
+        // the same lock (no URL may join a cancelled job and stay without a terminal status).
         job_lock(&mut tx, job_id, true).await?;
-        let now: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
+        let now: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
             .bind(job_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -93,14 +93,12 @@ impl Store {
     /// Cancels the job: no more leases, outstanding ones revoked (a new token: their holders'
     /// Record, Renew and Complete fail), then `cancelled` for every URL without a result.
     /// Safe to call again after an interruption; returns the URLs it marked.
-    pub async fn cancel(&self, job_id: i64) -> ServiceResult<i64> {
+    pub async fn cancel(&self, job: &Job) -> ServiceResult<i64> {
+        let job_id = job.id;
         self.set_state(job_id, &["running", "paused"], "cancelled").await?;
         let end = self.next_ordinal(job_id).await?;
-        let chunk_size: i64 = sqlx::query_scalar("SELECT chunk_size::bigint FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&self.pool)
-            .await?;
-        let chunks = (end + chunk_size.max(1) - 1) / chunk_size.max(1);
+        let chunk_size = job.chunk_size.max(1) as i64;
+        let chunks = (end + chunk_size - 1) / chunk_size;
         for from in (0..chunks).step_by(CHUNK_PAGE as usize) {
             sqlx::query(
                 "UPDATE chunks SET state = 'done', lease_owner = NULL, expires_at = NULL,

@@ -286,7 +286,7 @@ impl DelegatorService for DelegatorSvc {
         self.auth.check(&req, Access::Admin)?;
         let name = req.into_inner().job;
         let job = self.store.job(&name).await?;
-        let urls_cancelled = self.store.cancel(job.id).await?;
+        let urls_cancelled = self.store.cancel(&job).await?;
         tracing::info!(job = %name, urls_cancelled, "job cancelled");
         Ok(Response::new(CancelJobResponse { job: self.summary(&name).await?, urls_cancelled }))
     }
