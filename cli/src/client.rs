@@ -135,6 +135,33 @@ pub struct ImportOptions {
     /// Refuse to add to a job made from another input (see `UrlInput::digest`).
     pub digest: Option<String>,
     pub quiet: bool,
+    /// The job's models (a new job; an existing one must have these or none given).
+    pub models: Option<ModelSplit>,
+}
+
+/// `--model`, `--ab-model`, `--ab-share`: which model a new job's URLs go to.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ModelArgs {
+    /// Model for the job's URLs (a detector pool serving it must exist; default: the
+    /// detectors' default model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A second model for an A/B comparison, given --ab-share of the URLs (fixed per URL).
+    #[arg(long, requires = "ab_share")]
+    pub ab_model: Option<String>,
+    /// Fraction of the URLs for --ab-model, e.g. 0.1.
+    #[arg(long, requires = "ab_model")]
+    pub ab_share: Option<f64>,
+}
+
+impl ModelArgs {
+    pub fn split(&self) -> Option<ModelSplit> {
+        (self.model.is_some() || self.ab_model.is_some()).then(|| ModelSplit {
+            model_id: self.model.clone().unwrap_or_default(),
+            alt_model_id: self.ab_model.clone().unwrap_or_default(),
+            alt_share: self.ab_share.unwrap_or(0.0),
+        })
+    }
 }
 
 /// Creates the job if needed and streams the URLs in bounded messages, reading the input
@@ -150,6 +177,7 @@ pub async fn import(
     let req = CreateJobRequest {
         name: job.into(),
         input_digest: opts.digest.clone().unwrap_or_default(),
+        models: opts.models.clone(),
         ..Default::default()
     };
     d.create_job(req).await.map_err(|e| match e.code() {
@@ -237,7 +265,20 @@ pub fn describe(p: &GetProgressResponse) -> String {
         p.leases_reissued,
         p.rate_per_second,
         statuses.join(" ")
-    )
+    ) + &by_model(p)
+}
+
+/// `; model M: N ok, F faces` per model, for jobs that used more than one.
+fn by_model(p: &GetProgressResponse) -> String {
+    if p.by_model.len() < 2 {
+        return String::new();
+    }
+    let per: Vec<String> = p
+        .by_model
+        .iter()
+        .map(|m| format!("model {}: {} ok, {} faces", m.model_id, m.ok_urls, m.faces))
+        .collect();
+    format!("; {}", per.join("; "))
 }
 
 /// Polls progress until every URL has a terminal result.
@@ -290,12 +331,13 @@ pub fn export_line(r: &ExportResultsResponse) -> serde_json::Value {
                 "reason": if res.reason.is_empty() { serde_json::Value::Null } else { res.reason.clone().into() },
                 "width": res.width,
                 "height": res.height,
+                "model_id": if res.model_id.is_empty() { serde_json::Value::Null } else { res.model_id.clone().into() },
                 "faces": faces,
             })
         }
         None => json!({
             "url_id": r.pending_url_id, "url": r.url, "status": "pending", "reason": null,
-            "width": 0, "height": 0, "faces": [],
+            "width": 0, "height": 0, "model_id": null, "faces": [],
         }),
     }
 }
@@ -308,10 +350,15 @@ pub struct ExportSummary {
     pub by_status: std::collections::BTreeMap<String, u64>,
 }
 
-/// Writes the job's export to `out` line by line as pages arrive (nothing kept per URL).
-pub async fn export(addr: &str, job: &str, out: &Path) -> anyhow::Result<ExportSummary> {
+/// Writes the job's export (`what`: a job name, or a request with a model filter) to `out`
+/// line by line as pages arrive (nothing kept per URL).
+pub async fn export(
+    addr: &str,
+    what: impl Into<ExportResultsRequest>,
+    out: &Path,
+) -> anyhow::Result<ExportSummary> {
     let mut client = results(addr)?;
-    let mut stream = client.export_results(ExportResultsRequest { job: job.into() }).await?.into_inner();
+    let mut stream = client.export_results(what.into()).await?.into_inner();
     let tmp = out.with_extension("jsonl.tmp");
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,

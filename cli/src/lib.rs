@@ -40,7 +40,7 @@ pub async fn run_job(
         client::UrlInput::File(_) => Some(input.digest()?),
         client::UrlInput::List(_) => None,
     };
-    client::import(&delegator, job, input, client::ImportOptions { digest, quiet }).await?;
+    client::import(&delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
     let progress = client::wait(&delegator, job, quiet).await?;
     let export = client::export(&mesh.results.to_string(), job, out).await?;
     Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })

@@ -61,6 +61,8 @@ enum Cmd {
         #[arg(long)]
         job: String,
         file: PathBuf,
+        #[command(flatten)]
+        models: client::ModelArgs,
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
@@ -105,6 +107,9 @@ enum Cmd {
         /// jsonl (one JSON object per line) or parquet (one row per URL, nested faces).
         #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
         format: ExportFormat,
+        /// Only the URLs this model detected (one side of an A/B job).
+        #[arg(long)]
+        model: Option<String>,
         #[arg(long, env = "FACESWEEP_RESULTS", default_value = "127.0.0.1:50053")]
         results: String,
     },
@@ -197,9 +202,10 @@ async fn main() -> anyhow::Result<()> {
 async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Up { mesh, port } => up(mesh, port).await,
-        Cmd::Import { job, file, delegator } => {
+        Cmd::Import { job, file, models, delegator } => {
             let input = client::UrlInput::File(file);
-            let r = client::import(&delegator, &job, &input, Default::default()).await?;
+            let opts = client::ImportOptions { models: models.split(), ..Default::default() };
+            let r = client::import(&delegator, &job, &input, opts).await?;
             let resumed =
                 if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
             println!("job {job}: received {} URLs, {} new{resumed}", r.received, r.inserted);
@@ -227,10 +233,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             println!("job {job}: deleted with its {n} URLs");
             Ok(())
         }
-        Cmd::Export { job, out, format, results } => {
+        Cmd::Export { job, out, format, model, results } => {
+            let what = facesweep_proto::ExportResultsRequest { job, model_id: model.unwrap_or_default() };
             let sum = match format {
-                ExportFormat::Jsonl => client::export(&results, &job, &out).await?,
-                ExportFormat::Parquet => facesweep_cli::parquet_out::export(&results, &job, &out).await?,
+                ExportFormat::Jsonl => client::export(&results, what, &out).await?,
+                ExportFormat::Parquet => facesweep_cli::parquet_out::export(&results, what, &out).await?,
             };
             println!("wrote {} rows to {}", sum.lines, out.display());
             Ok(())

@@ -39,6 +39,7 @@ pub fn schema() -> Arc<Schema> {
         Field::new("http_status", DataType::UInt32, false),
         Field::new("width", DataType::UInt32, false),
         Field::new("height", DataType::UInt32, false),
+        Field::new("model_id", DataType::Utf8, true),
         Field::new("faces", faces, false),
     ]))
 }
@@ -52,6 +53,7 @@ struct Columns {
     http_status: UInt32Builder,
     width: UInt32Builder,
     height: UInt32Builder,
+    model_id: StringBuilder,
     faces: ListBuilder<StructBuilder>,
     rows: usize,
 }
@@ -68,6 +70,7 @@ impl Columns {
             http_status: UInt32Builder::new(),
             width: UInt32Builder::new(),
             height: UInt32Builder::new(),
+            model_id: StringBuilder::new(),
             faces: ListBuilder::new(face).with_field(Arc::new(item)),
             rows: 0,
         }
@@ -83,6 +86,7 @@ impl Columns {
         self.http_status.append_value(res.http_status);
         self.width.append_value(res.width);
         self.height.append_value(res.height);
+        self.model_id.append_option((!res.model_id.is_empty()).then_some(res.model_id.as_str()));
         let faces = self.faces.values();
         for f in &res.faces {
             for (i, v) in [f.x1, f.y1, f.x2, f.y2, f.score].into_iter().enumerate() {
@@ -105,6 +109,7 @@ impl Columns {
             Arc::new(self.http_status.finish()),
             Arc::new(self.width.finish()),
             Arc::new(self.height.finish()),
+            Arc::new(self.model_id.finish()),
             Arc::new(self.faces.finish()),
         ];
         self.rows = 0;
@@ -119,11 +124,12 @@ fn append_landmarks(lm: &mut ListBuilder<Box<dyn arrow_array::builder::ArrayBuil
 }
 
 /// Writes the job's export to `out` as Parquet (Snappy), a record batch at a time.
-pub async fn export(addr: &str, job: &str, out: &Path) -> anyhow::Result<ExportSummary> {
-    let mut stream = client::results(addr)?
-        .export_results(facesweep_proto::ExportResultsRequest { job: job.into() })
-        .await?
-        .into_inner();
+pub async fn export(
+    addr: &str,
+    what: impl Into<facesweep_proto::ExportResultsRequest>,
+    out: &Path,
+) -> anyhow::Result<ExportSummary> {
+    let mut stream = client::results(addr)?.export_results(what.into()).await?.into_inner();
     let tmp = out.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: paths, fixtures, an ephemeral Postgres.
 
+pub mod detector;
 pub mod services;
+pub mod site;
 
 use std::path::PathBuf;
 

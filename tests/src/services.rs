@@ -55,9 +55,15 @@ pub async fn delegator_with(
 
 /// A delegator (one shard, chunks of 1,000) for clients that dial by address; its address.
 pub async fn delegator_addr(db: &TestDb, stop: &Shutdown) -> String {
+    delegator_flags(db, &["--default-chunk-size", "1000"], stop).await
+}
+
+/// A delegator on loopback with its command-line `flags`; its address.
+pub async fn delegator_flags(db: &TestDb, flags: &[&str], stop: &Shutdown) -> String {
     let url = db.pg.url();
-    let args =
-        ["delegator", "--listen", "127.0.0.1:0", "--database-url", &url, "--default-chunk-size", "1000"];
+    let args = ["delegator", "--listen", "127.0.0.1:0", "--database-url", &url]
+        .into_iter()
+        .chain(flags.iter().copied());
     let cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from(args).unwrap();
     facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap().addr.to_string()
 }

@@ -70,7 +70,10 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = r.get_url_result(GetUrlResultRequest { url_id: 12345 }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = r.export_results(ExportResultsRequest { job: "".into() }).await.unwrap_err();
+    let e = r.export_results(ExportResultsRequest::from("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let bad_model = ExportResultsRequest { job: "x".into(), model_id: "no/such model".into() };
+    let e = r.export_results(bad_model).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     let mut det = DetectorServiceClient::new(ch(mesh.detector));

@@ -4,7 +4,6 @@
 //! the work goes on with the other; a new one is added and receives work; SIGTERM deregisters.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
@@ -14,55 +13,11 @@ use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
+use facesweep_tests::detector::DetectorProcess;
 use facesweep_tests::*;
 
 fn consul_args(agent: &ConsulAgent) -> ConsulArgs {
     ConsulArgs { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() }
-}
-
-/// A detector as its own process (its own metrics), registered in Consul.
-struct Detector {
-    child: Child,
-    metrics: String,
-}
-
-impl Detector {
-    fn start(agent: &ConsulAgent, dir: &std::path::Path, name: &str) -> Detector {
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(repo_root().join("target/debug/facesweep-detector"))
-            .arg("--model")
-            .arg(model_path())
-            .args(["--device", "cpu", "--threads", "1", "--max-batch", "8", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", &metrics, "--consul-addr", &agent.http])
-            .args(["--consul-check-interval-secs", "1"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("target/debug/facesweep-detector (make test builds it)");
-        Detector { child, metrics }
-    }
-
-    /// Images this detector has run through its model.
-    async fn images(&self) -> u64 {
-        let text = http_get(&self.metrics, "/metrics").await.unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("facesweep_detector_images_total "))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0)
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill").arg(sig).arg(self.child.id().to_string()).status().unwrap();
-    }
-}
-
-impl Drop for Detector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The fetcher's (in-process) view: its `facesweep_discovery_members` gauge for detectors.
@@ -73,7 +28,7 @@ fn known_detectors() -> Option<i64> {
 }
 
 async fn passing(consul: &Consul, service: &str) -> BTreeSet<String> {
-    consul.passing(service, 0, Duration::from_secs(1)).await.unwrap().0
+    consul.passing(service, None, 0, Duration::from_secs(1)).await.unwrap().0
 }
 
 async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
@@ -114,8 +69,7 @@ async fn run_job(
 
 /// Every URL of `job` ended `ok`: no image was failed because a detector went away.
 async fn assert_all_ok(results: &mut ResultsServiceClient<tonic::transport::Channel>, job: &str, n: usize) {
-    let mut stream =
-        results.export_results(ExportResultsRequest { job: job.into() }).await.unwrap().into_inner();
+    let mut stream = results.export_results(ExportResultsRequest::from(job)).await.unwrap().into_inner();
     let mut ok = 0;
     while let Some(r) = futures::StreamExt::next(&mut stream).await {
         let r = r.unwrap();
@@ -169,8 +123,8 @@ async fn detectors_come_and_go_through_consul() {
     .unwrap();
     let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
 
-    let mut a = Detector::start(&agent, dir.path(), "detector-a");
-    let b = Detector::start(&agent, dir.path(), "detector-b");
+    let mut a = DetectorProcess::start(&agent, dir.path(), "detector-a", &model_path());
+    let b = DetectorProcess::start(&agent, dir.path(), "detector-b", &model_path());
     // Registered only once the model is warm, and listed only once the gRPC check passes.
     wait_for("two passing detectors", 120, || async {
         passing(&consul, "facesweep-detector").await.len() == 2
@@ -223,8 +177,7 @@ async fn detectors_come_and_go_through_consul() {
     assert!(a1 > 0 && b1 > 0, "both detectors got work: a={a1} b={b1}");
 
     // 2. Kill one without warning: its check fails, Consul drops it, work goes on with the other.
-    a.signal("-KILL");
-    let _ = a.child.wait();
+    a.kill9();
     wait_for("killed detector out of the passing set", 30, || async {
         passing(&consul, "facesweep-detector").await.len() == 1
     })
@@ -235,7 +188,7 @@ async fn detectors_come_and_go_through_consul() {
     assert!(b.images().await >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images().await);
 
     // 3. A new detector joins and receives work.
-    let c = Detector::start(&agent, dir.path(), "detector-c");
+    let c = DetectorProcess::start(&agent, dir.path(), "detector-c", &model_path());
     wait_for("new detector passing", 120, || async {
         passing(&consul, "facesweep-detector").await.len() == 2
     })

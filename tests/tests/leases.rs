@@ -79,6 +79,7 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
         url_id: id,
         status: UrlStatus::Ok as i32,
         faces,
+        model_id: "m1".into(),
         ..Default::default()
     };
     let first = vec![ok(ids[0], vec![face(1.0), face(50.0)]), ok(ids[1], vec![])];
@@ -124,6 +125,14 @@ async fn leases_hold_only_urls_without_results_and_results_are_idempotent() {
     // A job of seconds reports its true rate (first lease to last result), not 4 per minute.
     let floor = 4.0 / began.elapsed().as_secs_f64();
     assert!(p.rate_per_second >= floor, "rate {} URLs/s, at least {floor} expected", p.rate_per_second);
+    // Per model: the first writer's two ok URLs and two faces, not the duplicate's; a forced
+    // retry of `ok` takes them back out.
+    let m1 = ModelCount { model_id: "m1".into(), ok_urls: 2, faces: 2 };
+    assert_eq!(p.by_model, vec![m1]);
+    let redo = RetryUrlsRequest { job: "idem".into(), status: "ok".into(), force: true };
+    assert_eq!(d.retry_urls(redo).await.unwrap().into_inner().requeued, 2);
+    let p = d.get_progress(GetProgressRequest { job: "idem".into() }).await.unwrap().into_inner();
+    assert_eq!((p.done_urls, p.by_model.len()), (2, 0), "{:?}", p.by_model);
     stop.cancel();
 }
 

@@ -153,7 +153,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     // Every photo went fetcher → detector → results over mTLS and came back with faces.
     let r_ch = channel_to(&results.addr.to_string(), Some(&client), "results").unwrap();
     let mut export = ResultsServiceClient::new(r_ch)
-        .export_results(ExportResultsRequest { job: "tls".into() })
+        .export_results(ExportResultsRequest::from("tls"))
         .await
         .unwrap()
         .into_inner();

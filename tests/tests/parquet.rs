@@ -14,7 +14,7 @@ rows = pq.read_table(sys.argv[1]).to_pylist()
 lines = [json.loads(l) for l in open(sys.argv[2])]
 assert len(rows) == len(lines), (len(rows), len(lines))
 for r, l in zip(sorted(rows, key=lambda x: x["url_id"]), sorted(lines, key=lambda x: x["url_id"])):
-    for k in ("url_id", "url", "status", "reason", "width", "height"):
+    for k in ("url_id", "url", "status", "reason", "width", "height", "model_id"):
         assert r[k] == l[k], (k, r[k], l[k])
     assert len(r["faces"]) == len(l["faces"]), r
     for f, g in zip(r["faces"], l["faces"]):

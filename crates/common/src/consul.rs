@@ -182,15 +182,20 @@ impl Consul {
         Self::check(resp).await.map(|_| true)
     }
 
-    /// Instances of `service` whose checks all pass, as `host:port`. With `index` > 0 this is a
-    /// blocking query: it answers when the set changes or after `wait`. Returns the new index.
+    /// Instances of `service` (with `tag`, when given) whose checks all pass, as `host:port`.
+    /// With `index` > 0 this is a blocking query: it answers when the set changes or after
+    /// `wait`. Returns the new index.
     pub async fn passing(
         &self,
         service: &str,
+        tag: Option<&str>,
         index: u64,
         wait: Duration,
     ) -> Result<(BTreeSet<String>, u64), ConsulError> {
         let mut url = self.url(&format!("v1/health/service/{service}"));
+        if let Some(tag) = tag {
+            url.query_pairs_mut().append_pair("tag", tag);
+        }
         url.query_pairs_mut()
             .append_pair("passing", "true")
             .append_pair("index", &index.to_string())

@@ -57,3 +57,38 @@ pub async fn add(
     }
     Ok(())
 }
+
+/// Successful results and their faces per (job, model that produced them): what A/B jobs
+/// compare (migration 0014). Same transaction and slot spreading as `add`.
+pub async fn add_models(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: &BTreeMap<(i64, String), (i64, i64)>,
+) -> Result<(), sqlx::Error> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let slot = rand::random::<u8>() as i16 % 16;
+    let mut jobs = Vec::with_capacity(deltas.len());
+    let mut models = Vec::with_capacity(deltas.len());
+    let (mut urls, mut faces) = (Vec::with_capacity(deltas.len()), Vec::with_capacity(deltas.len()));
+    for ((j, m), (u, f)) in deltas {
+        jobs.push(*j);
+        models.push(m.clone());
+        urls.push(*u);
+        faces.push(*f);
+    }
+    sqlx::query(
+        "INSERT INTO job_model_counts (job_id, model_id, slot, ok_urls, faces)
+         SELECT j, m, $5, u, f FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(j, m, u, f)
+         ON CONFLICT (job_id, model_id, slot) DO UPDATE SET ok_urls = job_model_counts.ok_urls + EXCLUDED.ok_urls,
+             faces = job_model_counts.faces + EXCLUDED.faces",
+    )
+    .bind(&jobs)
+    .bind(&models)
+    .bind(&urls)
+    .bind(&faces)
+    .bind(slot)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

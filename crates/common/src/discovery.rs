@@ -34,23 +34,40 @@ pub struct CallError(#[source] tower::BoxError);
 /// How long a call may wait for a server (none discovered yet) and for its response headers.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A flag value naming servers: `host:port[,host:port…]` or `consul://<service-name>`.
+/// A flag value naming servers: `host:port[,host:port…]` or `consul://<service-name>`, with
+/// `?tag=T` for the instances carrying tag T (detectors serving one model).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Static(Vec<String>),
-    Consul(String),
+    Consul { service: String, tag: Option<String> },
+}
+
+impl Target {
+    /// The same Consul service narrowed to instances tagged `tag`; `None` for a static list.
+    pub fn with_tag(&self, tag: &str) -> Option<Target> {
+        match self {
+            Target::Consul { service, .. } => {
+                Some(Target::Consul { service: service.clone(), tag: Some(tag.into()) })
+            }
+            Target::Static(_) => None,
+        }
+    }
 }
 
 impl FromStr for Target {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(name) = s.strip_prefix("consul://") {
-            let name = name.trim_end_matches('/');
-            if name.is_empty() || name.contains(['/', '?', ' ']) {
-                return Err(format!("{s:?}: expected consul://<service-name>"));
+        if let Some(rest) = s.strip_prefix("consul://") {
+            let (name, tag) = match rest.split_once("?tag=") {
+                Some((n, t)) => (n.trim_end_matches('/'), Some(t)),
+                None => (rest.trim_end_matches('/'), None),
+            };
+            let bad = |x: &str| x.is_empty() || x.contains(['/', '?', ' ', '&', '=']);
+            if bad(name) || tag.is_some_and(bad) {
+                return Err(format!("{s:?}: expected consul://<service-name>[?tag=<tag>]"));
             }
-            return Ok(Target::Consul(name.to_string()));
+            return Ok(Target::Consul { service: name.to_string(), tag: tag.map(String::from) });
         }
         let addrs: Vec<String> =
             s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
@@ -65,7 +82,8 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Static(a) => f.write_str(&a.join(",")),
-            Target::Consul(name) => write!(f, "consul://{name}"),
+            Target::Consul { service, tag: None } => write!(f, "consul://{service}"),
+            Target::Consul { service, tag: Some(t) } => write!(f, "consul://{service}?tag={t}"),
         }
     }
 }
@@ -91,25 +109,30 @@ pub fn members(
             m::DISCOVERY_MEMBERS.with_label_values(&[&target.to_string()]).set(set.len() as i64);
             Ok(watch::channel(set).1)
         }
-        Target::Consul(name) => {
+        Target::Consul { service, tag } => {
             let addr = consul.addr.as_deref().ok_or_else(|| DiscoveryError::NoConsul(target.clone()))?;
             let consul = Consul::with_token(addr, consul.token.as_deref())?;
             let (tx, rx) = watch::channel(BTreeSet::new());
-            tokio::spawn(watch_consul(consul, name.clone(), tx, shutdown));
+            tokio::spawn(watch_consul(consul, (service.clone(), tag.clone()), tx, shutdown));
             Ok(rx)
         }
     }
 }
 
-async fn watch_consul(consul: Consul, name: String, tx: watch::Sender<BTreeSet<String>>, stop: Shutdown) {
-    let label = format!("consul://{name}");
+async fn watch_consul(
+    consul: Consul,
+    (name, tag): (String, Option<String>),
+    tx: watch::Sender<BTreeSet<String>>,
+    stop: Shutdown,
+) {
+    let label = Target::Consul { service: name.clone(), tag: tag.clone() }.to_string();
     let members = m::DISCOVERY_MEMBERS.with_label_values(&[&label]);
     let errors = m::DISCOVERY_ERRORS.with_label_values(&[&label]);
     let mut index = 0;
     let mut backoff = Duration::from_millis(250);
     while !stop.is_cancelled() {
         let started = tokio::time::Instant::now();
-        let query = consul.passing(&name, index, Duration::from_secs(30));
+        let query = consul.passing(&name, tag.as_deref(), index, Duration::from_secs(30));
         let answer = tokio::select! {
             a = query => a,
             _ = stop.cancelled() => return,
@@ -234,10 +257,16 @@ mod tests {
     #[test]
     fn targets_parse() {
         assert_eq!("a:1, b:2".parse(), Ok(Target::Static(vec!["a:1".into(), "b:2".into()])));
-        assert_eq!("consul://facesweep-detector".parse(), Ok(Target::Consul("facesweep-detector".into())));
+        let consul =
+            |s: &str, t: Option<&str>| Target::Consul { service: s.into(), tag: t.map(String::from) };
+        assert_eq!("consul://facesweep-detector".parse(), Ok(consul("facesweep-detector", None)));
+        assert_eq!("consul://d?tag=model-m1".parse(), Ok(consul("d", Some("model-m1"))));
+        assert_eq!(consul("d", None).with_tag("model-x"), Some(consul("d", Some("model-x"))));
+        assert_eq!(consul("d", Some("t")).to_string(), "consul://d?tag=t");
+        assert!("consul://d?tag=".parse::<Target>().is_err());
         assert!("consul://".parse::<Target>().is_err());
         assert!("consul://a/b".parse::<Target>().is_err());
         assert!(" , ".parse::<Target>().is_err());
-        assert_eq!(Target::Consul("x".into()).to_string(), "consul://x");
+        assert_eq!(consul("x", None).to_string(), "consul://x");
     }
 }

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod models;
 pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;

@@ -51,6 +51,13 @@ pub const ALL_STATUSES: [UrlStatus; 13] = [
     UrlStatus::Cancelled,
 ];
 
+/// A whole job's export: `export(addr, "job", …)`.
+impl From<&str> for ExportResultsRequest {
+    fn from(job: &str) -> Self {
+        ExportResultsRequest { job: job.to_string(), ..Default::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,12 +3,11 @@
 //! `cancelled`, in bounded transactions whatever the job's size. Summaries read counters,
 //! never results.
 
-use chrono::{DateTime, Utc};
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_proto::{Job, JobState, JobSummary};
 
 use crate::joblock::job_lock;
-use crate::store::{timestamp, Store};
+use crate::store::{JobRow, Store, JOB_COLUMNS};
 use crate::upkeep::pages;
 
 /// Chunks fenced per transaction when a job is cancelled.
@@ -16,11 +15,8 @@ const CHUNK_PAGE: i64 = 10_000;
 
 #[derive(sqlx::FromRow)]
 struct SummaryRow {
-    id: i64,
-    name: String,
-    chunk_size: i32,
-    priority: i32,
-    created_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    job: JobRow,
     state: String,
     total_urls: i64,
     done_urls: i64,
@@ -36,13 +32,7 @@ impl From<SummaryRow> for JobSummary {
             _ => JobState::Unspecified,
         };
         JobSummary {
-            job: Some(Job {
-                id: r.id,
-                name: r.name,
-                chunk_size: r.chunk_size,
-                priority: r.priority,
-                created_at: Some(timestamp(r.created_at)),
-            }),
+            job: Some(r.job.into()),
             state: state as i32,
             total_urls: r.total_urls,
             done_urls: r.done_urls,
@@ -54,14 +44,14 @@ impl From<SummaryRow> for JobSummary {
 impl Store {
     /// Every job (`name` None) or one, with state and counts: O(jobs), from the counters.
     pub async fn job_summaries(&self, name: Option<&str>) -> ServiceResult<Vec<JobSummary>> {
-        let rows: Vec<SummaryRow> = sqlx::query_as(
-            "SELECT j.id, j.name, j.chunk_size, j.priority, j.created_at, j.state, j.total_urls,
+        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS}, j.state, j.total_urls,
                     coalesce(sum(s.count), 0)::bigint AS done_urls,
                     coalesce(sum(s.count) FILTER (WHERE s.status <> 'ok'), 0)::bigint AS failed_urls
              FROM jobs j LEFT JOIN job_status_counts s ON s.job_id = j.id
              WHERE $1::text IS NULL OR j.name = $1
-             GROUP BY j.id ORDER BY j.name",
-        )
+             GROUP BY j.id ORDER BY j.name"
+        ))
         .bind(name)
         .fetch_all(&self.pool)
         .await?;

@@ -4,7 +4,7 @@
 //! true rate.
 
 use facesweep_common::error::ServiceResult;
-use facesweep_proto::StatusCount;
+use facesweep_proto::{ModelCount, StatusCount};
 
 use crate::store::Store;
 
@@ -16,6 +16,7 @@ pub struct Progress {
     pub leases_expired: i64,
     pub chunks: [i64; 3],
     pub by_status: Vec<StatusCount>,
+    pub by_model: Vec<ModelCount>,
     pub rate_per_second: f64,
     pub leases_reissued: i64,
     pub next_ordinal: i64,
@@ -60,6 +61,7 @@ impl Store {
             }
             progress.by_status.push(status);
         }
+        progress.by_model = self.model_counts(job_id).await?;
         let finished = progress.total_urls > 0 && progress.done_urls >= progress.total_urls;
         progress.rate_per_second = self.rate_window(job_id).await?.per_second(finished, progress.done_urls);
         Ok(progress)
@@ -84,6 +86,33 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Successful URLs and faces per model that produced them, from their counters.
+    async fn model_counts(&self, job_id: i64) -> ServiceResult<Vec<ModelCount>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT model_id, sum(ok_urls)::bigint, sum(faces)::bigint FROM job_model_counts
+             WHERE job_id = $1 GROUP BY model_id HAVING sum(ok_urls) <> 0 ORDER BY model_id",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(model_id, ok_urls, faces)| ModelCount { model_id, ok_urls, faces })
+            .collect())
+    }
+
+    /// URLs of running jobs without a result: totals minus the status counters, O(jobs).
+    pub async fn backlog(&self) -> ServiceResult<i64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT ((SELECT coalesce(sum(total_urls), 0) FROM jobs WHERE state = 'running')
+                   - (SELECT coalesce(sum(s.count), 0) FROM job_status_counts s
+                      JOIN jobs j ON j.id = s.job_id WHERE j.state = 'running'))::bigint",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0))
     }
 
     /// Counters, not count(*): exact and O(1) whatever the job size.

@@ -72,7 +72,10 @@ impl DelegatorService for DelegatorSvc {
         if msg.input_digest.len() > 200 {
             return Err(invalid("input_digest must be at most 200 bytes"));
         }
-        let (job, created) = self.store.create_job(&msg.name, chunk, msg.priority, &msg.input_digest).await?;
+        let models = msg.models.unwrap_or_default();
+        check_models(&models)?;
+        let (job, created) =
+            self.store.create_job(&msg.name, chunk, msg.priority, &msg.input_digest, &models).await?;
         Ok(Response::new(CreateJobResponse { job: Some(job), created }))
     }
 
@@ -208,6 +211,7 @@ impl DelegatorService for DelegatorSvc {
             chunks_leased: progress.chunks[1],
             chunks_done: progress.chunks[2],
             by_status: progress.by_status,
+            by_model: progress.by_model,
             rate_per_second: progress.rate_per_second,
             eta_seconds: eta,
             leases_reissued: progress.leases_reissued,
@@ -319,4 +323,23 @@ impl DelegatorService for DelegatorSvc {
         let released = self.store.release_owned(&id).await?;
         Ok(Response::new(ReleaseFetcherLeasesResponse { released }))
     }
+}
+
+/// A job's models: ids safe for tags and file names, a share in [0, 1] and, when positive,
+/// a second model that differs from the first.
+fn check_models(m: &ModelSplit) -> Result<(), Status> {
+    use facesweep_common::models::valid_model_id;
+    if !valid_model_id(&m.model_id) || !valid_model_id(&m.alt_model_id) {
+        return Err(invalid("model ids are at most 64 of A-Z a-z 0-9 . _ -"));
+    }
+    if !(0.0..=1.0).contains(&m.alt_share) {
+        return Err(invalid("alt_share must be between 0 and 1"));
+    }
+    let ab = m.alt_share > 0.0;
+    if ab == m.alt_model_id.is_empty() || (ab && m.alt_model_id == m.model_id) {
+        return Err(invalid(
+            "an A/B job names a second model, different from the first, with a share above 0",
+        ));
+    }
+    Ok(())
 }

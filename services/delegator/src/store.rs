@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use facesweep_common::chunk_id_range;
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_proto::{Job, LeaseRef, LeaseUrl};
+use facesweep_common::models::model_for;
+use facesweep_proto::{Job, LeaseRef, LeaseUrl, ModelSplit};
 use sqlx::PgPool;
 
 use crate::failures::{self, FailedLease, Limits};
@@ -56,24 +57,28 @@ impl Store {
         self.ttl.as_secs_f64()
     }
 
-    /// Creates the job, or returns the existing one with this name (`created` = false).
     /// Creates the job, or returns the existing one (`created` = false). An input digest is
-    /// kept on first sight; another one for the same job is refused.
+    /// kept on first sight; another one for the same job is refused, as are other models.
     pub async fn create_job(
         &self,
         name: &str,
         chunk_size: i32,
         priority: i32,
         digest: &str,
+        models: &ModelSplit,
     ) -> ServiceResult<(Job, bool)> {
         let inserted = sqlx::query(
-            "INSERT INTO jobs (name, chunk_size, priority, input_digest) VALUES ($1, $2, $3, $4)
+            "INSERT INTO jobs (name, chunk_size, priority, input_digest, model_id, alt_model_id, alt_share)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(name)
         .bind(chunk_size)
         .bind(priority)
         .bind(digest)
+        .bind(&models.model_id)
+        .bind(&models.alt_model_id)
+        .bind(models.alt_share)
         .fetch_optional(&self.pool)
         .await?;
         if inserted.is_none() && !digest.is_empty() {
@@ -92,7 +97,14 @@ impl Store {
                 )));
             }
         }
-        Ok((self.job(name).await?, inserted.is_some()))
+        let job = self.job(name).await?;
+        if inserted.is_none() && *models != ModelSplit::default() && job.models.as_ref() != Some(models) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "job {name:?} exists with other models ({:?}): give this one another job name",
+                job.models.unwrap_or_default()
+            )));
+        }
+        Ok((job, inserted.is_some()))
     }
 
     /// Stores `urls` as ordinals `first..` of the job; returns how many were new.
@@ -101,19 +113,12 @@ impl Store {
     }
 
     pub async fn job(&self, name: &str) -> ServiceResult<Job> {
-        let row: JobRow =
-            sqlx::query_as("SELECT id, name, chunk_size, priority, created_at FROM jobs WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound(format!("job {name:?}")))?;
-        Ok(Job {
-            id: row.id,
-            name: row.name,
-            chunk_size: row.chunk_size,
-            priority: row.priority,
-            created_at: Some(timestamp(row.created_at)),
-        })
+        let row: JobRow = sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("job {name:?}")))?;
+        Ok(row.into())
     }
 
     /// Running jobs with a pending chunk in this shard, with their scheduling weight.
@@ -192,7 +197,8 @@ impl Store {
         .bind(MAX_LEASE_BYTES)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(id, url)| LeaseUrl { id, url }).collect())
+        let model = |id| model_for(id, &t.model_id, &t.alt_model_id, t.alt_share).to_string();
+        Ok(rows.into_iter().map(|(id, url)| LeaseUrl { id, url, model_id: model(id) }).collect())
     }
 
     /// Atomically takes the first pending chunk of `job` in this shard (compare-and-set).
@@ -217,7 +223,8 @@ impl Store {
              FROM pick, jobs j
              WHERE c.job_id = $5 AND c.chunk_no = pick.chunk_no AND c.state = 'pending' AND j.id = c.job_id
                AND j.state = 'running'
-             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at, j.chunk_size, c.failures, j.name AS job_name",
+             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at, j.chunk_size, c.failures, j.name AS job_name,
+                       j.model_id, j.alt_model_id, j.alt_share",
         )
         .bind(owner)
         .bind(self.ttl_secs())
@@ -350,13 +357,36 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
+/// A job as its columns hold it (`JOB_COLUMNS`); the one place a `Job` is built from.
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(crate) struct JobRow {
     id: i64,
     name: String,
     chunk_size: i32,
     priority: i32,
     created_at: DateTime<Utc>,
+    model_id: String,
+    alt_model_id: String,
+    alt_share: f64,
+}
+
+/// The columns of `JobRow`, for queries on `jobs j`.
+pub(crate) const JOB_COLUMNS: &str =
+    "j.id, j.name, j.chunk_size, j.priority, j.created_at, j.model_id, j.alt_model_id, j.alt_share";
+
+impl From<JobRow> for Job {
+    fn from(r: JobRow) -> Self {
+        let models =
+            ModelSplit { model_id: r.model_id, alt_model_id: r.alt_model_id, alt_share: r.alt_share };
+        Job {
+            id: r.id,
+            name: r.name,
+            chunk_size: r.chunk_size,
+            priority: r.priority,
+            created_at: Some(timestamp(r.created_at)),
+            models: Some(models),
+        }
+    }
 }
 
 /// A chunk as operators list it.
@@ -381,6 +411,9 @@ struct TakenChunk {
     chunk_size: i32,
     failures: i32,
     job_name: String,
+    model_id: String,
+    alt_model_id: String,
+    alt_share: f64,
 }
 
 #[derive(sqlx::FromRow)]

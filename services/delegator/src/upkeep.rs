@@ -85,6 +85,7 @@ impl Store {
         sqlx::query(
             "WITH s AS (DELETE FROM job_status_counts WHERE job_id = $1),
                   c AS (DELETE FROM job_chunk_counts WHERE job_id = $1),
+                  o AS (DELETE FROM job_model_counts WHERE job_id = $1),
                   m AS (DELETE FROM job_minute_counts WHERE job_id = $1)
              DELETE FROM jobs WHERE id = $1",
         )
@@ -104,7 +105,7 @@ impl Store {
             "WITH gone AS (
                  DELETE FROM url_results
                  WHERE url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1) AND status = $4 {FAILED}
-                 RETURNING url_id),
+                 RETURNING url_id, model_id, face_count),
              -- Only ok results have faces (results refuses faces on failures).
              f AS (DELETE FROM faces WHERE $4 = 'ok'
                    AND url_id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)
@@ -114,19 +115,19 @@ impl Store {
                    FROM jobs j
                    WHERE j.id = c.job_id AND c.job_id = $1 AND c.state = 'done'
                      AND c.chunk_no IN (SELECT DISTINCT url_ordinal(url_id) / j.chunk_size FROM gone))
-             SELECT count(*) FROM gone",
+             SELECT model_id, count(*), sum(face_count)::bigint FROM gone GROUP BY model_id",
             FAILED = failed
         );
-        let n: i64 = sqlx::query_scalar(&sql)
-            .bind(job_id)
-            .bind(from)
-            .bind(to)
-            .bind(status)
-            .fetch_one(&mut *tx)
-            .await?;
+        let gone: Vec<(String, i64, i64)> =
+            sqlx::query_as(&sql).bind(job_id).bind(from).bind(to).bind(status).fetch_all(&mut *tx).await?;
+        let n: i64 = gone.iter().map(|g| g.1).sum();
         if n > 0 {
             let deltas = [((job_id, status.to_string()), -n)].into_iter().collect();
             facesweep_common::counters::add(&mut tx, &deltas).await?;
+        }
+        if status == "ok" {
+            let models = gone.into_iter().map(|(m, n, faces)| ((job_id, m), (-n, -faces))).collect();
+            facesweep_common::counters::add_models(&mut tx, &models).await?;
         }
         tx.commit().await?;
         Ok(n)

@@ -16,17 +16,22 @@ fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-fn image(seed: u8) -> ImageInput {
+/// The model's input size (width, height): images fill its canvas.
+type Size = (u32, u32);
+
+fn image(seed: u8, (w, h): Size) -> ImageInput {
     // Textured input: a constant image would let NMS do no work.
-    let data: Vec<u8> =
-        (0..640 * 640 * 3).map(|i: usize| ((i * 31 + seed as usize * 17) % 251) as u8).collect();
-    ImageInput::rgb_canvas(data.into(), 640, 640)
+    let n = (w * h * 3) as usize;
+    let data: Vec<u8> = (0..n).map(|i: usize| ((i * 31 + seed as usize * 17) % 251) as u8).collect();
+    ImageInput::rgb_canvas(data.into(), w, h)
 }
 
 /// Images/s of the model alone by batch size (median, synchronised); the best of them.
 fn in_process(model: &Model, batches: &[usize]) -> anyhow::Result<f64> {
-    let imgs: Vec<ImageInput> = (0..*batches.iter().max().unwrap_or(&1)).map(|i| image(i as u8)).collect();
-    println!("in-process (model + NMS), 640x640:");
+    let size = (model.config.input_width, model.config.input_height);
+    let imgs: Vec<ImageInput> =
+        (0..*batches.iter().max().unwrap_or(&1)).map(|i| image(i as u8, size)).collect();
+    println!("in-process (model + NMS), {}x{} ({}):", size.0, size.1, model.config.model_id);
     let mut best = 0.0f64;
     for &b in batches {
         let refs: Vec<&ImageInput> = imgs[..b].iter().collect();
@@ -40,9 +45,15 @@ fn in_process(model: &Model, batches: &[usize]) -> anyhow::Result<f64> {
 }
 
 /// `n` images over `streams` concurrent Detect streams; wall time and each image's latency.
-async fn drive(ch: &tonic::transport::Channel, streams: usize, n: usize) -> (Duration, Vec<Duration>) {
+async fn drive(
+    ch: &tonic::transport::Channel,
+    streams: usize,
+    n: usize,
+    size: Size,
+) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
-    let tasks: Vec<_> = (0..streams).map(|s| tokio::spawn(one_stream(ch.clone(), s, n / streams))).collect();
+    let tasks: Vec<_> =
+        (0..streams).map(|s| tokio::spawn(one_stream(ch.clone(), s, n / streams, size))).collect();
     let mut lat = Vec::new();
     for t in tasks {
         lat.extend(t.await.unwrap());
@@ -51,20 +62,20 @@ async fn drive(ch: &tonic::transport::Channel, streams: usize, n: usize) -> (Dur
 }
 
 /// One stream of `per` textured images; the latency of each, send to reply.
-async fn one_stream(ch: tonic::transport::Channel, s: usize, per: usize) -> Vec<Duration> {
+async fn one_stream(ch: tonic::transport::Channel, s: usize, per: usize, size: Size) -> Vec<Duration> {
     let mut client = DetectorServiceClient::new(ch);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut out = client.detect(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     let feeder = tokio::spawn(async move {
         let mut times = Vec::new();
         for i in 0..per {
-            let img = image((s * 7 + i) as u8);
+            let img = image((s * 7 + i) as u8, size);
             times.push(Instant::now());
             let req = DetectRequest {
                 id: i as u64,
                 data: img.data,
-                height: 640,
-                width: 640,
+                height: size.1,
+                width: size.0,
                 channels: 3,
                 scale: 1.0,
                 ..Default::default()
@@ -77,7 +88,10 @@ async fn one_stream(ch: tonic::transport::Channel, s: usize, per: usize) -> Vec<
     });
     let mut got = Vec::new();
     while let Some(r) = out.next().await {
-        got.push((r.unwrap().id, Instant::now()));
+        let r = r.unwrap();
+        // An error reply is fast and would inflate images/s: a bench of refusals is no bench.
+        assert_eq!(r.error_code, 0, "the detector refused a bench image: {}", r.error);
+        got.push((r.id, Instant::now()));
         if got.len() == per {
             break;
         }
@@ -104,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
 
     let model = Model::load(std::path::Path::new(&model_path), device, !fp32)?;
     let best = in_process(&model, &batches)?;
+    let size = (model.config.input_width, model.config.input_height);
     drop(model);
 
     let streams: usize = env("BENCH_STREAMS", 8);
@@ -128,8 +143,8 @@ async fn main() -> anyhow::Result<()> {
     let stop = facesweep_common::Shutdown::new();
     let running = facesweep_detector::spawn(Config::try_parse_from(args)?, stop.clone()).await?;
     let ch = facesweep_common::grpc::channel(&running.addr.to_string())?;
-    drive(&ch, streams, streams * 2).await; // warm-up
-    let (elapsed, lat) = drive(&ch, streams, total).await;
+    drive(&ch, streams, streams * 2, size).await; // warm-up
+    let (elapsed, lat) = drive(&ch, streams, total, size).await;
     let mut ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
     let ips = ms.len() as f64 / elapsed.as_secs_f64();

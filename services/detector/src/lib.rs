@@ -127,9 +127,13 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
-    // Registered only now, with the model warm: Consul's first check can pass at once.
-    let me =
-        Announce { meta: vec![("model_id".into(), model_id)], ..front.announce("detector", running.addr) };
+    // Registered only now, with the model warm: Consul's first check can pass at once. The
+    // tag lets fetchers route a model's images to the detectors serving it.
+    let me = Announce {
+        tags: vec![facesweep_common::models::consul_tag(&model_id)],
+        meta: vec![("model_id".into(), model_id)],
+        ..front.announce("detector", running.addr)
+    };
     let consul = facesweep_common::consul::register_self(&config.consul, me, shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }

@@ -25,6 +25,21 @@ pub enum Wire {
     I420,
 }
 
+/// What a detector pool takes: its model's input size and the wire its detectors prefer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub width: u32,
+    pub height: u32,
+    pub wire: Wire,
+}
+
+impl Shape {
+    /// `width`×`height` as the whole RGB canvas (every detector takes it).
+    pub fn canvas(width: u32, height: u32) -> Self {
+        Shape { width, height, wire: Wire::Canvas }
+    }
+}
+
 /// An image ready for the detector: `data` is the whole letterboxed canvas (HWC RGB) or, when
 /// `canvas` is set, only the resized content in `format`, placed at the offsets.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::budget::BodyBudget;
-use crate::decode::Letterboxed;
+use crate::decode::{Letterboxed, Shape, Wire};
 use crate::download::{self, DownloadConfig};
 use crate::net::HostLimits;
 use crate::outcome::Failure;
@@ -38,6 +38,8 @@ pub struct Fetcher {
     hosts: HostLimits,
     budget: BodyBudget,
     pool: DecodePool,
+    /// The wire of `fetch` (the worker gives each pool's own to `fetch_as`).
+    wire: Wire,
 }
 
 impl Fetcher {
@@ -55,21 +57,27 @@ impl Fetcher {
             // Waiting for memory is bounded like the download itself.
             budget: BodyBudget::new(budget_bytes, cfg.download.total_timeout),
             pool: DecodePool::new(threads, cfg.decode_timeout),
+            wire: Wire::Canvas,
             cfg,
         })
     }
 
-    /// Images go to the detector as `wire` says (default: the whole RGB canvas).
-    pub fn with_wire(mut self, wire: crate::decode::Wire) -> Self {
-        self.pool.set_wire(wire);
+    /// `fetch` sends images as `wire` says (default: the whole RGB canvas).
+    pub fn with_wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
         self
     }
 
-    /// Downloads and letterboxes `url` to `target` (width, height).
+    /// Downloads and letterboxes `url` to `target` (width, height), in this fetcher's wire.
     pub async fn fetch(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
+        self.fetch_as(url, Shape { width: target.0, height: target.1, wire: self.wire }).await
+    }
+
+    /// Downloads and letterboxes `url` for a detector pool taking `shape`.
+    pub async fn fetch_as(&self, url: &str, shape: Shape) -> (Result<Letterboxed, Failure>, Stats) {
         use crate::metrics as m;
         m::FETCH_IN_FLIGHT.inc();
-        let (r, stats) = self.fetch_inner(url, target).await;
+        let (r, stats) = self.fetch_inner(url, shape).await;
         m::FETCH_IN_FLIGHT.dec();
         let status = match &r {
             Ok(_) => "ok",
@@ -83,7 +91,7 @@ impl Fetcher {
         (r, stats)
     }
 
-    async fn fetch_inner(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
+    async fn fetch_inner(&self, url: &str, shape: Shape) -> (Result<Letterboxed, Failure>, Stats) {
         let mut stats = Stats::default();
         let parsed = match download::check_url(url, &self.cfg.download.policy) {
             Ok(u) => u,
@@ -109,7 +117,7 @@ impl Fetcher {
         // The body's budget is held until decoding is done with it.
         let r = self
             .pool
-            .decode(got.body.clone(), target, self.cfg.max_pixels)
+            .decode(got.body.clone(), shape, self.cfg.max_pixels)
             .instrument(tracing::info_span!("decode"))
             .await;
         drop(got);

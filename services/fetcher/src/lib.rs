@@ -8,6 +8,7 @@ pub mod download;
 mod exif;
 pub mod fetch;
 mod metrics;
+pub mod models;
 pub mod net;
 pub mod outcome;
 mod pool;
@@ -23,7 +24,6 @@ use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
-use facesweep_proto::ModelInfoRequest;
 
 use decode::Wire;
 use download::DownloadConfig;
@@ -41,9 +41,14 @@ pub struct Config {
     /// Delegators, one per shard: host:port[,host:port…] or consul://<service>.
     #[arg(long, env = "FETCHER_DELEGATOR", default_value = "127.0.0.1:50051")]
     pub delegator: Target,
-    /// Detectors, balanced: host:port[,host:port…] or consul://<service>.
+    /// Detectors, balanced: host:port[,host:port…] or consul://<service>. They serve the
+    /// default model; with Consul, other models' detectors are the instances tagged model-<id>.
     #[arg(long, env = "FETCHER_DETECTOR", default_value = "127.0.0.1:50052")]
     pub detector: Target,
+    /// Detectors of other models (jobs naming a model, A/B): MODEL=TARGET, several separated
+    /// by `;`, e.g. `retinaface-mnet025-320-v1=10.0.0.7:50052`.
+    #[arg(long, env = "FETCHER_MODEL_DETECTORS", value_delimiter = ';', value_parser = models::parse_model_target)]
+    pub model_detector: Vec<(String, Target)>,
     /// Results replicas, balanced: host:port[,host:port…] or consul://<service>.
     #[arg(long, env = "FETCHER_RESULTS", default_value = "127.0.0.1:50053")]
     pub results: Target,
@@ -149,10 +154,11 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.leases >= 1, "--leases must be at least 1");
         let consul = self.consul.addr.is_some();
-        for (flag, t) in
-            [("--delegator", &self.delegator), ("--detector", &self.detector), ("--results", &self.results)]
-        {
-            anyhow::ensure!(consul || !matches!(t, Target::Consul(_)), "{flag} {t} needs --consul-addr");
+        let named =
+            [("--delegator", &self.delegator), ("--detector", &self.detector), ("--results", &self.results)];
+        let per_model = self.model_detector.iter().map(|(_, t)| ("--model-detector", t));
+        for (flag, t) in named.into_iter().chain(per_model) {
+            anyhow::ensure!(consul || !matches!(t, Target::Consul { .. }), "{flag} {t} needs --consul-addr");
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
@@ -223,28 +229,13 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let discovery_stop = Shutdown::new();
     let stop_discovery = discovery_stop.clone().drop_guard();
     let members = |t: &Target| discovery::members(t, &config.consul, discovery_stop.clone());
-    let mut detector =
-        DetectorServiceClient::new(discovery::balanced(members(&config.detector)?, tls.clone(), "detector"))
-            .max_decoding_message_size(64 << 20);
-    // The letterbox size comes from the model: wait until a detector answers.
-    let info = loop {
-        let asked = tokio::time::timeout(Duration::from_secs(5), detector.model_info(ModelInfoRequest {}));
-        match asked.await.unwrap_or_else(|_| Err(tonic::Status::unavailable("no detector within 5 s"))) {
-            Ok(i) => break i.into_inner(),
-            Err(e) if shutdown.is_cancelled() => anyhow::bail!("shut down before a detector answered: {e}"),
-            Err(e) => {
-                tracing::info!(error = %e, detector = %config.detector, "waiting for a detector");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let models = detector_models(&config, tls.clone(), &discovery_stop, &shutdown).await?;
     let worker = Arc::new(worker::Worker::new(
         config.worker_config(),
         delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
-        detector,
+        models,
         ResultsServiceClient::new(discovery::balanced(members(&config.results)?, tls.clone(), "results")),
-        Fetcher::new(config.fetch_config())?.with_wire(config.wire.resolve(&info.pixel_formats)),
-        (info.input_width, info.input_height),
+        Fetcher::new(config.fetch_config())?,
     ));
     worker.reclaim().await;
     grpc::health_follows(front.health.clone(), "", Duration::from_secs(5), shutdown.clone(), || async {
@@ -265,6 +256,35 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     });
     let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown_metrics).await?;
     Ok(Running { addr, task, metrics }.also_awaiting(registration))
+}
+
+/// Detector pools by model, once the default model's detectors answered ModelInfo (its
+/// letterbox size and wire); other models' pools connect when a lease needs them.
+async fn detector_models(
+    config: &Config,
+    tls: Option<facesweep_common::tls::Tls>,
+    discovery_stop: &Shutdown,
+    shutdown: &Shutdown,
+) -> anyhow::Result<models::Models> {
+    let (consul, stop) = (config.consul.clone(), discovery_stop.clone());
+    let connect: models::Connect = Box::new(move |t: &Target| {
+        let found = discovery::members(t, &consul, stop.clone())?;
+        Ok(DetectorServiceClient::new(discovery::balanced(found, tls.clone(), "detector"))
+            .max_decoding_message_size(64 << 20))
+    });
+    let detector = connect(&config.detector)?;
+    let info = loop {
+        match models::ask_info(&detector, &config.detector).await {
+            Ok(i) => break i,
+            Err(e) if shutdown.is_cancelled() => anyhow::bail!("shut down before a detector answered: {e}"),
+            Err(e) => {
+                tracing::info!(error = %e, "waiting for a detector");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let explicit = config.model_detector.iter().cloned().collect();
+    Ok(models::Models::new(config.detector.clone(), detector, &info, explicit, config.wire, connect))
 }
 
 fn default_id() -> String {

@@ -9,14 +9,13 @@ use bytes::Bytes;
 use facesweep_proto::UrlStatus;
 use tokio::sync::oneshot;
 
-use crate::decode::{Decoder, Letterboxed, Wire};
+use crate::decode::{Decoder, Letterboxed, Shape};
 use crate::outcome::Failure;
 
 struct Job {
     body: Bytes,
-    target: (u32, u32),
+    shape: Shape,
     max_pixels: u64,
-    wire: Wire,
     reply: oneshot::Sender<Result<Letterboxed, Failure>>,
 }
 
@@ -26,8 +25,6 @@ pub struct DecodePool {
     /// Longest a URL waits for its decode (queue included); the thread itself cannot be
     /// stopped, but the URL gets its terminal status and the lease moves on.
     limit: Duration,
-    /// How every image of this pool travels to the detector.
-    wire: Wire,
 }
 
 impl DecodePool {
@@ -48,9 +45,9 @@ impl DecodePool {
                         if job.reply.is_closed() {
                             continue;
                         }
-                        let (tw, th) = job.target;
+                        let Shape { width, height, wire } = job.shape;
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            decoder.decode(&job.body, tw, th, job.max_pixels, job.wire)
+                            decoder.decode(&job.body, width, height, job.max_pixels, wire)
                         }))
                         .unwrap_or_else(|_| {
                             decoder = Decoder::default(); // its state may be torn
@@ -61,23 +58,13 @@ impl DecodePool {
                 })
                 .expect("spawn decode thread");
         }
-        DecodePool { tx, limit, wire: Wire::Canvas }
+        DecodePool { tx, limit }
     }
 
-    /// Images go to the detector as `wire` says from now on.
-    pub fn set_wire(&mut self, wire: Wire) {
-        self.wire = wire;
-    }
-
-    pub async fn decode(
-        &self,
-        body: Bytes,
-        target: (u32, u32),
-        max_pixels: u64,
-    ) -> Result<Letterboxed, Failure> {
+    pub async fn decode(&self, body: Bytes, shape: Shape, max_pixels: u64) -> Result<Letterboxed, Failure> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { body, target, max_pixels, wire: self.wire, reply })
+            .send(Job { body, shape, max_pixels, reply })
             .map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?;
         match tokio::time::timeout(self.limit, rx).await {
             Ok(r) => r.map_err(|_| Failure::new(UrlStatus::DecodeError, "decode pool stopped"))?,
@@ -104,12 +91,12 @@ mod tests {
         // One thread, and an image that takes longer than the limit: the URL gets its
         // terminal status in time, whatever the thread does.
         let pool = DecodePool::new(1, Duration::from_millis(1));
-        let Err(slow) = pool.decode(jpeg(4000, 4000), (640, 640), u64::MAX).await else {
+        let Err(slow) = pool.decode(jpeg(4000, 4000), Shape::canvas(640, 640), u64::MAX).await else {
             panic!("a 16 MP decode finished within 1 ms")
         };
         assert_eq!(slow.status, UrlStatus::DecodeError);
         assert!(slow.reason.contains("decode took longer"), "{}", slow.reason);
         let pool = DecodePool::new(1, Duration::from_secs(30));
-        assert!(pool.decode(jpeg(64, 64), (32, 32), u64::MAX).await.is_ok());
+        assert!(pool.decode(jpeg(64, 64), Shape::canvas(32, 32), u64::MAX).await.is_ok());
     }
 }

@@ -14,7 +14,6 @@ use facesweep_common::grpc::within;
 use facesweep_common::propagation::traced;
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
-use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;
@@ -24,8 +23,8 @@ use tracing::field::Empty;
 use tracing::{info_span, Instrument};
 
 use crate::delegators::Delegators;
-use crate::detect_client::DetectStream;
 use crate::fetch::Fetcher;
+use crate::models::{Lanes, Models};
 use crate::outcome::Failure;
 
 /// Results sent to the results service per call.
@@ -52,11 +51,10 @@ pub struct Worker {
     /// The delegator shards (static or discovered); acquisition rotates over them.
     delegators: Delegators,
     next_delegator: AtomicUsize,
-    /// Balanced over every detector / results replica.
-    detector: DetectorServiceClient<Balanced>,
+    /// Detector pools by model; results balanced over every replica.
+    models: Models,
     results: ResultsServiceClient<Balanced>,
     fetcher: Fetcher,
-    input: (u32, u32),
 }
 
 /// How one URL of a lease ended.
@@ -77,12 +75,11 @@ impl Worker {
     pub fn new(
         cfg: WorkerConfig,
         delegators: Delegators,
-        detector: DetectorServiceClient<Balanced>,
+        models: Models,
         results: ResultsServiceClient<Balanced>,
         fetcher: Fetcher,
-        input: (u32, u32),
     ) -> Self {
-        Worker { cfg, delegators, next_delegator: AtomicUsize::new(0), detector, results, fetcher, input }
+        Worker { cfg, delegators, next_delegator: AtomicUsize::new(0), models, results, fetcher }
     }
 
     /// Gives back leases a previous process under the same id still holds.
@@ -147,17 +144,15 @@ impl Worker {
         };
         tokio::spawn(renewal.run(renewing.clone()).instrument(span.clone()));
         let _stop_renewing = renewing.drop_guard();
-        let det = match DetectStream::open(self.detector.clone(), self.cfg.detect_timeout).await {
-            Ok(det) => det,
-            Err(e) => {
-                tracing::warn!(error = %e, "no detector; releasing lease");
-                self.release(lref, shard, "").await;
-                self.back_off(shutdown).await;
-                return;
-            }
-        };
+        let lanes = self.models.open_lanes(&lease, self.cfg.detect_timeout).await;
+        if let Some(why) = lanes.all_unreachable() {
+            tracing::warn!(error = %why, "no detector; releasing lease");
+            self.release(lref, shard, "").await;
+            self.back_off(shutdown).await;
+            return;
+        }
         let urls = lease.urls.len();
-        let run = self.work_urls(&det, lease, lref, shutdown).await;
+        let run = self.work_urls(&lanes, lease, lref, shutdown).await;
         match run.left_open {
             None => self.complete(lref, shard, run.recorded, urls, started).await,
             Some(why) => {
@@ -175,16 +170,10 @@ impl Worker {
 
     /// Runs every URL of the lease and records results in batches, until done, drained, or
     /// stalled (no URL finished within `stall_timeout`).
-    async fn work_urls(
-        &self,
-        det: &DetectStream,
-        lease: Lease,
-        lref: LeaseRef,
-        shutdown: &Shutdown,
-    ) -> LeaseRun {
+    async fn work_urls(&self, lanes: &Lanes, lease: Lease, lref: LeaseRef, shutdown: &Shutdown) -> LeaseRun {
         let job_id = lease.job_id;
         let mut outcomes = futures::stream::iter(lease.urls)
-            .map(|u| self.process_url(det, job_id, u))
+            .map(|u| self.process_url(lanes, job_id, u))
             .buffer_unordered(self.cfg.concurrency);
         let grace = self.cfg.drain_grace;
         let drained = async move {
@@ -274,11 +263,15 @@ impl Worker {
     }
 
     /// One URL to its terminal result, or `DetectorFailed` when the detector (not the URL's
-    /// content) failed.
-    async fn process_url(&self, det: &DetectStream, job_id: i64, u: LeaseUrl) -> UrlOutcome {
+    /// content) failed or none serves the URL's model.
+    async fn process_url(&self, lanes: &Lanes, job_id: i64, u: LeaseUrl) -> UrlOutcome {
+        let (det, shape) = match lanes.get(&u.model_id) {
+            Ok(lane) => lane,
+            Err(why) => return UrlOutcome::DetectorFailed(why),
+        };
         let base = UrlResult { url_id: u.id, job_id, ..Default::default() };
         let (fetched, st) =
-            self.fetcher.fetch(&u.url, self.input).instrument(info_span!("fetch", url_id = u.id)).await;
+            self.fetcher.fetch_as(&u.url, *shape).instrument(info_span!("fetch", url_id = u.id)).await;
         let base = UrlResult {
             http_status: st.http_status,
             bytes: st.bytes,

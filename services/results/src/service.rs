@@ -152,22 +152,29 @@ impl ResultsService for ResultsSvc {
         req: Request<ExportResultsRequest>,
     ) -> Result<Response<Self::ExportResultsStream>, Status> {
         self.auth.check(&req, Access::Admin)?;
-        let job = req.into_inner().job;
+        let ExportResultsRequest { job, model_id } = req.into_inner();
         if job.is_empty() {
             return Err(ServiceError::InvalidArgument("job name is empty".into()).into());
         }
+        if !facesweep_common::models::valid_model_id(&model_id) {
+            return Err(ServiceError::InvalidArgument(format!("{model_id:?} is not a model id")).into());
+        }
         let job_id = self.store.job_id(&job).await?;
         let store = self.store.clone();
+        // A model filter drops rows after paging, so pages (and memory) stay the same size.
+        let wanted = move |r: &ExportRow| {
+            model_id.is_empty() || r.result.as_ref().is_some_and(|x| x.model_id == model_id)
+        };
         let (first, last) = (url_id(job_id, 0), url_id(job_id, MAX_ORDINAL));
         // Keyset pagination: memory stays bounded whatever the job size.
         let stream = futures::stream::try_unfold(Some(first), move |next| {
-            let store = store.clone();
+            let (store, wanted) = (store.clone(), wanted.clone());
             async move {
                 let Some(from) = next else { return Ok(None) };
                 let page = store.page(from, last, EXPORT_PAGE).await?;
                 let cont = (page.len() as i64 == EXPORT_PAGE).then(|| page.last().unwrap().url_id + 1);
                 let items: Vec<Result<ExportResultsResponse, Status>> =
-                    page.into_iter().map(|r| Ok(to_export(r))).collect();
+                    page.into_iter().filter(wanted).map(|r| Ok(to_export(r))).collect();
                 Ok::<_, Status>(Some((futures::stream::iter(items), cont)))
             }
         });

@@ -1,6 +1,6 @@
 //! Postgres access for results. Every write is idempotent: the first terminal result wins.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_proto::{Face, LeaseRef, UrlResult, UrlStatus};
@@ -77,6 +77,7 @@ impl Store {
             *deltas.entry((*job, status.clone())).or_insert(0i64) += 1;
         }
         facesweep_common::counters::add(&mut tx, &deltas).await?;
+        facesweep_common::counters::add_models(&mut tx, &model_deltas(&batch, &inserted)).await?;
         let fresh: HashSet<i64> = inserted.iter().map(|r| r.0).collect();
         insert_faces(&mut tx, FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id))))
             .await?;
@@ -222,6 +223,21 @@ impl From<FaceRow> for Face {
     fn from(f: FaceRow) -> Face {
         Face { x1: f.x1, y1: f.y1, x2: f.x2, y2: f.y2, score: f.score, landmarks: f.landmarks }
     }
+}
+
+/// Successful results just stored, and their faces, per (job, model that produced them).
+fn model_deltas(
+    batch: &[&UrlResult],
+    inserted: &[(i64, i64, String)],
+) -> BTreeMap<(i64, String), (i64, i64)> {
+    let by_id: std::collections::HashMap<i64, &UrlResult> = batch.iter().map(|r| (r.url_id, *r)).collect();
+    let mut deltas = BTreeMap::new();
+    for (id, job, _) in inserted.iter().filter(|r| r.2 == "ok") {
+        let r = by_id[id];
+        let d = deltas.entry((*job, r.model_id.clone())).or_insert((0i64, 0i64));
+        *d = (d.0 + 1, d.1 + r.faces.len() as i64);
+    }
+    deltas
 }
 
 /// Inserts the results of URLs that exist and have none yet; (url_id, job_id, status) of each.
