@@ -173,8 +173,8 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
-/// Returns expired leases of this shard to pending and folds the progress counters, every
-/// `every`.
+/// Returns expired leases of this shard to pending, folds the progress counters and
+/// publishes the backlog, every `every`.
 async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
     loop {
         tokio::select! {
@@ -191,6 +191,10 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
         }
         if let Err(e) = store.fold_chunk_counts().await {
             tracing::warn!(error = %e, "folding progress counters failed");
+        }
+        match store.backlog().await {
+            Ok(n) => crate::metrics::BACKLOG_URLS.set(n),
+            Err(e) => tracing::warn!(error = %e, "reading the backlog failed"),
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::sync::LazyLock;
 
-use facesweep_common::metrics::{counter, counter_vec};
-use prometheus::{IntCounter, IntCounterVec};
+use facesweep_common::metrics::{counter, counter_vec, gauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 pub static LEASES_GRANTED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("facesweep_leases_granted_total", "Leases handed to fetchers."));
@@ -20,7 +20,13 @@ pub static LEASES_COMPLETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static LEASES_RELEASED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("facesweep_leases_released_total", "Leases given back unfinished."));
 
+/// What backlog autoscaling follows (the chart's KEDA ScaledObject for fetchers): every
+/// delegator reports the same total, so scalers take the max, not the sum.
+pub static BACKLOG_URLS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge("facesweep_backlog_urls", "URLs of running jobs without a result yet (all shards).")
+});
+
 /// Registers every metric now, so each appears (at zero) before its first event.
 pub fn register() {
-    let _ = (&*LEASES_GRANTED, &*LEASES_EXPIRED, &*LEASES_COMPLETED, &*LEASES_RELEASED);
+    let _ = (&*LEASES_GRANTED, &*LEASES_EXPIRED, &*LEASES_COMPLETED, &*LEASES_RELEASED, &*BACKLOG_URLS);
 }
