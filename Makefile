@@ -21,6 +21,7 @@ test: setup
 	$(ENV) cargo test --workspace -- --test-threads=2
 	$(ENV) scripts/check_operations.sh
 	scripts/gpu_check.sh
+	scripts/image_test.sh
 
 lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
@@ -55,6 +56,16 @@ bench-scale: setup
 # Fetch tier vs its decode floor vs img2dataset on a local corpus behind nginx.
 bench-fetch: setup
 	scripts/bench_fetch.sh
+
+.PHONY: image image-test
+# OCI images with podman (no Docker daemon, no registry): localhost/facesweep and
+# localhost/facesweep-cuda, tagged with the chart's appVersion (docs/operations.md).
+image: setup
+	scripts/image.sh
+
+# Both images, their layer caching, then the mesh and the CLI as real containers.
+image-test: setup
+	scripts/image_test.sh
 
 .PHONY: gpu-check gpu-bundle
 # Every detector-tier measurement in one run; small sizes without a GPU (report in $$OUT).
