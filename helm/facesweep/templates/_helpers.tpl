@@ -15,8 +15,27 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* An image make image builds: (dict "root" . "cuda" true) for facesweep-cuda. */}}
 {{- define "facesweep.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- $i := .root.Values.image -}}
+{{- $repo := ternary $i.cudaRepository $i.repository (default false .cuda) -}}
+{{ with $i.registry }}{{ . }}/{{ end }}{{ $repo }}:{{ $i.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+
+{{/* The Secret holding the database URL: the operator's when the chart renders the Cluster. */}}
+{{- define "facesweep.dbSecret" -}}
+{{- if .Values.database.cnpg.enabled -}}
+name: {{ include "facesweep.fullname" . }}-pg-app
+key: uri
+{{- else -}}
+name: {{ .Values.database.existingSecret }}
+key: {{ .Values.database.secretKey }}
+{{- end -}}
+{{- end -}}
+
+{{/* PromQL matchers for this release's pods (keda.selector overrides). */}}
+{{- define "facesweep.promSelector" -}}
+{{- .Values.keda.selector | default (printf "namespace=%q,app_kubernetes_io_instance=%q" .Release.Namespace .Release.Name) -}}
 {{- end -}}
 
 {{/* Environment shared by every service: database, telemetry, logs. */}}
@@ -25,9 +44,7 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.logLevel | quote }}
 - name: DATABASE_URL
   valueFrom:
-    secretKeyRef:
-      name: {{ .Values.database.existingSecret }}
-      key: {{ .Values.database.secretKey }}
+    secretKeyRef: {{- include "facesweep.dbSecret" . | nindent 6 }}
 {{- if .Values.consul.enabled }}
 # Registered under the pod IP; the agent is the node's unless an address is given.
 - name: FACESWEEP_ADVERTISE_IP
