@@ -113,7 +113,8 @@ pub fn members(
             let addr = consul.addr.as_deref().ok_or_else(|| DiscoveryError::NoConsul(target.clone()))?;
             let consul = Consul::with_token(addr, consul.token.as_deref())?;
             let (tx, rx) = watch::channel(BTreeSet::new());
-            tokio::spawn(watch_consul(consul, (service.clone(), tag.clone()), tx, shutdown));
+            let query = (service.clone(), tag.clone());
+            tokio::spawn(watch_consul(consul, query, target.to_string(), tx, shutdown));
             Ok(rx)
         }
     }
@@ -122,10 +123,10 @@ pub fn members(
 async fn watch_consul(
     consul: Consul,
     (name, tag): (String, Option<String>),
+    label: String,
     tx: watch::Sender<BTreeSet<String>>,
     stop: Shutdown,
 ) {
-    let label = Target::Consul { service: name.clone(), tag: tag.clone() }.to_string();
     let members = m::DISCOVERY_MEMBERS.with_label_values(&[&label]);
     let errors = m::DISCOVERY_ERRORS.with_label_values(&[&label]);
     let mut index = 0;

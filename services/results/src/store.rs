@@ -72,13 +72,10 @@ impl Store {
         let batch: Vec<&UrlResult> = results.iter().filter(|r| seen.insert(r.url_id)).collect();
         let mut tx = self.pool.begin().await?;
         let inserted = insert_results(&mut tx, &batch).await?;
-        let mut deltas = std::collections::BTreeMap::new();
-        for (_, job, status) in &inserted {
-            *deltas.entry((*job, status.clone())).or_insert(0i64) += 1;
-        }
-        facesweep_common::counters::add(&mut tx, &deltas).await?;
-        facesweep_common::counters::add_models(&mut tx, &model_deltas(&batch, &inserted)).await?;
-        let fresh: HashSet<i64> = inserted.iter().map(|r| r.0).collect();
+        let (statuses, models) = counter_deltas(&inserted);
+        facesweep_common::counters::add(&mut tx, &statuses).await?;
+        facesweep_common::counters::add_models(&mut tx, &models).await?;
+        let fresh: HashSet<i64> = inserted.iter().map(|r| r.url_id).collect();
         insert_faces(&mut tx, FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id))))
             .await?;
         // Only when something was not inserted: was it a duplicate or an unknown URL?
@@ -225,26 +222,37 @@ impl From<FaceRow> for Face {
     }
 }
 
-/// Successful results just stored, and their faces, per (job, model that produced them).
-fn model_deltas(
-    batch: &[&UrlResult],
-    inserted: &[(i64, i64, String)],
-) -> BTreeMap<(i64, String), (i64, i64)> {
-    let by_id: std::collections::HashMap<i64, &UrlResult> = batch.iter().map(|r| (r.url_id, *r)).collect();
-    let mut deltas = BTreeMap::new();
-    for (id, job, _) in inserted.iter().filter(|r| r.2 == "ok") {
-        let r = by_id[id];
-        let d = deltas.entry((*job, r.model_id.clone())).or_insert((0i64, 0i64));
-        *d = (d.0 + 1, d.1 + r.faces.len() as i64);
-    }
-    deltas
+/// A result row just inserted: what the counters need of it.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    url_id: i64,
+    job_id: i64,
+    status: String,
+    model_id: String,
+    face_count: i32,
 }
 
-/// Inserts the results of URLs that exist and have none yet; (url_id, job_id, status) of each.
+/// Counter deltas of the rows just inserted: per (job, status), and for successful results
+/// their URLs and faces per (job, model that produced them).
+type Deltas = (BTreeMap<(i64, String), i64>, BTreeMap<(i64, String), (i64, i64)>);
+
+fn counter_deltas(inserted: &[Inserted]) -> Deltas {
+    let (mut statuses, mut models) = (BTreeMap::new(), BTreeMap::new());
+    for r in inserted {
+        *statuses.entry((r.job_id, r.status.clone())).or_insert(0) += 1;
+        if r.status == "ok" {
+            let d = models.entry((r.job_id, r.model_id.clone())).or_insert((0, 0));
+            *d = (d.0 + 1, d.1 + i64::from(r.face_count));
+        }
+    }
+    (statuses, models)
+}
+
+/// Inserts the results of URLs that exist and have none yet; the rows it inserted.
 async fn insert_results(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     batch: &[&UrlResult],
-) -> ServiceResult<Vec<(i64, i64, String)>> {
+) -> ServiceResult<Vec<Inserted>> {
     let mut cols = Columns::default();
     for r in batch {
         cols.push(r);
@@ -261,7 +269,7 @@ async fn insert_results(
          JOIN urls u ON u.id = t.url_id
          ORDER BY t.url_id
          ON CONFLICT (url_id) DO NOTHING
-         RETURNING url_id, job_id, status",
+         RETURNING url_id, job_id, status, model_id, face_count",
     )
     .bind(&cols.url_id)
     .bind(&cols.status)
