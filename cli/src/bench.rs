@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use facesweep_fetcher::decode::Shape;
 use facesweep_fetcher::fetch::Fetcher;
 use futures::StreamExt;
 
@@ -46,13 +47,14 @@ pub async fn fetch(
     config.validate()?;
     // No detector to ask: `auto` means what a GPU detector prefers.
     let wire = config.wire.resolve(&[facesweep_proto::PixelFormat::I420 as i32]);
-    let fetcher = Arc::new(Fetcher::new(config.fetch_config())?.with_wire(wire));
+    let shape = Shape { width: target.0, height: target.1, wire };
+    let fetcher = Arc::new(Fetcher::new(config.fetch_config())?);
     let started = Instant::now();
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     let results: Vec<_> = futures::stream::iter(urls)
         .map(|u| {
             let f = fetcher.clone();
-            async move { f.fetch(&u, target).await.0.map(|lb| lb.data.len()) }
+            async move { f.fetch(&u, shape).await.0.map(|lb| lb.data.len()) }
         })
         .buffer_unordered(config.concurrency)
         .collect()

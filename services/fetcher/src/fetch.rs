@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::budget::BodyBudget;
-use crate::decode::{Letterboxed, Shape, Wire};
+use crate::decode::{Letterboxed, Shape};
 use crate::download::{self, DownloadConfig};
 use crate::net::HostLimits;
 use crate::outcome::Failure;
@@ -38,8 +38,6 @@ pub struct Fetcher {
     hosts: HostLimits,
     budget: BodyBudget,
     pool: DecodePool,
-    /// The wire of `fetch` (the worker gives each pool's own to `fetch_as`).
-    wire: Wire,
 }
 
 impl Fetcher {
@@ -57,24 +55,12 @@ impl Fetcher {
             // Waiting for memory is bounded like the download itself.
             budget: BodyBudget::new(budget_bytes, cfg.download.total_timeout),
             pool: DecodePool::new(threads, cfg.decode_timeout),
-            wire: Wire::Canvas,
             cfg,
         })
     }
 
-    /// `fetch` sends images as `wire` says (default: the whole RGB canvas).
-    pub fn with_wire(mut self, wire: Wire) -> Self {
-        self.wire = wire;
-        self
-    }
-
-    /// Downloads and letterboxes `url` to `target` (width, height), in this fetcher's wire.
-    pub async fn fetch(&self, url: &str, target: (u32, u32)) -> (Result<Letterboxed, Failure>, Stats) {
-        self.fetch_as(url, Shape { width: target.0, height: target.1, wire: self.wire }).await
-    }
-
     /// Downloads and letterboxes `url` for a detector pool taking `shape`.
-    pub async fn fetch_as(&self, url: &str, shape: Shape) -> (Result<Letterboxed, Failure>, Stats) {
+    pub async fn fetch(&self, url: &str, shape: Shape) -> (Result<Letterboxed, Failure>, Stats) {
         use crate::metrics as m;
         m::FETCH_IN_FLIGHT.inc();
         let (r, stats) = self.fetch_inner(url, shape).await;

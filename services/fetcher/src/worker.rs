@@ -271,7 +271,7 @@ impl Worker {
         };
         let base = UrlResult { url_id: u.id, job_id, ..Default::default() };
         let (fetched, st) =
-            self.fetcher.fetch_as(&u.url, *shape).instrument(info_span!("fetch", url_id = u.id)).await;
+            self.fetcher.fetch(&u.url, *shape).instrument(info_span!("fetch", url_id = u.id)).await;
         let base = UrlResult {
             http_status: st.http_status,
             bytes: st.bytes,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use facesweep_fetcher::decode::Wire;
+use facesweep_fetcher::decode::{Shape, Wire};
 use facesweep_fetcher::download::DownloadConfig;
 use facesweep_fetcher::fetch::{FetchConfig, Fetcher};
 use facesweep_fetcher::net::IpPolicy;
@@ -270,7 +270,8 @@ async fn every_misbehaviour_gets_its_class_and_a_reason() {
         ("http://".into(), UrlStatus::InvalidUrl, "invalid URL"),
         ("not a url at all".into(), UrlStatus::InvalidUrl, "invalid URL"),
     ];
-    let results = futures::future::join_all(cases.iter().map(|(u, _, _)| f.fetch(u, (64, 64)))).await;
+    let results =
+        futures::future::join_all(cases.iter().map(|(u, _, _)| f.fetch(u, Shape::canvas(64, 64)))).await;
     for ((u, want, why), (r, _)) in cases.iter().zip(results) {
         let e = r.expect_err(u);
         assert_eq!(e.status, *want, "{u}: {}", e.reason);
@@ -294,7 +295,7 @@ async fn many_bodies_without_a_length_never_wait_on_each_other() {
     cfg.per_host = 64;
     let f = Fetcher::new(cfg).unwrap();
     let url = format!("http://{addr}/chunked-big.jpg");
-    let all = futures::future::join_all((0..24).map(|_| f.fetch(&url, (64, 64))));
+    let all = futures::future::join_all((0..24).map(|_| f.fetch(&url, Shape::canvas(64, 64))));
     let results =
         tokio::time::timeout(Duration::from_secs(60), all).await.expect("downloads stuck on the budget");
     for (r, st) in results {
@@ -308,12 +309,12 @@ async fn retry_after_is_honoured_and_per_host_limit_holds() {
     let (addr, state) = server().await;
     let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
     let started = std::time::Instant::now();
-    let (r, st) = f.fetch(&format!("http://{addr}/busy-then-ok"), (64, 64)).await;
+    let (r, st) = f.fetch(&format!("http://{addr}/busy-then-ok"), Shape::canvas(64, 64)).await;
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(st.http_status, 200);
     assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After: 1 was not waited for");
     let slow = format!("http://{addr}/slow-ok");
-    let fs = futures::future::join_all((0..10).map(|_| f.fetch(&slow, (16, 16)))).await;
+    let fs = futures::future::join_all((0..10).map(|_| f.fetch(&slow, Shape::canvas(16, 16)))).await;
     assert!(fs.iter().all(|(r, _)| r.is_ok()));
     let max = state.max_in_flight.load(Ordering::SeqCst);
     assert!((1..=2).contains(&max), "per-host limit 2 exceeded: {max}");
@@ -328,7 +329,7 @@ async fn private_addresses_are_refused_by_default() {
         format!("http://localhost:{}/ok.jpg", addr.port()),
         "http://169.254.169.254/latest/meta-data/".into(),
     ] {
-        let (r, _) = f.fetch(&u, (64, 64)).await;
+        let (r, _) = f.fetch(&u, Shape::canvas(64, 64)).await;
         let e = r.expect_err(&u);
         assert_eq!(e.status, UrlStatus::Blocked, "{u}: {}", e.reason);
     }
@@ -346,13 +347,13 @@ async fn odd_images_decode_correctly() {
     let red = |c: [u8; 3]| c[0] > 180 && c[1] < 80 && c[2] < 80;
     let blue = |c: [u8; 3]| c[2] > 180 && c[0] < 80 && c[1] < 80;
     // 64x32, red left / blue right, EXIF 6 (rotate 90 CW): upright 32x64, red on top.
-    let (r, _) = f.fetch(&format!("http://{addr}/rotated.jpg"), (64, 64)).await;
+    let (r, _) = f.fetch(&format!("http://{addr}/rotated.jpg"), Shape::canvas(64, 64)).await;
     let lb = r.unwrap();
     assert_eq!((lb.original_width, lb.original_height), (32, 64));
     assert!(red(px(&lb, 32, 10)) && blue(px(&lb, 32, 54)), "{:?} {:?}", px(&lb, 32, 10), px(&lb, 32, 54));
     // The same on the compact wire: only the 32x64 content, as YUV 4:2:0, placed at x = 16.
-    let compact = Fetcher::new(config(&["127.0.0.1/32"])).unwrap().with_wire(Wire::I420);
-    let (r, _) = compact.fetch(&format!("http://{addr}/rotated.jpg"), (64, 64)).await;
+    let compact = Shape { wire: Wire::I420, ..Shape::canvas(64, 64) };
+    let (r, _) = f.fetch(&format!("http://{addr}/rotated.jpg"), compact).await;
     let lb = r.unwrap();
     assert_eq!(
         (lb.width, lb.height, lb.canvas, lb.offset_x, lb.offset_y),
@@ -365,11 +366,11 @@ async fn odd_images_decode_correctly() {
     );
     assert!(v(8, 5) > 200 && u(8, 5) < 128, "top must be red: u {} v {}", u(8, 5), v(8, 5));
     assert!(u(8, 27) > 200 && v(8, 27) < 128, "bottom must be blue: u {} v {}", u(8, 27), v(8, 27));
-    let (r, _) = f.fetch(&format!("http://{addr}/cmyk.jpg"), (32, 32)).await;
+    let (r, _) = f.fetch(&format!("http://{addr}/cmyk.jpg"), Shape::canvas(32, 32)).await;
     let lb = r.unwrap();
     assert!(red(px(&lb, 4, 16)) && blue(px(&lb, 28, 16)), "CMYK: {:?} {:?}", px(&lb, 4, 16), px(&lb, 28, 16));
     for anim in ["/anim.gif", "/anim.webp"] {
-        let (r, _) = f.fetch(&format!("http://{addr}{anim}"), (16, 16)).await;
+        let (r, _) = f.fetch(&format!("http://{addr}{anim}"), Shape::canvas(16, 16)).await;
         let lb = r.unwrap();
         assert!(red(px(&lb, 8, 8)), "{anim}: first frame should be red, got {:?}", px(&lb, 8, 8));
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use facesweep_fetcher::decode::Shape;
 use facesweep_fetcher::download::DownloadConfig;
 use facesweep_fetcher::fetch::{FetchConfig, Fetcher};
 use facesweep_fetcher::net::IpPolicy;
@@ -47,7 +48,7 @@ async fn environment_proxies_never_carry_a_download() {
     let f = Fetcher::new(cfg).unwrap();
     for url in ["http://localhost/x.jpg", "http://metadata.invalid/latest/", "https://example.invalid/a.jpg"]
     {
-        let (r, _) = f.fetch(url, (16, 16)).await;
+        let (r, _) = f.fetch(url, Shape::canvas(16, 16)).await;
         assert!(r.is_err(), "{url} must not be fetched");
     }
     assert_eq!(connections.load(Ordering::SeqCst), 0, "a download went through the environment's proxy");
