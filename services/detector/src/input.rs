@@ -60,12 +60,14 @@ impl ImageInput {
     }
 }
 
-/// Bytes a `w`×`h` picture has in `format`.
-pub fn expected_len(format: PixelFormat, w: u32, h: u32) -> usize {
-    let (w, h) = (w as usize, h as usize);
+/// Bytes a `w`×`h` picture has in `format`; `None` when that does not fit a `usize`. The
+/// sizes come from the request, so no product may overflow: (2^32-1)^2 * 3 exceeds u64.
+pub fn expected_len(format: PixelFormat, w: u32, h: u32) -> Option<usize> {
+    let (w, h) = (usize::try_from(w).ok()?, usize::try_from(h).ok()?);
+    let pixels = w.checked_mul(h)?;
     match format {
-        PixelFormat::RgbUnspecified => w * h * 3,
-        PixelFormat::I420 => w * h + 2 * w.div_ceil(2) * h.div_ceil(2),
+        PixelFormat::RgbUnspecified => pixels.checked_mul(3),
+        PixelFormat::I420 => w.div_ceil(2).checked_mul(h.div_ceil(2))?.checked_mul(2)?.checked_add(pixels),
     }
 }
 
@@ -85,8 +87,16 @@ pub fn validate(r: &DetectRequest, max: (u32, u32)) -> Result<ImageInput, String
             max.0, max.1, canvas.0, canvas.1
         ));
     }
-    let expected = expected_len(format, r.width, r.height);
-    if r.width == 0 || r.height == 0 || r.data.len() != expected {
+    // Content larger than its canvas is refused before any size is computed from it.
+    if r.width == 0 || r.height == 0 || r.width > canvas.0 || r.height > canvas.1 {
+        return Err(format!(
+            "the image must be in 1..={}x{} (its canvas), got {}x{}",
+            canvas.0, canvas.1, r.width, r.height
+        ));
+    }
+    let expected = expected_len(format, r.width, r.height)
+        .ok_or_else(|| format!("a {}x{} {format:?} image is too large", r.width, r.height))?;
+    if r.data.len() != expected {
         return Err(format!(
             "data has {} bytes, a {}x{} {format:?} image has {expected}",
             r.data.len(),
@@ -244,6 +254,26 @@ mod tests {
     }
 
     #[test]
+    fn huge_dimensions_are_refused_without_overflow() {
+        let big = u32::MAX;
+        for format in [PixelFormat::RgbUnspecified, PixelFormat::I420] {
+            assert_eq!(expected_len(format, big, big), None, "{format:?}");
+            for (w, h, cw, ch) in [(big, big, 0, 0), (big, big, 640, 640), (big, 1, 640, 640), (1, big, 8, 8)]
+            {
+                let mut r = req(w, h, 3, 12);
+                (r.format, r.canvas_width, r.canvas_height) = (format as i32, cw, ch);
+                (r.original_width, r.original_height) = (big, big);
+                assert!(validate(&r, MAX).is_err(), "{format:?} {w}x{h} on {cw}x{ch}");
+            }
+        }
+        let mut r = req(4, 2, 3, 24);
+        (r.canvas_width, r.canvas_height, r.offset_x, r.offset_y) = (big, big, f32::MAX, 0.0);
+        assert!(validate(&r, MAX).unwrap_err().contains("model's input"));
+        (r.canvas_width, r.canvas_height) = (8, 8);
+        assert!(validate(&r, MAX).unwrap_err().contains("does not fit"));
+    }
+
+    #[test]
     fn original_size_defaults_to_the_tensor_size() {
         let img = validate(&req(4, 2, 3, 24), MAX).unwrap();
         assert_eq!((img.original_width, img.original_height), (4, 2));
@@ -251,10 +281,10 @@ mod tests {
 
     #[test]
     fn padded_content_must_fit_its_canvas_at_whole_pixels() {
-        let mut r = req(5, 3, 3, expected_len(PixelFormat::I420, 5, 3));
+        let mut r = req(5, 3, 3, expected_len(PixelFormat::I420, 5, 3).unwrap());
         r.format = PixelFormat::I420 as i32;
         (r.canvas_width, r.canvas_height, r.offset_x, r.offset_y) = (8, 8, 3.0, 5.0);
-        assert_eq!(expected_len(PixelFormat::I420, 5, 3), 15 + 2 * 6);
+        assert_eq!(expected_len(PixelFormat::I420, 5, 3), Some(15 + 2 * 6));
         let img = validate(&r, MAX).unwrap();
         assert_eq!((img.shape(), img.place), ((8, 8), (3, 5)));
         r.offset_x = 4.0;
