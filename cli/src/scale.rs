@@ -236,11 +236,16 @@ async fn fetcher(
         let lease = d.acquire_lease(req).await?.into_inner().lease;
         acquire_ms.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
         let Some(lease) = lease else { return Ok(()) };
-        let lref =
-            LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
+        let lref = LeaseRef {
+            job_id: lease.job_id,
+            chunk_no: lease.chunk_no,
+            fencing_token: lease.fencing_token,
+            secret: lease.secret.clone(),
+            fetcher_id: lease.fetcher_id.clone(),
+        };
         for batch in lease.urls.chunks(256) {
             let results = batch.iter().map(|u| synthetic(u.id)).collect();
-            r.record(RecordRequest { results, lease: Some(lref) }).await?;
+            r.record(RecordRequest { results, lease: Some(lref.clone()) }).await?;
         }
         d.complete_lease(CompleteLeaseRequest { lease: Some(lref) }).await?;
         done.fetch_add(lease.urls.len() as u64, Ordering::Relaxed);

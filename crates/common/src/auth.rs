@@ -40,6 +40,9 @@ pub struct Caller {
     pub roles: Option<Vec<String>>,
     /// The bearer token presented, if any.
     pub token: Option<String>,
+    /// The fetcher id a certificate is issued to (URI SAN `spiffe://facesweep/fetcher/<id>`):
+    /// each pod's own identity, to which its leases are bound.
+    pub fetcher_id: Option<String>,
 }
 
 impl Caller {
@@ -50,9 +53,26 @@ impl Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string());
-        let roles = req.peer_certs().map(|certs| certs.first().map(|c| cert_roles(c)).unwrap_or_default());
-        Caller { addr: req.remote_addr(), roles, token }
+        let certs = req.peer_certs();
+        let first = certs.as_ref().and_then(|c| c.first());
+        let roles = certs.as_ref().map(|_| first.map(|c| cert_roles(c)).unwrap_or_default());
+        let fetcher_id = first.and_then(|c| cert_fetcher_id(c));
+        Caller { addr: req.remote_addr(), roles, token, fetcher_id }
     }
+}
+
+/// URI SAN prefix naming the fetcher a certificate belongs to.
+pub const FETCHER_ID_URI: &str = "spiffe://facesweep/fetcher/";
+
+/// The fetcher id a certificate names (`FETCHER_ID_URI<id>`), if any.
+fn cert_fetcher_id(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(u) => u.strip_prefix(FETCHER_ID_URI).map(str::to_string),
+        _ => None,
+    })
 }
 
 /// The roles a certificate names: its `facesweep-<role>` DNS subject alternative names.
@@ -78,6 +98,19 @@ pub struct Authorizer {
 impl Authorizer {
     pub fn new(args: &AuthArgs) -> Self {
         Authorizer { admin_token: args.admin_token.clone().filter(|t| !t.is_empty()) }
+    }
+
+    /// Refuses a data-plane call made for fetcher `id` by a caller whose certificate names
+    /// another fetcher: leases and their results are bound to their holder's identity.
+    /// Plaintext callers and certificates without an identity cannot be told apart here
+    /// (the lease secret still binds each lease to whoever was granted it).
+    pub fn check_fetcher_id<T>(&self, req: &Request<T>, id: &str) -> Result<(), Status> {
+        match Caller::of(req).fetcher_id {
+            Some(own) if own != id => Err(Status::permission_denied(format!(
+                "this certificate is fetcher {own:?}'s: it cannot act as fetcher {id:?}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses `req` unless its caller may make a call needing `access`.
@@ -129,6 +162,7 @@ mod tests {
             addr: Some(addr.parse().unwrap()),
             roles: roles.map(|r| r.iter().map(|s| s.to_string()).collect()),
             token: token.map(str::to_string),
+            fetcher_id: None,
         }
     }
 

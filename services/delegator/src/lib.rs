@@ -3,6 +3,7 @@
 pub mod failures;
 mod import;
 mod joblock;
+pub mod jobstate;
 mod lifecycle;
 pub mod membership;
 mod metrics;
@@ -173,8 +174,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))
 }
 
-/// Returns expired leases of this shard to pending, folds the progress counters and
-/// publishes the backlog, every `every`.
+/// Returns expired leases of this shard to pending, finishes interrupted cancels and
+/// deletes, marks finished jobs `done`, folds the progress counters and publishes the
+/// backlog, every `every`.
 async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
     loop {
         tokio::select! {
@@ -188,6 +190,14 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
                 tracing::info!(expired = n, "returned expired leases")
             }
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        if let Err(e) = store.resume_unfinished().await {
+            tracing::warn!(error = %e, "finishing an interrupted cancel or delete failed");
+        }
+        match store.mark_done().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "jobs finished"),
+            Err(e) => tracing::warn!(error = %e, "marking finished jobs failed"),
         }
         if let Err(e) = store.fold_chunk_counts().await {
             tracing::warn!(error = %e, "folding progress counters failed");

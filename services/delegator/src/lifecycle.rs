@@ -1,12 +1,14 @@
-//! A job's lifecycle (migration 0010): pause and resume stop and restart leasing; cancel
-//! revokes the job's leases and gives every URL without a result the terminal status
-//! `cancelled`, in bounded transactions whatever the job's size. Summaries read counters,
-//! never results.
+//! A job's lifecycle (`jobstate`): pause and resume stop and restart leasing; cancel revokes
+//! the job's leases and gives every URL without a result the terminal status `cancelled`;
+//! delete removes everything of the job. Cancel and delete are recorded first (`cancelling`,
+//! `deleting`) and done in bounded transactions, so an interrupted one is finished by the
+//! sweeper (`resume_unfinished`). Summaries read counters, never results.
 
-use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_proto::{Job, JobState, JobSummary};
+use facesweep_common::error::ServiceResult;
+use facesweep_proto::{Job, JobSummary};
 
 use crate::joblock::job_lock;
+use crate::jobstate::{self, Action, State};
 use crate::store::{JobRow, Store, JOB_COLUMNS};
 use crate::upkeep::pages;
 
@@ -25,12 +27,7 @@ struct SummaryRow {
 
 impl From<SummaryRow> for JobSummary {
     fn from(r: SummaryRow) -> Self {
-        let state = match r.state.as_str() {
-            "running" => JobState::Running,
-            "paused" => JobState::Paused,
-            "cancelled" => JobState::Cancelled,
-            _ => JobState::Unspecified,
-        };
+        let state = State::parse(&r.state).map(State::proto).unwrap_or_default();
         JobSummary {
             job: Some(r.job.into()),
             state: state as i32,
@@ -58,41 +55,33 @@ impl Store {
         Ok(rows.into_iter().map(JobSummary::from).collect())
     }
 
-    /// Moves the job from one of `from` to `to`; FAILED_PRECONDITION from any other state.
-    pub async fn set_state(&self, job_id: i64, from: &[&str], to: &str) -> ServiceResult<()> {
+    /// Applies `action` to the job by the state table; FAILED_PRECONDITION where refused.
+    pub async fn transition(&self, job_id: i64, action: Action) -> ServiceResult<State> {
         let mut tx = self.pool.begin().await?;
-        // Exclusive: transitions are serialised by it, and an import checks the state under
-        // the same lock (no URL may join a cancelled job and stay without a terminal status).
-        job_lock(&mut tx, job_id, true).await?;
-        let now: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if now != to && !from.contains(&now.as_str()) {
-            return Err(ServiceError::FailedPrecondition(format!("the job is {now}: it cannot become {to}")));
-        }
-        sqlx::query("UPDATE jobs SET state = $2 WHERE id = $1")
-            .bind(job_id)
-            .bind(to)
-            .execute(&mut *tx)
-            .await?;
+        let to = transition_in(&mut tx, job_id, action).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(to)
     }
 
-    /// Cancels the job: no more leases, outstanding ones revoked (a new token: their holders'
-    /// Record, Renew and Complete fail), then `cancelled` for every URL without a result.
-    /// Safe to call again after an interruption; returns the URLs it marked.
+    /// Cancels the job: no more leases, outstanding ones revoked (a new token and no secret:
+    /// their holders' Record, Renew and Complete fail), then `cancelled` for every URL without
+    /// a result, then the state `cancelled`. Returns the URLs it marked.
     pub async fn cancel(&self, job: &Job) -> ServiceResult<i64> {
-        let job_id = job.id;
-        self.set_state(job_id, &["running", "paused"], "cancelled").await?;
+        if self.transition(job.id, Action::Cancel).await? == State::Cancelled {
+            return Ok(0);
+        }
+        self.finish_cancel(job.id, job.chunk_size).await
+    }
+
+    /// The rest of a cancel once the job is `cancelling` (also after an interruption).
+    async fn finish_cancel(&self, job_id: i64, chunk_size: i32) -> ServiceResult<i64> {
         let end = self.next_ordinal(job_id).await?;
-        let chunk_size = job.chunk_size.max(1) as i64;
+        let chunk_size = chunk_size.max(1) as i64;
         let chunks = (end + chunk_size - 1) / chunk_size;
         for from in (0..chunks).step_by(CHUNK_PAGE as usize) {
             sqlx::query(
                 "UPDATE chunks SET state = 'done', lease_owner = NULL, expires_at = NULL,
-                     token = nextval('lease_tokens'), updated_at = now()
+                     token = nextval('lease_tokens'), secret_hash = NULL, updated_at = now()
                  WHERE job_id = $1 AND chunk_no >= $2 AND chunk_no < $3 AND state <> 'done'",
             )
             .bind(job_id)
@@ -103,13 +92,30 @@ impl Store {
         }
         let mut cancelled = 0;
         for (from, to) in pages(end) {
-            cancelled += self.cancel_page(job_id, from, to).await?;
+            match self.cancel_page(job_id, from, to).await? {
+                Some(n) => cancelled += n,
+                None => return Ok(cancelled), // deleted meanwhile
+            }
         }
+        let mut tx = self.pool.begin().await?;
+        job_lock(&mut tx, job_id, true).await?;
+        sqlx::query("UPDATE jobs SET state = 'cancelled' WHERE id = $1 AND state = 'cancelling'")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(cancelled)
     }
 
-    async fn cancel_page(&self, job_id: i64, from: i64, to: i64) -> ServiceResult<i64> {
+    /// Marks one page; `None` when the job is no longer `cancelling` (a delete took over).
+    async fn cancel_page(&self, job_id: i64, from: i64, to: i64) -> ServiceResult<Option<i64>> {
         let mut tx = self.pool.begin().await?;
+        // Shared: pages of one cancel may overlap with a resumed one; a delete (exclusive)
+        // waits for this page and then sees no more of them.
+        job_lock(&mut tx, job_id, false).await?;
+        if job_state(&mut tx, job_id).await? != Some(State::Cancelling) {
+            return Ok(None);
+        }
         let n: i64 = sqlx::query_scalar(
             "WITH ins AS (
                  INSERT INTO url_results (url_id, job_id, status, reason)
@@ -130,25 +136,90 @@ impl Store {
             facesweep_common::counters::add(&mut tx, &deltas).await?;
         }
         tx.commit().await?;
-        Ok(n)
+        Ok(Some(n))
     }
 
     pub async fn set_priority(&self, job_id: i64, priority: i32) -> ServiceResult<()> {
+        let mut tx = self.pool.begin().await?;
+        transition_in(&mut tx, job_id, Action::SetPriority).await?;
         sqlx::query("UPDATE jobs SET priority = $2 WHERE id = $1")
             .bind(job_id)
             .bind(priority)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Running jobs whose every chunk is closed become `done` (each under its lock, so an
+    /// import or retry either comes first and keeps it running, or comes after and re-opens it).
+    pub async fn mark_done(&self) -> ServiceResult<u64> {
+        let finished: Vec<i64> = sqlx::query_scalar(
+            "SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.total_urls > 0
+               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state <> 'done')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut marked = 0;
+        for job_id in finished {
+            let mut tx = self.pool.begin().await?;
+            job_lock(&mut tx, job_id, true).await?;
+            marked += sqlx::query(
+                "UPDATE jobs j SET state = 'done' WHERE j.id = $1 AND j.state = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state <> 'done')",
+            )
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+        }
+        Ok(marked)
+    }
+
+    /// Finishes cancels and deletes that were interrupted (a delegator killed mid-way).
+    pub async fn resume_unfinished(&self) -> ServiceResult<()> {
+        let jobs: Vec<(i64, i32, String)> = sqlx::query_as(
+            // Two delegators may both resume one job: every step is idempotent.
+            "SELECT id, chunk_size, state FROM jobs WHERE state IN ('cancelling', 'deleting')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (job_id, chunk_size, state) in jobs {
+            tracing::info!(job_id, state, "finishing an interrupted operator action");
+            if state == "deleting" {
+                self.delete_job(job_id).await?;
+            } else {
+                self.finish_cancel(job_id, chunk_size).await?;
+            }
+        }
         Ok(())
     }
 }
 
-/// Imports go only to jobs that will process them (called under the job's lock).
-pub(crate) async fn accepts_urls(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<()> {
-    let state: String =
-        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(job_id).fetch_one(&mut *tx).await?;
-    if state == "cancelled" {
-        return Err(ServiceError::FailedPrecondition("the job is cancelled: it takes no more URLs".into()));
+/// The job's state (`None` when it no longer exists).
+pub(crate) async fn job_state(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<Option<State>> {
+    let s: Option<String> =
+        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(job_id).fetch_optional(&mut *tx).await?;
+    s.map(|s| State::parse(&s)).transpose()
+}
+
+/// Checks `action` against the job's state under its exclusive lock (held to the end of
+/// `tx`) and stores the state it leads to. Imports, retries and operator actions all pass
+/// here, so none can slip past a cancel or a delete.
+pub(crate) async fn transition_in(tx: &mut sqlx::PgConnection, job_id: i64, action: Action) -> ServiceResult<State> {
+    job_lock(&mut *tx, job_id, true).await?;
+    let from = job_state(&mut *tx, job_id)
+        .await?
+        .ok_or_else(|| facesweep_common::error::ServiceError::NotFound(format!("job id {job_id}")))?;
+    let to = jobstate::check(action, from)?;
+    if to != from {
+        sqlx::query("UPDATE jobs SET state = $2 WHERE id = $1").bind(job_id).bind(to.as_str()).execute(&mut *tx).await?;
     }
-    Ok(())
+    Ok(to)
+}
+
+/// Imports go only to jobs that will process them (a finished job runs again).
+pub(crate) async fn accepts_urls(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<()> {
+    transition_in(tx, job_id, Action::Append).await.map(|_| ())
 }

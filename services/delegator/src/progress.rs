@@ -78,8 +78,9 @@ impl Store {
                         RETURNING *)
              INSERT INTO job_chunk_counts
              SELECT job_id, sum(pending), sum(leased), sum(done), sum(reissued), sum(expired)
-             FROM d GROUP BY job_id
-             -- A deleted job's deltas sum to zero: nothing left to keep.
+             FROM d WHERE d.job_id IN (SELECT id FROM jobs WHERE state <> 'deleting') GROUP BY job_id
+             -- A deleted job's deltas sum to zero: nothing left to keep (and a job being
+             -- deleted gets no row back after delete_job emptied its counters).
              HAVING sum(pending) <> 0 OR sum(leased) <> 0 OR sum(done) <> 0
                  OR sum(reissued) <> 0 OR sum(expired) <> 0",
         )

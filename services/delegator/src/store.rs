@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use facesweep_common::bind_lease;
 use facesweep_common::chunk_id_range;
+use facesweep_common::lease::LEASE_HELD;
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_common::models::model_for;
 use facesweep_proto::{Job, LeaseRef, LeaseUrl, ModelSplit};
@@ -39,6 +41,10 @@ pub struct GrantedLease {
     pub job_name: String,
     pub chunk_no: i64,
     pub token: i64,
+    /// Handed to the holder once; only its hash is stored.
+    pub secret: String,
+    /// The fetcher it was granted to.
+    pub owner: String,
     pub expires_at: DateTime<Utc>,
     pub urls: Vec<LeaseUrl>,
 }
@@ -98,6 +104,15 @@ impl Store {
             }
         }
         let job = self.job(name).await?;
+        if inserted.is_none() {
+            let state: String =
+                sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(job.id).fetch_one(&self.pool).await?;
+            if state == "deleting" {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "job {name:?} is being deleted: its name is free again once that finishes (a few seconds)"
+                )));
+            }
+        }
         if inserted.is_none() && *models != ModelSplit::default() && job.models.as_ref() != Some(models) {
             return Err(ServiceError::FailedPrecondition(format!(
                 "job {name:?} exists with other models ({:?}): give this one another job name",
@@ -141,9 +156,10 @@ impl Store {
         for _ in 0..16 {
             let jobs = self.jobs_with_work().await?;
             let mut taken = None;
+            let secret = facesweep_common::lease::new_secret();
             let order = sched::weighted_order(&jobs, &mut rand::thread_rng());
             for job in order {
-                taken = self.take_chunk(job, owner).await?;
+                taken = self.take_chunk(job, owner, &secret).await?;
                 if taken.is_some() {
                     break;
                 }
@@ -151,7 +167,13 @@ impl Store {
             let Some(t) = taken else { return Ok(None) };
             let limit = sched::lease_size(t.chunk_size as i64, t.failures, self.limits.split_after, max_urls);
             let urls = self.open_urls(&t, limit).await?;
-            let lease = LeaseRef { job_id: t.job_id, chunk_no: t.chunk_no, fencing_token: t.token };
+            let lease = LeaseRef {
+                job_id: t.job_id,
+                chunk_no: t.chunk_no,
+                fencing_token: t.token,
+                secret: secret.clone(),
+                fetcher_id: owner.to_string(),
+            };
             let (Some(first), Some(last)) = (urls.first(), urls.last()) else {
                 self.complete(&lease).await?;
                 continue;
@@ -170,6 +192,8 @@ impl Store {
                 job_name: t.job_name,
                 chunk_no: t.chunk_no,
                 token: t.token,
+                secret,
+                owner: owner.to_string(),
                 expires_at: t.expires_at,
                 urls,
             }));
@@ -202,7 +226,7 @@ impl Store {
     }
 
     /// Atomically takes the first pending chunk of `job` in this shard (compare-and-set).
-    async fn take_chunk(&self, job: i64, owner: &str) -> ServiceResult<Option<TakenChunk>> {
+    async fn take_chunk(&self, job: i64, owner: &str, secret: &str) -> ServiceResult<Option<TakenChunk>> {
         let shard = self.shard.get();
         Ok(sqlx::query_as(
             // MATERIALIZED: the pick runs once. As a plain FROM subquery the planner may rescan
@@ -215,7 +239,7 @@ impl Store {
              started AS (UPDATE jobs SET started_at = now()
                  WHERE id = $5 AND started_at IS NULL AND EXISTS (SELECT 1 FROM pick))
              UPDATE chunks c SET state = 'leased', lease_owner = $1,
-                 token = nextval('lease_tokens'),
+                 token = nextval('lease_tokens'), secret_hash = sha256(convert_to($6, 'UTF8')),
                  expires_at = now() + make_interval(secs => $2),
                  attempts = c.attempts + 1,
                  reissued = c.reissued + CASE WHEN c.attempts > 0 THEN 1 ELSE 0 END,
@@ -231,20 +255,18 @@ impl Store {
         .bind(shard.count as i64)
         .bind(shard.index as i64)
         .bind(job)
+        .bind(secret)
         .fetch_optional(&self.pool)
         .await?)
     }
 
     /// Extends a lease still held under `lease.fencing_token`.
     pub async fn renew(&self, lease: &LeaseRef) -> ServiceResult<DateTime<Utc>> {
-        sqlx::query_scalar(
-            "UPDATE chunks SET expires_at = now() + make_interval(secs => $4), updated_at = now()
-             WHERE job_id = $1 AND chunk_no = $2 AND token = $3 AND state = 'leased'
-             RETURNING expires_at",
-        )
-        .bind(lease.job_id)
-        .bind(lease.chunk_no)
-        .bind(lease.fencing_token)
+        let sql = format!(
+            "UPDATE chunks c SET expires_at = now() + make_interval(secs => $6), updated_at = now()
+             WHERE {LEASE_HELD} RETURNING expires_at"
+        );
+        bind_lease!(sqlx::query_scalar(&sql), lease)
         .bind(self.ttl_secs())
         .fetch_optional(&self.pool)
         .await?
@@ -258,7 +280,7 @@ impl Store {
         // Shared with other completions, exclusive against RetryUrls/AppendUrls: their
         // changes are either all seen by the check below or made after this commits.
         joblock::job_lock(&mut tx, lease.job_id, false).await?;
-        let closed: ClosedChunk = sqlx::query_as(
+        let sql = format!(
             "UPDATE chunks c SET
                  state = CASE WHEN EXISTS (
                      SELECT 1 FROM urls u
@@ -266,15 +288,12 @@ impl Store {
                                     AND url_id($1, (c.chunk_no + 1) * j.chunk_size - 1)
                        AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id))
                    THEN 'pending'::chunk_state ELSE 'done'::chunk_state END,
-                 lease_owner = NULL, expires_at = NULL, updated_at = now()
+                 lease_owner = NULL, expires_at = NULL, secret_hash = NULL, updated_at = now()
              FROM jobs j
-             WHERE j.id = c.job_id AND c.job_id = $1 AND c.chunk_no = $2 AND c.token = $3
-               AND c.state = 'leased'
-             RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last, c.state = 'done' AS done",
-        )
-        .bind(lease.job_id)
-        .bind(lease.chunk_no)
-        .bind(lease.fencing_token)
+             WHERE j.id = c.job_id AND {LEASE_HELD}
+             RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last, c.state = 'done' AS done"
+        );
+        let closed: ClosedChunk = bind_lease!(sqlx::query_as(&sql), lease)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| lost(lease))?;
@@ -301,15 +320,13 @@ impl Store {
     /// `failure` (the holder's reason) counts against the chunk and its URLs like an expiry.
     pub async fn release(&self, lease: &LeaseRef, failure: &str) -> ServiceResult<()> {
         let mut tx = self.pool.begin().await?;
-        let released: FailedLease = sqlx::query_as(
-            "UPDATE chunks SET state = 'pending', lease_owner = NULL, expires_at = NULL,
-                 updated_at = now()
-             WHERE job_id = $1 AND chunk_no = $2 AND token = $3 AND state = 'leased'
-             RETURNING job_id, chunk_no, lease_first, lease_last",
-        )
-        .bind(lease.job_id)
-        .bind(lease.chunk_no)
-        .bind(lease.fencing_token)
+        let sql = format!(
+            "UPDATE chunks c SET state = 'pending', lease_owner = NULL, expires_at = NULL,
+                 secret_hash = NULL, updated_at = now()
+             WHERE {LEASE_HELD}
+             RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last"
+        );
+        let released: FailedLease = bind_lease!(sqlx::query_as(&sql), lease)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| lost(lease))?;
@@ -425,7 +442,8 @@ struct ClosedChunk {
 
 fn lost(lease: &LeaseRef) -> ServiceError {
     ServiceError::FailedPrecondition(format!(
-        "lease on job {} chunk {} with token {} is no longer held",
-        lease.job_id, lease.chunk_no, lease.fencing_token
+        "lease on job {} chunk {} with token {} is not held by {:?} with that secret (expired, \
+         re-issued, revoked by a cancel or delete, or never granted): take a new lease",
+        lease.job_id, lease.chunk_no, lease.fencing_token, lease.fetcher_id
     ))
 }

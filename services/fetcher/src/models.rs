@@ -53,11 +53,11 @@ pub struct Lanes(HashMap<String, Result<(DetectStream, Shape), NoLane>>);
 
 impl Lanes {
     /// The stream and shape for `model`, or why its detectors cannot be used.
-    pub fn get(&self, model: &str) -> Result<&(DetectStream, Shape), String> {
+    pub fn get(&self, model: &str) -> Result<&(DetectStream, Shape), NoLane> {
         match self.0.get(model) {
             Some(Ok(lane)) => Ok(lane),
-            Some(Err(why)) => Err(why.to_string()),
-            None => Err(format!("no lane opened for model {model:?}")),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(NoLane::Unserved(format!("no lane opened for model {model:?}"))),
         }
     }
 

@@ -60,15 +60,55 @@ pub struct Worker {
 /// How one URL of a lease ended.
 enum UrlOutcome {
     Done(UrlResult),
-    /// The detector, not the URL's content, failed: the URL stays open for a later lease.
-    DetectorFailed(String),
+    /// No terminal result yet: the URL stays open for a later lease.
+    Open(LeftOpen),
+}
+
+/// Why URLs of a lease were left open, which decides what giving the lease back costs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LeftOpen {
+    /// Shutdown's grace period ended: no fault of the URLs.
+    Drained,
+    /// A part of the mesh (detector, results) did not answer: never counted against a URL.
+    Infra(String),
+    /// The URLs' own failure (the detector's error on an image, a stall, an unserved model):
+    /// counted, so a poison URL ends `abandoned`.
+    Failed(String),
+    /// The lease was revoked or re-issued: nothing to give back, its work stops at once.
+    Lost,
+}
+
+impl LeftOpen {
+    /// Of two reasons, the one that decides: a lost lease, then an outage (so an outage
+    /// never counts against URLs that also failed during it), then a failure.
+    fn worst(self, other: LeftOpen) -> LeftOpen {
+        let rank = |l: &LeftOpen| match l {
+            LeftOpen::Drained => 0,
+            LeftOpen::Failed(_) => 1,
+            LeftOpen::Infra(_) => 2,
+            LeftOpen::Lost => 3,
+        };
+        if rank(&other) > rank(&self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// How working a lease's URLs ended.
 struct LeaseRun {
     recorded: usize,
-    /// Why URLs were left open: `Some("")` when draining (no fault of the URLs).
-    left_open: Option<String>,
+    left_open: Option<LeftOpen>,
+}
+
+impl LeaseRun {
+    fn leave_open(&mut self, why: LeftOpen) {
+        self.left_open = Some(match self.left_open.take() {
+            Some(prev) => prev.worst(why),
+            None => why,
+        });
+    }
 }
 
 impl Worker {
@@ -129,48 +169,66 @@ impl Worker {
     }
 
     async fn process_lease(&self, lease: Lease, shard: usize, shutdown: &Shutdown) {
-        let lref =
-            LeaseRef { job_id: lease.job_id, chunk_no: lease.chunk_no, fencing_token: lease.fencing_token };
+        let lref = LeaseRef {
+            job_id: lease.job_id,
+            chunk_no: lease.chunk_no,
+            fencing_token: lease.fencing_token,
+            secret: lease.secret.clone(),
+            fetcher_id: self.cfg.id.clone(),
+        };
         let span = tracing::Span::current();
         span.record("job", lease.job_id).record("chunk", lease.chunk_no).record("urls", lease.urls.len());
         let started = Instant::now();
         let renewing = Shutdown::new();
+        let lost = Shutdown::new();
         let renewal = Renewal {
             delegators: self.delegators.snapshot(),
             first: shard,
-            lease: lref,
+            lease: lref.clone(),
             expires_at: lease.expires_at,
             rpc_timeout: self.cfg.rpc_timeout,
+            lost: lost.clone(),
         };
         tokio::spawn(renewal.run(renewing.clone()).instrument(span.clone()));
         let _stop_renewing = renewing.drop_guard();
         let lanes = self.models.open_lanes(&lease, self.cfg.detect_timeout).await;
         if let Some(why) = lanes.all_unreachable() {
             tracing::warn!(error = %why, "no detector; releasing lease");
-            self.release(lref, shard, "").await;
+            self.release(&lref, shard, "").await;
             self.back_off(shutdown).await;
             return;
         }
         let urls = lease.urls.len();
-        let run = self.work_urls(&lanes, lease, lref, shutdown).await;
+        let run = self.work_urls(&lanes, lease, &lref, shutdown, &lost).await;
+        let recorded = run.recorded;
         match run.left_open {
-            None => self.complete(lref, shard, run.recorded, urls, started).await,
-            Some(why) => {
-                tracing::info!(
-                    recorded = run.recorded,
-                    of = urls,
-                    why,
-                    "releasing lease with URLs left open"
-                );
+            None => self.complete(&lref, shard, recorded, urls, started).await,
+            Some(LeftOpen::Lost) => tracing::warn!(recorded, of = urls, "lease lost; its work stopped"),
+            Some(LeftOpen::Drained) => self.release(&lref, shard, "").await,
+            Some(LeftOpen::Infra(why)) => {
+                tracing::warn!(recorded, of = urls, why, "releasing lease (not the URLs' fault)");
+                self.release(&lref, shard, "").await;
+                self.back_off(shutdown).await;
+            }
+            Some(LeftOpen::Failed(why)) => {
+                tracing::info!(recorded, of = urls, why, "releasing lease with URLs left open");
                 // A failed chunk waits on the delegator (retry_after) before anyone re-leases it.
-                self.release(lref, shard, &why).await;
+                self.release(&lref, shard, &why).await;
             }
         }
     }
 
-    /// Runs every URL of the lease and records results in batches, until done, drained, or
-    /// stalled (no URL finished within `stall_timeout`).
-    async fn work_urls(&self, lanes: &Lanes, lease: Lease, lref: LeaseRef, shutdown: &Shutdown) -> LeaseRun {
+    /// Runs every URL of the lease and records results in batches, until done, drained,
+    /// stalled (no URL finished within `stall_timeout`) or lost (dropping the stream cancels
+    /// the downloads in flight, freeing their slots at once).
+    async fn work_urls(
+        &self,
+        lanes: &Lanes,
+        lease: Lease,
+        lref: &LeaseRef,
+        shutdown: &Shutdown,
+        lost: &Shutdown,
+    ) -> LeaseRun {
         let job_id = lease.job_id;
         let mut outcomes = futures::stream::iter(lease.urls)
             .map(|u| self.process_url(lanes, job_id, u))
@@ -191,43 +249,54 @@ impl Worker {
                     Err(_) => {
                         let why = format!("no URL of the lease finished within {:?}", self.cfg.stall_timeout);
                         tracing::warn!("{why}; releasing the lease");
-                        run.left_open = Some(why);
+                        run.leave_open(LeftOpen::Failed(why));
                         break;
                     }
                 },
                 _ = &mut drained => {
                     tracing::warn!("drain grace period over; releasing the rest of the lease");
-                    run.left_open.get_or_insert_with(String::new);
+                    run.leave_open(LeftOpen::Drained);
+                    break;
+                }
+                _ = lost.cancelled() => {
+                    run.leave_open(LeftOpen::Lost);
                     break;
                 }
             };
             match outcome {
                 UrlOutcome::Done(r) => batch.push(r),
-                UrlOutcome::DetectorFailed(why) => {
-                    run.left_open = Some(format!("detector failed on a URL: {why}"));
-                }
+                UrlOutcome::Open(why) => run.leave_open(why),
             }
             if batch.len() >= RECORD_BATCH {
-                self.flush(&mut batch, lref, &mut run).await;
+                self.flush(&mut batch, lref, &mut run, shutdown, lost).await;
             }
         }
         drop(outcomes);
-        self.flush(&mut batch, lref, &mut run).await;
+        if run.left_open != Some(LeftOpen::Lost) {
+            self.flush(&mut batch, lref, &mut run, shutdown, lost).await;
+        }
         run
     }
 
-    async fn flush(&self, batch: &mut Vec<UrlResult>, lease: LeaseRef, run: &mut LeaseRun) {
+    async fn flush(
+        &self,
+        batch: &mut Vec<UrlResult>,
+        lease: &LeaseRef,
+        run: &mut LeaseRun,
+        shutdown: &Shutdown,
+        lost: &Shutdown,
+    ) {
         let results = std::mem::take(batch);
         let count = results.len();
-        match self.record(results, lease).instrument(info_span!("persist")).await {
+        match self.record(results, lease, shutdown, lost).instrument(info_span!("persist")).await {
             Ok(()) => run.recorded += count,
-            Err(why) => run.left_open = Some(why),
+            Err(why) => run.leave_open(why),
         }
     }
 
-    async fn complete(&self, lref: LeaseRef, shard: usize, recorded: usize, of: usize, started: Instant) {
+    async fn complete(&self, lref: &LeaseRef, shard: usize, recorded: usize, of: usize, started: Instant) {
         for mut delegator in rotated(self.delegators.snapshot(), shard) {
-            let req = traced(CompleteLeaseRequest { lease: Some(lref) });
+            let req = traced(CompleteLeaseRequest { lease: Some(lref.clone()) });
             match within(self.cfg.rpc_timeout, delegator.complete_lease(req)).await {
                 Ok(r) => {
                     let secs = started.elapsed().as_secs_f32();
@@ -244,9 +313,9 @@ impl Worker {
     }
 
     /// Gives the lease back; a non-empty `failure` counts against its URLs.
-    async fn release(&self, lref: LeaseRef, shard: usize, failure: &str) {
+    async fn release(&self, lref: &LeaseRef, shard: usize, failure: &str) {
         for mut delegator in rotated(self.delegators.snapshot(), shard) {
-            let req = traced(ReleaseLeaseRequest { lease: Some(lref), failure: failure.to_string() });
+            let req = traced(ReleaseLeaseRequest { lease: Some(lref.clone()), failure: failure.to_string() });
             match within(self.cfg.rpc_timeout, delegator.release_lease(req)).await {
                 Ok(_) => return,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => return,
@@ -262,12 +331,13 @@ impl Worker {
         idle(shutdown, self.cfg.release_backoff.mul_f64(jitter)).await;
     }
 
-    /// One URL to its terminal result, or `DetectorFailed` when the detector (not the URL's
-    /// content) failed or none serves the URL's model.
+    /// One URL to its terminal result, or left open: `Infra` when its detector did not
+    /// answer, `Failed` when the detector failed on it or none serves its model.
     async fn process_url(&self, lanes: &Lanes, job_id: i64, u: LeaseUrl) -> UrlOutcome {
         let (det, shape) = match lanes.get(&u.model_id) {
             Ok(lane) => lane,
-            Err(why) => return UrlOutcome::DetectorFailed(why),
+            Err(crate::models::NoLane::Unreachable(why)) => return UrlOutcome::Open(LeftOpen::Infra(why)),
+            Err(crate::models::NoLane::Unserved(why)) => return UrlOutcome::Open(LeftOpen::Failed(why)),
         };
         let base = UrlResult { url_id: u.id, job_id, ..Default::default() };
         let (fetched, st) =
@@ -300,42 +370,71 @@ impl Worker {
             }
             Ok(r) => {
                 tracing::warn!(url_id = u.id, error = %r.error, "detector error; will retry");
-                UrlOutcome::DetectorFailed(r.error)
+                UrlOutcome::Open(detector_error(r.error_code, r.error))
             }
             Err(e) => {
                 tracing::warn!(url_id = u.id, error = %e, "detector unavailable; will retry");
-                UrlOutcome::DetectorFailed(e)
+                UrlOutcome::Open(LeftOpen::Infra(format!("detector unreachable: {e}")))
             }
         }
     }
 
-    /// Records a batch under its lease, retrying transient failures for ~30 s; `Err` says why
-    /// it was not stored.
-    async fn record(&self, batch: Vec<UrlResult>, lease: LeaseRef) -> Result<(), String> {
+    /// Records a batch under its lease. A results outage is waited out (jittered backoff)
+    /// for up to `stall_timeout` while the lease lives: it is nobody's fault, so it must not
+    /// cost the URLs an attempt, nor their downloads a second time.
+    async fn record(
+        &self,
+        batch: Vec<UrlResult>,
+        lease: &LeaseRef,
+        shutdown: &Shutdown,
+        lost: &Shutdown,
+    ) -> Result<(), LeftOpen> {
         if batch.is_empty() {
             return Ok(());
         }
+        let deadline = Instant::now() + self.cfg.stall_timeout;
         let mut delay = Duration::from_millis(100);
-        let mut last = String::new();
-        for _ in 0..12 {
-            let req = traced(RecordRequest { results: batch.clone(), lease: Some(lease) });
-            match within(self.cfg.rpc_timeout, self.results.clone().record(req)).await {
+        loop {
+            let req = traced(RecordRequest { results: batch.clone(), lease: Some(lease.clone()) });
+            let e = match within(self.cfg.rpc_timeout, self.results.clone().record(req)).await {
                 Ok(_) => return Ok(()),
-                // The lease moved on (expired, re-issued): its new holder records these URLs.
-                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                Err(e) => e,
+            };
+            match e.code() {
+                // The lease moved on (expired, re-issued, revoked): its new holder records these.
+                tonic::Code::FailedPrecondition => {
                     tracing::warn!(error = %e, "lease lost while recording");
-                    return Err(String::new());
+                    return Err(LeftOpen::Lost);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "record failed; retrying");
-                    last = format!("results refused the batch: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                tonic::Code::InvalidArgument => {
+                    return Err(LeftOpen::Failed(format!("results refused the batch: {}", e.message())))
                 }
+                _ if Instant::now() + delay > deadline => {
+                    let why = format!("results unreachable for {:?}: {}", self.cfg.stall_timeout, e.message());
+                    return Err(LeftOpen::Infra(why));
+                }
+                _ => tracing::warn!(error = %e, "record failed; retrying"),
             }
+            let jitter = rand::thread_rng().gen_range(0.5..1.5);
+            tokio::select! {
+                _ = lost.cancelled() => return Err(LeftOpen::Lost),
+                _ = shutdown.cancelled() => return Err(LeftOpen::Drained),
+                _ = tokio::time::sleep(delay.mul_f64(jitter)) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        // Unrecorded URLs stay open in their chunk and are leased again.
-        Err(last)
+    }
+}
+
+/// A detector's per-image error: overload or unavailability is an outage; anything else
+/// (an internal error on this image) may be the image's own fault and counts.
+fn detector_error(code: i32, error: String) -> LeftOpen {
+    use tonic::Code;
+    match Code::from_i32(code) {
+        Code::ResourceExhausted | Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            LeftOpen::Infra(format!("detector busy or unavailable: {error}"))
+        }
+        _ => LeftOpen::Failed(format!("detector failed on a URL: {error}")),
     }
 }
 
@@ -366,10 +465,14 @@ struct Renewal {
     lease: LeaseRef,
     expires_at: Option<prost_types::Timestamp>,
     rpc_timeout: Duration,
+    /// Cancelled once the lease is known lost: refused, or past its expiry unrenewed.
+    lost: Shutdown,
 }
 
 impl Renewal {
     /// Renews at a third of the remaining lifetime until `stop`, on any delegator that answers.
+    /// A refusal, or no answer until the lease's lifetime has passed, marks it lost: its work
+    /// stops within one renewal interval (the chunk is someone else's by then).
     async fn run(self, stop: Shutdown) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let ttl = self
@@ -377,22 +480,38 @@ impl Renewal {
             .map(|t| Duration::from_secs(t.seconds.max(0) as u64).saturating_sub(now))
             .unwrap_or(Duration::from_secs(30))
             .max(Duration::from_secs(1));
+        let mut valid_until = Instant::now() + ttl;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(ttl / 3) => {}
             }
-            for mut d in rotated(self.delegators.clone(), self.first) {
-                let req = traced(RenewLeaseRequest { lease: Some(self.lease) });
-                match within(self.rpc_timeout.min(ttl / 3), d.renew_lease(req)).await {
-                    Ok(_) => break,
-                    Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                        tracing::warn!(error = %e, "lease lost");
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-                }
+            match self.renew_once(ttl).await {
+                Ok(true) => valid_until = Instant::now() + ttl,
+                Ok(false) => {}
+                Err(()) => return self.lost.cancel(),
+            }
+            if Instant::now() >= valid_until {
+                tracing::warn!("lease not renewed within its lifetime; stopping its work");
+                return self.lost.cancel();
             }
         }
+    }
+
+    /// One renewal on any delegator that answers: `Ok(true)` renewed, `Ok(false)` none
+    /// answered, `Err` one refused (the lease is lost).
+    async fn renew_once(&self, ttl: Duration) -> Result<bool, ()> {
+        for mut d in rotated(self.delegators.clone(), self.first) {
+            let req = traced(RenewLeaseRequest { lease: Some(self.lease.clone()) });
+            match within(self.rpc_timeout.min(ttl / 3), d.renew_lease(req)).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                    tracing::warn!(error = %e, "lease lost");
+                    return Err(());
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+        }
+        Ok(false)
     }
 }

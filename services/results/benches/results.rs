@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use facesweep_pgembed::{Durability, PgEmbed};
-use facesweep_proto::{Face, UrlResult, UrlStatus};
+use facesweep_proto::{Face, LeaseRef, UrlResult, UrlStatus};
 use facesweep_results::Store;
 use rand::{Rng, SeedableRng};
 
@@ -47,7 +47,22 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("bench-results").tempdir_in("/tmp")?;
     let pg = PgEmbed::start(dir.path(), Durability::Durable)?;
     let pool = facesweep_common::db::connect(&pg.url(), writers as u32 + 1).await?;
-    sqlx::query("INSERT INTO jobs (id, name, chunk_size) VALUES (1, 'bench', 1000)").execute(&pool).await?;
+    let per = total / writers;
+    sqlx::query("INSERT INTO jobs (id, name, chunk_size) VALUES (1, 'bench', $1)")
+        .bind(per as i32)
+        .execute(&pool)
+        .await?;
+    // One live lease per writer over its range, as a fetcher would hold it.
+    sqlx::query(
+        "INSERT INTO chunks (job_id, chunk_no, state, lease_owner, token, secret_hash, lease_first, lease_last)
+         SELECT 1, w, 'leased', 'bench', w + 1, sha256(convert_to('bench', 'UTF8')),
+                url_id(1, w * $1), url_id(1, (w + 1) * $1 - 1)
+         FROM generate_series(0, $2 - 1) w",
+    )
+    .bind(per as i64)
+    .bind(writers as i64)
+    .execute(&pool)
+    .await?;
     sqlx::query(
         "INSERT INTO urls SELECT url_id(1, g), 1, 'http://x/' || g FROM generate_series(0, $1 - 1) g",
     )
@@ -56,7 +71,6 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     sqlx::query("VACUUM ANALYZE urls").execute(&pool).await?;
     let store = Store::new(pool.clone());
-    let per = total / writers;
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
@@ -64,10 +78,17 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
                 let base = facesweep_common::url_id(1, (w * per) as i64);
+                let lease = LeaseRef {
+                    job_id: 1,
+                    chunk_no: w as i64,
+                    fencing_token: w as i64 + 1,
+                    secret: "bench".into(),
+                    fetcher_id: "bench".into(),
+                };
                 let mut done = 0;
                 while done < per {
                     let n = size.min(per - done);
-                    store.record(&batch(base + done as i64, n, &mut rng)).await.unwrap();
+                    store.record(&lease, &batch(base + done as i64, n, &mut rng)).await.unwrap();
                     done += n;
                 }
             })

@@ -1,0 +1,44 @@
+//! What proves a lease: the job, chunk and token it names, the secret handed out with it and
+//! the fetcher it was granted to. One predicate for every writer that acts under a lease
+//! (delegator renew/complete/release, results Record), so none can check less.
+
+use rand::RngCore;
+
+/// True for the chunk row `c` when the lease `$1..=$5` (job, chunk, token, secret, owner:
+/// bind them with `bind_lease!`) holds it now. A query's own parameters start at `$6`.
+pub const LEASE_HELD: &str = "c.job_id = $1 AND c.chunk_no = $2 AND c.token = $3 AND c.state = 'leased'
+    AND c.secret_hash = sha256(convert_to($4, 'UTF8')) AND c.lease_owner = $5";
+
+/// SQL for the stored form of a new secret passed as `$n` (only its hash is kept).
+pub fn secret_hash_sql(n: usize) -> String {
+    format!("sha256(convert_to(${n}, 'UTF8'))")
+}
+
+/// A new lease secret: 128 bits from the OS's CSPRNG, as 32 hex digits.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Binds a `LeaseRef` as `$1..=$5` of a query using `LEASE_HELD`.
+#[macro_export]
+macro_rules! bind_lease {
+    ($q:expr, $lease:expr) => {{
+        let l: &facesweep_proto::LeaseRef = $lease;
+        $q.bind(l.job_id).bind(l.chunk_no).bind(l.fencing_token).bind(l.secret.clone()).bind(l.fetcher_id.clone())
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_128_bit_hex_and_differ() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
