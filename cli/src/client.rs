@@ -13,8 +13,6 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-/// URLs per AppendUrls message (and most held in memory at once, times the channel depth).
-const IMPORT_MESSAGE: usize = 5_000;
 /// Messages read ahead of the network.
 const IMPORT_AHEAD: usize = 2;
 
@@ -165,8 +163,8 @@ impl ModelArgs {
 }
 
 /// Creates the job if needed and streams the URLs in bounded messages, reading the input
-/// lazily. Ordinals make re-sending harmless; an interrupted import resumes after the last
-/// URL the delegator holds.
+/// lazily. Ordinals make re-sending harmless; an input the job already holds (in part)
+/// resumes after the part it holds, any other input is appended whole (`inputs`).
 pub async fn import(
     addr: &str,
     job: &str,
@@ -186,13 +184,14 @@ pub async fn import(
         }
         _ => e.into(),
     })?;
-    let p = progress(addr, job).await?;
-    // Ordinals 0..total are all present only when the highest is total - 1.
-    let skip = if p.next_ordinal == p.total_urls { p.total_urls as usize } else { 0 };
+    let held = d.list_job_inputs(ListJobInputsRequest { job: job.into() }).await?.into_inner();
+    let urls = input.urls()?;
+    let plan = tokio::task::spawn_blocking(move || crate::inputs::plan(urls, &held)).await??;
+    let skip = plan.resume_at;
     let bar = if opts.quiet { ProgressBar::hidden() } else { spinner("import") };
     bar.set_position(skip as u64);
     let (tx, rx) = tokio::sync::mpsc::channel(IMPORT_AHEAD);
-    let reader = read_messages(input.urls()?, job.to_string(), skip, tx);
+    let reader = crate::inputs::read_messages(input.urls()?, job.to_string(), plan, tx);
     let reading = tokio::task::spawn_blocking(reader);
     let b = bar.clone();
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).inspect(move |m| b.inc(m.urls.len() as u64));
@@ -201,33 +200,7 @@ pub async fn import(
     let read = reading.await??;
     let resp = sent?.into_inner();
     anyhow::ensure!(resp.received == read, "delegator received {} of {read} URLs", resp.received);
-    Ok(Imported { received: resp.received + skip as i64, inserted: resp.inserted, skipped: skip as i64 })
-}
-
-/// Reads URLs into AppendUrls messages (after skipping `skip`); returns how many were sent.
-fn read_messages(
-    urls: UrlIter,
-    job: String,
-    skip: usize,
-    tx: tokio::sync::mpsc::Sender<AppendUrlsRequest>,
-) -> impl FnOnce() -> anyhow::Result<i64> {
-    move || {
-        let mut urls = urls.skip(skip);
-        let mut next = skip as i64;
-        loop {
-            let batch: Vec<String> = urls.by_ref().take(IMPORT_MESSAGE).collect::<anyhow::Result<_>>()?;
-            if batch.is_empty() {
-                return Ok(next - skip as i64);
-            }
-            let n = batch.len() as i64;
-            let msg = AppendUrlsRequest { job: job.clone(), first_ordinal: next, urls: batch };
-            if tx.blocking_send(msg).is_err() {
-                // The call failed; its error is the one reported.
-                return Ok(next - skip as i64);
-            }
-            next += n;
-        }
-    }
+    Ok(Imported { received: resp.received + skip, inserted: resp.inserted, skipped: skip })
 }
 
 fn spinner(what: &str) -> ProgressBar {

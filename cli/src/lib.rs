@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod gpucheck;
 mod gpureport;
 pub mod httpserve;
+pub mod inputs;
 pub mod jobs;
 pub mod mesh;
 pub mod options;

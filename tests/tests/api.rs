@@ -49,11 +49,21 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = d.get_progress(GetProgressRequest { job: "no-such-job".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let first = AppendUrlsRequest { job: "".into(), first_ordinal: 0, urls: vec!["http://a/b.jpg".into()] };
+    let first = AppendUrlsRequest {
+        job: "".into(),
+        first_ordinal: 0,
+        urls: vec!["http://a/b.jpg".into()],
+        ..Default::default()
+    };
     let e = d.append_urls(futures::stream::iter(vec![first])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     d.create_job(CreateJobRequest { name: "j".into(), ..Default::default() }).await.unwrap();
-    let nul = AppendUrlsRequest { job: "j".into(), first_ordinal: 0, urls: vec!["http://a/\0.jpg".into()] };
+    let nul = AppendUrlsRequest {
+        job: "j".into(),
+        first_ordinal: 0,
+        urls: vec!["http://a/\0.jpg".into()],
+        ..Default::default()
+    };
     let e = d.append_urls(futures::stream::iter(vec![nul])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("NUL"), "{}", e.message());

@@ -54,7 +54,7 @@ async fn run_job(
         .await
         .unwrap();
     let urls = (0..n).map(|i| format!("{}?{name}-{i}", photos[i % photos.len()])).collect();
-    let msg = AppendUrlsRequest { job: name.into(), first_ordinal: 0, urls };
+    let msg = AppendUrlsRequest { job: name.into(), first_ordinal: 0, urls, ..Default::default() };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {

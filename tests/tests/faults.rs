@@ -122,7 +122,12 @@ async fn completion_cannot_close_a_chunk_that_retry_or_append_reopened() {
     let completing =
         tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&again) }).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let more = AppendUrlsRequest { job: "race".into(), first_ordinal: 2, urls: vec!["http://x/new".into()] };
+    let more = AppendUrlsRequest {
+        job: "race".into(),
+        first_ordinal: 2,
+        urls: vec!["http://x/new".into()],
+        ..Default::default()
+    };
     assert_eq!(d.append_urls(futures::stream::iter(vec![more])).await.unwrap().into_inner().inserted, 1);
     completing.await.unwrap().unwrap();
     let appended = acquire(&mut d, "f").await.expect("the appended URL must be leasable");
@@ -149,6 +154,7 @@ async fn leases_fit_in_a_default_grpc_message_whatever_the_urls() {
         job: "long".into(),
         first_ordinal: i as i64 * 100,
         urls: c.to_vec(),
+        ..Default::default()
     });
     d.append_urls(futures::stream::iter(msgs.collect::<Vec<_>>())).await.unwrap();
     let r = results(&db, &stop).await;
@@ -173,8 +179,12 @@ async fn malformed_admin_requests_are_refused_not_panicked_on() {
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     import(&mut d, "bad", 3, 10).await;
     for first in [i64::MAX - 1, i64::MAX, (1 << 40) - 1, -5] {
-        let m =
-            AppendUrlsRequest { job: "bad".into(), first_ordinal: first, urls: vec!["a".into(), "b".into()] };
+        let m = AppendUrlsRequest {
+            job: "bad".into(),
+            first_ordinal: first,
+            urls: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
         let e = d.append_urls(futures::stream::iter(vec![m])).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "first_ordinal {first}: {e}");
     }
@@ -336,8 +346,14 @@ async fn retry_and_delete_reach_ordinals_past_the_url_count() {
             job: "sparse".into(),
             first_ordinal: 0,
             urls: vec!["http://x/0".into(), "http://x/1".into()],
+            ..Default::default()
         },
-        AppendUrlsRequest { job: "sparse".into(), first_ordinal: 100_000, urls: vec!["http://x/far".into()] },
+        AppendUrlsRequest {
+            job: "sparse".into(),
+            first_ordinal: 100_000,
+            urls: vec!["http://x/far".into()],
+            ..Default::default()
+        },
     ];
     d.append_urls(futures::stream::iter(msgs)).await.unwrap();
     while let Some(l) = acquire(&mut d, "f").await {

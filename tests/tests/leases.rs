@@ -207,6 +207,7 @@ async fn jobs_share_leases_by_priority_without_starvation() {
             job: job.into(),
             first_ordinal: 0,
             urls,
+            ..Default::default()
         }]))
         .await
         .unwrap();
@@ -304,6 +305,7 @@ async fn progress_counters_equal_the_chunk_rows_through_every_transition() {
         job: "counts".into(),
         first_ordinal: 100,
         urls: vec!["http://x.invalid/a".into()],
+        ..Default::default()
     };
     d.append_urls(futures::stream::iter(vec![more])).await.unwrap();
     let retry = RetryUrlsRequest { job: "counts".into(), status: "timeout".into(), force: false };

@@ -80,8 +80,12 @@ async fn cancel_revokes_leases_and_ends_every_open_url_once() {
     assert_eq!(next.job_name, "other");
     let again = d.cancel_job(CancelJobRequest { job: "doomed".into() }).await.unwrap().into_inner();
     assert_eq!(again.urls_cancelled, 0);
-    let more =
-        AppendUrlsRequest { job: "doomed".into(), first_ordinal: 45, urls: vec!["http://x.invalid/".into()] };
+    let more = AppendUrlsRequest {
+        job: "doomed".into(),
+        first_ordinal: 45,
+        urls: vec!["http://x.invalid/".into()],
+        ..Default::default()
+    };
     let e = d.append_urls(futures::stream::iter(vec![more])).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     let e = d.pause_job(PauseJobRequest { job: "doomed".into() }).await.unwrap_err();

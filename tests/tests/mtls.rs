@@ -142,6 +142,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
         job: "tls".into(),
         first_ordinal: 0,
         urls,
+        ..Default::default()
     }]))
     .await
     .unwrap();

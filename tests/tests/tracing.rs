@@ -136,6 +136,7 @@ async fn one_trace_per_lease_spans_all_four_services() {
             job: "traced".into(),
             first_ordinal: 0,
             urls,
+            ..Default::default()
         }]))
         .await
         .unwrap();

@@ -3,9 +3,14 @@
 
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_common::{url_id, MAX_ORDINAL};
-use sqlx::PgPool;
+use facesweep_proto::InputSegment;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::joblock::job_lock;
+
+/// Longest URL stored as given. A longer one could make a lease (and the fetcher's message)
+/// undeliverable; it is stored truncated with the terminal status `invalid_url` instead.
+pub const MAX_URL_BYTES: usize = 8192;
 
 /// Stores `urls` as ordinals `first..`; returns how many were new.
 pub async fn append(
@@ -15,36 +20,97 @@ pub async fn append(
     first: i64,
     urls: &[String],
 ) -> ServiceResult<i64> {
+    append_marked(pool, job_id, chunk_size, first, urls, None).await
+}
+
+/// `append`, also recording `segment` (the input these URLs end, see migration 0016) in the
+/// same transaction, so a resumed import never skips URLs that were not stored.
+pub async fn append_marked(
+    pool: &PgPool,
+    job_id: i64,
+    chunk_size: i32,
+    first: i64,
+    urls: &[String],
+    segment: Option<&InputSegment>,
+) -> ServiceResult<i64> {
     if urls.is_empty() {
         return Ok(0);
     }
     check_ordinals(first, urls.len())?;
-    let mut data = String::with_capacity(urls.iter().map(|u| u.len() + 24).sum());
-    for (i, u) in urls.iter().enumerate() {
-        if u.contains('\0') {
-            return Err(ServiceError::InvalidArgument(format!(
-                "url at ordinal {} contains a NUL byte",
-                first + i as i64
-            )));
-        }
-        data.push_str(&url_id(job_id, first + i as i64).to_string());
-        data.push('\t');
-        escape_copy_text(u.trim(), &mut data);
-        data.push('\n');
+    if let Some(seg) = segment {
+        check_segment(seg, first, urls.len())?;
     }
+    let rows = copy_rows(job_id, first, urls)?;
     let mut tx = pool.begin().await?;
     // New URLs re-open chunks: not while a completion of this job decides done/pending.
     job_lock(&mut tx, job_id, true).await?;
     crate::lifecycle::accepts_urls(&mut tx, job_id).await?;
+    let inserted = store_rows(&mut tx, job_id, chunk_size, &rows.data).await?;
+    reject_long(&mut tx, job_id, &rows.long).await?;
+    if let Some(seg) = segment {
+        mark_segment(&mut tx, job_id, seg).await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// COPY text of one batch, and the over-long URLs in it: (id, length in bytes).
+struct CopyRows {
+    data: String,
+    long: Vec<(i64, usize)>,
+}
+
+fn copy_rows(job_id: i64, first: i64, urls: &[String]) -> ServiceResult<CopyRows> {
+    let mut data = String::with_capacity(urls.iter().map(|u| u.len().min(MAX_URL_BYTES) + 24).sum());
+    let mut long = Vec::new();
+    for (i, u) in urls.iter().enumerate() {
+        let ordinal = first + i as i64;
+        if u.contains('\0') {
+            return Err(ServiceError::InvalidArgument(format!(
+                "url at ordinal {ordinal} contains a NUL byte"
+            )));
+        }
+        let id = url_id(job_id, ordinal);
+        let u = u.trim();
+        data.push_str(&id.to_string());
+        data.push('\t');
+        if u.len() > MAX_URL_BYTES {
+            long.push((id, u.len()));
+            escape_copy_text(truncate(u, MAX_URL_BYTES), &mut data);
+            data.push('…');
+        } else {
+            escape_copy_text(u, &mut data);
+        }
+        data.push('\n');
+    }
+    Ok(CopyRows { data, long })
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Inserts the rows that are new; returns how many.
+async fn store_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: i64,
+    chunk_size: i32,
+    data: &str,
+) -> ServiceResult<i64> {
     sqlx::query("CREATE TEMP TABLE IF NOT EXISTS urls_in (id BIGINT, url TEXT) ON COMMIT DELETE ROWS")
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let mut copy = tx.copy_in_raw("COPY urls_in (id, url) FROM STDIN").await?;
     copy.send(data.as_bytes()).await?;
     copy.finish().await?;
     // New URLs (re-)open their chunks; already-present ones change nothing. Data-modifying
     // CTEs run to completion whether or not the final SELECT reads them.
-    let inserted: i64 = sqlx::query_scalar(
+    Ok(sqlx::query_scalar(
         "WITH ins AS (
              INSERT INTO urls (id, job_id, url) SELECT id, $1, url FROM urls_in
              ON CONFLICT (id) DO NOTHING RETURNING id),
@@ -59,10 +125,99 @@ pub async fn append(
     )
     .bind(job_id)
     .bind(chunk_size as i64)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Over-long URLs end at once with `invalid_url` (a re-sent one keeps its result), counted
+/// in the same transaction like every other writer of url_results.
+async fn reject_long(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: i64,
+    long: &[(i64, usize)],
+) -> ServiceResult<()> {
+    if long.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = long.iter().map(|(id, _)| *id).collect();
+    let reasons: Vec<String> = long
+        .iter()
+        .map(|(_, n)| format!("URL is {n} bytes, longer than the {MAX_URL_BYTES}-byte limit"))
+        .collect();
+    let n: i64 = sqlx::query_scalar(
+        "WITH ins AS (
+             INSERT INTO url_results (url_id, job_id, status, reason)
+             SELECT id, $1, 'invalid_url', reason FROM UNNEST($2::bigint[], $3::text[]) AS t(id, reason)
+             ON CONFLICT (url_id) DO NOTHING RETURNING 1)
+         SELECT count(*) FROM ins",
+    )
+    .bind(job_id)
+    .bind(&ids)
+    .bind(&reasons)
+    .fetch_one(&mut **tx)
     .await?;
-    tx.commit().await?;
-    Ok(inserted)
+    if n > 0 {
+        let deltas = [((job_id, "invalid_url".to_string()), n)].into_iter().collect();
+        facesweep_common::counters::add(tx, &deltas).await?;
+    }
+    Ok(())
+}
+
+/// A segment mark must end exactly at the message's last URL and carry a sha256.
+fn check_segment(seg: &InputSegment, first: i64, n: usize) -> ServiceResult<()> {
+    let ends_here = seg.base <= first && seg.base.checked_add(seg.urls) == first.checked_add(n as i64);
+    let digest_ok = seg.digest.len() == 64 && seg.digest.bytes().all(|b| b.is_ascii_hexdigit());
+    if ends_here && digest_ok && seg.input_from >= 0 {
+        return Ok(());
+    }
+    Err(ServiceError::InvalidArgument(format!(
+        "input segment (base {}, {} URLs, digest {:?}) does not end at ordinal {} or has no sha256 hex digest",
+        seg.base,
+        seg.urls,
+        seg.digest,
+        first + n as i64
+    )))
+}
+
+/// Grows the segment's row (never shrinks it: a re-sent older message changes nothing).
+async fn mark_segment(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: i64,
+    seg: &InputSegment,
+) -> ServiceResult<()> {
+    sqlx::query(
+        "INSERT INTO job_inputs (job_id, base, input_from, urls, digest) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (job_id, base) DO UPDATE SET urls = EXCLUDED.urls, digest = EXCLUDED.digest
+           WHERE job_inputs.urls < EXCLUDED.urls AND job_inputs.input_from = EXCLUDED.input_from",
+    )
+    .bind(job_id)
+    .bind(seg.base)
+    .bind(seg.input_from)
+    .bind(seg.urls)
+    .bind(seg.digest.to_ascii_lowercase())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The job's input segments, and the first ordinal that neither a URL nor a segment uses.
+pub async fn list_inputs(
+    pool: &PgPool,
+    job_id: i64,
+    next_ordinal: i64,
+) -> ServiceResult<(Vec<InputSegment>, i64)> {
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "SELECT base, input_from, urls, digest FROM job_inputs WHERE job_id = $1 ORDER BY base",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    let end = rows.iter().map(|(base, _, urls, _)| base + urls).max().unwrap_or(0);
+    let segments = rows
+        .into_iter()
+        .map(|(base, input_from, urls, digest)| InputSegment { base, input_from, urls, digest })
+        .collect();
+    Ok((segments, end.max(next_ordinal)))
 }
 
 /// `n` URLs from ordinal `first` must fit in 0..=MAX_ORDINAL (no overflow on the way).
@@ -109,5 +264,14 @@ mod tests {
         let mut out = String::new();
         escape_copy_text("a\\b\tc\nd\re", &mut out);
         assert_eq!(out, "a\\\\b\\tc\\nd\\re");
+    }
+
+    #[test]
+    fn long_urls_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("abc", 8), "abc");
+        let rows = copy_rows(1, 0, &["x".repeat(MAX_URL_BYTES + 5), "http://a".into()]).unwrap();
+        assert_eq!(rows.long, vec![(url_id(1, 0), MAX_URL_BYTES + 5)]);
+        assert!(rows.data.lines().next().unwrap().ends_with('…'));
     }
 }

@@ -1,0 +1,147 @@
+//! Which part of an input a job already holds. A job remembers each input it was imported
+//! from as segments (ListJobInputs): lines `input_from..input_from+urls` of the input at
+//! ordinals `base..`, with the sha256 of the input's lines up to there. An input whose first
+//! lines hash to a segment's digest is that input (the same file, interrupted or grown): the
+//! import resumes after it. Any other input is new: all its lines go to the job's first free
+//! ordinal. Resuming by count alone would skip the first lines of a different file.
+
+use std::collections::BTreeMap;
+
+use facesweep_proto::{AppendUrlsRequest, InputSegment, ListJobInputsResponse};
+use sha2::{Digest, Sha256};
+
+/// URLs per AppendUrls message (and most held in memory at once, times the channel depth).
+pub const IMPORT_MESSAGE: usize = 5_000;
+
+type UrlIter = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+
+/// Where an import starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The segment the sent URLs extend: `base`, `input_from`, and `urls` already stored.
+    pub base: i64,
+    pub input_from: i64,
+    pub stored: i64,
+    /// Leading lines of the input not sent (already held by the job).
+    pub resume_at: i64,
+}
+
+fn hash_line(h: &mut Sha256, url: &str) {
+    h.update(url.as_bytes());
+    h.update(b"\n");
+}
+
+fn hex(h: &Sha256) -> String {
+    format!("{:x}", h.clone().finalize())
+}
+
+/// Reads the input only as far as the longest segment to find the one it continues.
+pub fn plan(mut urls: UrlIter, held: &ListJobInputsResponse) -> anyhow::Result<Plan> {
+    let next_free = held.next_free_ordinal;
+    let mut by_end: BTreeMap<i64, Vec<&InputSegment>> = BTreeMap::new();
+    for s in &held.segments {
+        by_end.entry(s.input_from + s.urls).or_default().push(s);
+    }
+    let longest = by_end.keys().next_back().copied().unwrap_or(0);
+    let (mut h, mut n) = (Sha256::new(), 0i64);
+    let mut best: Option<&InputSegment> = None;
+    while n < longest {
+        let Some(url) = urls.next() else { break };
+        hash_line(&mut h, &url?);
+        n += 1;
+        let Some(segs) = by_end.get(&n) else { continue };
+        let digest = hex(&h);
+        // Among equal matches the job's last segment wins: it can grow in place.
+        let mut matching: Vec<&InputSegment> = segs.iter().copied().filter(|s| s.digest == digest).collect();
+        matching.sort_by_key(|s| s.base + s.urls == next_free);
+        best = matching.pop().or(best);
+    }
+    Ok(match best {
+        Some(s) if s.base + s.urls == next_free => {
+            Plan { base: s.base, input_from: s.input_from, stored: s.urls, resume_at: s.input_from + s.urls }
+        }
+        // Other URLs follow it: the rest of this input starts a segment of its own.
+        Some(s) => Plan {
+            base: next_free,
+            input_from: s.input_from + s.urls,
+            stored: 0,
+            resume_at: s.input_from + s.urls,
+        },
+        None => Plan { base: next_free, input_from: 0, stored: 0, resume_at: 0 },
+    })
+}
+
+/// Reads URLs into AppendUrls messages, each marked with its segment as of its last URL
+/// (sent after skipping `plan.resume_at`); returns how many were sent.
+pub fn read_messages(
+    mut urls: UrlIter,
+    job: String,
+    plan: Plan,
+    tx: tokio::sync::mpsc::Sender<AppendUrlsRequest>,
+) -> impl FnOnce() -> anyhow::Result<i64> {
+    move || {
+        let mut h = Sha256::new();
+        for _ in 0..plan.resume_at {
+            match urls.next() {
+                Some(url) => hash_line(&mut h, &url?),
+                // The input changed since it was planned; nothing more is its.
+                None => return Ok(0),
+            }
+        }
+        let (mut stored, mut sent) = (plan.stored, 0i64);
+        loop {
+            let batch: Vec<String> = urls.by_ref().take(IMPORT_MESSAGE).collect::<anyhow::Result<_>>()?;
+            if batch.is_empty() {
+                return Ok(sent);
+            }
+            batch.iter().for_each(|u| hash_line(&mut h, u));
+            let first_ordinal = plan.base + stored;
+            stored += batch.len() as i64;
+            let segment =
+                InputSegment { base: plan.base, input_from: plan.input_from, urls: stored, digest: hex(&h) };
+            let n = batch.len() as i64;
+            let msg =
+                AppendUrlsRequest { job: job.clone(), first_ordinal, urls: batch, segment: Some(segment) };
+            if tx.blocking_send(msg).is_err() {
+                // The call failed; its error is the one reported.
+                return Ok(sent);
+            }
+            sent += n;
+        }
+    }
+}
+
+/// The mark of the first `n` of `urls` as one segment from ordinal `base` (what an import
+/// interrupted after `n` URLs leaves; tests use it).
+pub fn segment_of(urls: &[String], base: i64) -> InputSegment {
+    let mut h = Sha256::new();
+    urls.iter().for_each(|u| hash_line(&mut h, u));
+    InputSegment { base, input_from: 0, urls: urls.len() as i64, digest: hex(&h) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iter(v: &[&str]) -> UrlIter {
+        Box::new(v.iter().map(|s| Ok(s.to_string())).collect::<Vec<_>>().into_iter())
+    }
+
+    fn held(segments: Vec<InputSegment>, next_free_ordinal: i64) -> ListJobInputsResponse {
+        ListJobInputsResponse { segments, next_free_ordinal }
+    }
+
+    #[test]
+    fn the_same_grown_or_other_input_is_recognised() {
+        let a: Vec<String> = vec!["a1".into(), "a2".into()];
+        let seg = segment_of(&a, 0);
+        let same = plan(iter(&["a1", "a2", "a3"]), &held(vec![seg.clone()], 2)).unwrap();
+        assert_eq!(same, Plan { base: 0, input_from: 0, stored: 2, resume_at: 2 });
+        let other = plan(iter(&["b1", "b2", "b3"]), &held(vec![seg.clone()], 2)).unwrap();
+        assert_eq!(other, Plan { base: 2, input_from: 0, stored: 0, resume_at: 0 });
+        // a grew after another input followed it: its new lines get a segment of their own.
+        let b = segment_of(&["b1".into()], 2);
+        let grown = plan(iter(&["a1", "a2", "a3"]), &held(vec![seg, b], 3)).unwrap();
+        assert_eq!(grown, Plan { base: 3, input_from: 2, stored: 0, resume_at: 2 });
+    }
+}
