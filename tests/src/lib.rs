@@ -1,6 +1,12 @@
 //! Shared helpers for the end-to-end tests: paths, fixtures, an ephemeral Postgres.
 
+pub mod check;
 pub mod detector;
+pub mod netmesh;
+pub mod netns;
+pub mod netsite;
+pub mod operator;
+pub mod rogue;
 pub mod services;
 pub mod site;
 

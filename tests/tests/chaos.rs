@@ -7,11 +7,17 @@
 //! image makes the detector fail, and one makes it emit a non-finite landmark that the results
 //! service must refuse.
 //!
+//! Meanwhile an operator pauses, resumes, reprioritises, appends to, retries, cancels and
+//! deletes jobs of its own (tests/src/operator.rs), and a rogue fetcher guesses lease tokens
+//! without their secrets (tests/src/rogue.rs): its jobs must end right and nothing be forged.
+//!
 //! CHAOS_URLS (default 2000) and CHAOS_KILLS (default 5); `make chaos` runs 10000 / 20.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
@@ -19,7 +25,9 @@ use facesweep_common::grpc::channel;
 use facesweep_pgembed::{Durability, PgEmbed};
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::*;
-use facesweep_tests::*;
+use facesweep_tests::operator::Operator;
+use facesweep_tests::rogue::Rogue;
+use facesweep_tests::{check, rogue, *};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -171,6 +179,7 @@ async fn import(c: &Cluster, job: &str, urls: &[String]) {
             job: job.into(),
             first_ordinal: (i * 1000) as i64,
             urls: u.to_vec(),
+            ..Default::default()
         })
         .collect();
     d.append_urls(futures::stream::iter(msgs)).await.unwrap();
@@ -345,6 +354,26 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     assert_eq!(clean.done_urls, n as i64, "the clean run did not finish; logs in {}", dir.display());
 
     import(&c, "chaos", &urls).await;
+    // An operator on jobs of its own and a rogue fetcher, both throughout the kills.
+    let stop = Arc::new(AtomicBool::new(false));
+    let chans: Vec<_> = ["delegator-0", "delegator-1"]
+        .iter()
+        .map(|k| channel(&format!("127.0.0.1:{}", c.ports[k])).unwrap())
+        .collect();
+    let op_paths = paths.clone();
+    let op_url = Arc::new(move |job: &str, i: usize| {
+        format!("http://{addr}{}?{job}={i}", op_paths[i % op_paths.len()])
+    });
+    let operator = Operator::new(chans.clone(), op_url, seed, 100).spawn(stop.clone());
+    let rogue = Rogue {
+        delegators: chans,
+        results: vec![channel(&format!("127.0.0.1:{}", c.ports["results"])).unwrap()],
+        pool: facesweep_common::db::connect(&c.db_url, 2).await.unwrap(),
+        // Without mTLS no caller has an identity: ReleaseFetcherLeases cannot be told apart.
+        victims: Vec::new(),
+        seed: seed ^ 0x5eed,
+    }
+    .spawn(stop.clone());
     // Each kind once (a random instance of it, shuffled), then random processes; each kill
     // waits for a later point of progress so they spread over the whole run.
     let pick = |rng: &mut rand::rngs::StdRng, k: &str| -> &'static str {
@@ -376,6 +405,8 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1500))).await;
         c.start(kind);
     }
+    stop.store(true, Ordering::Relaxed);
+    let (ops, rogue) = (operator.await.unwrap(), rogue.await.unwrap());
     let p = wait_done(&c, "chaos", deadline).await;
 
     let pool = facesweep_common::db::connect(&c.db_url, 2).await.unwrap();
@@ -430,10 +461,23 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         p.leases_expired,
         p.leases_reissued
     );
-    println!(
-        "chaos: {n} urls, {} kills, lost={lost} duplicated={duplicated} mismatched={mismatched} stuck={stuck}",
-        plan.len()
+    // The operator's jobs: each URL once, deleted ones gone, cancelled ones ended; nothing forged.
+    check::wait_settled(&pool, &ops.jobs, deadline).await;
+    let v = check::check_jobs(&pool, &ops.jobs).await;
+    let forged = rogue::marker_faces(&pool).await + rogue.forged_calls() as i64;
+    eprintln!(
+        "operator: {} actions, {} refused (FAILED_PRECONDITION), {} errors; {:?}; rogue: {} calls, forged {:?}",
+        ops.actions, ops.refused, ops.errors, v, rogue.calls, rogue.forged
     );
+    println!(
+        "chaos: {n} urls, {} kills, lost={lost} duplicated={duplicated} mismatched={mismatched} stuck={stuck} \
+         operator actions={} forged={forged}",
+        plan.len(),
+        ops.actions
+    );
+    let op = (v.lost, v.duplicated, v.stuck + v.bad_cancel, v.orphans + v.leftovers, v.wrong_state.len());
+    assert_eq!(op, (0, 0, 0, 0, 0), "operator jobs: lost, duplicated, stuck, orphans/leftovers, wrong state");
+    assert_eq!(forged, 0, "the rogue forged results or lease calls");
 
     // Graceful drain: SIGTERM fetchers first, then the rest; all must exit cleanly and quickly.
     for group in [&["fetcher-0", "fetcher-1"][..], &["delegator-0", "delegator-1", "detector", "results"][..]]
