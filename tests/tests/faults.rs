@@ -148,8 +148,9 @@ async fn leases_fit_in_a_default_grpc_message_whatever_the_urls() {
     })
     .await
     .unwrap();
-    // 1,000 URLs of 10 kB: a whole-chunk lease would be 10 MB, over the 4 MiB client default.
-    let urls: Vec<String> = (0..1000).map(|i| format!("http://x/{i}?{}", "q".repeat(10_000))).collect();
+    // 1,000 URLs of 7 kB (under the 8 KiB import limit): a whole-chunk lease would be 7 MB,
+    // over the 4 MiB client default.
+    let urls: Vec<String> = (0..1000).map(|i| format!("http://x/{i}?{}", "q".repeat(7_000))).collect();
     let msgs = urls.chunks(100).enumerate().map(|(i, c)| AppendUrlsRequest {
         job: "long".into(),
         first_ordinal: i as i64 * 100,
