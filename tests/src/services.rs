@@ -86,12 +86,18 @@ pub async fn import(
         .await
         .unwrap();
     let urls: Vec<String> = (0..n).map(|i| format!("http://example.invalid/{i}.jpg")).collect();
-    let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls };
+    let msg = AppendUrlsRequest { job: job.into(), first_ordinal: 0, urls, ..Default::default() };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap().into_inner()
 }
 
 pub fn lref(l: &Lease) -> Option<LeaseRef> {
-    Some(LeaseRef { job_id: l.job_id, chunk_no: l.chunk_no, fencing_token: l.fencing_token })
+    Some(LeaseRef {
+        job_id: l.job_id,
+        chunk_no: l.chunk_no,
+        fencing_token: l.fencing_token,
+        secret: l.secret.clone(),
+        fetcher_id: l.fetcher_id.clone(),
+    })
 }
 
 pub async fn acquire(d: &mut DelegatorServiceClient<Channel>, who: &str) -> Option<Lease> {

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::import;
+use crate::jobstate::Action;
 use crate::store::{timestamp, Store};
 
 /// URLs buffered before one COPY round trip.
@@ -30,11 +31,11 @@ impl DelegatorSvc {
         Ok(self.store.job_summaries(Some(name)).await?.pop())
     }
 
-    /// Moves the named job from one of `from` to `to`; its summary afterwards.
-    async fn transition(&self, name: &str, from: &[&str], to: &str) -> Result<Option<JobSummary>, Status> {
+    /// Applies `action` to the named job (jobstate's table); its summary afterwards.
+    async fn transition(&self, name: &str, action: Action) -> Result<Option<JobSummary>, Status> {
         let job = self.store.job(name).await?;
-        self.store.set_state(job.id, from, to).await?;
-        tracing::info!(job = %name, state = to, "job state changed");
+        let to = self.store.transition(job.id, action).await?;
+        tracing::info!(job = %name, ?action, state = to.as_str(), "job state changed");
         self.summary(name).await
     }
 }
@@ -46,11 +47,17 @@ fn invalid(msg: impl Into<String>) -> Status {
     ServiceError::InvalidArgument(msg.into()).into()
 }
 
-fn lease_ref(lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+/// The lease a data-plane call names, checked for shape; whoever holds it must present its
+/// secret and its fetcher id, which a certificate naming another fetcher cannot claim.
+fn lease_ref<T>(auth: &Authorizer, req: &Request<T>, lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
     let lease = lease.ok_or_else(|| invalid("lease is required"))?;
     if lease.job_id <= 0 || lease.chunk_no < 0 || lease.fencing_token <= 0 {
         return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
     }
+    if lease.secret.is_empty() || lease.secret.len() > 128 || lease.fetcher_id.is_empty() {
+        return Err(invalid("lease needs the secret and fetcher_id it was granted with"));
+    }
+    auth.check_fetcher_id(req, &lease.fetcher_id)?;
     Ok(lease)
 }
 
@@ -89,6 +96,8 @@ impl DelegatorService for DelegatorSvc {
         let (mut received, mut inserted) = (0i64, 0i64);
         let mut batch: Vec<String> = Vec::new();
         let mut batch_first = 0i64;
+        // The input segment as of the batch's last message, stored with the batch.
+        let mut mark: Option<InputSegment> = None;
         while let Some(msg) = stream.next().await {
             let msg = msg?;
             if job.is_none() {
@@ -104,18 +113,32 @@ impl DelegatorService for DelegatorSvc {
             if !batch.is_empty() && batch_first + batch.len() as i64 != msg.first_ordinal
                 || batch.len() >= IMPORT_BATCH
             {
-                inserted += self.store.append(j, batch_first, &batch).await?;
+                let pool = &self.store.pool;
+                inserted += import::append_marked(pool, j.id, j.chunk_size, batch_first, &batch, mark.as_ref()).await?;
                 batch.clear();
             }
             if batch.is_empty() {
                 batch_first = msg.first_ordinal;
             }
             batch.extend(msg.urls);
+            mark = msg.segment;
         }
         if let Some(j) = &job {
-            inserted += self.store.append(j, batch_first, &batch).await?;
+            let pool = &self.store.pool;
+            inserted += import::append_marked(pool, j.id, j.chunk_size, batch_first, &batch, mark.as_ref()).await?;
         }
         Ok(Response::new(AppendUrlsResponse { received, inserted }))
+    }
+
+    async fn list_job_inputs(
+        &self,
+        req: Request<ListJobInputsRequest>,
+    ) -> Result<Response<ListJobInputsResponse>, Status> {
+        self.auth.check(&req, Access::Admin)?;
+        let j = self.store.job(&req.into_inner().job).await?;
+        let next = self.store.next_ordinal(j.id).await?;
+        let (segments, next_free_ordinal) = import::list_inputs(&self.store.pool, j.id, next).await?;
+        Ok(Response::new(ListJobInputsResponse { segments, next_free_ordinal }))
     }
 
     async fn acquire_lease(
@@ -123,10 +146,11 @@ impl DelegatorService for DelegatorSvc {
         req: Request<AcquireLeaseRequest>,
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
-        let msg = req.into_inner();
-        if msg.fetcher_id.is_empty() {
-            return Err(invalid("fetcher_id is required"));
+        if req.get_ref().fetcher_id.is_empty() || req.get_ref().fetcher_id.len() > 200 {
+            return Err(invalid("fetcher_id is required (at most 200 bytes)"));
         }
+        self.auth.check_fetcher_id(&req, &req.get_ref().fetcher_id)?;
+        let msg = req.into_inner();
         if msg.max_urls < 0 || msg.max_urls > MAX_LEASE_URLS {
             return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
         }
@@ -140,6 +164,8 @@ impl DelegatorService for DelegatorSvc {
             job_id: g.job_id,
             chunk_no: g.chunk_no,
             fencing_token: g.token,
+            secret: g.secret,
+            fetcher_id: g.owner,
             expires_at: Some(timestamp(g.expires_at)),
             urls: g.urls,
             job_name: g.job_name,
@@ -152,7 +178,7 @@ impl DelegatorService for DelegatorSvc {
         req: Request<RenewLeaseRequest>,
     ) -> Result<Response<RenewLeaseResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
-        let lease = lease_ref(req.into_inner().lease)?;
+        let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let at = self.store.renew(&lease).await?;
         Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
     }
@@ -162,7 +188,7 @@ impl DelegatorService for DelegatorSvc {
         req: Request<CompleteLeaseRequest>,
     ) -> Result<Response<CompleteLeaseResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
-        let lease = lease_ref(req.into_inner().lease)?;
+        let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let done = self.store.complete(&lease).await?;
         crate::metrics::LEASES_COMPLETED.with_label_values(&[if done { "true" } else { "false" }]).inc();
         Ok(Response::new(CompleteLeaseResponse { done }))
@@ -173,8 +199,8 @@ impl DelegatorService for DelegatorSvc {
         req: Request<ReleaseLeaseRequest>,
     ) -> Result<Response<ReleaseLeaseResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
+        let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let msg = req.into_inner();
-        let lease = lease_ref(msg.lease)?;
         if msg.failure.len() > 1000 {
             return Err(invalid("failure reason must be at most 1000 bytes"));
         }
@@ -263,6 +289,7 @@ impl DelegatorService for DelegatorSvc {
     ) -> Result<Response<DeleteJobResponse>, Status> {
         self.auth.check(&req, Access::Admin)?;
         let job = self.store.job(&req.into_inner().job).await?;
+        // `deleting` first: an interruption from here on is finished by the sweeper.
         let urls_deleted = self.store.delete_job(job.id).await?;
         tracing::info!(job = %job.name, urls_deleted, "job deleted");
         Ok(Response::new(DeleteJobResponse { urls_deleted }))
@@ -270,7 +297,7 @@ impl DelegatorService for DelegatorSvc {
 
     async fn pause_job(&self, req: Request<PauseJobRequest>) -> Result<Response<PauseJobResponse>, Status> {
         self.auth.check(&req, Access::Admin)?;
-        let job = self.transition(&req.into_inner().job, &["running"], "paused").await?;
+        let job = self.transition(&req.into_inner().job, Action::Pause).await?;
         Ok(Response::new(PauseJobResponse { job }))
     }
 
@@ -279,7 +306,7 @@ impl DelegatorService for DelegatorSvc {
         req: Request<ResumeJobRequest>,
     ) -> Result<Response<ResumeJobResponse>, Status> {
         self.auth.check(&req, Access::Admin)?;
-        let job = self.transition(&req.into_inner().job, &["paused"], "running").await?;
+        let job = self.transition(&req.into_inner().job, Action::Resume).await?;
         Ok(Response::new(ResumeJobResponse { job }))
     }
 
@@ -316,9 +343,13 @@ impl DelegatorService for DelegatorSvc {
         req: Request<ReleaseFetcherLeasesRequest>,
     ) -> Result<Response<ReleaseFetcherLeasesResponse>, Status> {
         self.auth.check(&req, FETCHER_OR_ADMIN)?;
-        let id = req.into_inner().fetcher_id;
+        let id = req.get_ref().fetcher_id.clone();
         if id.is_empty() {
             return Err(invalid("fetcher_id is required"));
+        }
+        // A fetcher gives back only its own (an admin anyone's).
+        if self.auth.check(&req, Access::Admin).is_err() {
+            self.auth.check_fetcher_id(&req, &id)?;
         }
         let released = self.store.release_owned(&id).await?;
         Ok(Response::new(ReleaseFetcherLeasesResponse { released }))

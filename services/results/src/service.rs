@@ -92,14 +92,21 @@ pub fn replace_bad_rows(results: &mut [UrlResult]) -> u32 {
 impl ResultsService for ResultsSvc {
     async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
         self.auth.check(&req, FETCHER)?;
+        // A certificate naming a fetcher records only under that fetcher's leases.
+        if let Some(l) = &req.get_ref().lease {
+            self.auth.check_fetcher_id(&req, &l.fetcher_id)?;
+        }
         let RecordRequest { mut results, lease } = req.into_inner();
         validate(&results)?;
         // Only the holder of a live lease writes results, and only for the URLs it holds.
         let lease = lease.ok_or_else(|| ServiceError::InvalidArgument("lease is required".into()))?;
-        self.store.check_lease(&lease, &results).await?;
+        if lease.secret.is_empty() || lease.fetcher_id.is_empty() {
+            let why = "lease needs the secret and fetcher_id it was granted with";
+            return Err(ServiceError::InvalidArgument(why.into()).into());
+        }
         let rejected = replace_bad_rows(&mut results);
         let timer = crate::metrics::RESULTS_PERSIST_SECONDS.start_timer();
-        let out = self.store.record(&results).await?;
+        let out = self.store.record(&lease, &results).await?;
         timer.observe_duration();
         crate::metrics::RESULTS_PERSISTED.inc_by(out.inserted as u64);
         crate::metrics::RESULTS_DUPLICATES.inc_by(out.duplicates as u64);
