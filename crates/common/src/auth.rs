@@ -209,6 +209,22 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_names_its_fetcher_by_uri_san() {
+        let cert = |uri: Option<String>| {
+            let mut params = rcgen::CertificateParams::new(vec!["facesweep-fetcher".to_string()]).unwrap();
+            if let Some(u) = uri {
+                params.subject_alt_names.push(rcgen::SanType::URI(u.try_into().unwrap()));
+            }
+            params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec()
+        };
+        let own = cert(Some(format!("{FETCHER_ID_URI}fetcher-7")));
+        assert_eq!(cert_fetcher_id(&own).as_deref(), Some("fetcher-7"));
+        assert_eq!(cert_roles(&own), ["fetcher"]);
+        assert_eq!(cert_fetcher_id(&cert(None)), None, "a shared certificate");
+        assert_eq!(cert_fetcher_id(&cert(Some("spiffe://elsewhere/fetcher/x".into()))), None);
+    }
+
+    #[test]
     fn comparison_is_exact() {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));

@@ -107,3 +107,24 @@ volumes:
     secret: {secretName: {{ .Values.tls.existingSecret }}}
 {{- end }}
 {{- end -}}
+
+{{/* The fetcher's own certificate (per-pod identity) from cert-manager's csi-driver. */}}
+{{- define "facesweep.fetcherTlsVolume" -}}
+{{- if .Values.tls.enabled }}
+{{- $i := .Values.tls.fetcherIssuer }}
+volumes:
+  - name: tls
+    csi:
+      driver: csi.cert-manager.io
+      readOnly: true
+      volumeAttributes:
+        csi.cert-manager.io/issuer-name: {{ required "tls.fetcherIssuer.name: each fetcher pod needs its own certificate" $i.name | quote }}
+        csi.cert-manager.io/issuer-kind: {{ $i.kind | quote }}
+        csi.cert-manager.io/issuer-group: {{ $i.group | quote }}
+        csi.cert-manager.io/dns-names: facesweep-fetcher
+        csi.cert-manager.io/uri-sans: "spiffe://facesweep/fetcher/${POD_NAME}"
+        csi.cert-manager.io/certificate-file: tls.crt
+        csi.cert-manager.io/privatekey-file: tls.key
+        csi.cert-manager.io/ca-file: ca.crt
+{{- end }}
+{{- end -}}
