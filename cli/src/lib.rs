@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod datadir;
 pub mod embedded;
 pub mod gpucheck;
 mod gpureport;
@@ -35,15 +36,26 @@ pub async fn run_job(
     out: &Path,
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
+    run_job_at(&mesh.delegator.to_string(), &mesh.results.to_string(), job, input, out, quiet).await
+}
+
+/// `run_job` through services at these addresses (a mesh another process runs).
+pub async fn run_job_at(
+    delegator: &str,
+    results: &str,
+    job: &str,
+    input: &client::UrlInput,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<RunSummary> {
     let started = std::time::Instant::now();
-    let delegator = mesh.delegator.to_string();
     let digest = match input {
         client::UrlInput::File(_) => Some(input.digest()?),
         client::UrlInput::List(_) => None,
     };
-    client::import(&delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
-    let progress = client::wait(&delegator, job, quiet).await?;
-    let export = client::export(&mesh.results.to_string(), job, out).await?;
+    client::import(delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
+    let progress = client::wait(delegator, job, quiet).await?;
+    let export = client::export(results, job, out).await?;
     Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })
 }
 

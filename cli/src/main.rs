@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use facesweep_cli::bench;
+use facesweep_cli::datadir::InUse;
 use facesweep_cli::{client, httpserve, job_name_for, run_job, Mesh, MeshOptions};
 
 #[derive(Parser)]
@@ -244,7 +245,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Run { file, out, job, mesh } => {
             let job = job.unwrap_or_else(|| job_name_for(&file));
-            let s = in_mesh(mesh, &job, &client::UrlInput::File(file), &out).await?;
+            let s = in_mesh(mesh, "run", &job, &client::UrlInput::File(file), &out).await?;
             print_summary(&s, &out);
             Ok(())
         }
@@ -258,6 +259,7 @@ async fn up(mesh: MeshArgs, port: u16) -> anyhow::Result<()> {
     let mut o = mesh.options();
     o.base_port = port;
     o.metrics = true;
+    o.command = "up".into();
     let m = Mesh::start(o).await?;
     println!(
         "facesweep up: delegator {} detector {} results {} fetcher {}",
@@ -268,17 +270,50 @@ async fn up(mesh: MeshArgs, port: u16) -> anyhow::Result<()> {
     m.stop().await
 }
 
-/// Runs one job in an embedded mesh, stopping the mesh whatever the outcome.
+/// Runs one job in an embedded mesh, stopping the mesh whatever the outcome. When another
+/// facesweep process holds the data dir, the job runs through its services instead.
 async fn in_mesh(
     mesh: MeshArgs,
+    command: &str,
     job: &str,
     input: &client::UrlInput,
     out: &std::path::Path,
 ) -> anyhow::Result<facesweep_cli::RunSummary> {
-    let m = Mesh::start(mesh.options()).await?;
+    let mut o = mesh.options();
+    o.command = command.into();
+    let m = match Mesh::start(o).await {
+        Ok(m) => m,
+        Err(e) => return attach(e, job, input, out).await,
+    };
     let s = run_job(&m, job, input, out, false).await;
     m.stop().await?;
     s
+}
+
+/// A job through the services of the process holding the data dir, if that is why the
+/// mesh could not start (and it has published them); `e` otherwise.
+async fn attach(
+    e: anyhow::Error,
+    job: &str,
+    input: &client::UrlInput,
+    out: &std::path::Path,
+) -> anyhow::Result<facesweep_cli::RunSummary> {
+    let Some(InUse { dir, .. }) = e.downcast_ref::<InUse>() else { return Err(e) };
+    // A holder still starting publishes its addresses once its services listen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let owner = loop {
+        match facesweep_cli::datadir::read_owner(dir) {
+            Some(o) if o.delegator.is_some() && o.results.is_some() => break o,
+            _ if std::time::Instant::now() > deadline => return Err(e),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
+    let (Some(d), Some(r)) = (&owner.delegator, &owner.results) else { return Err(e) };
+    eprintln!(
+        "facesweep pid {} (`{}`) runs this data dir: using its services (delegator {d}, results {r})",
+        owner.pid, owner.command
+    );
+    facesweep_cli::run_job_at(d, r, job, input, out, false).await
 }
 
 async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
@@ -329,7 +364,7 @@ async fn demo(mesh: MeshArgs, samples: Option<PathBuf>, out: PathBuf) -> anyhow:
     // A fresh job per demo: the loopback port changes every run.
     let job =
         format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
-    let s = in_mesh(mesh, &job, &client::UrlInput::List(urls), &out).await?;
+    let s = in_mesh(mesh, "demo", &job, &client::UrlInput::List(urls), &out).await?;
     // A handful of lines: read back from the export to show them.
     for l in std::fs::read_to_string(&out)?.lines() {
         print_line(&serde_json::from_str(l)?);

@@ -7,6 +7,7 @@ use facesweep_common::grpc::Running;
 use facesweep_common::Shutdown;
 use facesweep_pgembed::PgEmbed;
 
+use crate::datadir::DataDirLock;
 use crate::embedded;
 pub use crate::options::MeshOptions;
 
@@ -23,17 +24,22 @@ pub struct Mesh {
     fetcher: Option<Running>,
     tasks: Vec<Running>,
     pg: Option<PgEmbed>,
+    /// Held while the embedded Postgres runs: no second process starts or stops it.
+    _lock: Option<DataDirLock>,
 }
 
 impl Mesh {
     pub async fn start(o: MeshOptions) -> anyhow::Result<Mesh> {
-        let (pg, database_url) = match &o.database_url {
-            Some(url) => (None, url.clone()),
+        let (pg, database_url, mut lock) = match &o.database_url {
+            Some(url) => (None, url.clone(), None),
             None => {
+                // Before Postgres: starting it stops any postmaster on these files, which
+                // is only right when no live facesweep process uses them (datadir.rs).
+                let lock = DataDirLock::claim(&o.data_dir, &o.command)?;
                 let dir = o.data_dir.clone();
                 let pg = tokio::task::block_in_place(|| PgEmbed::start(&dir, o.durability))?;
                 let url = pg.url();
-                (Some(pg), url)
+                (Some(pg), url, Some(lock))
             }
         };
         let shutdown = Shutdown::new();
@@ -47,6 +53,9 @@ impl Mesh {
         let fetcher_cfg = embedded::fetcher(&o, delegator.addr, detector.addr, results.addr)?;
         let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await?;
         let metrics = [&delegator, &detector, &results, &fetcher].iter().filter_map(|r| r.metrics).collect();
+        if let Some(l) = lock.as_mut() {
+            l.publish(&delegator.addr.to_string(), &results.addr.to_string())?;
+        }
         Ok(Mesh {
             metrics,
             delegator: delegator.addr,
@@ -59,6 +68,7 @@ impl Mesh {
             fetcher: Some(fetcher),
             tasks: vec![detector, delegator, results],
             pg,
+            _lock: lock,
         })
     }
 

@@ -27,6 +27,8 @@ pub struct MeshOptions {
     pub metrics: bool,
     /// Extra `facesweep-fetcher` flags, applied last (e.g. `--lease-stall-secs 60`).
     pub fetcher_args: Vec<String>,
+    /// What this mesh is for (`up`, `run`, `demo`), told to a second process on the data dir.
+    pub command: String,
 }
 
 impl MeshOptions {
@@ -47,6 +49,7 @@ impl MeshOptions {
             allow_networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             metrics: false,
             fetcher_args: Vec::new(),
+            command: "mesh".into(),
         }
     }
 }

@@ -172,3 +172,71 @@ async fn killing_run_at_any_moment_then_rerunning_loses_and_duplicates_nothing()
         assert!(!l["faces"].as_array().unwrap().is_empty(), "{l}");
     }
 }
+
+/// Waits (bounded) for `c` to exit; kills it if it does not. Its exit status, stdout, stderr.
+fn finish_within(mut c: Child, secs: u64) -> (Option<std::process::ExitStatus>, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let read = |r: Option<&mut dyn std::io::Read>| {
+        let mut s = String::new();
+        if let Some(r) = r {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    };
+    let out = read(c.stdout.as_mut().map(|r| r as &mut dyn std::io::Read));
+    let err = read(c.stderr.as_mut().map(|r| r as &mut dyn std::io::Read));
+    (status, out, err)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_on_a_data_dir_in_use_attaches_or_is_refused_and_stops_nothing() {
+    let (addr, _srv) = photo_server().await;
+    let tmp = tempfile::Builder::new().prefix("facesweep-cli").tempdir_in("/tmp").unwrap();
+    let data = tmp.path().join("data");
+    let list = tmp.path().join("shared.txt");
+    std::fs::write(&list, format!("http://{addr}/astronaut.png\nhttp://{addr}/hopper.jpg\n")).unwrap();
+    let base = free_base();
+    let mut up = bin();
+    up.args(["up", "--port", &base.to_string(), "--data-dir"]).arg(&data);
+    let up = up.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let up_pid = up.id();
+    let _up = Up(up);
+    let delegator = format!("127.0.0.1:{base}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !bin().args(["jobs", "--delegator", &delegator]).output().unwrap().status.success() {
+        assert!(Instant::now() < deadline, "up never became ready");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // `run` on the same dir goes through up's services, and leaves its database running.
+    let out = tmp.path().join("out.jsonl");
+    let mut run = bin();
+    run.arg("run").arg(&list).arg("--out").arg(&out).arg("--data-dir").arg(&data);
+    let run = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (status, stdout, stderr) = finish_within(run, 180);
+    assert!(status.is_some_and(|s| s.success()), "run failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("job shared: 2 URLs, 2 faces"), "{stdout}");
+    assert!(stderr.contains(&format!("facesweep pid {up_pid} (`up`)")), "{stderr}");
+    let p = ok(bin().args(["progress", "--job", "shared", "--delegator", &delegator]));
+    assert!(p.contains("2/2 URLs done"), "up's database must survive the second process: {p}");
+    // A second `up` is refused, saying who holds the dir and what to do.
+    let mut second = bin();
+    second.args(["up", "--port", &free_base().to_string(), "--data-dir"]).arg(&data);
+    let second = second.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (status, _, stderr) = finish_within(second, 60);
+    assert!(status.is_some_and(|s| !s.success()), "a second up must be refused: {stderr}");
+    let said = format!("is in use by facesweep pid {up_pid} (`up`, delegator {delegator}");
+    assert!(stderr.contains(&said), "{stderr}");
+    let p = ok(bin().args(["progress", "--job", "shared", "--delegator", &delegator]));
+    assert!(p.contains("2/2 URLs done"), "{p}");
+}
