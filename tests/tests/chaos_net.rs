@@ -142,7 +142,13 @@ async fn leases_of(pool: &sqlx::PgPool, owner: &str) -> Vec<(i64, i64, i64)> {
 /// Cuts `node` off for `secs`; for a fetcher, also the time until one of its leases is
 /// re-issued to someone else.
 async fn cut(mesh: &Mesh, pool: &sqlx::PgPool, node: &str, secs: u64) -> Option<Duration> {
-    let held = leases_of(pool, node).await;
+    // A fetcher is cut while it holds leases (bounded wait: it may be between leases).
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut held = leases_of(pool, node).await;
+    while node.starts_with("fetcher") && held.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = leases_of(pool, node).await;
+    }
     let at = Instant::now();
     mesh.net.set_link(node, false).unwrap();
     let mut reissued = None;
@@ -157,7 +163,7 @@ async fn cut(mesh: &Mesh, pool: &sqlx::PgPool, node: &str, secs: u64) -> Option<
             .bind(held.iter().map(|h| h.2).collect::<Vec<_>>())
             .fetch_one(pool)
             .await
-            .unwrap_or(0);
+            .unwrap_or_else(|e| panic!("re-issue query: {e}"));
             if moved > 0 {
                 reissued = Some(at.elapsed());
             }
@@ -165,6 +171,7 @@ async fn cut(mesh: &Mesh, pool: &sqlx::PgPool, node: &str, secs: u64) -> Option<
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     mesh.net.set_link(node, true).unwrap();
+    eprintln!("cut {node} for {secs} s: it held {} leases, first re-issued after {reissued:?}", held.len());
     reissued
 }
 
