@@ -47,7 +47,7 @@ chaos: setup
 .PHONY: chaos-net
 # Network chaos as root: each service in its own network namespace (198.18.0.0/15), cuts,
 # a 50 Mbit detector link, an isolated delegator, operator and rogue throughout; 10 minutes
-# of partitions (`make test` runs a ~2-minute version: CHAOS_NET_SECS=60, 800 URLs).
+# of partitions (`make test` runs a short version: CHAOS_NET_SECS=45, 600 URLs).
 chaos-net: setup
 	$(ENV) cargo build --workspace --bins
 	$(ENV) CHAOS_NET_SECS=600 CHAOS_NET_URLS=6000 cargo test -p facesweep-tests --test chaos_net -- --nocapture

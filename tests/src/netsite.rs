@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Path → (status, content type, body).
+pub type Routes = HashMap<String, (u16, &'static str, Bytes)>;
+
 #[derive(Clone, Default)]
 pub struct Counts(Arc<Mutex<HashMap<String, u32>>>);
 
@@ -44,12 +47,8 @@ pub fn bind_in(ns: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpListe
     .expect("bind thread")
 }
 
-/// Serves `routes` (path → (status, content type, body)) on `listener`; a query string is
-/// ignored for routing but counted.
-pub fn serve(
-    listener: std::net::TcpListener,
-    routes: HashMap<String, (u16, &'static str, Bytes)>,
-) -> (Counts, tokio::task::JoinHandle<()>) {
+/// Serves `routes` on `listener`; a query string is ignored for routing but counted.
+pub fn serve(listener: std::net::TcpListener, routes: Routes) -> (Counts, tokio::task::JoinHandle<()>) {
     let counts = Counts::default();
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
     let routes = Arc::new(routes);
@@ -63,11 +62,7 @@ pub fn serve(
     (counts, task)
 }
 
-async fn answer(
-    mut s: tokio::net::TcpStream,
-    routes: Arc<HashMap<String, (u16, &'static str, Bytes)>>,
-    counts: Counts,
-) {
+async fn answer(mut s: tokio::net::TcpStream, routes: Arc<Routes>, counts: Counts) {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
