@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,18 +15,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub type Routes = HashMap<String, (u16, &'static str, Bytes)>;
 
 #[derive(Clone, Default)]
-pub struct Counts(Arc<Mutex<HashMap<String, u32>>>);
+pub struct Counts(Arc<Mutex<HashMap<String, Vec<Instant>>>>);
 
 impl Counts {
     /// (distinct URLs containing `part` downloaded, those downloaded more than once)
     pub fn twice(&self, part: &str) -> (usize, usize) {
         let m = self.0.lock().unwrap();
-        let mine: Vec<u32> = m.iter().filter(|(k, _)| k.contains(part)).map(|(_, v)| *v).collect();
+        let mine: Vec<usize> = m.iter().filter(|(k, _)| k.contains(part)).map(|(_, v)| v.len()).collect();
         (mine.len(), mine.iter().filter(|v| **v > 1).count())
     }
 
     pub fn total(&self) -> u64 {
-        self.0.lock().unwrap().values().map(|v| *v as u64).sum()
+        self.0.lock().unwrap().values().map(|v| v.len() as u64).sum()
+    }
+
+    /// When URLs containing `part` were downloaded again (each download after the first).
+    pub fn repeats(&self, part: &str) -> Vec<Instant> {
+        let m = self.0.lock().unwrap();
+        m.iter().filter(|(k, _)| k.contains(part)).flat_map(|(_, v)| v.iter().skip(1).copied()).collect()
     }
 }
 
@@ -74,7 +81,7 @@ async fn answer(mut s: tokio::net::TcpStream, routes: Arc<Routes>, counts: Count
     let text = String::from_utf8_lossy(&head);
     let target = text.split_whitespace().nth(1).unwrap_or("/").to_string();
     let path = target.split('?').next().unwrap_or("/").to_string();
-    *counts.0.lock().unwrap().entry(target).or_default() += 1;
+    counts.0.lock().unwrap().entry(target).or_default().push(Instant::now());
     let (status, ct, body) =
         routes.get(&path).cloned().unwrap_or((404, "text/plain", Bytes::from_static(b"no")));
     let head = format!(

@@ -26,6 +26,19 @@ use facesweep_tests::{check, netsite, rogue, *};
 use rand::Rng;
 use tonic::transport::Channel;
 
+/// The run's folder, kept (with the services' logs) when the test fails.
+struct KeepOnPanic(Option<tempfile::TempDir>);
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.0.take() {
+                eprintln!("logs kept in {}", d.keep().display());
+            }
+        }
+    }
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -180,26 +193,55 @@ async fn cut(mesh: &Mesh, pool: &sqlx::PgPool, node: &str, secs: u64) -> Option<
     reissued
 }
 
+/// What happened when: partition windows (scenario, start, end) and re-issue times.
+#[derive(Default)]
+struct Timeline {
+    windows: Vec<(&'static str, Instant, Instant)>,
+    reissue: Vec<Duration>,
+}
+
+impl Timeline {
+    /// Re-downloads by the scenario whose window (or the 10 s after it) they fall in.
+    fn attribute(&self, repeats: &[Instant]) -> Vec<(&'static str, usize)> {
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        for t in repeats {
+            let w = self.windows.iter().find(|w| *t >= w.1 && *t <= w.2 + Duration::from_secs(10));
+            let name = w.map_or("outside partitions", |w| w.0);
+            match out.iter_mut().find(|o| o.0 == name) {
+                Some(o) => o.1 += 1,
+                None => out.push((name, 1)),
+            }
+        }
+        out
+    }
+}
+
 /// The partitions, in sequence, until `secs` have passed (each at least once).
-async fn partitions(mesh: &Mesh, pool: &sqlx::PgPool, secs: u64, reissue: &mut Vec<Duration>) -> usize {
+async fn partitions(mesh: &Mesh, pool: &sqlx::PgPool, secs: u64, tl: &mut Timeline) -> usize {
     let start = Instant::now();
     let mut n = 0;
     let mut round = 0;
     while n < 4 || start.elapsed() < Duration::from_secs(secs) {
         let f = if round % 2 == 0 { "fetcher-0" } else { "fetcher-1" };
         // Past the 4 s lease TTL; past the fetcher's 3 s detect timeout.
-        if let Some(t) = cut(mesh, pool, f, 8).await {
-            reissue.push(t);
-        }
+        let at = Instant::now();
+        tl.reissue.extend(cut(mesh, pool, f, 8).await);
+        tl.windows.push(("fetcher cut", at, Instant::now()));
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let at = Instant::now();
         cut(mesh, pool, "detector-0", 7).await;
+        tl.windows.push(("detector cut", at, Instant::now()));
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let at = Instant::now();
         mesh.net.cut_pair("results", "postgres", true).unwrap();
         tokio::time::sleep(Duration::from_secs(8)).await;
         mesh.net.cut_pair("results", "postgres", false).unwrap();
+        tl.windows.push(("results-postgres cut", at, Instant::now()));
         tokio::time::sleep(Duration::from_secs(3)).await;
         // Past the 6 s membership timeout: the other delegator takes its shard.
+        let at = Instant::now();
         cut(mesh, pool, "delegator-1", 12).await;
+        tl.windows.push(("delegator isolated", at, Instant::now()));
         tokio::time::sleep(Duration::from_secs(3)).await;
         n += 4;
         round += 1;
@@ -242,8 +284,9 @@ async fn network_partitions_lose_duplicate_and_forge_nothing() {
     let (secs, n) = (env_or("CHAOS_NET_SECS", 45), env_or("CHAOS_NET_URLS", 600) as usize);
     let seed = env_or("CHAOS_SEED", rand::thread_rng().gen());
     eprintln!("chaos-net seed {seed} (CHAOS_SEED to replay), {secs} s of partitions, {n} URLs");
-    let tmp = tempfile::Builder::new().prefix("facesweep-chaos-net").tempdir_in("/tmp").unwrap();
-    let dir = tmp.path().to_path_buf();
+    let tmp =
+        KeepOnPanic(Some(tempfile::Builder::new().prefix("facesweep-chaos-net").tempdir_in("/tmp").unwrap()));
+    let dir = tmp.0.as_ref().unwrap().path().to_path_buf();
     let mut mesh = Mesh::new(&dir, small_model(&dir));
     let (routes, photos) = routes(&dir);
     let site = netsite::bind_in(&mesh.net.node("site").ns(), (ip("site"), 80).into()).expect("site socket");
@@ -273,24 +316,24 @@ async fn network_partitions_lose_duplicate_and_forge_nothing() {
     }
     .spawn(stop.clone());
 
-    let mut reissue = Vec::new();
-    let parts = partitions(&mesh, &pool, secs, &mut reissue).await;
+    let mut tl = Timeline::default();
+    let parts = partitions(&mesh, &pool, secs, &mut tl).await;
     stop.store(true, Ordering::Relaxed);
     let ops = operator.await.expect("operator task");
     let rogue = rogue.await.expect("rogue task");
     let mut jobs = ops.jobs.clone();
     jobs.push(JobFate { name: "net".into(), id: main_id, urls: n as i64, fate: Fate::Complete });
     let settled = check::wait_settled(&pool, &jobs, Instant::now() + Duration::from_secs(300)).await;
-    finish(&mut mesh, &pool, &jobs, (parts, &ops, &rogue, &reissue, &downloads), settled, started).await;
+    finish(&mut mesh, &pool, &jobs, (parts, &ops, &rogue, &tl, &downloads), settled, started).await;
 }
 
-type Stats<'a> = (usize, &'a operator::OpReport, &'a rogue::RogueReport, &'a [Duration], &'a netsite::Counts);
+type Stats<'a> = (usize, &'a operator::OpReport, &'a rogue::RogueReport, &'a Timeline, &'a netsite::Counts);
 
 async fn finish(
     mesh: &mut Mesh,
     pool: &sqlx::PgPool,
     jobs: &[JobFate],
-    (parts, ops, rogue, reissue, downloads): Stats<'_>,
+    (parts, ops, rogue, tl, downloads): Stats<'_>,
     settled: bool,
     started: Instant,
 ) {
@@ -314,7 +357,8 @@ async fn finish(
         "rogue: {} calls, forged {:?}; jobs in a wrong state: {:?}",
         rogue.calls, rogue.forged, v.wrong_state
     );
-    eprintln!("re-issue after a fetcher cut: {reissue:?}; settled={settled}; crashed: {crashed:?}");
+    eprintln!("re-issue after a fetcher cut: {:?}; settled={settled}; crashed: {crashed:?}", tl.reissue);
+    eprintln!("re-downloads of the main job by scenario: {:?}", tl.attribute(&downloads.repeats("?j=net&")));
     eprintln!(
         "downloads: {} in all; main job: {distinct} URLs, {twice} downloaded more than once ({:.1}%)",
         downloads.total(),
