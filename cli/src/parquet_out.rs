@@ -18,8 +18,12 @@ use parquet::file::properties::WriterProperties;
 
 use crate::client::{self, ExportSummary};
 
-/// Rows per record batch (and the most held in memory).
+/// Rows per record batch.
 const BATCH: usize = 8192;
+/// A row group is written out at this much buffered column data (encoded size) or this many rows,
+/// whichever comes first. The writer's default (1,048,576 rows) held ~500 MB at 300k URLs.
+const ROW_GROUP_BYTES: usize = 32 << 20;
+const ROW_GROUP_ROWS: usize = 64 << 10;
 
 fn face_fields() -> Fields {
     let f = |n: &str| Field::new(n, DataType::Float32, false);
@@ -132,7 +136,12 @@ pub async fn export(
     let mut stream = client::results(addr)?.export_results(what.into()).await?.into_inner();
     let tmp = out.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        // Bounded by bytes too: long URLs or many faces make rows large.
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .build();
     let mut w = ArrowWriter::try_new(file, schema(), Some(props))?;
     let (mut cols, mut sum) = (Columns::new(), ExportSummary::default());
     while let Some(r) = stream.next().await {
