@@ -71,16 +71,36 @@ impl Node {
 /// The test's network; torn down on drop.
 pub struct Net {
     pub nodes: Vec<Node>,
+    // Held while the network exists: one run at a time on a machine (names and addresses
+    // are fixed, and a starting run removes what it takes for a crashed run's leftovers).
+    _lock: std::fs::File,
+}
+
+/// Waits (up to 20 minutes) for other runs on this machine to finish.
+fn lock() -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = "/tmp/facesweep-chaos-net.lock";
+    let f = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1200);
+    // SAFETY: flock on an open file descriptor.
+    while unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("another network chaos run held {path} for 20 minutes"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Ok(f)
 }
 
 impl Net {
     /// The bridge, after removing anything an earlier crashed run left behind. Fails with
     /// a clear message when namespaces cannot be made here (not root, no CAP_NET_ADMIN).
     pub fn new() -> Result<Net, String> {
+        let lock = lock()?;
         cleanup_stale();
         let hint = "network chaos needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN) and `ip` (iproute2)";
         sh("ip", &["link", "add", BRIDGE, "type", "bridge"]).map_err(|e| format!("{hint}: {e}"))?;
-        let net = Net { nodes: Vec::new() };
+        let net = Net { nodes: Vec::new(), _lock: lock };
         sh("ip", &["addr", "add", &format!("{HOST_IP}/15"), "dev", BRIDGE])?;
         sh("ip", &["link", "set", BRIDGE, "up"])?;
         Ok(net)
