@@ -1,9 +1,10 @@
 //! WatchResults: a job's results as they land, each once, resumable from a cursor.
 //!
-//! The cursor is (inserting transaction id, URL id) (migration 0011). Only rows of
-//! transactions older than every transaction still running are sent (`pg_snapshot_xmin`), so
-//! a commit that comes later always sorts after the cursor: nothing is skipped, nothing sent
-//! twice. One page per watcher is in memory; a slow client slows its own stream only.
+//! The cursor is (inserting transaction id, URL id) (migration 0011). Only rows below the
+//! *horizon* are sent: the oldest facesweep transaction still running (see `horizon`), so a
+//! commit that comes later always sorts after the cursor: nothing is skipped, nothing sent
+//! twice. Transactions of other programs (psql, pg_dump, analytics) do not hold it back.
+//! One page per watcher is in memory; a slow client slows its own stream only.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use facesweep_proto::WatchResultsResponse;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use crate::metrics::WATCH_LAG_SECONDS;
 use crate::store::Store;
 
 /// One message of a watch stream.
@@ -49,22 +51,64 @@ impl Cursor {
     }
 }
 
+/// See `Store::horizon`.
+#[derive(Debug)]
+struct Horizon {
+    tx: i64,
+    /// Seconds the transaction holding it back has been running (0 when none is).
+    lag_s: f64,
+}
+
 impl Store {
     /// The next visible results after `after`, in cursor order.
     async fn watch_page(&self, job_id: i64, after: Cursor) -> ServiceResult<Vec<Cursor>> {
+        // Two statements, in this order: the page's snapshot must be taken after the horizon
+        // was read (see `horizon`).
+        let horizon = self.horizon().await?;
+        WATCH_LAG_SECONDS.set(horizon.lag_s);
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT tx::text::bigint, url_id FROM url_results
-             WHERE job_id = $1 AND (tx, url_id) > ($2::text::xid8, $3)
-               AND tx < pg_snapshot_xmin(pg_current_snapshot())
+             WHERE job_id = $1 AND (tx, url_id) > ($2::text::xid8, $3) AND tx < $5::text::xid8
              ORDER BY tx, url_id LIMIT $4",
         )
         .bind(job_id)
         .bind(after.tx.to_string())
         .bind(after.url_id)
         .bind(PAGE)
+        .bind(horizon.tx.to_string())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|(tx, url_id)| Cursor { tx, url_id }).collect())
+    }
+
+    /// The oldest xid of a facesweep transaction in progress (`db::APP_NAME`), or the
+    /// snapshot's xmax when none is: a transaction id below which every row of `url_results`
+    /// that will ever commit has committed, provided only facesweep pools write it.
+    ///
+    /// Why: let X, xid x < horizon, write url_results. x < xmax, so X had its xid before
+    /// this statement's snapshot (an xid assigned later is >= xmax); an assigned xid is in
+    /// the proc array at once, so if X were still running when pg_stat_activity was read
+    /// (after the snapshot) x would be in the snapshot's xip and in `backend_xid`, and the
+    /// horizon would be <= x. So X had ended by then, before the page's statement took its
+    /// snapshot: that statement sees X's rows, or X aborted. Hence the page statement must
+    /// come after this one; in one statement a writer committing between the snapshot and
+    /// the activity read would be neither counted nor visible, and skipped for good.
+    async fn horizon(&self) -> ServiceResult<Horizon> {
+        let (tx, lag_s): (i64, f64) = sqlx::query_as(
+            "WITH s AS (SELECT pg_current_snapshot() AS snap),
+                  xip AS (SELECT x FROM s, pg_snapshot_xip(s.snap) AS x),
+                  w AS (SELECT xip.x, a.xact_start FROM xip JOIN pg_stat_activity a
+                          ON a.backend_xid::text::bigint = xip.x::text::bigint % 4294967296
+                        WHERE starts_with(a.application_name, $1))
+             SELECT coalesce((SELECT min(x) FROM w), pg_snapshot_xmax(snap))::text::bigint,
+                    coalesce(extract(epoch FROM clock_timestamp()
+                        - (SELECT xact_start FROM w ORDER BY x LIMIT 1)), 0)::float8
+             FROM s",
+        )
+        .bind(facesweep_common::db::APP_NAME)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Horizon { tx, lag_s })
     }
 
     /// True when every URL of the job has a result and none lies beyond `after`.
@@ -125,8 +169,7 @@ async fn follow(
 /// Sends one page's results with their faces, in cursor order; the send waits for the client.
 async fn send_page(store: &Store, page: &[Cursor], tx: &mpsc::Sender<Reply>) -> Result<(), Status> {
     let ids: Vec<i64> = page.iter().map(|c| c.url_id).collect();
-    let (lo, hi) = (*ids.iter().min().unwrap_or(&0), *ids.iter().max().unwrap_or(&0));
-    let mut rows = store.rows(lo, hi, PAGE, Some(&ids)).await?;
+    let mut rows = store.rows(&ids).await?;
     for c in page {
         // Gone since the page was read (RetryUrls deleted it): it will come again when redone.
         let Some(i) = rows.iter().position(|r| r.url_id == c.url_id && r.result.is_some()) else { continue };
@@ -159,3 +202,7 @@ mod tests {
         assert!(Cursor::START < c);
     }
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod db_tests;
