@@ -7,6 +7,7 @@ pub mod db;
 pub mod discovery;
 pub mod error;
 pub mod grpc;
+pub mod lease;
 pub mod metrics;
 pub mod models;
 pub mod propagation;

@@ -110,7 +110,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         // Only URLs with a successful result have faces.
-        let with: Vec<i64> = rows.iter().filter(|r| r.status.as_deref() == Some("ok")).map(|r| r.url_id).collect();
+        let with: Vec<i64> =
+            rows.iter().filter(|r| r.status.as_deref() == Some("ok")).map(|r| r.url_id).collect();
         if with.is_empty() {
             return Ok(with_faces(rows, Vec::new()));
         }
