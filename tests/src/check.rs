@@ -140,10 +140,13 @@ pub async fn orphans(pool: &sqlx::PgPool) -> i64 {
     n
 }
 
-/// Waits (bounded) until every job with a fate other than Deleted has no open chunk and
-/// every URL a result; true when they all got there.
-pub async fn wait_settled(pool: &sqlx::PgPool, jobs: &[JobFate], deadline: std::time::Instant) -> bool {
+/// Waits until every job with a fate other than Deleted has no open chunk and every URL a
+/// result, as long as that count keeps falling: false once it has not for `stall` (or
+/// after an hour in all).
+pub async fn wait_settled(pool: &sqlx::PgPool, jobs: &[JobFate], stall: std::time::Duration) -> bool {
+    use std::time::{Duration, Instant};
     let ids: Vec<i64> = jobs.iter().filter(|j| j.fate != Fate::Deleted).map(|j| j.id).collect();
+    let (start, mut best, mut since) = (Instant::now(), i64::MAX, Instant::now());
     loop {
         let open: Result<i64, _> = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM chunks WHERE job_id = ANY($1) AND state <> 'done')
@@ -153,13 +156,15 @@ pub async fn wait_settled(pool: &sqlx::PgPool, jobs: &[JobFate], deadline: std::
         .bind(&ids)
         .fetch_one(pool)
         .await;
-        if open.as_ref().is_ok_and(|n| *n == 0) {
-            return true;
+        match open {
+            Ok(0) => return true,
+            Ok(n) if n < best => (best, since) = (n, Instant::now()),
+            _ => {}
         }
-        if std::time::Instant::now() >= deadline {
-            eprintln!("jobs not settled by the deadline: {open:?} open chunks + unresolved URLs");
+        if since.elapsed() > stall || start.elapsed() > Duration::from_secs(3600) {
+            eprintln!("jobs not settled: {open:?} open chunks + unresolved URLs, no progress for {stall:?}");
             return false;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -214,7 +214,7 @@ impl Mesh {
                 c.arg("--model").arg(&self.model).args(["--max-batch", "16", "--device", "cpu"]);
             }
             "fetcher" => {
-                c.args(["--id", name, "--allow-networks", "198.18.0.0/15", "--concurrency", "32"]);
+                c.args(["--id", name, "--allow-networks", "198.18.0.0/15", "--concurrency", "16"]);
                 c.args([
                     "--delegator",
                     "consul://facesweep-delegator",
@@ -230,9 +230,11 @@ impl Mesh {
                     "--connect-timeout-ms",
                     "2000",
                 ]);
+                // CPU detectors on shared cores queue for seconds: a short detect timeout fires
+                // on load alone (and the leases it releases add load), so 10 s.
                 c.args([
                     "--detect-timeout-ms",
-                    "3000",
+                    "10000",
                     "--rpc-timeout-ms",
                     "3000",
                     "--drain-grace-secs",

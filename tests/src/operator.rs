@@ -147,7 +147,7 @@ impl Operator {
             }
             4 | 5 => {
                 let job = RUNNING[self.rng.gen_range(0..2)];
-                let n = self.rng.gen_range(10..60);
+                let n = self.rng.gen_range(5..25);
                 self.append(job, n).await;
             }
             6 => {

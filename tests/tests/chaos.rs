@@ -462,7 +462,7 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         p.leases_reissued
     );
     // The operator's jobs: each URL once, deleted ones gone, cancelled ones ended; nothing forged.
-    check::wait_settled(&pool, &ops.jobs, deadline).await;
+    check::wait_settled(&pool, &ops.jobs, Duration::from_secs(120)).await;
     let v = check::check_jobs(&pool, &ops.jobs).await;
     let forged = rogue::marker_faces(&pool).await + rogue.forged_calls() as i64;
     eprintln!(
