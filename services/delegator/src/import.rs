@@ -6,26 +6,16 @@ use facesweep_common::{url_id, MAX_ORDINAL};
 use facesweep_proto::InputSegment;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::joblock::job_lock;
+use crate::jobstate::{transition_in, Action};
 
 /// Longest URL stored as given. A longer one could make a lease (and the fetcher's message)
 /// undeliverable; it is stored truncated with the terminal status `invalid_url` instead.
 pub const MAX_URL_BYTES: usize = 8192;
 
-/// Stores `urls` as ordinals `first..`; returns how many were new.
+/// Stores `urls` as ordinals `first..`, and `segment` (the input these URLs end, see
+/// migration 0016) in the same transaction, so a resumed import never skips URLs that were
+/// not stored; returns how many were new.
 pub async fn append(
-    pool: &PgPool,
-    job_id: i64,
-    chunk_size: i32,
-    first: i64,
-    urls: &[String],
-) -> ServiceResult<i64> {
-    append_marked(pool, job_id, chunk_size, first, urls, None).await
-}
-
-/// `append`, also recording `segment` (the input these URLs end, see migration 0016) in the
-/// same transaction, so a resumed import never skips URLs that were not stored.
-pub async fn append_marked(
     pool: &PgPool,
     job_id: i64,
     chunk_size: i32,
@@ -42,9 +32,9 @@ pub async fn append_marked(
     }
     let rows = copy_rows(job_id, first, urls)?;
     let mut tx = pool.begin().await?;
-    // New URLs re-open chunks: not while a completion of this job decides done/pending.
-    job_lock(&mut tx, job_id, true).await?;
-    crate::lifecycle::accepts_urls(&mut tx, job_id).await?;
+    // Under the job's exclusive lock (new URLs re-open chunks: not while a completion of
+    // this job decides done/pending), and only for jobs that will process them.
+    transition_in(&mut tx, job_id, Action::Append).await?;
     let inserted = store_rows(&mut tx, job_id, chunk_size, &rows.data).await?;
     reject_long(&mut tx, job_id, &rows.long).await?;
     if let Some(seg) = segment {

@@ -1,6 +1,7 @@
 //! The job lifecycle as one state machine: every operator action's allowed states in one
-//! table (`next`), checked under the job's exclusive lock. docs/operations.md, "Job states",
-//! is this table in words.
+//! table (`next`), checked and applied under the job's exclusive lock (`transition_in`) by
+//! imports, retries and operator actions alike. docs/operations.md, "Job states", is this
+//! table in words.
 
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_proto::JobState;
@@ -97,6 +98,38 @@ pub fn check(action: Action, from: State) -> ServiceResult<State> {
         };
         ServiceError::FailedPrecondition(format!("{action:?} refused: the job is {}; {hint}", from.as_str()))
     })
+}
+
+/// The job's state (`None` when it no longer exists).
+pub(crate) async fn job_state(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<Option<State>> {
+    let s: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    s.map(|s| State::parse(&s)).transpose()
+}
+
+/// Checks `action` against the job's state under its exclusive lock (held to the end of
+/// `tx`) and stores the state it leads to. Imports, retries and operator actions all pass
+/// here, so none can slip past a cancel or a delete.
+pub(crate) async fn transition_in(
+    tx: &mut sqlx::PgConnection,
+    job_id: i64,
+    action: Action,
+) -> ServiceResult<State> {
+    crate::joblock::job_lock(&mut *tx, job_id, true).await?;
+    let from = job_state(&mut *tx, job_id)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("job id {job_id}")))?;
+    let to = check(action, from)?;
+    if to != from {
+        sqlx::query("UPDATE jobs SET state = $2 WHERE id = $1")
+            .bind(job_id)
+            .bind(to.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(to)
 }
 
 #[cfg(test)]

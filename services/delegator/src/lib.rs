@@ -23,7 +23,8 @@ use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_server::DelegatorServiceServer;
 
 pub use failures::Limits;
-pub use store::{Shard, Store};
+pub use membership::Shard;
+pub use store::Store;
 
 /// Delegator configuration (`facesweep-delegator --help`).
 #[derive(Clone, Debug, clap::Parser)]

@@ -8,7 +8,7 @@ use facesweep_common::error::ServiceResult;
 use facesweep_proto::{Job, JobSummary};
 
 use crate::joblock::job_lock;
-use crate::jobstate::{self, Action, State};
+use crate::jobstate::{job_state, transition_in, Action, State};
 use crate::store::{JobRow, Store, JOB_COLUMNS};
 use crate::upkeep::pages;
 
@@ -195,31 +195,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// The job's state (`None` when it no longer exists).
-pub(crate) async fn job_state(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<Option<State>> {
-    let s: Option<String> =
-        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(job_id).fetch_optional(&mut *tx).await?;
-    s.map(|s| State::parse(&s)).transpose()
-}
-
-/// Checks `action` against the job's state under its exclusive lock (held to the end of
-/// `tx`) and stores the state it leads to. Imports, retries and operator actions all pass
-/// here, so none can slip past a cancel or a delete.
-pub(crate) async fn transition_in(tx: &mut sqlx::PgConnection, job_id: i64, action: Action) -> ServiceResult<State> {
-    job_lock(&mut *tx, job_id, true).await?;
-    let from = job_state(&mut *tx, job_id)
-        .await?
-        .ok_or_else(|| facesweep_common::error::ServiceError::NotFound(format!("job id {job_id}")))?;
-    let to = jobstate::check(action, from)?;
-    if to != from {
-        sqlx::query("UPDATE jobs SET state = $2 WHERE id = $1").bind(job_id).bind(to.as_str()).execute(&mut *tx).await?;
-    }
-    Ok(to)
-}
-
-/// Imports go only to jobs that will process them (a finished job runs again).
-pub(crate) async fn accepts_urls(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<()> {
-    transition_in(tx, job_id, Action::Append).await.map(|_| ())
 }

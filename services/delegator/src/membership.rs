@@ -12,7 +12,12 @@ use std::time::Duration;
 use facesweep_common::Shutdown;
 use sqlx::PgPool;
 
-use crate::store::Shard;
+/// Which chunks this instance owns: `chunk_no % count == index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
 
 /// The shard an instance serves now, shared between the heartbeat and the store.
 #[derive(Debug)]

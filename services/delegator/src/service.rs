@@ -54,9 +54,7 @@ fn lease_ref<T>(auth: &Authorizer, req: &Request<T>, lease: Option<LeaseRef>) ->
     if lease.job_id <= 0 || lease.chunk_no < 0 || lease.fencing_token <= 0 {
         return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
     }
-    if lease.secret.is_empty() || lease.secret.len() > 128 || lease.fetcher_id.is_empty() {
-        return Err(invalid("lease needs the secret and fetcher_id it was granted with"));
-    }
+    facesweep_common::lease::check_presented(&lease)?;
     auth.check_fetcher_id(req, &lease.fetcher_id)?;
     Ok(lease)
 }
@@ -113,8 +111,7 @@ impl DelegatorService for DelegatorSvc {
             if !batch.is_empty() && batch_first + batch.len() as i64 != msg.first_ordinal
                 || batch.len() >= IMPORT_BATCH
             {
-                let pool = &self.store.pool;
-                inserted += import::append_marked(pool, j.id, j.chunk_size, batch_first, &batch, mark.as_ref()).await?;
+                inserted += self.store.append(j, batch_first, &batch, mark.as_ref()).await?;
                 batch.clear();
             }
             if batch.is_empty() {
@@ -124,8 +121,7 @@ impl DelegatorService for DelegatorSvc {
             mark = msg.segment;
         }
         if let Some(j) = &job {
-            let pool = &self.store.pool;
-            inserted += import::append_marked(pool, j.id, j.chunk_size, batch_first, &batch, mark.as_ref()).await?;
+            inserted += self.store.append(j, batch_first, &batch, mark.as_ref()).await?;
         }
         Ok(Response::new(AppendUrlsResponse { received, inserted }))
     }

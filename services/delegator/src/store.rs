@@ -6,31 +6,25 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use facesweep_common::bind_lease;
 use facesweep_common::chunk_id_range;
-use facesweep_common::lease::LEASE_HELD;
 use facesweep_common::error::{ServiceError, ServiceResult};
+use facesweep_common::lease::LEASE_HELD;
 use facesweep_common::models::model_for;
-use facesweep_proto::{Job, LeaseRef, LeaseUrl, ModelSplit};
+use facesweep_proto::{InputSegment, Job, LeaseRef, LeaseUrl, ModelSplit};
 use sqlx::PgPool;
 
 use crate::failures::{self, FailedLease, Limits};
+use crate::membership::ShardCell;
 use crate::{import, joblock, sched};
 
 /// URL text one lease may carry (with 16 bytes per URL for ids and framing): half the 4 MiB
 /// gRPC default, a quarter of the fetcher's limit, whatever the chunk size or URL lengths.
 pub const MAX_LEASE_BYTES: i64 = 2 << 20;
 
-/// Which chunks this instance owns: `chunk_no % count == index`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
-
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: PgPool,
     /// Fixed, or moved by the membership heartbeat (elastic shards).
-    pub(crate) shard: std::sync::Arc<crate::membership::ShardCell>,
+    pub(crate) shard: std::sync::Arc<ShardCell>,
     ttl: Duration,
     pub(crate) limits: Limits,
 }
@@ -50,12 +44,7 @@ pub struct GrantedLease {
 }
 
 impl Store {
-    pub fn new(
-        pool: PgPool,
-        shard: std::sync::Arc<crate::membership::ShardCell>,
-        ttl: Duration,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(pool: PgPool, shard: std::sync::Arc<ShardCell>, ttl: Duration, limits: Limits) -> Self {
         Store { pool, shard, ttl, limits }
     }
 
@@ -105,8 +94,10 @@ impl Store {
         }
         let job = self.job(name).await?;
         if inserted.is_none() {
-            let state: String =
-                sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1").bind(job.id).fetch_one(&self.pool).await?;
+            let state: String = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                .bind(job.id)
+                .fetch_one(&self.pool)
+                .await?;
             if state == "deleting" {
                 return Err(ServiceError::FailedPrecondition(format!(
                     "job {name:?} is being deleted: its name is free again once that finishes (a few seconds)"
@@ -122,9 +113,16 @@ impl Store {
         Ok((job, inserted.is_some()))
     }
 
-    /// Stores `urls` as ordinals `first..` of the job; returns how many were new.
-    pub async fn append(&self, job: &Job, first: i64, urls: &[String]) -> ServiceResult<i64> {
-        import::append(&self.pool, job.id, job.chunk_size, first, urls).await
+    /// Stores `urls` as ordinals `first..` of the job, and the input segment they end if
+    /// given; returns how many were new.
+    pub async fn append(
+        &self,
+        job: &Job,
+        first: i64,
+        urls: &[String],
+        segment: Option<&InputSegment>,
+    ) -> ServiceResult<i64> {
+        import::append(&self.pool, job.id, job.chunk_size, first, urls, segment).await
     }
 
     pub async fn job(&self, name: &str) -> ServiceResult<Job> {
@@ -267,10 +265,10 @@ impl Store {
              WHERE {LEASE_HELD} RETURNING expires_at"
         );
         bind_lease!(sqlx::query_scalar(&sql), lease)
-        .bind(self.ttl_secs())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| lost(lease))
+            .bind(self.ttl_secs())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| lost(lease))
     }
 
     /// Closes a lease: `done` only if every URL of the chunk has a result, else back to
@@ -294,9 +292,9 @@ impl Store {
              RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last, c.state = 'done' AS done"
         );
         let closed: ClosedChunk = bind_lease!(sqlx::query_as(&sql), lease)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| lost(lease))?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| lost(lease))?;
         if !closed.done {
             // Only URLs of this lease still open count against it (new ones may have arrived).
             let open: bool = sqlx::query_scalar(
@@ -327,9 +325,9 @@ impl Store {
              RETURNING c.job_id, c.chunk_no, c.lease_first, c.lease_last"
         );
         let released: FailedLease = bind_lease!(sqlx::query_as(&sql), lease)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| lost(lease))?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| lost(lease))?;
         if !failure.is_empty() {
             failures::record(&mut tx, self.limits, &released, failure).await?;
         }

@@ -94,7 +94,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         job_lock(&mut tx, job_id, true).await?;
         for table in JOB_TABLES {
-            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1")).bind(job_id).execute(&mut *tx).await?;
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1"))
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query("DELETE FROM jobs WHERE id = $1").bind(job_id).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -105,7 +108,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Under the job's exclusive lock: refused for a cancelled or deleted job, and a
         // finished one runs again.
-        crate::lifecycle::transition_in(&mut tx, job_id, crate::jobstate::Action::Retry).await?;
+        crate::jobstate::transition_in(&mut tx, job_id, crate::jobstate::Action::Retry).await?;
         // A literal `status <> 'ok'` lets the planner use the index of failed results
         // (a bound parameter cannot prove the index's predicate).
         let failed = if status == "ok" { "" } else { "AND status <> 'ok'" };
