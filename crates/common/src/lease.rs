@@ -14,6 +14,16 @@ pub fn secret_hash_sql(n: usize) -> String {
     format!("sha256(convert_to(${n}, 'UTF8'))")
 }
 
+/// A lease as a holder presents it must carry the secret and fetcher id it was granted with.
+pub fn check_presented(lease: &facesweep_proto::LeaseRef) -> Result<(), crate::error::ServiceError> {
+    if lease.secret.is_empty() || lease.secret.len() > 128 || lease.fetcher_id.is_empty() {
+        return Err(crate::error::ServiceError::InvalidArgument(
+            "lease needs the secret and fetcher_id it was granted with".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A new lease secret: 128 bits from the OS's CSPRNG, as 32 hex digits.
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 16];
@@ -26,7 +36,11 @@ pub fn new_secret() -> String {
 macro_rules! bind_lease {
     ($q:expr, $lease:expr) => {{
         let l: &facesweep_proto::LeaseRef = $lease;
-        $q.bind(l.job_id).bind(l.chunk_no).bind(l.fencing_token).bind(l.secret.clone()).bind(l.fetcher_id.clone())
+        $q.bind(l.job_id)
+            .bind(l.chunk_no)
+            .bind(l.fencing_token)
+            .bind(l.secret.clone())
+            .bind(l.fetcher_id.clone())
     }};
 }
 

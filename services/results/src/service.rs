@@ -100,10 +100,7 @@ impl ResultsService for ResultsSvc {
         validate(&results)?;
         // Only the holder of a live lease writes results, and only for the URLs it holds.
         let lease = lease.ok_or_else(|| ServiceError::InvalidArgument("lease is required".into()))?;
-        if lease.secret.is_empty() || lease.fetcher_id.is_empty() {
-            let why = "lease needs the secret and fetcher_id it was granted with";
-            return Err(ServiceError::InvalidArgument(why.into()).into());
-        }
+        facesweep_common::lease::check_presented(&lease)?;
         let rejected = replace_bad_rows(&mut results);
         let timer = crate::metrics::RESULTS_PERSIST_SECONDS.start_timer();
         let out = self.store.record(&lease, &results).await?;

@@ -51,13 +51,6 @@ impl Store {
         let batch: Vec<&UrlResult> = results.iter().filter(|r| seen.insert(r.url_id)).collect();
         let mut tx = self.pool.begin().await?;
         lock_lease(&mut tx, lease, &batch).await?;
-        let ids: Vec<i64> = batch.iter().map(|r| r.url_id).collect();
-        // Counted in the writing transaction, after the lock: a URL of a held lease cannot
-        // vanish before the commit (its delete waits on the chunk), so inserted <= known.
-        let known: i64 = sqlx::query_scalar("SELECT count(*) FROM urls WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_one(&mut *tx)
-            .await?;
         let inserted = insert_results(&mut tx, &batch).await?;
         let (statuses, models) = counter_deltas(&inserted);
         facesweep_common::counters::add(&mut tx, &statuses).await?;
@@ -65,6 +58,18 @@ impl Store {
         let fresh: HashSet<i64> = inserted.iter().map(|r| r.url_id).collect();
         insert_faces(&mut tx, FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id))))
             .await?;
+        // Only when something was not inserted: was it a duplicate or an unknown URL? The
+        // lease's lock keeps its URLs from vanishing before the commit (their delete waits on
+        // the chunk), so this count is never below the rows just inserted.
+        let known = if fresh.len() == batch.len() {
+            batch.len() as i64
+        } else {
+            let ids: Vec<i64> = batch.iter().map(|r| r.url_id).collect();
+            sqlx::query_scalar("SELECT count(*) FROM urls WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(&mut *tx)
+                .await?
+        };
         tx.commit().await?;
         Ok(outcome(results.len(), batch.len(), known, fresh.len()))
     }
