@@ -12,6 +12,7 @@ pub mod models;
 pub mod net;
 pub mod outcome;
 mod pool;
+mod renewal;
 mod worker;
 mod yuv;
 
