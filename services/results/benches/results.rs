@@ -39,20 +39,14 @@ fn batch(first: i64, n: usize, rng: &mut impl Rng) -> Vec<UrlResult> {
         .collect()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let total = env("BENCH_RESULTS", 200_000);
-    let size = env("BENCH_BATCH", 5_000);
-    let writers = env("BENCH_WRITERS", 2);
-    let dir = tempfile::Builder::new().prefix("bench-results").tempdir_in("/tmp")?;
-    let pg = PgEmbed::start(dir.path(), Durability::Durable)?;
-    let pool = facesweep_common::db::connect(&pg.url(), writers as u32 + 1).await?;
+/// One job of `total` URLs and one live lease per writer over its share of them, as a
+/// fetcher would hold it; the share.
+async fn seed(pool: &sqlx::PgPool, total: usize, writers: usize) -> anyhow::Result<usize> {
     let per = total / writers;
     sqlx::query("INSERT INTO jobs (id, name, chunk_size) VALUES (1, 'bench', $1)")
         .bind(per as i32)
-        .execute(&pool)
+        .execute(pool)
         .await?;
-    // One live lease per writer over its range, as a fetcher would hold it.
     sqlx::query(
         "INSERT INTO chunks (job_id, chunk_no, state, lease_owner, token, secret_hash, lease_first, lease_last)
          SELECT 1, w, 'leased', 'bench', w + 1, sha256(convert_to('bench', 'UTF8')),
@@ -61,15 +55,27 @@ async fn main() -> anyhow::Result<()> {
     )
     .bind(per as i64)
     .bind(writers as i64)
-    .execute(&pool)
+    .execute(pool)
     .await?;
     sqlx::query(
         "INSERT INTO urls SELECT url_id(1, g), 1, 'http://x/' || g FROM generate_series(0, $1 - 1) g",
     )
     .bind(total as i64)
-    .execute(&pool)
+    .execute(pool)
     .await?;
-    sqlx::query("VACUUM ANALYZE urls").execute(&pool).await?;
+    sqlx::query("VACUUM ANALYZE urls").execute(pool).await?;
+    Ok(per)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let total = env("BENCH_RESULTS", 200_000);
+    let size = env("BENCH_BATCH", 5_000);
+    let writers = env("BENCH_WRITERS", 2);
+    let dir = tempfile::Builder::new().prefix("bench-results").tempdir_in("/tmp")?;
+    let pg = PgEmbed::start(dir.path(), Durability::Durable)?;
+    let pool = facesweep_common::db::connect(&pg.url(), writers as u32 + 1).await?;
+    let per = seed(&pool, total, writers).await?;
     let store = Store::new(pool.clone());
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
