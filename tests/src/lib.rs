@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod detector;
+pub mod hostile;
 pub mod netmesh;
 pub mod netns;
 pub mod netsite;
@@ -78,6 +79,34 @@ pub fn tmp_dir() -> tempfile::TempDir {
 /// GET `path` from `addr` (host:port) over HTTP/1.0: the body when the answer is 200, `None`
 /// when the server is unreachable, slow (5 s) or answers anything else.
 pub use facesweep_cli::httpserve::get_text as http_get;
+
+/// Polls `cond` every 100 ms until it holds; how long that took. Panics naming `what`
+/// after `secs`: every wait of a test is bounded.
+pub async fn wait_until<F, Fut>(what: &str, secs: u64, mut cond: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !cond().await {
+        assert!(started.elapsed() < std::time::Duration::from_secs(secs), "{what}: not within {secs} s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+/// The real model at 256×256 input, in `dir`: the same network, several times faster on a
+/// CPU (the chaos tests' detector).
+pub fn small_model(dir: &std::path::Path) -> PathBuf {
+    let model = dir.join("small.pt");
+    std::fs::copy(model_path(), &model).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_path().with_extension("json")).unwrap()).unwrap();
+    cfg["input_height"] = 256.into();
+    cfg["input_width"] = 256.into();
+    std::fs::write(dir.join("small.json"), cfg.to_string()).unwrap();
+    model
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use facesweep_common::tls::TlsArgs;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose, SanType};
@@ -277,17 +276,4 @@ fn pg_bin() -> PathBuf {
     found.retain(|p| p.1.join("postgres").exists());
     found.sort();
     found.pop().map(|p| p.1).expect("PostgreSQL under /usr/lib/postgresql (scripts/setup.sh) or PG_BIN")
-}
-
-/// Waits until `ready` holds, or panics naming `what` after `secs`.
-pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut ready: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ready().await {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

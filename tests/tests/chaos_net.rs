@@ -20,9 +20,10 @@ use facesweep_common::consul::Consul;
 use facesweep_common::grpc::channel_to;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::*;
-use facesweep_tests::netmesh::{grpc_port, ip, wait_for, Mesh, CONSUL_PORT, METRICS_PORT, PG_PORT};
+use facesweep_tests::netmesh::{grpc_port, ip, Mesh, CONSUL_PORT, METRICS_PORT, PG_PORT};
 use facesweep_tests::operator::{Fate, JobFate, Operator};
 use facesweep_tests::{check, netsite, rogue, *};
+use facesweep_tests::{small_model, wait_until};
 use rand::Rng;
 use tonic::transport::Channel;
 
@@ -71,27 +72,15 @@ fn url_for(photos: &[String], job: &str, i: usize) -> String {
     format!("http://{}{path}?j={job}&i={i}", ip("site"))
 }
 
-/// The model at 256×256 input (same network, several times faster on a CPU).
-fn small_model(dir: &std::path::Path) -> std::path::PathBuf {
-    let model = dir.join("small.pt");
-    std::fs::copy(model_path(), &model).unwrap();
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model_path().with_extension("json")).unwrap()).unwrap();
-    cfg["input_height"] = 256.into();
-    cfg["input_width"] = 256.into();
-    std::fs::write(dir.join("small.json"), cfg.to_string()).unwrap();
-    model
-}
-
 async fn start_mesh(mesh: &mut Mesh) -> sqlx::PgPool {
     mesh.start_postgres();
     let pg = format!("{}:{PG_PORT}", ip("postgres"));
-    wait_for("postgres on its address", 60, || async { tokio::net::TcpStream::connect(&pg).await.is_ok() })
+    wait_until("postgres on its address", 60, || async { tokio::net::TcpStream::connect(&pg).await.is_ok() })
         .await;
     let pool = facesweep_common::db::connect(&mesh.db_url(), 4).await.expect("connect over TCP and migrate");
     mesh.start_consul();
     let consul = format!("{}:{CONSUL_PORT}", ip("consul"));
-    wait_for("consul leader", 60, || async {
+    wait_until("consul leader", 60, || async {
         http_get(&consul, "/v1/status/leader").await.is_some_and(|l| l.contains(':'))
     })
     .await;
@@ -101,7 +90,7 @@ async fn start_mesh(mesh: &mut Mesh) -> sqlx::PgPool {
     let c = Consul::new(&consul).unwrap();
     for (svc, n) in [("delegator", 2), ("results", 1), ("detector", 2), ("fetcher", 2)] {
         let name = format!("facesweep-{svc}");
-        wait_for(&format!("{n} × {name} passing in consul"), 90, || async {
+        wait_until(&format!("{n} × {name} passing in consul"), 90, || async {
             c.passing(&name, None, 0, Duration::from_secs(1)).await.is_ok_and(|p| p.0.len() == n)
         })
         .await;

@@ -31,18 +31,6 @@ async fn passing(consul: &Consul, service: &str) -> BTreeSet<String> {
     consul.passing(service, None, 0, Duration::from_secs(1)).await.unwrap().0
 }
 
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Imports `n` URLs as job `name` and waits until every one has its terminal result.
 async fn run_job(
     d: &mut DelegatorServiceClient<tonic::transport::Channel>,
@@ -126,11 +114,11 @@ async fn detectors_come_and_go_through_consul() {
     let mut a = DetectorProcess::start(&agent, dir.path(), "detector-a", &model_path());
     let b = DetectorProcess::start(&agent, dir.path(), "detector-b", &model_path());
     // Registered only once the model is warm, and listed only once the gRPC check passes.
-    wait_for("two passing detectors", 120, || async {
+    wait_until("two passing detectors", 120, || async {
         passing(&consul, "facesweep-detector").await.len() == 2
     })
     .await;
-    wait_for("delegator and results passing", 30, || async {
+    wait_until("delegator and results passing", 30, || async {
         passing(&consul, "facesweep-delegator").await.len() == 1
             && passing(&consul, "facesweep-results").await.len() == 1
     })
@@ -161,13 +149,13 @@ async fn detectors_come_and_go_through_consul() {
     .unwrap();
     fetcher_cfg.consul = consul_args(&agent);
     let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
-    wait_for("fetcher registered", 30, || async { passing(&consul, "facesweep-fetcher").await.len() == 1 })
+    wait_until("fetcher registered", 30, || async { passing(&consul, "facesweep-fetcher").await.len() == 1 })
         .await;
 
     let mut d = DelegatorServiceClient::new(channel(&delegator.addr.to_string()).unwrap());
     let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
 
-    wait_for("fetcher sees two detectors", 30, || async { known_detectors() == Some(2) }).await;
+    wait_until("fetcher sees two detectors", 30, || async { known_detectors() == Some(2) }).await;
 
     // 1. Two detectors: p2c over in-flight streams gives both of them leases' images.
     run_job(&mut d, &photos, "both", 40).await;
@@ -178,22 +166,22 @@ async fn detectors_come_and_go_through_consul() {
 
     // 2. Kill one without warning: its check fails, Consul drops it, work goes on with the other.
     a.kill9();
-    wait_for("killed detector out of the passing set", 30, || async {
+    wait_until("killed detector out of the passing set", 30, || async {
         passing(&consul, "facesweep-detector").await.len() == 1
     })
     .await;
-    wait_for("fetcher drops the killed detector", 30, || async { known_detectors() == Some(1) }).await;
+    wait_until("fetcher drops the killed detector", 30, || async { known_detectors() == Some(1) }).await;
     run_job(&mut d, &photos, "one", 40).await;
     assert_all_ok(&mut r, "one", 40).await;
     assert!(b.images().await >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images().await);
 
     // 3. A new detector joins and receives work.
     let c = DetectorProcess::start(&agent, dir.path(), "detector-c", &model_path());
-    wait_for("new detector passing", 120, || async {
+    wait_until("new detector passing", 120, || async {
         passing(&consul, "facesweep-detector").await.len() == 2
     })
     .await;
-    wait_for("fetcher sees the new detector", 30, || async { known_detectors() == Some(2) }).await;
+    wait_until("fetcher sees the new detector", 30, || async { known_detectors() == Some(2) }).await;
     run_job(&mut d, &photos, "again", 40).await;
     assert_all_ok(&mut r, "again", 40).await;
     eprintln!("job 'again': detector b at {}, new detector c ran {}", b.images().await, c.images().await);
@@ -214,7 +202,7 @@ async fn detectors_come_and_go_through_consul() {
             serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap().len()
         }
     };
-    wait_for("detectors deregistered", 30, || async { catalog("facesweep-detector").await == 1 }).await;
+    wait_until("detectors deregistered", 30, || async { catalog("facesweep-detector").await == 1 }).await;
     for s in ["facesweep-fetcher", "facesweep-results", "facesweep-delegator"] {
         assert_eq!(catalog(s).await, 0, "{s} deregistered on shutdown");
     }
@@ -242,7 +230,8 @@ async fn tls_services_register_a_tcp_check() {
     let checks: serde_json::Value = serde_json::from_str(&body).unwrap();
     let check = checks.as_object().unwrap().values().find(|c| c["ServiceID"] == "tls-1").unwrap();
     assert_eq!(check["Type"], "tcp", "{check}");
-    wait_for("TCP check passing", 30, || async { passing(&consul, "facesweep-tls").await.len() == 1 }).await;
+    wait_until("TCP check passing", 30, || async { passing(&consul, "facesweep-tls").await.len() == 1 })
+        .await;
     consul.deregister("tls-1").await.unwrap();
     assert!(!consul.is_registered("tls-1").await.unwrap());
 }

@@ -3,7 +3,7 @@
 //! machine (retry on a cancelled job, interrupted cancel/delete finished by the sweeper,
 //! finished jobs `done`). Race windows are opened by observing the database, not by sleeping.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
@@ -13,24 +13,16 @@ use tonic::Code;
 
 fn ok_face(id: i64) -> UrlResult {
     let face = Face { x1: 1.0, y1: 2.0, x2: 30.0, y2: 40.0, score: 0.9, landmarks: vec![5.0; 10] };
-    UrlResult { url_id: id, status: UrlStatus::Ok as i32, faces: vec![face.clone(), face], ..Default::default() }
+    UrlResult {
+        url_id: id,
+        status: UrlStatus::Ok as i32,
+        faces: vec![face.clone(), face],
+        ..Default::default()
+    }
 }
 
 fn all_ok(l: &Lease) -> RecordRequest {
     RecordRequest { results: l.urls.iter().map(|u| ok_face(u.id)).collect(), lease: lref(l) }
-}
-
-/// Polls `cond` every 50 ms until it holds; panics with `what` after `secs`.
-async fn wait_until<F, Fut>(what: &str, secs: u64, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Rows any table still holds for job `id` (every table keyed by job or URL id).
@@ -178,29 +170,42 @@ async fn the_job_state_machine_refuses_what_cannot_finish_and_finishes_what_was_
     r.record(all_ok(&l)).await.unwrap();
     d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
     wait_until("short is done", 20, || async { state("short").await == Some(JobState::Done) }).await;
-    let more = AppendUrlsRequest { job: "short".into(), first_ordinal: 10, urls: vec!["http://x.invalid/n".into()], ..Default::default() };
+    let more = AppendUrlsRequest {
+        job: "short".into(),
+        first_ordinal: 10,
+        urls: vec!["http://x.invalid/n".into()],
+        ..Default::default()
+    };
     d.append_urls(futures::stream::iter(vec![more])).await.unwrap();
     assert_eq!(state("short").await, Some(JobState::Running));
     // A cancelled job refuses retries, resumes and imports (its URLs could never finish).
     import(&mut d, "gone", 3, 10).await;
     d.cancel_job(CancelJobRequest { job: "gone".into() }).await.unwrap();
-    let e = d.retry_urls(RetryUrlsRequest { job: "gone".into(), status: "cancelled".into(), force: false }).await;
+    let e =
+        d.retry_urls(RetryUrlsRequest { job: "gone".into(), status: "cancelled".into(), force: false }).await;
     assert_eq!(e.unwrap_err().code(), Code::FailedPrecondition);
     let e = d.resume_job(ResumeJobRequest { job: "gone".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("cancelled"), "{}", e.message());
     // An interrupted cancel (state recorded, URLs not yet marked) is finished by the sweeper.
     import(&mut d, "half-cancelled", 25, 10).await;
-    sqlx::query("UPDATE jobs SET state = 'cancelling' WHERE name = 'half-cancelled'").execute(&pool).await.unwrap();
-    wait_until("cancel finished", 20, || async { state("half-cancelled").await == Some(JobState::Cancelled) }).await;
+    sqlx::query("UPDATE jobs SET state = 'cancelling' WHERE name = 'half-cancelled'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    wait_until("cancel finished", 20, || async {
+        state("half-cancelled").await == Some(JobState::Cancelled)
+    })
+    .await;
     let p = d.get_progress(GetProgressRequest { job: "half-cancelled".into() }).await.unwrap().into_inner();
     assert_eq!((p.done_urls, p.total_urls), (25, 25));
     // An interrupted delete is finished by the sweeper too, down to the last row.
     import(&mut d, "half-deleted", 25, 10).await;
-    let id: i64 = sqlx::query_scalar("UPDATE jobs SET state = 'deleting' WHERE name = 'half-deleted' RETURNING id")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let id: i64 =
+        sqlx::query_scalar("UPDATE jobs SET state = 'deleting' WHERE name = 'half-deleted' RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let e = d.create_job(CreateJobRequest { name: "half-deleted".into(), ..Default::default() }).await;
     assert!(e.is_err_and(|e| e.code() == Code::FailedPrecondition), "its name is not free yet");
     wait_until("delete finished", 20, || {

@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facesweep_cli::{client, Mesh, MeshOptions};
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
+use facesweep_tests::wait_until;
 
 /// A web server that accepts and never answers; counts the connections open now.
 async fn silent_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -32,15 +33,6 @@ async fn silent_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, open)
 }
 
-async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
-}
-
 fn mesh_options(dir: &std::path::Path) -> MeshOptions {
     let mut o = MeshOptions::new(dir, facesweep_tests::model_path());
     o.durability = facesweep_pgembed::Durability::Ephemeral;
@@ -62,11 +54,11 @@ async fn a_cancelled_jobs_downloads_stop_within_one_renewal_interval() {
     let urls = (0..200).map(|i| format!("http://{addr}/{i}.jpg")).collect();
     let quiet = client::ImportOptions { quiet: true, ..Default::default() };
     client::import(&d, "hung", &client::UrlInput::List(urls), quiet).await.unwrap();
-    wait_until("downloads in flight", 30, || open.load(Ordering::SeqCst) >= 8).await;
+    wait_until("downloads in flight", 30, || async { open.load(Ordering::SeqCst) >= 8 }).await;
     let mut dc = client::delegator(&d).await.unwrap();
     dc.cancel_job(CancelJobRequest { job: "hung".into() }).await.unwrap();
     // One renewal interval is 1 s; allow scheduling slack, far below the 60 s downloads.
-    let took = wait_until("revoked downloads closed", 5, || open.load(Ordering::SeqCst) == 0).await;
+    let took = wait_until("revoked downloads closed", 5, || async { open.load(Ordering::SeqCst) == 0 }).await;
     println!("revoked lease's downloads closed {took:?} after the cancel");
     // The freed slots take a new job at once.
     let photo = facesweep_tests::samples_dir().join("grace_hopper.jpg");
@@ -108,12 +100,11 @@ async fn a_results_outage_longer_than_any_retry_costs_the_urls_nothing() {
     let quiet = client::ImportOptions { quiet: true, ..Default::default() };
     client::import(&d, "outage", &client::UrlInput::List(urls), quiet).await.unwrap();
     let pool = facesweep_common::db::connect(&mesh.database_url, 2).await.unwrap();
-    let stored = || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM url_results").fetch_one(&pool).await.unwrap() };
-    let t = Instant::now();
-    while stored().await == 0 {
-        assert!(t.elapsed() < Duration::from_secs(60), "no result before the outage");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stored = "SELECT count(*) > 0 FROM url_results";
+    wait_until("a result before the outage", 60, || async {
+        sqlx::query_scalar::<_, bool>(stored).fetch_one(&pool).await.unwrap()
+    })
+    .await;
     stop.cancel();
     first.join().await.unwrap();
     // Longer than the ~36 s a batch used to be retried before its lease was failed.
