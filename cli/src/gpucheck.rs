@@ -89,7 +89,12 @@ impl Part {
             Part::Parity => parity(o, device, photos),
             Part::InProcess => in_process(o, device, photos),
             Part::Grpc => grpc(o, device, photos).await,
-            Part::Mesh => crate::gpureport::mesh(o, device).await,
+            Part::Mesh => {
+                let samples = o.samples.clone().unwrap_or_else(crate::default_samples_dir);
+                let run =
+                    crate::gpureport::MeshRun { urls: o.mesh_urls, samples, model: &o.model, out: &o.out };
+                crate::gpureport::mesh(run, device).await
+            }
         }
     }
 }

@@ -5,27 +5,34 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::client::UrlInput;
-use crate::gpucheck::GpuCheckOptions;
 use crate::{httpserve, Mesh, MeshOptions};
 
-/// The sample photos served on loopback as `mesh_urls` distinct URLs through the whole mesh
+/// What the whole-mesh part runs: `urls` URLs over the photos of `samples`, the `model`,
+/// its files under `out/mesh`.
+pub struct MeshRun<'a> {
+    pub urls: usize,
+    pub samples: std::path::PathBuf,
+    pub model: &'a std::path::Path,
+    pub out: &'a std::path::Path,
+}
+
+/// The sample photos served on loopback as `urls` distinct URLs through the whole mesh
 /// (embedded Postgres, fetchers on this machine's cores): URLs/s end to end, and where the
 /// time went from the services' own metrics (mean seconds per histogram).
-pub async fn mesh(o: &GpuCheckOptions, device: tch::Device) -> anyhow::Result<Value> {
-    if o.mesh_urls == 0 {
+pub async fn mesh(o: MeshRun<'_>, device: tch::Device) -> anyhow::Result<Value> {
+    if o.urls == 0 {
         return Ok(json!({ "skipped": "--mesh-urls 0" }));
     }
-    let dir = o.samples.clone().unwrap_or_else(crate::default_samples_dir);
     let mut routes = httpserve::Routes::default();
-    let names = routes.add_dir(&dir)?;
+    let names = routes.add_dir(&o.samples)?;
     let (addr, _server) = httpserve::serve(routes).await?;
     // The server ignores the query: every URL is a distinct job entry with a real photo.
     let urls: Vec<String> =
-        (0..o.mesh_urls).map(|i| format!("http://{addr}/{}?n={i}", names[i % names.len()])).collect();
+        (0..o.urls).map(|i| format!("http://{addr}/{}?n={i}", names[i % names.len()])).collect();
     let work = o.out.join("mesh");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let mut opts = MeshOptions::new(&work, &o.model);
+    let mut opts = MeshOptions::new(&work, o.model);
     opts.metrics = true;
     opts.detector_max_batch = if device.is_cuda() { 256 } else { 8 };
     opts.fetcher_concurrency = 256;
@@ -40,7 +47,7 @@ pub async fn mesh(o: &GpuCheckOptions, device: tch::Device) -> anyhow::Result<Va
     m.stop().await?;
     let s = summary?;
     let by_status: Value = s.progress.by_status.iter().map(|c| (c.status.clone(), json!(c.count))).collect();
-    Ok(json!({ "urls": o.mesh_urls, "seconds": s.seconds, "urls_per_s": o.mesh_urls as f64 / s.seconds,
+    Ok(json!({ "urls": o.urls, "seconds": s.seconds, "urls_per_s": o.urls as f64 / s.seconds,
         "by_status": by_status, "mean_seconds": timings }))
 }
 
