@@ -23,7 +23,7 @@ pub enum UrlInput {
     List(Vec<String>),
 }
 
-type UrlIter = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+use crate::inputs::{Start, UrlIter};
 
 impl UrlInput {
     /// The URLs, one at a time: a line each, or a CSV's `url` column. Blank lines and `#`
@@ -186,12 +186,23 @@ pub async fn import(
     })?;
     let held = d.list_job_inputs(ListJobInputsRequest { job: job.into() }).await?.into_inner();
     let urls = input.urls()?;
-    let plan = tokio::task::spawn_blocking(move || crate::inputs::plan(urls, &held)).await??;
+    let (plan, start) = tokio::task::spawn_blocking(move || crate::inputs::plan(urls, &held)).await??;
+    let start = match start {
+        Some(s) => s,
+        None => {
+            let (urls, p) = (input.urls()?, plan.clone());
+            let reopened = tokio::task::spawn_blocking(move || Start::reopened(urls, &p)).await??;
+            // The input shrank since it was planned: nothing of it is left to send.
+            let skipped = plan.resume_at;
+            let Some(s) = reopened else { return Ok(Imported { received: skipped, inserted: 0, skipped }) };
+            s
+        }
+    };
     let skip = plan.resume_at;
     let bar = if opts.quiet { ProgressBar::hidden() } else { spinner("import") };
     bar.set_position(skip as u64);
     let (tx, rx) = tokio::sync::mpsc::channel(IMPORT_AHEAD);
-    let reader = crate::inputs::read_messages(input.urls()?, job.to_string(), plan, tx);
+    let reader = crate::inputs::read_messages(start, job.to_string(), plan, tx);
     let reading = tokio::task::spawn_blocking(reader);
     let b = bar.clone();
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).inspect(move |m| b.inc(m.urls.len() as u64));

@@ -13,7 +13,29 @@ use sha2::{Digest, Sha256};
 /// URLs per AppendUrls message (and most held in memory at once, times the channel depth).
 pub const IMPORT_MESSAGE: usize = 5_000;
 
-type UrlIter = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+/// An input's URLs, one at a time.
+pub type UrlIter = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+
+/// An input's URLs from where its import starts, with the sha256 of the lines before.
+pub struct Start {
+    urls: UrlIter,
+    hash: Sha256,
+}
+
+impl Start {
+    /// The input read again from its first line, up to `plan.resume_at` (hashed, not sent).
+    /// `None` when the input has fewer lines now than when it was planned.
+    pub fn reopened(mut urls: UrlIter, plan: &Plan) -> anyhow::Result<Option<Start>> {
+        let mut hash = Sha256::new();
+        for _ in 0..plan.resume_at {
+            match urls.next() {
+                Some(url) => hash_line(&mut hash, &url?),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Start { urls, hash }))
+    }
+}
 
 /// Where an import starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +57,10 @@ fn hex(h: &Sha256) -> String {
     format!("{:x}", h.clone().finalize())
 }
 
-/// Reads the input only as far as the longest segment to find the one it continues.
-pub fn plan(mut urls: UrlIter, held: &ListJobInputsResponse) -> anyhow::Result<Plan> {
+/// Reads the input only as far as the longest segment to find the one it continues. The
+/// input comes back positioned to send when the scan stopped where the import starts (the
+/// usual resume: one input per job), so the lines already held are read once.
+pub fn plan(mut urls: UrlIter, held: &ListJobInputsResponse) -> anyhow::Result<(Plan, Option<Start>)> {
     let next_free = held.next_free_ordinal;
     let mut by_end: BTreeMap<i64, Vec<&InputSegment>> = BTreeMap::new();
     for s in &held.segments {
@@ -56,7 +80,7 @@ pub fn plan(mut urls: UrlIter, held: &ListJobInputsResponse) -> anyhow::Result<P
         matching.sort_by_key(|s| s.base + s.urls == next_free);
         best = matching.pop().or(best);
     }
-    Ok(match best {
+    let plan = match best {
         Some(s) if s.base + s.urls == next_free => {
             Plan { base: s.base, input_from: s.input_from, stored: s.urls, resume_at: s.input_from + s.urls }
         }
@@ -68,26 +92,21 @@ pub fn plan(mut urls: UrlIter, held: &ListJobInputsResponse) -> anyhow::Result<P
             resume_at: s.input_from + s.urls,
         },
         None => Plan { base: next_free, input_from: 0, stored: 0, resume_at: 0 },
-    })
+    };
+    let start = (n == plan.resume_at).then_some(Start { urls, hash: h });
+    Ok((plan, start))
 }
 
-/// Reads URLs into AppendUrls messages, each marked with its segment as of its last URL
-/// (sent after skipping `plan.resume_at`); returns how many were sent.
+/// Reads URLs from `start` into AppendUrls messages, each marked with its segment as of its
+/// last URL; returns how many were sent.
 pub fn read_messages(
-    mut urls: UrlIter,
+    start: Start,
     job: String,
     plan: Plan,
     tx: tokio::sync::mpsc::Sender<AppendUrlsRequest>,
 ) -> impl FnOnce() -> anyhow::Result<i64> {
     move || {
-        let mut h = Sha256::new();
-        for _ in 0..plan.resume_at {
-            match urls.next() {
-                Some(url) => hash_line(&mut h, &url?),
-                // The input changed since it was planned; nothing more is its.
-                None => return Ok(0),
-            }
-        }
+        let Start { mut urls, hash: mut h } = start;
         let (mut stored, mut sent) = (plan.stored, 0i64);
         loop {
             let batch: Vec<String> = urls.by_ref().take(IMPORT_MESSAGE).collect::<anyhow::Result<_>>()?;
@@ -135,13 +154,13 @@ mod tests {
     fn the_same_grown_or_other_input_is_recognised() {
         let a: Vec<String> = vec!["a1".into(), "a2".into()];
         let seg = segment_of(&a, 0);
-        let same = plan(iter(&["a1", "a2", "a3"]), &held(vec![seg.clone()], 2)).unwrap();
+        let same = plan(iter(&["a1", "a2", "a3"]), &held(vec![seg.clone()], 2)).unwrap().0;
         assert_eq!(same, Plan { base: 0, input_from: 0, stored: 2, resume_at: 2 });
-        let other = plan(iter(&["b1", "b2", "b3"]), &held(vec![seg.clone()], 2)).unwrap();
+        let other = plan(iter(&["b1", "b2", "b3"]), &held(vec![seg.clone()], 2)).unwrap().0;
         assert_eq!(other, Plan { base: 2, input_from: 0, stored: 0, resume_at: 0 });
         // a grew after another input followed it: its new lines get a segment of their own.
         let b = segment_of(&["b1".into()], 2);
-        let grown = plan(iter(&["a1", "a2", "a3"]), &held(vec![seg, b], 3)).unwrap();
+        let grown = plan(iter(&["a1", "a2", "a3"]), &held(vec![seg, b], 3)).unwrap().0;
         assert_eq!(grown, Plan { base: 3, input_from: 2, stored: 0, resume_at: 2 });
     }
 }
