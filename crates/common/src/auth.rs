@@ -53,10 +53,13 @@ impl Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string());
-        let certs = req.peer_certs();
-        let first = certs.as_ref().and_then(|c| c.first());
-        let roles = certs.as_ref().map(|_| first.map(|c| cert_roles(c)).unwrap_or_default());
-        let fetcher_id = first.and_then(|c| cert_fetcher_id(c));
+        let (roles, fetcher_id) = match req.peer_certs() {
+            None => (None, None),
+            Some(certs) => {
+                let (roles, id) = certs.first().map(|c| cert_names(c)).unwrap_or_default();
+                (Some(roles), id)
+            }
+        };
         Caller { addr: req.remote_addr(), roles, token, fetcher_id }
     }
 }
@@ -64,30 +67,23 @@ impl Caller {
 /// URI SAN prefix naming the fetcher a certificate belongs to.
 pub const FETCHER_ID_URI: &str = "spiffe://facesweep/fetcher/";
 
-/// The fetcher id a certificate names (`FETCHER_ID_URI<id>`), if any.
-fn cert_fetcher_id(der: &[u8]) -> Option<String> {
+/// What a certificate names, from one parse: its roles (`facesweep-<role>` DNS subject
+/// alternative names) and the fetcher it was issued to (`FETCHER_ID_URI<id>`), if any.
+fn cert_names(der: &[u8]) -> (Vec<String>, Option<String>) {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        GeneralName::URI(u) => u.strip_prefix(FETCHER_ID_URI).map(str::to_string),
-        _ => None,
-    })
-}
-
-/// The roles a certificate names: its `facesweep-<role>` DNS subject alternative names.
-fn cert_roles(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let Ok((_, cert)) = X509Certificate::from_der(der) else { return Vec::new() };
-    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => d.strip_prefix("facesweep-").map(str::to_string),
-            _ => None,
-        })
-        .collect()
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return (Vec::new(), None) };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return (Vec::new(), None) };
+    let (mut roles, mut fetcher_id) = (Vec::new(), None);
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => roles.extend(d.strip_prefix("facesweep-").map(str::to_string)),
+            GeneralName::URI(u) => {
+                fetcher_id = fetcher_id.or(u.strip_prefix(FETCHER_ID_URI).map(str::to_string))
+            }
+            _ => {}
+        }
+    }
+    (roles, fetcher_id)
 }
 
 #[derive(Clone, Debug, Default)]
@@ -100,17 +96,24 @@ impl Authorizer {
         Authorizer { admin_token: args.admin_token.clone().filter(|t| !t.is_empty()) }
     }
 
-    /// Refuses a data-plane call made for fetcher `id` by a caller whose certificate names
-    /// another fetcher: leases and their results are bound to their holder's identity.
-    /// Plaintext callers and certificates without an identity cannot be told apart here
-    /// (the lease secret still binds each lease to whoever was granted it).
-    pub fn check_fetcher_id<T>(&self, req: &Request<T>, id: &str) -> Result<(), Status> {
-        match Caller::of(req).fetcher_id {
-            Some(own) if own != id => Err(Status::permission_denied(format!(
-                "this certificate is fetcher {own:?}'s: it cannot act as fetcher {id:?}"
-            ))),
-            _ => Ok(()),
+    /// `check(req, access)` for a call made as fetcher `id`, also refused when the caller's
+    /// certificate names another fetcher: leases and their results are bound to their
+    /// holder's identity. Plaintext callers and certificates without an identity cannot be
+    /// told apart here (the lease secret still binds each lease to whoever was granted it).
+    pub fn check_as<T>(&self, req: &Request<T>, access: Access, id: &str) -> Result<(), Status> {
+        let caller = Caller::of(req);
+        self.decide(&caller, access)?;
+        same_fetcher(&caller, id)
+    }
+
+    /// ReleaseFetcherLeases: an admin for any fetcher, a fetcher for itself only.
+    pub fn check_own_or_admin<T>(&self, req: &Request<T>, id: &str) -> Result<(), Status> {
+        let caller = Caller::of(req);
+        if self.decide(&caller, Access::Admin).is_ok() {
+            return Ok(());
         }
+        self.decide(&caller, FETCHER)?;
+        same_fetcher(&caller, id)
     }
 
     /// Refuses `req` unless its caller may make a call needing `access`.
@@ -144,6 +147,16 @@ impl Authorizer {
                 )),
             },
         }
+    }
+}
+
+/// Refuses a caller whose certificate names a fetcher other than `id`.
+fn same_fetcher(caller: &Caller, id: &str) -> Result<(), Status> {
+    match &caller.fetcher_id {
+        Some(own) if !id.is_empty() && own != id => Err(Status::permission_denied(format!(
+            "this certificate is fetcher {own:?}'s: it cannot act as fetcher {id:?}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -218,10 +231,9 @@ mod tests {
             params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec()
         };
         let own = cert(Some(format!("{FETCHER_ID_URI}fetcher-7")));
-        assert_eq!(cert_fetcher_id(&own).as_deref(), Some("fetcher-7"));
-        assert_eq!(cert_roles(&own), ["fetcher"]);
-        assert_eq!(cert_fetcher_id(&cert(None)), None, "a shared certificate");
-        assert_eq!(cert_fetcher_id(&cert(Some("spiffe://elsewhere/fetcher/x".into()))), None);
+        assert_eq!(cert_names(&own), (vec!["fetcher".to_string()], Some("fetcher-7".to_string())));
+        assert_eq!(cert_names(&cert(None)).1, None, "a shared certificate");
+        assert_eq!(cert_names(&cert(Some("spiffe://elsewhere/fetcher/x".into()))).1, None);
     }
 
     #[test]

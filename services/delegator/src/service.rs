@@ -40,22 +40,20 @@ impl DelegatorSvc {
     }
 }
 
-/// A fetcher restarting gives back its old leases; operators may do it for it.
-const FETCHER_OR_ADMIN: Access = Access::Roles(&["fetcher", "admin"]);
-
 fn invalid(msg: impl Into<String>) -> Status {
     ServiceError::InvalidArgument(msg.into()).into()
 }
 
-/// The lease a data-plane call names, checked for shape; whoever holds it must present its
-/// secret and its fetcher id, which a certificate naming another fetcher cannot claim.
+/// The lease a data-plane call names, checked for shape, from a caller allowed to act as
+/// its holder; whoever holds it must present its secret and its fetcher id, which a
+/// certificate naming another fetcher cannot claim.
 fn lease_ref<T>(auth: &Authorizer, req: &Request<T>, lease: Option<LeaseRef>) -> Result<LeaseRef, Status> {
+    auth.check_as(req, FETCHER, lease.as_ref().map_or("", |l| l.fetcher_id.as_str()))?;
     let lease = lease.ok_or_else(|| invalid("lease is required"))?;
     if lease.job_id <= 0 || lease.chunk_no < 0 || lease.fencing_token <= 0 {
         return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
     }
     facesweep_common::lease::check_presented(&lease)?;
-    auth.check_fetcher_id(req, &lease.fetcher_id)?;
     Ok(lease)
 }
 
@@ -141,11 +139,10 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<AcquireLeaseRequest>,
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
-        self.auth.check(&req, FETCHER)?;
+        self.auth.check_as(&req, FETCHER, &req.get_ref().fetcher_id)?;
         if req.get_ref().fetcher_id.is_empty() || req.get_ref().fetcher_id.len() > 200 {
             return Err(invalid("fetcher_id is required (at most 200 bytes)"));
         }
-        self.auth.check_fetcher_id(&req, &req.get_ref().fetcher_id)?;
         let msg = req.into_inner();
         if msg.max_urls < 0 || msg.max_urls > MAX_LEASE_URLS {
             return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
@@ -173,7 +170,6 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<RenewLeaseRequest>,
     ) -> Result<Response<RenewLeaseResponse>, Status> {
-        self.auth.check(&req, FETCHER)?;
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let at = self.store.renew(&lease).await?;
         Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
@@ -183,7 +179,6 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<CompleteLeaseRequest>,
     ) -> Result<Response<CompleteLeaseResponse>, Status> {
-        self.auth.check(&req, FETCHER)?;
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let done = self.store.complete(&lease).await?;
         crate::metrics::LEASES_COMPLETED.with_label_values(&[if done { "true" } else { "false" }]).inc();
@@ -194,7 +189,6 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<ReleaseLeaseRequest>,
     ) -> Result<Response<ReleaseLeaseResponse>, Status> {
-        self.auth.check(&req, FETCHER)?;
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let msg = req.into_inner();
         if msg.failure.len() > 1000 {
@@ -338,14 +332,11 @@ impl DelegatorService for DelegatorSvc {
         &self,
         req: Request<ReleaseFetcherLeasesRequest>,
     ) -> Result<Response<ReleaseFetcherLeasesResponse>, Status> {
-        self.auth.check(&req, FETCHER_OR_ADMIN)?;
+        // A fetcher restarting gives back its own old leases; an admin anyone's.
+        self.auth.check_own_or_admin(&req, &req.get_ref().fetcher_id)?;
         let id = req.get_ref().fetcher_id.clone();
         if id.is_empty() {
             return Err(invalid("fetcher_id is required"));
-        }
-        // A fetcher gives back only its own (an admin anyone's).
-        if self.auth.check(&req, Access::Admin).is_err() {
-            self.auth.check_fetcher_id(&req, &id)?;
         }
         let released = self.store.release_owned(&id).await?;
         Ok(Response::new(ReleaseFetcherLeasesResponse { released }))

@@ -91,11 +91,9 @@ pub fn replace_bad_rows(results: &mut [UrlResult]) -> u32 {
 #[tonic::async_trait]
 impl ResultsService for ResultsSvc {
     async fn record(&self, req: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
-        self.auth.check(&req, FETCHER)?;
         // A certificate naming a fetcher records only under that fetcher's leases.
-        if let Some(l) = &req.get_ref().lease {
-            self.auth.check_fetcher_id(&req, &l.fetcher_id)?;
-        }
+        let holder = req.get_ref().lease.as_ref().map_or("", |l| l.fetcher_id.as_str());
+        self.auth.check_as(&req, FETCHER, holder)?;
         let RecordRequest { mut results, lease } = req.into_inner();
         validate(&results)?;
         // Only the holder of a live lease writes results, and only for the URLs it holds.
