@@ -221,17 +221,6 @@ fn spinner(what: &str) -> ProgressBar {
     b
 }
 
-pub fn bar(len: u64, what: &str) -> ProgressBar {
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} {per_sec} eta {eta} {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    b.set_prefix(what.to_string());
-    b
-}
-
 pub async fn progress(addr: &str, job: &str) -> anyhow::Result<GetProgressResponse> {
     Ok(delegator(addr).await?.get_progress(GetProgressRequest { job: job.into() }).await?.into_inner())
 }
@@ -240,14 +229,14 @@ pub fn describe(p: &GetProgressResponse) -> String {
     let statuses: Vec<String> = p.by_status.iter().map(|s| format!("{}={}", s.status, s.count)).collect();
     let eta = if p.eta_seconds < 0.0 { "unknown".to_string() } else { format!("{:.0}s", p.eta_seconds) };
     format!(
-        "{}/{} URLs done; chunks pending={} leased={} done={}; re-issued leases={}; {:.1} URLs/s; eta {eta}; {}",
+        "{}/{} URLs done; chunks pending={} leased={} done={}; re-issued leases={}; {} URLs/s; eta {eta}; {}",
         p.done_urls,
         p.total_urls,
         p.chunks_pending,
         p.chunks_leased,
         p.chunks_done,
         p.leases_reissued,
-        p.rate_per_second,
+        crate::live::rate(p.rate_per_second),
         statuses.join(" ")
     ) + &by_model(p)
 }
@@ -272,11 +261,13 @@ const WAIT_UNREACHABLE: Duration = Duration::from_secs(60);
 
 pub async fn wait(addr: &str, job: &str, quiet: bool) -> anyhow::Result<GetProgressResponse> {
     let mut p = progress(addr, job).await?;
-    let bar = if quiet { ProgressBar::hidden() } else { bar(p.total_urls as u64, "detect") };
+    let bar = if quiet { ProgressBar::hidden() } else { crate::live::bar(p.total_urls as u64, "detect") };
+    let rate = crate::live::Rate::new(p.done_urls);
     let mut last_answer = std::time::Instant::now();
     loop {
         bar.set_length(p.total_urls as u64);
         bar.set_position(p.done_urls as u64);
+        bar.set_message(rate.describe(p.done_urls, p.total_urls));
         if p.done_urls >= p.total_urls {
             bar.finish_and_clear();
             return Ok(p);
@@ -400,7 +391,7 @@ mod tests {
                 }],
                 ..Default::default()
             }),
-            pending_url_id: 0,
+            ..Default::default()
         };
         let v = export_line(&r);
         assert_eq!(v["status"], "ok");

@@ -120,7 +120,7 @@ pub fn read_messages(
                 InputSegment { base: plan.base, input_from: plan.input_from, urls: stored, digest: hex(&h) };
             let n = batch.len() as i64;
             let msg =
-                AppendUrlsRequest { job: job.clone(), first_ordinal, urls: batch, segment: Some(segment) };
+                AppendUrlsRequest { job: job.clone(), first_ordinal, urls: batch, segment: Some(segment), extras: vec![] };
             if tx.blocking_send(msg).is_err() {
                 // The call failed; its error is the one reported.
                 return Ok(sent);

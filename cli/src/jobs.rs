@@ -8,47 +8,61 @@ use crate::client;
 pub enum LifecycleCmd {
     /// List every job with its state, counts and priority.
     Jobs {
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Stop leasing a job's URLs; leases already out finish.
     Pause {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Lease a paused job's URLs again.
     Resume {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Stop a job for good: revoke its leases and give every URL without a result the status
     /// `cancelled` (results already stored are kept).
     Cancel {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Print a job's results as JSON Lines as they are stored, each with its `cursor`; ends
     /// when every URL has a result. `--after CURSOR` resumes after that line.
     Watch {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// Resume after the line with this `cursor` (default: from the start).
         #[arg(long, default_value = "")]
         after: String,
+        /// Results service address (host:port).
         #[arg(long, env = "FACESWEEP_RESULTS", default_value = "127.0.0.1:50053")]
         results: String,
     },
     /// Change a job's scheduling weight (also while it runs).
     Priority {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
-        #[arg(long)]
+        /// Scheduling weight: priority 3 gets about three times the leases of priority 1 (below 1
+        /// counts as 1).
+        #[arg(long, allow_negative_numbers = true)]
         priority: i32,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
@@ -99,7 +113,7 @@ async fn watch(results: &str, job: String, after: String) -> anyhow::Result<()> 
         client::results(results)?.watch_results(WatchResultsRequest { job, after }).await?.into_inner();
     let mut out = std::io::stdout().lock();
     while let Some(msg) = stream.message().await? {
-        let line = ExportResultsResponse { url: msg.url, result: msg.result, pending_url_id: 0 };
+        let line = ExportResultsResponse { url: msg.url, result: msg.result, ..Default::default() };
         let mut v = client::export_line(&line);
         v["cursor"] = msg.cursor.into();
         writeln!(out, "{v}")?;

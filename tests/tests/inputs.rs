@@ -93,6 +93,7 @@ async fn an_interrupted_import_resumes_where_the_stored_urls_end() {
         first_ordinal: 0,
         urls: part.to_vec(),
         segment: Some(facesweep_cli::inputs::segment_of(part, 0)),
+        extras: vec![],
     };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();
     let resumed = import_file(&addr, "i", dir.path(), "i.txt", &all).await;
@@ -104,6 +105,7 @@ async fn an_interrupted_import_resumes_where_the_stored_urls_end() {
         first_ordinal: 12_000,
         urls: urls("x", 2),
         segment: Some(facesweep_cli::inputs::segment_of(&all[..1], 0)),
+        extras: vec![],
     };
     let e = d.append_urls(futures::stream::iter(vec![bad])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");

@@ -84,6 +84,7 @@ async fn against_url(
     .await?
     .rows_affected();
     if stored == 1 {
+        crate::metrics::URLS_ABANDONED.inc();
         let deltas = [((job_id, "abandoned".to_string()), 1)].into_iter().collect();
         facesweep_common::counters::add(tx, &deltas).await?;
     }

@@ -12,7 +12,12 @@ use crate::jobstate::{transition_in, Action};
 /// undeliverable; it is stored truncated with the terminal status `invalid_url` instead.
 pub const MAX_URL_BYTES: usize = 8192;
 
-/// Stores `urls` as ordinals `first..`, and `segment` (the input these URLs end, see
+/// Largest carried-columns object per URL (AppendUrlsRequest.extras): refused beyond, as the
+/// client can shorten its input's columns, unlike a URL it must fetch as given.
+pub const MAX_EXTRA_BYTES: usize = 8192;
+
+/// Stores `urls` (with their carried columns `extras`, empty or one per URL) as ordinals
+/// `first..`, and `segment` (the input these URLs end, see
 /// migration 0016) in the same transaction, so a resumed import never skips URLs that were
 /// not stored; returns how many were new.
 pub async fn append(
@@ -20,7 +25,7 @@ pub async fn append(
     job_id: i64,
     chunk_size: i32,
     first: i64,
-    urls: &[String],
+    (urls, extras): (&[String], &[String]),
     segment: Option<&InputSegment>,
 ) -> ServiceResult<i64> {
     if urls.is_empty() {
@@ -30,7 +35,8 @@ pub async fn append(
     if let Some(seg) = segment {
         check_segment(seg, first, urls.len())?;
     }
-    let rows = copy_rows(job_id, first, urls)?;
+    check_extras(first, urls.len(), extras)?;
+    let rows = copy_rows(job_id, first, urls, extras)?;
     let mut tx = pool.begin().await?;
     // Under the job's exclusive lock (new URLs re-open chunks: not while a completion of
     // this job decides done/pending), and only for jobs that will process them.
@@ -50,7 +56,7 @@ struct CopyRows {
     long: Vec<(i64, usize)>,
 }
 
-fn copy_rows(job_id: i64, first: i64, urls: &[String]) -> ServiceResult<CopyRows> {
+fn copy_rows(job_id: i64, first: i64, urls: &[String], extras: &[String]) -> ServiceResult<CopyRows> {
     let mut data = String::with_capacity(urls.iter().map(|u| u.len().min(MAX_URL_BYTES) + 24).sum());
     let mut long = Vec::new();
     for (i, u) in urls.iter().enumerate() {
@@ -70,6 +76,11 @@ fn copy_rows(job_id: i64, first: i64, urls: &[String]) -> ServiceResult<CopyRows
             data.push('…');
         } else {
             escape_copy_text(u, &mut data);
+        }
+        data.push('\t');
+        match extras.get(i).filter(|e| !e.is_empty()) {
+            Some(e) => escape_copy_text(e, &mut data),
+            None => data.push_str("\\N"),
         }
         data.push('\n');
     }
@@ -92,17 +103,19 @@ async fn store_rows(
     chunk_size: i32,
     data: &str,
 ) -> ServiceResult<i64> {
-    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS urls_in (id BIGINT, url TEXT) ON COMMIT DELETE ROWS")
-        .execute(&mut **tx)
-        .await?;
-    let mut copy = tx.copy_in_raw("COPY urls_in (id, url) FROM STDIN").await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS urls_in (id BIGINT, url TEXT, extra TEXT) ON COMMIT DELETE ROWS",
+    )
+    .execute(&mut **tx)
+    .await?;
+    let mut copy = tx.copy_in_raw("COPY urls_in (id, url, extra) FROM STDIN").await?;
     copy.send(data.as_bytes()).await?;
     copy.finish().await?;
     // New URLs (re-)open their chunks; already-present ones change nothing. Data-modifying
     // CTEs run to completion whether or not the final SELECT reads them.
     Ok(sqlx::query_scalar(
         "WITH ins AS (
-             INSERT INTO urls (id, job_id, url) SELECT id, $1, url FROM urls_in
+             INSERT INTO urls (id, job_id, url, extra) SELECT id, $1, url, extra FROM urls_in
              ON CONFLICT (id) DO NOTHING RETURNING id),
          ch AS (
              INSERT INTO chunks (job_id, chunk_no)
@@ -149,6 +162,33 @@ async fn reject_long(
     if n > 0 {
         let deltas = [((job_id, "invalid_url".to_string()), n)].into_iter().collect();
         facesweep_common::counters::add(tx, &deltas).await?;
+    }
+    Ok(())
+}
+
+/// Carried columns: none, or one per URL, each a JSON object of at most MAX_EXTRA_BYTES.
+fn check_extras(first: i64, n: usize, extras: &[String]) -> ServiceResult<()> {
+    if !extras.is_empty() && extras.len() != n {
+        return Err(ServiceError::InvalidArgument(format!(
+            "{} extras for {n} URLs: give one per URL (\"\" for none) or none at all",
+            extras.len()
+        )));
+    }
+    for (i, e) in extras.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
+        let ordinal = first + i as i64;
+        if e.len() > MAX_EXTRA_BYTES {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the carried columns of the URL at ordinal {ordinal} are {} bytes, more than the \
+                 {MAX_EXTRA_BYTES}-byte limit: drop or shorten columns of the input",
+                e.len()
+            )));
+        }
+        if e.contains('\0') || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e).is_err()
+        {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the carried columns of the URL at ordinal {ordinal} are not one JSON object"
+            )));
+        }
     }
     Ok(())
 }
@@ -260,8 +300,20 @@ mod tests {
     fn long_urls_are_cut_on_a_character_boundary() {
         assert_eq!(truncate("aé", 2), "a");
         assert_eq!(truncate("abc", 8), "abc");
-        let rows = copy_rows(1, 0, &["x".repeat(MAX_URL_BYTES + 5), "http://a".into()]).unwrap();
+        let rows = copy_rows(1, 0, &["x".repeat(MAX_URL_BYTES + 5), "http://a".into()], &[]).unwrap();
         assert_eq!(rows.long, vec![(url_id(1, 0), MAX_URL_BYTES + 5)]);
-        assert!(rows.data.lines().next().unwrap().ends_with('…'));
+        assert!(rows.data.lines().next().unwrap().ends_with("…\t\\N"));
+    }
+
+    #[test]
+    fn extras_are_one_bounded_object_per_url() {
+        assert!(check_extras(0, 2, &[]).is_ok());
+        assert!(check_extras(0, 2, &["{\"a\":1}".into(), "".into()]).is_ok());
+        assert!(check_extras(0, 2, &["{}".into()]).is_err(), "one per URL");
+        assert!(check_extras(0, 1, &["[1]".into()]).is_err(), "an object");
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_EXTRA_BYTES));
+        assert!(check_extras(0, 1, &[big]).is_err());
+        let rows = copy_rows(1, 0, &["http://a".into()], &["{\"k\":\"a\\tb\"}".into()]).unwrap();
+        assert!(rows.data.ends_with("\t{\"k\":\"a\\\\tb\"}\n"), "{}", rows.data);
     }
 }

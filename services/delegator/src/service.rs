@@ -91,6 +91,8 @@ impl DelegatorService for DelegatorSvc {
         let mut job = None;
         let (mut received, mut inserted) = (0i64, 0i64);
         let mut batch: Vec<String> = Vec::new();
+        // The batch's carried columns: empty, or one per URL of the batch.
+        let mut extras: Vec<String> = Vec::new();
         let mut batch_first = 0i64;
         // The input segment as of the batch's last message, stored with the batch.
         let mut mark: Option<InputSegment> = None;
@@ -109,17 +111,26 @@ impl DelegatorService for DelegatorSvc {
             if !batch.is_empty() && batch_first + batch.len() as i64 != msg.first_ordinal
                 || batch.len() >= IMPORT_BATCH
             {
-                inserted += self.store.append(j, batch_first, &batch, mark.as_ref()).await?;
+                inserted += self.store.append(j, batch_first, &batch, &extras, mark.as_ref()).await?;
                 batch.clear();
+                extras.clear();
             }
             if batch.is_empty() {
                 batch_first = msg.first_ordinal;
+            }
+            if !msg.extras.is_empty() && msg.extras.len() != msg.urls.len() {
+                return Err(invalid("AppendUrls extras must be empty or one per URL"));
+            }
+            if !msg.extras.is_empty() || !extras.is_empty() {
+                extras.resize(batch.len(), String::new());
+                extras.extend(msg.extras);
+                extras.resize(batch.len() + msg.urls.len(), String::new());
             }
             batch.extend(msg.urls);
             mark = msg.segment;
         }
         if let Some(j) = &job {
-            inserted += self.store.append(j, batch_first, &batch, mark.as_ref()).await?;
+            inserted += self.store.append(j, batch_first, &batch, &extras, mark.as_ref()).await?;
         }
         Ok(Response::new(AppendUrlsResponse { received, inserted }))
     }
@@ -148,11 +159,12 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid(format!("max_urls must be in 0..={MAX_LEASE_URLS} (0 = whole chunk)")));
         }
         let max = if msg.max_urls == 0 { MAX_LEASE_URLS } else { msg.max_urls };
-        let lease = self
-            .store
-            .acquire(&msg.fetcher_id, max as i64)
-            .await?
-            .inspect(|_| crate::metrics::LEASES_GRANTED.inc());
+        let lease = self.store.acquire(&msg.fetcher_id, max as i64).await?.inspect(|g| {
+            crate::metrics::LEASES_GRANTED.inc();
+            if g.reissued {
+                crate::metrics::LEASES_REISSUED.inc();
+            }
+        });
         let lease = lease.map(|g| Lease {
             job_id: g.job_id,
             chunk_no: g.chunk_no,
@@ -172,6 +184,7 @@ impl DelegatorService for DelegatorSvc {
     ) -> Result<Response<RenewLeaseResponse>, Status> {
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let at = self.store.renew(&lease).await?;
+        crate::metrics::LEASES_RENEWED.inc();
         Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
     }
 

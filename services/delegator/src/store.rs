@@ -41,6 +41,8 @@ pub struct GrantedLease {
     pub owner: String,
     pub expires_at: DateTime<Utc>,
     pub urls: Vec<LeaseUrl>,
+    /// The chunk was leased before (expired, released or left unfinished): lease churn.
+    pub reissued: bool,
 }
 
 impl Store {
@@ -113,16 +115,17 @@ impl Store {
         Ok((job, inserted.is_some()))
     }
 
-    /// Stores `urls` as ordinals `first..` of the job, and the input segment they end if
-    /// given; returns how many were new.
+    /// Stores `urls` (and their carried columns, see `import::append`) as ordinals `first..`
+    /// of the job, and the input segment they end if given; returns how many were new.
     pub async fn append(
         &self,
         job: &Job,
         first: i64,
         urls: &[String],
+        extras: &[String],
         segment: Option<&InputSegment>,
     ) -> ServiceResult<i64> {
-        import::append(&self.pool, job.id, job.chunk_size, first, urls, segment).await
+        import::append(&self.pool, job.id, job.chunk_size, first, (urls, extras), segment).await
     }
 
     pub async fn job(&self, name: &str) -> ServiceResult<Job> {
@@ -194,6 +197,7 @@ impl Store {
                 owner: owner.to_string(),
                 expires_at: t.expires_at,
                 urls,
+                reissued: t.attempts > 1,
             }));
         }
         Ok(None)
@@ -245,7 +249,7 @@ impl Store {
              FROM pick, jobs j
              WHERE c.job_id = $5 AND c.chunk_no = pick.chunk_no AND c.state = 'pending' AND j.id = c.job_id
                AND j.state = 'running'
-             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at, j.chunk_size, c.failures, j.name AS job_name,
+             RETURNING c.job_id, c.chunk_no, c.token, c.expires_at, j.chunk_size, c.failures, c.attempts, j.name AS job_name,
                        j.model_id, j.alt_model_id, j.alt_share",
         )
         .bind(owner)
@@ -425,6 +429,7 @@ struct TakenChunk {
     expires_at: DateTime<Utc>,
     chunk_size: i32,
     failures: i32,
+    attempts: i32,
     job_name: String,
     model_id: String,
     alt_model_id: String,

@@ -187,7 +187,12 @@ impl ResultsService for ResultsSvc {
 
 fn to_export(row: ExportRow) -> ExportResultsResponse {
     let pending_url_id = if row.result.is_none() { row.url_id } else { 0 };
-    ExportResultsResponse { url: row.url, result: row.result, pending_url_id }
+    ExportResultsResponse {
+        url: row.url,
+        result: row.result,
+        pending_url_id,
+        extra: row.extra.unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct ExportRow {
     pub url_id: i64,
     pub url: String,
     pub result: Option<UrlResult>,
+    /// The columns imported with the URL (a JSON object text), if any.
+    pub extra: Option<String>,
 }
 
 impl Store {
@@ -161,7 +163,8 @@ enum FacesOf<'a> {
 }
 
 /// The columns of `PageRow`, over `urls u` and a `url_results r` the caller joins.
-const PAGE_SQL: &str = "SELECT u.id AS url_id, u.url, u.job_id, r.status, r.reason, r.http_status, r.width,
+const PAGE_SQL: &str =
+    "SELECT u.id AS url_id, u.url, u.extra, u.job_id, r.status, r.reason, r.http_status, r.width,
         r.height, r.bytes, r.model_id, r.download_ms, r.decode_ms, r.detect_ms
     FROM urls u";
 
@@ -225,6 +228,7 @@ fn outcome(sent: usize, unique: usize, known: i64, inserted: usize) -> RecordOut
 struct PageRow {
     url_id: i64,
     url: String,
+    extra: Option<String>,
     job_id: i64,
     status: Option<String>,
     reason: Option<String>,
@@ -255,7 +259,7 @@ impl PageRow {
             decode_ms: self.decode_ms.unwrap_or(0.0),
             detect_ms: self.detect_ms.unwrap_or(0.0),
         });
-        ExportRow { url_id: self.url_id, url: self.url, result }
+        ExportRow { url_id: self.url_id, url: self.url, result, extra: self.extra }
     }
 }
 
