@@ -23,10 +23,15 @@ pub struct Route {
     /// Sent with `Transfer-Encoding: chunked` in 16 KiB pieces, without a Content-Length (as
     /// dynamic image servers and resizing CDNs do).
     pub chunked: bool,
+    /// Answered only after this long (a slow site), zero for at once.
+    pub delay: std::time::Duration,
 }
 
+/// Paths answered, with when the answer went out (tests time what follows a download).
+pub type Served = Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>;
+
 #[derive(Default, Clone)]
-pub struct Routes(HashMap<String, Route>);
+pub struct Routes(HashMap<String, Route>, Served);
 
 impl Routes {
     pub fn add(
@@ -36,7 +41,10 @@ impl Routes {
         content_type: &'static str,
         body: impl Into<Bytes>,
     ) -> &mut Self {
-        self.0.insert(path.to_string(), Route { status, content_type, body: body.into(), chunked: false });
+        self.0.insert(
+            path.to_string(),
+            Route { status, content_type, body: body.into(), chunked: false, delay: Default::default() },
+        );
         self
     }
 
@@ -47,9 +55,28 @@ impl Routes {
         content_type: &'static str,
         body: impl Into<Bytes>,
     ) -> &mut Self {
-        let route = Route { status: 200, content_type, body: body.into(), chunked: true };
+        let route =
+            Route { status: 200, content_type, body: body.into(), chunked: true, delay: Default::default() };
         self.0.insert(path.to_string(), route);
         self
+    }
+
+    /// Like `add` with status 200, answered only after `delay` (a slow site).
+    pub fn add_slow(
+        &mut self,
+        path: &str,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+        delay: std::time::Duration,
+    ) -> &mut Self {
+        let route = Route { status: 200, content_type, body: body.into(), chunked: false, delay };
+        self.0.insert(path.to_string(), route);
+        self
+    }
+
+    /// The log of answered paths, filled while the routes are served.
+    pub fn served(&self) -> Served {
+        self.1.clone()
     }
 
     /// Adds every image file of `dir` under `/<file name>`; returns their names, sorted.
@@ -84,7 +111,15 @@ pub async fn serve(routes: Routes) -> anyhow::Result<(SocketAddr, tokio::task::J
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let routes = routes.clone();
-                    async move { Ok::<_, Infallible>(respond(&routes, req.uri().path())) }
+                    async move {
+                        let path = req.uri().path();
+                        if let Some(r) = routes.0.get(path) {
+                            tokio::time::sleep(r.delay).await;
+                        }
+                        let answer = respond(&routes, path);
+                        routes.1.lock().expect("log").push((path.to_string(), std::time::Instant::now()));
+                        Ok::<_, Infallible>(answer)
+                    }
                 });
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });

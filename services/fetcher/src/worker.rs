@@ -26,9 +26,6 @@ use crate::models::{Lanes, Models};
 use crate::outcome::Failure;
 use crate::renewal::{rotated, Renewal};
 
-/// Results sent to the results service per call.
-const RECORD_BATCH: usize = 256;
-
 /// How a worker paces and bounds itself (from the fetcher's `Config`).
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -41,6 +38,10 @@ pub struct WorkerConfig {
     pub rpc_timeout: Duration,
     pub detect_timeout: Duration,
     pub stall_timeout: Duration,
+    /// A batch of results is recorded when it holds this many URLs…
+    pub record_batch: usize,
+    /// …or when its oldest result has waited this long, whichever comes first.
+    pub record_interval: Duration,
     /// Mean pause after giving a lease back for want of a detector (jittered ±50%).
     pub release_backoff: Duration,
 }
@@ -217,9 +218,10 @@ impl Worker {
         }
     }
 
-    /// Runs every URL of the lease and records results in batches, until done, drained,
-    /// stalled (no URL finished within `stall_timeout`) or lost (dropping the stream cancels
-    /// the downloads in flight, freeing their slots at once).
+    /// Runs every URL of the lease and records results in small batches (`record_batch`
+    /// URLs or `record_interval`, whichever first, so results show up live), until done,
+    /// drained, stalled (no URL finished within `stall_timeout`) or lost (dropping the stream
+    /// cancels the downloads in flight, freeing their slots at once).
     async fn work_urls(
         &self,
         lanes: &Lanes,
@@ -239,19 +241,25 @@ impl Worker {
         };
         tokio::pin!(drained);
         let mut run = LeaseRun { recorded: 0, left_open: None };
-        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        let mut batch = Batch::new(self.cfg.record_batch, self.cfg.record_interval);
+        let mut last_done = tokio::time::Instant::now();
         loop {
+            let stalled = tokio::time::sleep_until(last_done + self.cfg.stall_timeout);
             let outcome = tokio::select! {
-                o = tokio::time::timeout(self.cfg.stall_timeout, outcomes.next()) => match o {
-                    Ok(Some(o)) => o,
-                    Ok(None) => break,
-                    Err(_) => {
-                        let why = format!("no URL of the lease finished within {:?}", self.cfg.stall_timeout);
-                        tracing::warn!("{why}; releasing the lease");
-                        run.leave_open(LeftOpen::Failed(why));
-                        break;
-                    }
+                o = outcomes.next() => match o {
+                    Some(o) => o,
+                    None => break,
                 },
+                _ = batch.due() => {
+                    self.flush(&mut batch, lref, &mut run, shutdown, lost).await;
+                    continue;
+                }
+                _ = stalled => {
+                    let why = format!("no URL of the lease finished within {:?}", self.cfg.stall_timeout);
+                    tracing::warn!("{why}; releasing the lease");
+                    run.leave_open(LeftOpen::Failed(why));
+                    break;
+                }
                 _ = &mut drained => {
                     tracing::warn!("drain grace period over; releasing the rest of the lease");
                     run.leave_open(LeftOpen::Drained);
@@ -262,11 +270,12 @@ impl Worker {
                     break;
                 }
             };
+            last_done = tokio::time::Instant::now();
             match outcome {
                 UrlOutcome::Done(r) => batch.push(r),
                 UrlOutcome::Open(why) => run.leave_open(why),
             }
-            if batch.len() >= RECORD_BATCH {
+            if batch.full() {
                 self.flush(&mut batch, lref, &mut run, shutdown, lost).await;
             }
         }
@@ -279,13 +288,13 @@ impl Worker {
 
     async fn flush(
         &self,
-        batch: &mut Vec<UrlResult>,
+        batch: &mut Batch,
         lease: &LeaseRef,
         run: &mut LeaseRun,
         shutdown: &Shutdown,
         lost: &Shutdown,
     ) {
-        let results = std::mem::take(batch);
+        let results = batch.take();
         let count = results.len();
         match self.record(results, lease, shutdown, lost).instrument(info_span!("persist")).await {
             Ok(()) => run.recorded += count,
@@ -423,6 +432,42 @@ impl Worker {
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// Finished results waiting to be recorded, with the moment the oldest of them finished.
+struct Batch {
+    results: Vec<UrlResult>,
+    oldest: Option<tokio::time::Instant>,
+    max: usize,
+    interval: Duration,
+}
+
+impl Batch {
+    fn new(max: usize, interval: Duration) -> Self {
+        Batch { results: Vec::with_capacity(max), oldest: None, max, interval }
+    }
+
+    fn push(&mut self, r: UrlResult) {
+        self.oldest.get_or_insert_with(tokio::time::Instant::now);
+        self.results.push(r);
+    }
+
+    fn full(&self) -> bool {
+        self.results.len() >= self.max
+    }
+
+    /// Resolves when the oldest result has waited `interval`; never while empty.
+    async fn due(&self) {
+        match self.oldest {
+            Some(t) => tokio::time::sleep_until(t + self.interval).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn take(&mut self) -> Vec<UrlResult> {
+        self.oldest = None;
+        std::mem::take(&mut self.results)
     }
 }
 
