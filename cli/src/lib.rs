@@ -13,6 +13,7 @@ pub mod mesh;
 pub mod options;
 pub mod parquet_out;
 pub mod scale;
+pub mod sheet;
 
 use std::path::{Path, PathBuf};
 

@@ -125,6 +125,8 @@ enum Cmd {
         #[command(flatten)]
         mesh: MeshArgs,
     },
+    /// A contact sheet of a random sample of a job's images, boxes, landmarks and scores drawn.
+    Sheet(facesweep_cli::sheet::SheetArgs),
     /// Measure the fetch tier alone (no detector, no database).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -247,6 +249,19 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let job = job.unwrap_or_else(|| job_name_for(&file));
             let s = in_mesh(mesh, "run", &job, &client::UrlInput::File(file), &out).await?;
             print_summary(&s, &out);
+            Ok(())
+        }
+        Cmd::Sheet(args) => {
+            let s = facesweep_cli::sheet::run(&args).await?;
+            println!(
+                "{}: {} of {} URLs (seed {}), {} pictures, {} grey",
+                args.out.display(),
+                s.shown,
+                s.of,
+                s.seed,
+                s.pictures,
+                s.shown - s.pictures
+            );
             Ok(())
         }
         Cmd::Bench(b) => bench_cmd(b).await,
