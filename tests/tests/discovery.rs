@@ -22,7 +22,7 @@ fn consul_args(agent: &ConsulAgent) -> ConsulArgs {
 
 /// The fetcher's (in-process) view: its `facesweep_discovery_members` gauge for detectors.
 fn known_detectors() -> Option<i64> {
-    let metrics = facesweep_common::metrics::render();
+    let metrics = facesweep_fetcher::metrics::REGISTRY.render();
     let line = r#"facesweep_discovery_members{target="consul://facesweep-detector"} "#;
     metrics.lines().find_map(|l| l.strip_prefix(line)).map(|v| v.trim().parse().unwrap())
 }

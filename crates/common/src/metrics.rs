@@ -1,7 +1,8 @@
-//! Prometheus plumbing: metric constructors that register in the process registry, and the
-//! `GET /metrics` server. Each component defines and registers its own metrics (the
-//! services' `metrics.rs`; discovery's below, since discovery lives here). Names and
-//! meanings: docs/operations.md.
+//! Prometheus plumbing: a `Registry` per component, metric constructors that register in it,
+//! and the `GET /metrics` server for one registry. Each component defines and registers its
+//! own metrics (the services' `metrics.rs`), so in an embedded mesh (`facesweep up/run`) each
+//! service's port serves its own series only. Discovery's metrics are defined here (discovery
+//! lives here) and registered by the component that discovers. Names: docs/operations.md.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,76 +10,103 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    TextEncoder,
 };
 
 use crate::Shutdown;
 
-pub fn counter(name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    let _ = prometheus::register(Box::new(c.clone()));
-    c
-}
+/// One component's metrics: what its `/metrics` port serves.
+#[derive(Default)]
+pub struct Registry(prometheus::Registry);
 
-pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    let _ = prometheus::register(Box::new(c.clone()));
-    c
-}
+impl Registry {
+    /// Adds `c`; a name registered twice in one component is a bug, logged, not fatal.
+    pub fn add<C: Collector + Clone + 'static>(&self, c: &C) {
+        if let Err(e) = self.0.register(Box::new(c.clone())) {
+            tracing::error!(error = %e, "metric not registered");
+        }
+    }
 
-pub fn gauge(name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    let _ = prometheus::register(Box::new(g.clone()));
-    g
-}
+    pub fn counter(&self, name: &str, help: &str) -> IntCounter {
+        let c = IntCounter::new(name, help).expect("valid metric");
+        self.add(&c);
+        c
+    }
 
-pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    let _ = prometheus::register(Box::new(g.clone()));
-    g
-}
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.add(&c);
+        c
+    }
 
-pub fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
-    let _ = prometheus::register(Box::new(h.clone()));
-    h
+    pub fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        let g = IntGauge::new(name, help).expect("valid metric");
+        self.add(&g);
+        g
+    }
+
+    pub fn float_gauge(&self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::new(name, help).expect("valid metric");
+        self.add(&g);
+        g
+    }
+
+    pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.add(&g);
+        g
+    }
+
+    pub fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+        self.add(&h);
+        h
+    }
+
+    /// This registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.0.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
 }
 
 pub fn seconds() -> Vec<f64> {
     prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
 }
 
-// Discovery (fetcher).
+// Discovery: created unregistered; `register_discovery` puts them in the discovering
+// component's registry.
 pub static DISCOVERY_MEMBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge_vec(
-        "facesweep_discovery_members",
-        "Servers known for a target (static or passing in Consul).",
-        &["target"],
-    )
+    let opts =
+        Opts::new("facesweep_discovery_members", "Servers known for a target (static or passing in Consul).");
+    IntGaugeVec::new(opts, &["target"]).expect("valid metric")
 });
 pub static DISCOVERY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("facesweep_discovery_errors_total", "Failed Consul health queries.", &["target"])
+    let opts = Opts::new("facesweep_discovery_errors_total", "Failed Consul health queries.");
+    IntCounterVec::new(opts, &["target"]).expect("valid metric")
 });
 
-/// Serves metrics on `addr` when given; for a service's `run`.
-pub async fn maybe_serve(addr: Option<SocketAddr>, shutdown: Shutdown) -> anyhow::Result<Option<SocketAddr>> {
+/// Serves `registry` on `addr` when given; for a service's `run`.
+pub async fn maybe_serve(
+    addr: Option<SocketAddr>,
+    registry: &'static Registry,
+    shutdown: Shutdown,
+) -> anyhow::Result<Option<SocketAddr>> {
     match addr {
-        Some(a) => Ok(Some(serve(a, shutdown).await?)),
+        Some(a) => Ok(Some(serve(a, registry, shutdown).await?)),
         None => Ok(None),
     }
 }
 
-/// The process registry in Prometheus text format.
-pub fn render() -> String {
-    let mut out = Vec::new();
-    let _ = TextEncoder::new().encode(&prometheus::gather(), &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Registers discovery's metrics now, so they appear (at zero) before their first event.
-pub fn register_discovery() {
-    let _ = (&*DISCOVERY_MEMBERS, &*DISCOVERY_ERRORS);
+/// Registers discovery's metrics in `into` (the discovering component's registry), so they
+/// appear (at zero) on its port before their first event.
+pub fn register_discovery(into: &Registry) {
+    into.add(&*DISCOVERY_MEMBERS);
+    into.add(&*DISCOVERY_ERRORS);
 }
 
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -110,8 +138,12 @@ impl Accept for tokio::net::TcpListener {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until shutdown; returns the bound address.
-pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
+/// Serves `registry` as `GET /metrics` on `addr` until shutdown; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: &'static Registry,
+    shutdown: Shutdown,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -124,7 +156,7 @@ pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> anyhow::Result<Socke
                 let svc =
                     hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                         let (status, body) = if req.uri().path() == "/metrics" {
-                            (200, render())
+                            (200, registry.render())
                         } else {
                             (404, "see /metrics\n".into())
                         };
@@ -159,6 +191,20 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             Err(std::io::Error::from_raw_os_error(24)) // EMFILE
         }
+    }
+
+    #[test]
+    fn each_registry_renders_only_its_own_metrics() {
+        let (a, b) = (Registry::default(), Registry::default());
+        a.counter("facesweep_test_a_total", "a").inc();
+        b.gauge("facesweep_test_b", "b").set(2);
+        register_discovery(&b);
+        DISCOVERY_MEMBERS.with_label_values(&["test"]).set(1);
+        let (ra, rb) = (a.render(), b.render());
+        assert!(ra.contains("facesweep_test_a_total 1") && !ra.contains("facesweep_test_b"), "{ra}");
+        assert!(rb.contains("facesweep_test_b 2") && !rb.contains("facesweep_test_a"), "{rb}");
+        assert!(rb.contains("facesweep_discovery_members{target=\"test\"} 1"), "{rb}");
+        assert!(!ra.contains("facesweep_discovery_members"), "{ra}");
     }
 
     #[tokio::test]

@@ -160,7 +160,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         .router(&["facesweep.v1.DelegatorService"])?
         .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
-    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone()).await?;
+    let metrics =
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone())
+            .await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Shards are not replicas: fetchers rotate over every delegator, so tag which is which.
     let me = Announce {

@@ -119,13 +119,16 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         shutdown.clone(),
         move || {
             let up = batchers.iter().any(Batcher::healthy);
+            metrics::DETECTOR_SERVING.set(up as i64);
             async move { up }
         },
     );
     let router = front
         .router(&["facesweep.v1.DetectorService"])?
         .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
-    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown.clone()).await?;
+    let metrics =
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone())
+            .await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Registered only now, with the model warm: Consul's first check can pass at once. The
     // tag lets fetchers route a model's images to the detectors serving it.

@@ -71,6 +71,7 @@ impl Fetcher {
         };
         m::FETCH_RESULTS.with_label_values(&[status]).inc();
         if stats.bytes > 0 {
+            m::FETCH_BYTES.inc_by(stats.bytes);
             m::FETCH_DOWNLOAD_SECONDS.observe(stats.download.as_secs_f64());
             m::FETCH_DECODE_SECONDS.observe(stats.decode.as_secs_f64());
         }

@@ -7,7 +7,7 @@ mod detect_client;
 pub mod download;
 mod exif;
 pub mod fetch;
-mod metrics;
+pub mod metrics;
 pub mod models;
 pub mod net;
 pub mod outcome;
@@ -218,7 +218,6 @@ impl Config {
 /// Starts the lease workers and the health server in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     metrics::register();
-    facesweep_common::metrics::register_discovery();
     config.validate()?;
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let tls = front.tls.clone();
@@ -255,7 +254,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         }
         server.join().await
     });
-    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, shutdown_metrics).await?;
+    let metrics =
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown_metrics)
+            .await?;
     Ok(Running { addr, task, metrics }.also_awaiting(registration))
 }
 

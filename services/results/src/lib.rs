@@ -85,7 +85,9 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     ))
     .max_decoding_message_size(64 << 20);
     let router = front.router(&["facesweep.v1.ResultsService"])?.add_service(svc);
-    let metrics = facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone()).await?;
+    let metrics =
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone())
+            .await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     let consul = register_self(&config.consul, front.announce("results", running.addr), shutdown)?;
     Ok(grpc::Running { metrics, ..running }.also_awaiting(consul))

@@ -12,7 +12,8 @@ pub static RESULTS_PERSISTED: LazyLock<IntCounter> = LazyLock::new(|| {
     REGISTRY.counter("facesweep_results_persisted_total", "URL results stored (first writer).")
 });
 pub static RESULTS_DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
-    REGISTRY.counter("facesweep_results_duplicates_total", "URL results ignored because the URL already had one.")
+    REGISTRY
+        .counter("facesweep_results_duplicates_total", "URL results ignored because the URL already had one.")
 });
 pub static RESULTS_PERSIST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     REGISTRY.histogram("facesweep_results_persist_seconds", "Time to persist one Record batch.", seconds())
