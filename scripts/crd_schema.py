@@ -21,6 +21,9 @@ def strict(node):
         if node.pop("x-kubernetes-int-or-string", False):
             node.pop("type", None)
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        # Go's regexp takes a flag group mid-pattern ("^(?i)..."); Python's wants it first.
+        if isinstance(node.get("pattern"), str) and node["pattern"].startswith("^(?i)"):
+            node["pattern"] = "(?i)^" + node["pattern"][5:]
         if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
             node.setdefault("additionalProperties", False)
         for v in node.values():

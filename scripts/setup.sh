@@ -112,4 +112,13 @@ if [ ! -x "$CACHE/bin/grpcurl" ]; then
 fi
 [ -x "$VENV/bin/kubernetes-validate" ] && "$VENV/bin/python" -c "import jsonschema, yaml" 2>/dev/null \
   || "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 jsonschema==4.26.0 PyYAML==6.0.4
+# promtool (checks the alert rules, scripts/helm_check.sh) from Debian's prometheus package,
+# unpacked only: no Prometheus server is installed or started.
+if [ ! -x "$CACHE/bin/promtool" ]; then
+  log "installing promtool"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq prometheus 2>/dev/null && dpkg -x prometheus_*.deb x) \
+    && mkdir -p "$CACHE/bin" && cp "$tmp/x/usr/bin/promtool" "$CACHE/bin/promtool"
+  rm -rf "$tmp"
+fi
 log "ready (venv $VENV, samples $SAMPLES)"
