@@ -1,6 +1,5 @@
 //! Client side of the CLI: import, progress, export against a running mesh.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +10,6 @@ use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 /// Messages read ahead of the network.
 const IMPORT_AHEAD: usize = 2;
@@ -26,33 +24,13 @@ pub enum UrlInput {
 use crate::inputs::{Start, UrlIter};
 
 impl UrlInput {
-    /// The URLs, one at a time: a line each, or a CSV's `url` column. Blank lines and `#`
-    /// comments are skipped.
+    /// The URLs with their carried columns, one at a time (`inputs`: lines, CSV, TSV or
+    /// Parquet; empty, comment, invalid and repeated lines skipped).
     pub fn urls(&self) -> anyhow::Result<UrlIter> {
-        let path = match self {
-            UrlInput::List(v) => return Ok(Box::new(v.clone().into_iter().map(Ok))),
-            UrlInput::File(p) => p,
-        };
-        let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-        let mut reader = BufReader::new(file);
-        let first = reader.fill_buf()?.split(|b| *b == b'\n').next().unwrap_or_default().to_vec();
-        let first = String::from_utf8_lossy(&first);
-        let header: Vec<String> =
-            first.split(',').map(|h| h.trim().trim_matches('"').to_lowercase()).collect();
-        if header.len() > 1 || header.first().map(String::as_str) == Some("url") {
-            let col = header.iter().position(|h| h == "url").context("CSV input needs a `url` column")?;
-            let records = csv::Reader::from_reader(reader).into_records();
-            return Ok(Box::new(records.filter_map(move |rec| match rec {
-                Ok(rec) => rec.get(col).map(str::trim).filter(|u| !u.is_empty()).map(|u| Ok(u.to_string())),
-                Err(e) => Some(Err(e.into())),
-            })));
+        match self {
+            UrlInput::List(v) => Ok(Box::new(v.clone().into_iter().map(|u| Ok(u.into())))),
+            UrlInput::File(p) => crate::inputs::urls(p),
         }
-        Ok(Box::new(reader.lines().filter_map(|line| match line {
-            Ok(l) => {
-                Some(l.trim()).filter(|t| !t.is_empty() && !t.starts_with('#')).map(|t| Ok(t.to_string()))
-            }
-            Err(e) => Some(Err(e.into())),
-        })))
     }
 
     /// "sha256:<hex>" of a file's bytes (read in blocks), so a changed file is noticed.
@@ -75,7 +53,7 @@ impl UrlInput {
 
 /// Reads all of a (small) URL file into memory; `UrlInput::urls` streams instead.
 pub fn read_urls(path: &Path) -> anyhow::Result<Vec<String>> {
-    UrlInput::File(path.to_path_buf()).urls()?.collect()
+    UrlInput::File(path.to_path_buf()).urls()?.map(|r| r.map(|r| r.url)).collect()
 }
 
 /// Adds `authorization: Bearer $FACESWEEP_ADMIN_TOKEN` to every call when the variable is
@@ -290,32 +268,8 @@ fn transient(e: &anyhow::Error) -> bool {
         || e.downcast_ref::<tonic::transport::Error>().is_some()
 }
 
-/// One JSON object per URL, in the documented export format.
-pub fn export_line(r: &ExportResultsResponse) -> serde_json::Value {
-    match &r.result {
-        Some(res) => {
-            let faces: Vec<_> = res
-                .faces
-                .iter()
-                .map(|f| json!({"box": [f.x1, f.y1, f.x2, f.y2], "score": f.score, "landmarks": f.landmarks}))
-                .collect();
-            json!({
-                "url_id": res.url_id,
-                "url": r.url,
-                "status": res.status().short_name(),
-                "reason": if res.reason.is_empty() { serde_json::Value::Null } else { res.reason.clone().into() },
-                "width": res.width,
-                "height": res.height,
-                "model_id": if res.model_id.is_empty() { serde_json::Value::Null } else { res.model_id.clone().into() },
-                "faces": faces,
-            })
-        }
-        None => json!({
-            "url_id": r.pending_url_id, "url": r.url, "status": "pending", "reason": null,
-            "width": 0, "height": 0, "model_id": null, "faces": [],
-        }),
-    }
-}
+/// One JSON object per URL, in the documented export format (`output`).
+pub use crate::output::export_line;
 
 /// What an export wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -326,77 +280,11 @@ pub struct ExportSummary {
 }
 
 /// Writes the job's export (`what`: a job name, or a request with a model filter) to `out`
-/// line by line as pages arrive (nothing kept per URL).
+/// as JSON Lines (`output::jsonl`: `-` is stdout, a device is written in place).
 pub async fn export(
     addr: &str,
     what: impl Into<ExportResultsRequest>,
     out: &Path,
 ) -> anyhow::Result<ExportSummary> {
-    let mut client = results(addr)?;
-    let mut stream = client.export_results(what.into()).await?.into_inner();
-    let tmp = out.with_extension("jsonl.tmp");
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
-    );
-    let mut sum = ExportSummary::default();
-    while let Some(r) = stream.next().await {
-        let line = export_line(&r?);
-        serde_json::to_writer(&mut w, &line)?;
-        w.write_all(b"\n")?;
-        sum.lines += 1;
-        sum.faces += line["faces"].as_array().map_or(0, Vec::len) as u64;
-        *sum.by_status.entry(line["status"].as_str().unwrap_or("?").to_string()).or_default() += 1;
-    }
-    w.flush()?;
-    drop(w);
-    // Atomic: a killed export never leaves a half-written file under the final name.
-    std::fs::rename(&tmp, out)?;
-    Ok(sum)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_plain_lists_and_csv() {
-        let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("u.txt");
-        std::fs::write(&plain, "http://a/1.jpg\n\n# note\n  http://a/2.jpg  \n").unwrap();
-        assert_eq!(read_urls(&plain).unwrap(), vec!["http://a/1.jpg", "http://a/2.jpg"]);
-        let csv = dir.path().join("u.csv");
-        std::fs::write(&csv, "id,url\n1,http://a/1.jpg\n2,\"http://a/x,y.jpg\"\n").unwrap();
-        assert_eq!(read_urls(&csv).unwrap(), vec!["http://a/1.jpg", "http://a/x,y.jpg"]);
-        let bad = dir.path().join("bad.csv");
-        std::fs::write(&bad, "id,link\n1,http://a\n").unwrap();
-        assert!(read_urls(&bad).is_err());
-    }
-
-    #[test]
-    fn export_line_has_the_documented_shape() {
-        let r = ExportResultsResponse {
-            url: "http://x/a.jpg".into(),
-            result: Some(UrlResult {
-                url_id: 7,
-                status: UrlStatus::Ok as i32,
-                width: 10,
-                height: 20,
-                faces: vec![Face {
-                    x1: 1.0,
-                    y1: 2.0,
-                    x2: 3.0,
-                    y2: 4.0,
-                    score: 0.9,
-                    landmarks: vec![0.5; 10],
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let v = export_line(&r);
-        assert_eq!(v["status"], "ok");
-        assert_eq!(v["faces"][0]["box"], json!([1.0, 2.0, 3.0, 4.0]));
-        assert_eq!(v["faces"][0]["landmarks"].as_array().unwrap().len(), 10);
-        assert!(v["reason"].is_null());
-    }
+    crate::output::jsonl(addr, what, out).await
 }

@@ -5,16 +5,97 @@
 //! import resumes after it. Any other input is new: all its lines go to the job's first free
 //! ordinal. Resuming by count alone would skip the first lines of a different file.
 
+//!
+//! The "line" of a CSV, TSV or Parquet input is its `url` value per row (carried columns are
+//! not hashed), so resuming does not depend on the other columns.
+
+mod parquet_in;
+mod read;
+mod stdin;
+
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use facesweep_proto::{AppendUrlsRequest, InputSegment, ListJobInputsResponse};
 use sha2::{Digest, Sha256};
 
+pub use read::{kind_of, Kind};
+pub use stdin::{resolve, Resolved};
+
 /// URLs per AppendUrls message (and most held in memory at once, times the channel depth).
 pub const IMPORT_MESSAGE: usize = 5_000;
+/// A message is sent early once its URLs and carried columns reach this many bytes.
+const IMPORT_MESSAGE_BYTES: usize = 8 << 20;
+/// The delegator's limit on one URL's carried columns (services/delegator import.rs).
+pub const MAX_EXTRA_BYTES: usize = 8192;
+
+/// One URL of an input with its carried columns: a JSON object text, "" when none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub url: String,
+    pub extra: String,
+}
+
+impl From<String> for Row {
+    fn from(url: String) -> Row {
+        Row { url, extra: String::new() }
+    }
+}
 
 /// An input's URLs, one at a time.
-pub type UrlIter = Box<dyn Iterator<Item = anyhow::Result<String>> + Send>;
+pub type UrlIter = Box<dyn Iterator<Item = anyhow::Result<Row>> + Send>;
+
+/// What reading an input found: the URLs it sends and the lines it skipped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub urls: u64,
+    pub empty: u64,
+    pub comments: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+    /// The columns carried with each URL (CSV, TSV, Parquet).
+    pub columns: Vec<String>,
+}
+
+impl Counts {
+    pub fn skipped(&self) -> u64 {
+        self.empty + self.comments + self.duplicates + self.invalid
+    }
+
+    /// "N URLs; skipped M lines (a empty, b comments, c duplicates, d invalid); carrying x, y".
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} URLs; skipped {} lines ({} empty, {} comments, {} duplicates, {} invalid)",
+            self.urls,
+            self.skipped(),
+            self.empty,
+            self.comments,
+            self.duplicates,
+            self.invalid
+        );
+        if !self.columns.is_empty() {
+            s += &format!("; carrying columns {}", self.columns.join(", "));
+        }
+        s
+    }
+}
+
+/// The URLs of the file at `path` (see `read`: skipped lines are not returned).
+pub fn urls(path: &Path) -> anyhow::Result<UrlIter> {
+    read::urls(path)
+}
+
+/// Reads the whole input once: counts, or the first error (naming the file and line). An
+/// input without a single URL is an error too.
+pub fn check(path: &Path) -> anyhow::Result<Counts> {
+    let mut it = read::open(path)?;
+    for row in it.by_ref() {
+        row?;
+    }
+    let c = it.counts;
+    anyhow::ensure!(c.urls > 0, "{}: no URLs in it ({})", path.display(), c.describe());
+    Ok(c)
+}
 
 /// An input's URLs from where its import starts, with the sha256 of the lines before.
 pub struct Start {
@@ -29,7 +110,7 @@ impl Start {
         let mut hash = Sha256::new();
         for _ in 0..plan.resume_at {
             match urls.next() {
-                Some(url) => hash_line(&mut hash, &url?),
+                Some(row) => hash_line(&mut hash, &row?.url),
                 None => return Ok(None),
             }
         }
@@ -70,8 +151,8 @@ pub fn plan(mut urls: UrlIter, held: &ListJobInputsResponse) -> anyhow::Result<(
     let (mut h, mut n) = (Sha256::new(), 0i64);
     let mut best: Option<&InputSegment> = None;
     while n < longest {
-        let Some(url) = urls.next() else { break };
-        hash_line(&mut h, &url?);
+        let Some(row) = urls.next() else { break };
+        hash_line(&mut h, &row?.url);
         n += 1;
         let Some(segs) = by_end.get(&n) else { continue };
         let digest = hex(&h);
@@ -109,7 +190,7 @@ pub fn read_messages(
         let Start { mut urls, hash: mut h } = start;
         let (mut stored, mut sent) = (plan.stored, 0i64);
         loop {
-            let batch: Vec<String> = urls.by_ref().take(IMPORT_MESSAGE).collect::<anyhow::Result<_>>()?;
+            let (batch, extras) = next_message(&mut urls)?;
             if batch.is_empty() {
                 return Ok(sent);
             }
@@ -119,8 +200,13 @@ pub fn read_messages(
             let segment =
                 InputSegment { base: plan.base, input_from: plan.input_from, urls: stored, digest: hex(&h) };
             let n = batch.len() as i64;
-            let msg =
-                AppendUrlsRequest { job: job.clone(), first_ordinal, urls: batch, segment: Some(segment), extras: vec![] };
+            let msg = AppendUrlsRequest {
+                job: job.clone(),
+                first_ordinal,
+                urls: batch,
+                segment: Some(segment),
+                extras,
+            };
             if tx.blocking_send(msg).is_err() {
                 // The call failed; its error is the one reported.
                 return Ok(sent);
@@ -128,6 +214,23 @@ pub fn read_messages(
             sent += n;
         }
     }
+}
+
+/// The next message's URLs and their extras (none when no URL of it has any): up to
+/// IMPORT_MESSAGE URLs or IMPORT_MESSAGE_BYTES.
+fn next_message(urls: &mut UrlIter) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let (mut batch, mut extras, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+    while batch.len() < IMPORT_MESSAGE && bytes < IMPORT_MESSAGE_BYTES {
+        let Some(row) = urls.next() else { break };
+        let Row { url, extra } = row?;
+        bytes += url.len() + extra.len();
+        batch.push(url);
+        extras.push(extra);
+    }
+    if extras.iter().all(String::is_empty) {
+        extras.clear();
+    }
+    Ok((batch, extras))
 }
 
 /// The mark of the first `n` of `urls` as one segment from ordinal `base` (what an import
@@ -143,7 +246,7 @@ mod tests {
     use super::*;
 
     fn iter(v: &[&str]) -> UrlIter {
-        Box::new(v.iter().map(|s| Ok(s.to_string())).collect::<Vec<_>>().into_iter())
+        Box::new(v.iter().map(|s| Ok(Row::from(s.to_string()))).collect::<Vec<_>>().into_iter())
     }
 
     fn held(segments: Vec<InputSegment>, next_free_ordinal: i64) -> ListJobInputsResponse {

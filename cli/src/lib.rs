@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod jobs;
 pub mod mesh;
 pub mod options;
+pub mod output;
 pub mod parquet_out;
 pub mod scale;
 pub mod sheet;
@@ -28,27 +29,29 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
-/// Imports `input` as `job` on a running mesh, waits for every result, exports to `out`.
+/// Imports `input` as `job` on a running mesh, waits for every result, exports to `out`
+/// (a path: the format by its extension; or `output::Out` with a format).
 /// A file input is checked against the job's digest: a changed file needs a new job name.
-pub async fn run_job(
+pub async fn run_job<'a>(
     mesh: &Mesh,
     job: &str,
     input: &client::UrlInput,
-    out: &Path,
+    out: impl Into<output::Out<'a>>,
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
     run_job_at(&mesh.delegator.to_string(), &mesh.results.to_string(), job, input, out, quiet).await
 }
 
 /// `run_job` through services at these addresses (a mesh another process runs).
-pub async fn run_job_at(
+pub async fn run_job_at<'a>(
     delegator: &str,
     results: &str,
     job: &str,
     input: &client::UrlInput,
-    out: &Path,
+    out: impl Into<output::Out<'a>>,
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
+    let out = out.into();
     let started = std::time::Instant::now();
     let digest = match input {
         client::UrlInput::File(_) => Some(input.digest()?),
@@ -56,7 +59,7 @@ pub async fn run_job_at(
     };
     client::import(delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
     let progress = client::wait(delegator, job, quiet).await?;
-    let export = client::export(results, job, out).await?;
+    let export = output::export(results, job, out.path, out.format).await?;
     Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })
 }
 
