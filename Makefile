@@ -19,6 +19,7 @@ test: setup
 	$(ENV) cargo build --workspace --bins
 	$(ENV) cargo clippy -q --workspace --all-targets -- -D warnings
 	$(ENV) cargo test --workspace -- --test-threads=2
+	scripts/python_client_test.sh
 	$(ENV) scripts/check_operations.sh
 	scripts/gpu_check.sh
 	scripts/image_test.sh
