@@ -77,6 +77,11 @@ mkdir -p "$CACHE/models"
 for f in models/retinaface_mnet025.pt models/retinaface_mnet025.json; do
   cmp -s "$f" "$CACHE/$f" || cp "$f" "$CACHE/$f"
 done
+# ...and a copy where `facesweep` looks for it from any folder (options.rs, resolve_model).
+mkdir -p "$CACHE/models"
+for f in models/retinaface_mnet025.pt models/retinaface_mnet025.json; do
+  cmp -s "$f" "$CACHE/$f" || cp "$f" "$CACHE/$f"
+done
 
 # 4. Sample face photos from permissively licensed packages.
 if [ ! -f "$SAMPLES/.done" ]; then

@@ -21,6 +21,9 @@ pub struct Owner {
     /// Its services' addresses, once they listen.
     pub delegator: Option<String>,
     pub results: Option<String>,
+    /// Model ids its detectors serve (empty: not known).
+    #[serde(default)]
+    pub models: Vec<String>,
 }
 
 /// The data dir is held by another process.
@@ -35,7 +38,7 @@ impl std::fmt::Display for InUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let dir = self.dir.display();
         match &self.owner {
-            Some(Owner { pid, command, delegator: Some(d), results: Some(r) }) => write!(
+            Some(Owner { pid, command, delegator: Some(d), results: Some(r), .. }) => write!(
                 f,
                 "data dir {dir} is in use by facesweep pid {pid} (`{command}`, delegator {d}, results {r}): \
                  pass --delegator {d} / --results {r} to `import`/`progress`/`export` to use it, \
@@ -81,9 +84,10 @@ impl DataDirLock {
     }
 
     /// Records where this process's services listen, for a second process to use them.
-    pub fn publish(&mut self, delegator: &str, results: &str) -> anyhow::Result<()> {
+    pub fn publish(&mut self, delegator: &str, results: &str, models: &[String]) -> anyhow::Result<()> {
         self.owner.delegator = Some(delegator.into());
         self.owner.results = Some(results.into());
+        self.owner.models = models.to_vec();
         self.write()
     }
 
@@ -94,6 +98,11 @@ impl DataDirLock {
         std::fs::rename(&tmp, self.dir.join(OWNER))?;
         Ok(())
     }
+}
+
+/// Whether an embedded mesh ever ran on `dir` (so it holds a cluster worth starting).
+pub fn has_cluster(dir: &Path) -> bool {
+    dir.join(LOCK).exists()
 }
 
 /// Who holds `dir`, when it has said so.
@@ -109,7 +118,7 @@ mod tests {
     fn a_second_claim_is_refused_with_the_holder_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
         let mut first = DataDirLock::claim(dir.path(), "up").unwrap();
-        first.publish("127.0.0.1:50051", "127.0.0.1:50053").unwrap();
+        first.publish("127.0.0.1:50051", "127.0.0.1:50053", &[]).unwrap();
         let e = DataDirLock::claim(dir.path(), "run").unwrap_err();
         let in_use = e.downcast_ref::<InUse>().expect("InUse");
         assert_eq!(in_use.owner.as_ref().unwrap().pid, std::process::id());

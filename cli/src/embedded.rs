@@ -71,7 +71,10 @@ pub fn fetcher(
     results: SocketAddr,
 ) -> anyhow::Result<facesweep_fetcher::Config> {
     let nets: Vec<String> = o.allow_networks.iter().map(ToString::to_string).collect();
-    let flags = vec![
+    let k = &o.fetcher;
+    let concurrency = k.concurrency.unwrap_or(o.fetcher_concurrency);
+    let timeout_ms = k.timeout_ms.unwrap_or(o.timeout_ms);
+    let mut flags = vec![
         ("--listen", addr(o.base_port, 3).to_string()),
         ("--delegator", delegator.to_string()),
         ("--detector", detector.to_string()),
@@ -79,13 +82,13 @@ pub fn fetcher(
         // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
         ("--id", format!("embedded-{}", stable_id(&o.data_dir))),
         ("--drain-grace-secs", "10".into()),
-        ("--leases", o.fetcher_leases.to_string()),
-        ("--concurrency", o.fetcher_concurrency.to_string()),
-        ("--per-host", o.fetcher_concurrency.to_string()),
-        ("--connect-timeout-ms", 5_000.min(o.timeout_ms).to_string()),
-        ("--timeout-ms", o.timeout_ms.to_string()),
-        ("--first-byte-timeout-ms", o.timeout_ms.min(10_000).to_string()),
-        ("--retries", "1".into()),
+        ("--leases", k.leases.unwrap_or(o.fetcher_leases).to_string()),
+        ("--concurrency", concurrency.to_string()),
+        ("--per-host", k.per_host.unwrap_or(concurrency).to_string()),
+        ("--connect-timeout-ms", k.connect_timeout_ms.unwrap_or(5_000.min(timeout_ms)).to_string()),
+        ("--timeout-ms", timeout_ms.to_string()),
+        ("--first-byte-timeout-ms", k.first_byte_timeout_ms.unwrap_or(timeout_ms.min(10_000)).to_string()),
+        ("--retries", k.retries.unwrap_or(1).to_string()),
         ("--retry-base-ms", "200".into()),
         // The embedded mesh fetches from loopback (demo, tests) and the LAN.
         ("--allow-networks", nets.join(",")),
@@ -93,6 +96,11 @@ pub fn fetcher(
         ("--idle-poll-ms", o.idle_poll_ms.to_string()),
         ("--release-backoff-ms", o.idle_poll_ms.max(100).to_string()),
     ];
+    let optional =
+        [("--max-body-bytes", k.max_body_bytes.map(|b| b.to_string())), ("--proxy", k.proxy.clone())];
+    let optional = optional.into_iter().chain([("--user-agent", k.user_agent.clone())]);
+    flags.extend(optional.filter_map(|(f, v)| v.map(|v| (f, v))));
+    flags.extend(k.model_detector.iter().map(|m| ("--model-detector", m.clone())));
     parse("facesweep-fetcher", flags, metrics_addr(o, 3), &o.fetcher_args)
 }
 
@@ -102,4 +110,27 @@ fn stable_id(dir: &std::path::Path) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()).hash(&mut h);
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetcher_knobs_reach_the_fetcher() {
+        let mut o = MeshOptions::new("/tmp/x", "m.pt");
+        o.fetcher.concurrency = Some(7);
+        o.fetcher.per_host = Some(3);
+        o.fetcher.timeout_ms = Some(1_500);
+        o.fetcher.retries = Some(0);
+        o.fetcher.model_detector = vec!["other-v1=127.0.0.1:9".into()];
+        let a = addr(0, 0);
+        let c = fetcher(&o, a, a, a).unwrap();
+        assert_eq!((c.concurrency, c.per_host, c.timeout_ms, c.retries), (7, 3, 1_500, 0));
+        assert_eq!(c.connect_timeout_ms, 1_500, "connect timeout defaults to at most the whole timeout");
+        assert_eq!(c.model_detector.len(), 1);
+        assert_eq!(c.model_detector[0].0, "other-v1");
+        let plain = fetcher(&MeshOptions::new("/tmp/x", "m.pt"), a, a, a).unwrap();
+        assert_eq!((plain.concurrency, plain.per_host, plain.retries), (64, 64, 1));
+    }
 }

@@ -23,6 +23,7 @@ pub struct GpuCheckOptions {
     /// Where report.md and report.json go.
     #[arg(long, env = "OUT", default_value = "gpu-check")]
     pub out: PathBuf,
+    /// TorchScript detector to measure.
     #[arg(long, default_value = "models/retinaface_mnet025.pt")]
     pub model: PathBuf,
     /// Photos (jpg/png) used as inputs; default: the sample photos.
@@ -34,9 +35,10 @@ pub struct GpuCheckOptions {
     /// Timed repetitions per batch size (the median is reported).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
-    /// Concurrent gRPC streams of the load generator, and images each sends.
+    /// Concurrent gRPC streams of the load generator.
     #[arg(long, default_value_t = 32)]
     pub streams: usize,
+    /// Images each load-generator stream sends.
     #[arg(long, default_value_t = 2000)]
     pub per_stream: usize,
     /// URLs of the whole-mesh run (0 skips it).

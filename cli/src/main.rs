@@ -1,11 +1,14 @@
 //! `facesweep`: run the whole face-detection pipeline from one command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use facesweep_cli::bench;
 use facesweep_cli::datadir::InUse;
-use facesweep_cli::{client, httpserve, job_name_for, run_job, Mesh, MeshOptions};
+use facesweep_cli::ondemand::{self, Need};
+use facesweep_cli::output::{self, Format, Out};
+use facesweep_cli::{client, errors, httpserve, inputs, run_job, Mesh, MeshOptions};
 
 #[derive(Parser)]
 #[command(name = "facesweep", version, about = "Image URLs in, face coordinates out.")]
@@ -15,19 +18,21 @@ struct Cli {
     /// Bearer token for admin calls to services started with --admin-token.
     #[arg(long, global = true, env = "FACESWEEP_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Where the embedded PostgreSQL cluster lives (kept between runs); client commands
+    /// start it on demand when no service answers at the default address.
+    #[arg(long, global = true, env = "FACESWEEP_DATA_DIR", default_value = ".facesweep")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
 struct MeshArgs {
-    /// Where the embedded PostgreSQL cluster lives (kept between runs).
-    #[arg(long, env = "FACESWEEP_DATA_DIR", default_value = ".facesweep")]
-    data_dir: PathBuf,
     /// Use this Postgres instead of the embedded one.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// TorchScript detector (its .json contract sits beside it).
-    #[arg(long, env = "FACESWEEP_MODEL", default_value = "models/retinaface_mnet025.pt")]
-    model: PathBuf,
+    /// TorchScript detector (its .json contract sits beside it); default: the installed
+    /// retinaface_mnet025.pt (next to the binary, the image's, or ~/.cache/facesweep/models).
+    #[arg(long, env = "FACESWEEP_MODEL")]
+    model: Option<PathBuf>,
     /// Private networks the fetcher may download from (everything private is refused otherwise).
     #[arg(
         long,
@@ -36,14 +41,18 @@ struct MeshArgs {
         default_value = "127.0.0.0/8,::1/128"
     )]
     allow_networks: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    fetcher: facesweep_cli::options::FetcherKnobs,
 }
 
 impl MeshArgs {
-    fn options(&self) -> MeshOptions {
-        let mut o = MeshOptions::new(&self.data_dir, &self.model);
+    fn options(&self, data_dir: &std::path::Path) -> anyhow::Result<MeshOptions> {
+        let model = facesweep_cli::options::resolve_model(self.model.as_deref())?;
+        let mut o = MeshOptions::new(data_dir, model);
         o.database_url = self.database_url.clone();
         o.allow_networks = self.allow_networks.clone();
-        o
+        o.fetcher = self.fetcher.clone();
+        Ok(o)
     }
 }
 
@@ -54,31 +63,42 @@ enum Cmd {
     Up {
         #[command(flatten)]
         mesh: MeshArgs,
-        #[arg(long, default_value_t = 50051)]
+        /// Delegator port; detector, results and fetcher take the next three.
+        #[arg(long, env = "FACESWEEP_PORT", default_value_t = 50051)]
         port: u16,
     },
-    /// Import URLs (one per line, or CSV with a `url` column) into a job.
+    /// Import URLs (one per line; CSV, TSV or Parquet with a `url` column) into a job.
     Import {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// URL list: one per line; CSV, TSV or Parquet with a `url` column (other columns are
+        /// carried to the export); `-` reads stdin.
         file: PathBuf,
+        /// Only read and check the input and print its counts; contact no service.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         models: client::ModelArgs,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Show a job's progress: counts by state and status, rate, ETA.
     Progress {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
         /// Wait with a progress bar until every URL has a result.
         #[arg(long)]
         wait: bool,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Re-queue a job's URLs with one failure class (e.g. timeout), keeping every other result.
     Retry {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
         /// Failure class as in exports: timeout, http_error, connect_error, abandoned, ...
@@ -87,6 +107,7 @@ enum Cmd {
         /// Allow `--status ok` (deletes the stored faces of every ok URL of the job).
         #[arg(long)]
         force: bool,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
@@ -94,31 +115,46 @@ enum Cmd {
     Lifecycle(facesweep_cli::jobs::LifecycleCmd),
     /// Delete a job and everything of it (URLs, results, faces); its name is free again.
     Delete {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// Delegator address (host:port).
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
     /// Export a job as JSON Lines, one line per URL.
     Export {
+        /// Job name (`facesweep jobs` lists them).
         #[arg(long)]
         job: String,
+        /// File to write (replaced whole when the export is complete); `-` is stdout; a
+        /// device or FIFO is written in place.
         #[arg(long)]
         out: PathBuf,
-        /// jsonl (one JSON object per line) or parquet (one row per URL, nested faces).
-        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
-        format: ExportFormat,
+        /// Output format (default: parquet for a `.parquet` --out, else jsonl).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// Only the URLs this model detected (one side of an A/B job).
         #[arg(long)]
         model: Option<String>,
+        /// Results service address (host:port).
         #[arg(long, env = "FACESWEEP_RESULTS", default_value = "127.0.0.1:50053")]
         results: String,
     },
     /// The main job: start the mesh, import FILE, wait, export to --out. Re-running resumes.
     Run {
+        /// URL list: one per line; CSV, TSV or Parquet with a `url` column (other columns are
+        /// carried to the export); `-` reads stdin.
         file: PathBuf,
+        /// Where the results go, one JSON line per URL (`-`: stdout; `.parquet`: Parquet).
         #[arg(long, default_value = "results.jsonl")]
         out: PathBuf,
+        /// Output format (default: parquet for a `.parquet` --out, else jsonl).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Only read and check the input and print its counts; start nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Job name (default: the file's name without extension).
         #[arg(long)]
         job: Option<String>,
@@ -137,6 +173,7 @@ enum Cmd {
         /// Folder of sample photos (fetched by scripts/setup.sh).
         #[arg(long)]
         samples: Option<PathBuf>,
+        /// Where the results go, one JSON line per URL.
         #[arg(long, default_value = ".facesweep/demo.jsonl")]
         out: PathBuf,
     },
@@ -146,6 +183,7 @@ enum Cmd {
 enum BenchCmd {
     /// Download, decode and letterbox every URL of URLS_FILE (tensors discarded).
     Fetch {
+        /// URL list: one per line, or CSV with a `url` column.
         urls: PathBuf,
         /// Letterbox size (the default model's input).
         #[arg(long, default_value_t = 640)]
@@ -155,9 +193,12 @@ enum BenchCmd {
     },
     /// Decode + letterbox the images of DIR from memory on every core: the floor for `fetch`.
     Decode {
+        /// Folder of JPEG/PNG images.
         dir: PathBuf,
+        /// Times each image is decoded.
         #[arg(long, default_value_t = 3)]
         passes: usize,
+        /// Letterbox size (the default model's input).
         #[arg(long, default_value_t = 640)]
         size: u32,
         /// How the images would travel to the detector.
@@ -172,12 +213,6 @@ enum BenchCmd {
     Gpu(facesweep_cli::gpucheck::GpuCheckOptions),
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum ExportFormat {
-    Jsonl,
-    Parquet,
-}
-
 /// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.
 #[derive(Args)]
 struct FetcherArgs {
@@ -187,7 +222,7 @@ struct FetcherArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_none() {
         // Progress bars, not logs, for interactive commands.
@@ -197,21 +232,100 @@ async fn main() -> anyhow::Result<()> {
         // Read by every client this process makes (client::AdminToken).
         std::env::set_var("FACESWEEP_ADMIN_TOKEN", t);
     }
-    let _telemetry = facesweep_common::telemetry::init("facesweep")?;
-    dispatch(cli.cmd).await
+    let _telemetry = match facesweep_common::telemetry::init("facesweep") {
+        Ok(t) => t,
+        Err(e) => return fail(&e, None),
+    };
+    let mut cmd = cli.cmd;
+    let started = match on_demand(&mut cmd, &cli.data_dir).await {
+        Ok(s) => s,
+        Err(e) => return fail(&e, None),
+    };
+    let target = client_target(&mut cmd).map(|(service, addr, job, _)| errors::Target {
+        service,
+        addr: addr.clone(),
+        job,
+    });
+    let result = dispatch(cmd, &cli.data_dir).await;
+    if let Some(s) = started {
+        if let Err(e) = s.stop().await {
+            eprintln!("warning: stopping the services started for this command: {e:#}");
+        }
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, target.as_ref()),
+    }
 }
 
+/// Prints what went wrong and what to do (errors.rs), and the exit status to end with.
+fn fail(e: &anyhow::Error, target: Option<&errors::Target>) -> ExitCode {
+    eprintln!("error: {}", errors::explain(e, target));
+    ExitCode::from(errors::exit_code(e))
+}
+
+/// A client command's service (`delegator`/`results`), its address, job and what it needs.
+fn client_target(cmd: &mut Cmd) -> Option<(&'static str, &mut String, Option<String>, Need)> {
+    use facesweep_cli::jobs::LifecycleCmd as L;
+    let (d, r, control) = ("delegator", "results", Need::Control);
+    Some(match cmd {
+        Cmd::Import { dry_run: true, .. } => return None,
+        Cmd::Import { job, delegator, .. } => (d, delegator, Some(job.clone()), control),
+        Cmd::Progress { job, wait, delegator } => {
+            (d, delegator, Some(job.clone()), if *wait { Need::Full } else { control })
+        }
+        Cmd::Retry { job, delegator, .. } | Cmd::Delete { job, delegator } => {
+            (d, delegator, Some(job.clone()), control)
+        }
+        Cmd::Export { job, results, .. } => (r, results, Some(job.clone()), control),
+        Cmd::Sheet(a) => (r, &mut a.results, Some(a.job.clone()), control),
+        Cmd::Lifecycle(L::Jobs { delegator }) => (d, delegator, None, control),
+        Cmd::Lifecycle(
+            L::Pause { job, delegator }
+            | L::Resume { job, delegator }
+            | L::Cancel { job, delegator }
+            | L::Priority { job, delegator, .. },
+        ) => (d, delegator, Some(job.clone()), control),
+        Cmd::Lifecycle(L::Watch { job, results, .. }) => (r, results, Some(job.clone()), Need::Full),
+        _ => return None,
+    })
+}
+
+/// For a client command whose service does not answer at its default address: the data
+/// dir's services, started for the command or published by the process holding it.
+async fn on_demand(cmd: &mut Cmd, data_dir: &Path) -> anyhow::Result<Option<ondemand::Services>> {
+    let Some((service, addr, _, need)) = client_target(cmd) else { return Ok(None) };
+    let default = if service == "results" { DEFAULT_RESULTS } else { DEFAULT_DELEGATOR };
+    if addr != default || ondemand::answers(addr).await {
+        return Ok(None);
+    }
+    let Some(s) = ondemand::services(data_dir, need, "on-demand").await? else { return Ok(None) };
+    *addr = if service == "results" { s.results.clone() } else { s.delegator.clone() };
+    Ok(Some(s))
+}
+
+const DEFAULT_DELEGATOR: &str = "127.0.0.1:50051";
+const DEFAULT_RESULTS: &str = "127.0.0.1:50053";
+
 /// Runs one command.
-async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Up { mesh, port } => up(mesh, port).await,
-        Cmd::Import { job, file, models, delegator } => {
-            let input = client::UrlInput::File(file);
+        Cmd::Up { mesh, port } => up(mesh, data_dir, port).await,
+        Cmd::Import { job, file, dry_run, models, delegator } => {
+            let file = inputs::resolve(&file)?;
+            let counts = file.check()?;
+            if dry_run {
+                println!("{}: {} (dry run: nothing imported)", file.name, counts.describe());
+                return Ok(());
+            }
+            let input = client::UrlInput::File(file.path.clone());
+            Mesh::check_served(data_dir, &delegator, models.split().as_ref())?;
             let opts = client::ImportOptions { models: models.split(), ..Default::default() };
             let r = client::import(&delegator, &job, &input, opts).await?;
             let resumed =
                 if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
             println!("job {job}: received {} URLs, {} new{resumed}", r.received, r.inserted);
+            println!("{}: {}", file.name, counts.describe());
             Ok(())
         }
         Cmd::Progress { job, wait, delegator } => {
@@ -238,18 +352,25 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Export { job, out, format, model, results } => {
             let what = facesweep_proto::ExportResultsRequest { job, model_id: model.unwrap_or_default() };
-            let sum = match format {
-                ExportFormat::Jsonl => client::export(&results, what, &out).await?,
-                ExportFormat::Parquet => facesweep_cli::parquet_out::export(&results, what, &out).await?,
-            };
-            println!("wrote {} rows to {}", sum.lines, out.display());
+            let sum = output::export(&results, what, &out, Format::for_path(&out, format)).await?;
+            // Not on stdout when the export itself goes there.
+            eprintln!("wrote {} rows to {}", sum.lines, out.display());
             Ok(())
         }
-        Cmd::Run { file, out, job, mesh } => {
-            let job = job.unwrap_or_else(|| job_name_for(&file));
-            let s = in_mesh(mesh, "run", &job, &client::UrlInput::File(file), &out).await?;
+        Cmd::Run { file, out, format, dry_run, job, mesh } => {
+            // The whole input is checked before anything starts: a bad one leaves no job.
+            let file = inputs::resolve(&file)?;
+            let counts = file.check()?;
+            if dry_run {
+                println!("{}: {} (dry run: nothing started)", file.name, counts.describe());
+                return Ok(());
+            }
+            let job = job.unwrap_or_else(|| file.job_name());
+            let input = client::UrlInput::File(file.path.clone());
+            let s = in_mesh(mesh, data_dir, "run", &job, &input, Out::new(&out, format)).await?;
             print_summary(&s, &out);
-            Ok(())
+            say(&out, &format!("{}: {}", file.name, counts.describe()));
+            errors::some_ok(&s, &out)
         }
         Cmd::Sheet(args) => {
             let s = facesweep_cli::sheet::run(&args).await?;
@@ -265,13 +386,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(b) => bench_cmd(b).await,
-        Cmd::Demo { mesh, samples, out } => demo(mesh, samples, out).await,
+        Cmd::Demo { mesh, samples, out } => demo(mesh, data_dir, samples, out).await,
     }
 }
 
 /// `facesweep up`: the four services on fixed ports until a signal.
-async fn up(mesh: MeshArgs, port: u16) -> anyhow::Result<()> {
-    let mut o = mesh.options();
+async fn up(mesh: MeshArgs, data_dir: &Path, port: u16) -> anyhow::Result<()> {
+    let mut o = mesh.options(data_dir)?;
     o.base_port = port;
     o.metrics = true;
     o.command = "up".into();
@@ -289,12 +410,13 @@ async fn up(mesh: MeshArgs, port: u16) -> anyhow::Result<()> {
 /// facesweep process holds the data dir, the job runs through its services instead.
 async fn in_mesh(
     mesh: MeshArgs,
+    data_dir: &Path,
     command: &str,
     job: &str,
     input: &client::UrlInput,
-    out: &std::path::Path,
+    out: Out<'_>,
 ) -> anyhow::Result<facesweep_cli::RunSummary> {
-    let mut o = mesh.options();
+    let mut o = mesh.options(data_dir)?;
     o.command = command.into();
     let m = match Mesh::start(o).await {
         Ok(m) => m,
@@ -311,7 +433,7 @@ async fn attach(
     e: anyhow::Error,
     job: &str,
     input: &client::UrlInput,
-    out: &std::path::Path,
+    out: Out<'_>,
 ) -> anyhow::Result<facesweep_cli::RunSummary> {
     let Some(InUse { dir, .. }) = e.downcast_ref::<InUse>() else { return Err(e) };
     // A holder still starting publishes its addresses once its services listen.
@@ -369,7 +491,7 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
 }
 
 /// `facesweep demo`: the sample photos from a loopback server through an embedded mesh.
-async fn demo(mesh: MeshArgs, samples: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
+async fn demo(mesh: MeshArgs, data_dir: &Path, samples: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
     let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);
     let mut routes = httpserve::Routes::default();
     let names = routes.add_dir(&dir)?;
@@ -379,13 +501,14 @@ async fn demo(mesh: MeshArgs, samples: Option<PathBuf>, out: PathBuf) -> anyhow:
     // A fresh job per demo: the loopback port changes every run.
     let job =
         format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
-    let s = in_mesh(mesh, "demo", &job, &client::UrlInput::List(urls), &out).await?;
+    let s =
+        in_mesh(mesh, data_dir, "demo", &job, &client::UrlInput::List(urls), out.as_path().into()).await?;
     // A handful of lines: read back from the export to show them.
     for l in std::fs::read_to_string(&out)?.lines() {
         print_line(&serde_json::from_str(l)?);
     }
     print_summary(&s, &out);
-    Ok(())
+    errors::some_ok(&s, &out)
 }
 
 fn print_line(l: &serde_json::Value) {
@@ -404,7 +527,7 @@ fn print_line(l: &serde_json::Value) {
 }
 
 fn print_summary(s: &facesweep_cli::RunSummary, out: &std::path::Path) {
-    println!(
+    let done = format!(
         "job {}: {} URLs, {} faces in {:.1} s -> {}",
         s.job,
         s.export.lines,
@@ -412,5 +535,49 @@ fn print_summary(s: &facesweep_cli::RunSummary, out: &std::path::Path) {
         s.seconds,
         out.display()
     );
-    println!("{}", client::describe(&s.progress));
+    say(out, &done);
+    say(out, &client::describe(&s.progress));
+}
+
+/// A summary line: on stderr when the results themselves go to stdout (`--out -`).
+fn say(out: &std::path::Path, line: &str) {
+    if out == std::path::Path::new("-") {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag and positional of every command says what it is for.
+    #[test]
+    fn every_arg_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "facesweep", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    #[test]
+    fn negative_priorities_parse() {
+        let cli = Cli::try_parse_from(["facesweep", "priority", "--job", "a", "--priority", "-3"]).unwrap();
+        let Cmd::Lifecycle(facesweep_cli::jobs::LifecycleCmd::Priority { priority, .. }) = cli.cmd else {
+            panic!("not priority")
+        };
+        assert_eq!(priority, -3);
+    }
 }

@@ -1,8 +1,14 @@
-//! What an embedded mesh is made of and how it is sized (`facesweep up/run/demo`, tests).
+//! What an embedded mesh is made of and how it is sized (`facesweep up/run/demo`, tests),
+//! and where an installed facesweep finds its model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use facesweep_pgembed::Durability;
+
+/// The default model's file name.
+pub const MODEL_FILE: &str = "retinaface_mnet025.pt";
+/// Where the container image keeps its models (scripts/container/Containerfile).
+pub const IMAGE_MODELS: &str = "/opt/facesweep/models";
 
 #[derive(Clone, Debug)]
 pub struct MeshOptions {
@@ -25,10 +31,56 @@ pub struct MeshOptions {
     pub allow_networks: Vec<ipnet::IpNet>,
     /// Serve /metrics per service (base_port + 10 + offset, or ephemeral).
     pub metrics: bool,
+    /// The fetcher's typed knobs (`run`/`up` flags); unset ones keep the embedded defaults.
+    pub fetcher: FetcherKnobs,
     /// Extra `facesweep-fetcher` flags, applied last (e.g. `--lease-stall-secs 60`).
     pub fetcher_args: Vec<String>,
     /// What this mesh is for (`up`, `run`, `demo`), told to a second process on the data dir.
     pub command: String,
+}
+
+/// Fetcher settings a job may need, as `run`/`up` flags (the fetcher's own names).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct FetcherKnobs {
+    /// Detectors of other models for jobs naming one: MODEL=HOST:PORT[,HOST:PORT], several
+    /// separated by `;` (the embedded detector serves the default model).
+    #[arg(long, env = "FACESWEEP_MODEL_DETECTORS", value_delimiter = ';', value_parser = model_target)]
+    pub model_detector: Vec<String>,
+    /// Leases the fetcher works on at once (default 2).
+    #[arg(long, env = "FACESWEEP_LEASES")]
+    pub leases: Option<usize>,
+    /// Downloads in flight per lease (default 64).
+    #[arg(long, env = "FACESWEEP_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Downloads in flight to one host (default: --concurrency).
+    #[arg(long, env = "FACESWEEP_PER_HOST")]
+    pub per_host: Option<usize>,
+    /// Whole-download timeout, milliseconds (default 30000).
+    #[arg(long, env = "FACESWEEP_TIMEOUT_MS")]
+    pub timeout_ms: Option<u64>,
+    /// TCP connect timeout, milliseconds (default 5000).
+    #[arg(long, env = "FACESWEEP_CONNECT_TIMEOUT_MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Time allowed until response headers arrive, milliseconds (default 10000).
+    #[arg(long, env = "FACESWEEP_FIRST_BYTE_TIMEOUT_MS")]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Extra attempts after a transient failure (default 1).
+    #[arg(long, env = "FACESWEEP_RETRIES")]
+    pub retries: Option<u32>,
+    /// Largest image body accepted, bytes (default 32 MiB).
+    #[arg(long, env = "FACESWEEP_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Forward proxy for downloads, e.g. http://proxy:3128.
+    #[arg(long, env = "FACESWEEP_PROXY")]
+    pub proxy: Option<String>,
+    /// User-Agent header sent with every download.
+    #[arg(long, env = "FACESWEEP_USER_AGENT")]
+    pub user_agent: Option<String>,
+}
+
+/// `MODEL=TARGET`, checked as the fetcher checks it.
+fn model_target(s: &str) -> Result<String, String> {
+    facesweep_fetcher::models::parse_model_target(s).map(|_| s.to_string())
 }
 
 impl MeshOptions {
@@ -48,8 +100,70 @@ impl MeshOptions {
             timeout_ms: 30_000,
             allow_networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             metrics: false,
+            fetcher: FetcherKnobs::default(),
             fetcher_args: Vec::new(),
             command: "mesh".into(),
         }
+    }
+}
+
+/// The model to run: `explicit` if given (it must exist), else the first default model found
+/// next to the binary, in the image, in the setup cache or under the current directory.
+pub fn resolve_model(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        anyhow::ensure!(p.is_file(), "model {} not found (--model / FACESWEEP_MODEL)", p.display());
+        return Ok(p.to_path_buf());
+    }
+    let places = model_places();
+    if let Some(found) = places.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = places.iter().map(|p| format!("  {}", p.display())).collect();
+    anyhow::bail!(
+        "model {MODEL_FILE} not found; looked in:\n{}\nrun scripts/setup.sh in a facesweep checkout \
+         (it installs the model into {}), or pass --model PATH / FACESWEEP_MODEL",
+        looked.join("\n"),
+        crate::cache_dir().join("models").display()
+    )
+}
+
+/// Where the default model may be, in the order looked at.
+pub fn model_places() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        // target/{debug,release}/facesweep in a checkout; bin/ beside models/ in an install.
+        dirs.extend([exe_dir.join("../models"), exe_dir.join("../../models"), exe_dir.join("models")]);
+    }
+    dirs.push(PathBuf::from(IMAGE_MODELS));
+    dirs.push(crate::cache_dir().join("models"));
+    dirs.push(PathBuf::from("models"));
+    dirs.into_iter().map(|d| clean(&d.join(MODEL_FILE))).collect()
+}
+
+/// `a/b/../c` as `a/c`, for messages (the file itself need not exist).
+fn clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_model_names_every_place_looked() {
+        let e = resolve_model(Some(Path::new("/nonexistent/m.pt"))).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/m.pt") && e.contains("--model"), "{e}");
+        let places = model_places();
+        assert!(places.iter().any(|p| p.starts_with(IMAGE_MODELS)), "{places:?}");
+        assert!(places.iter().all(|p| !p.to_string_lossy().contains("..")), "{places:?}");
     }
 }

@@ -240,3 +240,319 @@ async fn a_second_process_on_a_data_dir_in_use_attaches_or_is_refused_and_stops_
     let p = ok(bin().args(["progress", "--job", "shared", "--delegator", &delegator]));
     assert!(p.contains("2/2 URLs done"), "{p}");
 }
+
+/// The binary with no model path given, run from `dir` (outside the checkout).
+fn bin_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_facesweep"));
+    c.env("RUST_LOG", "error")
+        .env_remove("FACESWEEP_MODEL")
+        .env_remove("FACESWEEP_DATA_DIR")
+        .current_dir(dir);
+    c.env_remove("FACESWEEP_DELEGATOR").env_remove("FACESWEEP_RESULTS");
+    c
+}
+
+/// Runs `c`; its exit code, stdout and stderr.
+fn outcome(c: &mut Command) -> (Option<i32>, String, String) {
+    let out = c.output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+fn assert_plain(stderr: &str) {
+    assert!(!stderr.contains("Status {") && !stderr.contains("tonic"), "tonic text for a user: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_works_from_any_folder_and_fails_when_every_url_failed() {
+    let (addr, _srv) = photo_server().await;
+    let tmp = tempfile::Builder::new().prefix("facesweep-anywhere").tempdir_in("/tmp").unwrap();
+    std::fs::write(tmp.path().join("one.txt"), format!("http://{addr}/astronaut.png\n")).unwrap();
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["run", "one.txt", "--out", "one.jsonl"]));
+    assert_eq!(code, Some(0), "run from {}: {out}\n{err}", tmp.path().display());
+    assert!(out.contains("job one: 1 URLs, 1 faces"), "{out}");
+    // Every URL failed: the summary, then a line saying so, and exit status 3.
+    std::fs::write(tmp.path().join("bad.txt"), format!("http://{addr}/a.jpg\nhttp://{addr}/b.jpg\n"))
+        .unwrap();
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["run", "bad.txt", "--out", "bad.jsonl"]));
+    assert_eq!(code, Some(3), "{out}\n{err}");
+    assert!(out.contains("job bad: 2 URLs"), "{out}");
+    assert!(err.contains("all 2 URLs failed (http_error=2); each line of bad.jsonl says why"), "{err}");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("bad.jsonl")).unwrap().lines().count(), 2);
+    // A model path that does not exist is named, with what to pass.
+    let (code, _, err) = outcome(bin_in(tmp.path()).args(["run", "one.txt", "--model", "no/such.pt"]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("model no/such.pt not found (--model / FACESWEEP_MODEL)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_run_client_commands_start_the_data_dir_on_demand() {
+    let (addr, _srv) = photo_server().await;
+    let tmp = tempfile::Builder::new().prefix("facesweep-ondemand").tempdir_in("/tmp").unwrap();
+    let list = format!("http://{addr}/astronaut.png\nhttp://{addr}/nope.jpg\n");
+    std::fs::write(tmp.path().join("mixed.txt"), list).unwrap();
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["run", "mixed.txt", "--out", "run.jsonl"]));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:50051").is_err(),
+        "something listens on the default delegator port; this test needs it free"
+    );
+    // No `up`: each command starts the data dir's database and services for itself.
+    let (code, out, err) =
+        outcome(bin_in(tmp.path()).args(["export", "--job", "mixed", "--out", "again.jsonl"]));
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(err.contains("started the database and services of .facesweep"), "{err}");
+    let read = |f: &str| std::fs::read_to_string(tmp.path().join(f)).unwrap();
+    assert_eq!(read("again.jsonl"), read("run.jsonl"));
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "mixed"]));
+    assert!(code == Some(0) && out.contains("2/2 URLs done"), "{out}\n{err}");
+    let (code, out, err) =
+        outcome(bin_in(tmp.path()).args(["priority", "--job", "mixed", "--priority", "-3"]));
+    assert!(code == Some(0) && out.contains("mixed") && out.contains(" -3 "), "{out}\n{err}");
+    let (code, out, err) =
+        outcome(bin_in(tmp.path()).args(["retry", "--job", "mixed", "--status", "http_error"]));
+    assert!(code == Some(0) && out.contains("1 URLs with status http_error re-queued"), "{out}\n{err}");
+    // A wrong job name reads as one, with where to look.
+    let (code, _, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "nope"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error: no job named nope; `facesweep jobs` lists them"), "{err}");
+    assert_plain(&err);
+}
+
+#[test]
+fn commands_against_nothing_say_what_to_run() {
+    let tmp = tempfile::Builder::new().prefix("facesweep-nothing").tempdir_in("/tmp").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let at = format!("127.0.0.1:{port}");
+    for (args, said) in [
+        (
+            vec!["jobs", "--delegator", &at],
+            format!("no delegator at {at} — start `facesweep up` or pass --delegator"),
+        ),
+        (vec!["cancel", "--job", "x", "--delegator", &at], format!("no delegator at {at}")),
+        (vec!["export", "--job", "x", "--out", "o.jsonl", "--results", &at], format!("no results at {at}")),
+    ] {
+        let (code, _, err) = outcome(bin_in(tmp.path()).args(&args));
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(&said), "{args:?}: {err}");
+        assert_plain(&err);
+    }
+    // No data dir here and nothing at the default address: the same advice, nothing started.
+    let (code, _, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "x"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!tmp.path().join(".facesweep").exists(), "a client command made a data dir");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_model_is_refused_at_import_and_fetcher_knobs_reach_up() {
+    let tmp = tempfile::Builder::new().prefix("facesweep-models").tempdir_in("/tmp").unwrap();
+    let list = tmp.path().join("m.txt");
+    std::fs::write(&list, "http://127.0.0.1:9/a.jpg\n").unwrap();
+    let base = free_base();
+    let mut up = bin_in(tmp.path());
+    up.args(["up", "--port", &base.to_string(), "--concurrency", "4", "--per-host", "2"]);
+    up.args(["--model-detector", "other-v1=127.0.0.1:9"]);
+    let _up = Up(up.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let delegator = format!("127.0.0.1:{base}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while facesweep_cli::datadir::read_owner(&tmp.path().join(".facesweep"))
+        .and_then(|o| o.delegator)
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "up never published its services");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let import = |model: &str| {
+        outcome(
+            bin_in(tmp.path())
+                .args(["import", "--job", "m", "--delegator", &delegator, "--model", model])
+                .arg(&list),
+        )
+    };
+    let (code, _, err) = import("retinaface-nope");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "no detector serves model retinaface-nope; served here: retinaface-mnet025-v1, other-v1"
+        ),
+        "{err}"
+    );
+    let (_, jobs, _) = outcome(bin_in(tmp.path()).args(["jobs", "--delegator", &delegator]));
+    assert!(!jobs.lines().any(|l| l.starts_with("m ")), "a refused import left a job: {jobs}");
+    let (code, out, err) = import("other-v1");
+    assert_eq!(code, Some(0), "a model given to up with --model-detector is accepted: {err}");
+    assert!(out.contains("received 1 URLs, 1 new"), "{out}");
+}
+
+// Inputs and outputs (#21): stdin, TSV with a BOM, Parquet, carried columns, skipped-line
+// counts, dry runs, bad inputs refused before anything starts, `--out -` and devices.
+
+fn run_with_stdin(c: &mut Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// A Parquet input: `id` (int64), `url`, `caption`.
+fn parquet_input(path: &Path, urls: &[String]) {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let ids: ArrayRef =
+        std::sync::Arc::new(Int64Array::from((0..urls.len() as i64).map(|i| 7 + i).collect::<Vec<_>>()));
+    let u: ArrayRef = std::sync::Arc::new(StringArray::from(urls.to_vec()));
+    let captions: Vec<String> = (0..urls.len()).map(|i| format!("caption {i}")).collect();
+    let c: ArrayRef = std::sync::Arc::new(StringArray::from(captions));
+    let batch = RecordBatch::try_from_iter([("id", ids), ("url", u), ("caption", c)]).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// The rows of a Parquet export as JSON objects (column name -> value).
+fn parquet_rows(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    let f = std::fs::File::open(path).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+    let mut rows = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        for i in 0..b.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (field, col) in b.schema().fields().iter().zip(b.columns()) {
+                let v = match col.data_type() {
+                    _ if col.is_null(i) => serde_json::Value::Null,
+                    arrow_schema::DataType::Utf8 => col.as_string::<i32>().value(i).into(),
+                    arrow_schema::DataType::UInt32 => {
+                        col.as_primitive::<arrow_array::types::UInt32Type>().value(i).into()
+                    }
+                    _ => "…".into(),
+                };
+                row.insert(field.name().clone(), v);
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inputs_of_every_kind_carry_their_columns_to_every_output() {
+    let (addr, _srv) = photo_server().await;
+    let tmp = tempfile::Builder::new().prefix("facesweep-cli").tempdir_in("/tmp").unwrap();
+    let base = free_base();
+    let up = bin()
+        .args(["up", "--port", &base.to_string(), "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _up = Up(up);
+    let (delegator, results) = (format!("127.0.0.1:{base}"), format!("127.0.0.1:{}", base + 2));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !bin().args(["jobs", "--delegator", &delegator]).output().unwrap().status.success() {
+        assert!(Instant::now() < deadline, "up never became ready");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A bad input is refused naming the file and line; no job is left behind.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, format!("id,url\n1,http://{addr}/astronaut.png\n2,http://{addr}/x.jpg,oops\n"))
+        .unwrap();
+    let out = bin().args(["import", "--job", "bad", "--delegator", &delegator]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.csv:3:"), "{err}");
+    let jobs = ok(bin().args(["jobs", "--delegator", &delegator]));
+    assert!(!jobs.contains("bad"), "{jobs}");
+    // TSV with a BOM from stdin: one empty, one comment and one duplicate line skipped.
+    let tsv = format!(
+        "\u{feff}url\tcaption\tstatus\nhttp://{addr}/astronaut.png\tthe astronaut\tkeep\n\n# note\n\
+         http://{addr}/astronaut.png\tagain\tx\nhttp://{addr}/nope.jpg\tmissing\ty\n"
+    );
+    let out = run_with_stdin(
+        bin().args(["import", "--job", "tsv", "--delegator", &delegator, "-"]),
+        tsv.as_bytes(),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("received 2 URLs, 2 new"), "{text}");
+    assert!(text.contains("skipped 2 lines (0 empty, 1 comments, 1 duplicates, 0 invalid)"), "{text}");
+    assert!(text.contains("carrying columns caption, status"), "{text}");
+    ok(bin().args(["progress", "--job", "tsv", "--wait", "--delegator", &delegator]));
+    // `--out -`: JSON Lines on stdout, carried columns beside the result's, never over them.
+    let lines = jsonl(&ok(bin().args(["export", "--job", "tsv", "--results", &results, "--out", "-"])));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (hit, miss) = (&lines[0], &lines[1]);
+    assert_eq!((hit["status"].as_str(), hit["http_status"].as_u64()), (Some("ok"), Some(200)), "{hit}");
+    assert_eq!((&hit["caption"], &hit["input_status"]), (&"the astronaut".into(), &"keep".into()), "{hit}");
+    assert_eq!((miss["status"].as_str(), miss["http_status"].as_u64()), (Some("http_error"), Some(404)));
+    assert!(miss["width"].is_null() && miss["height"].is_null(), "a failure has no size: {miss}");
+    let score = hit["faces"][0]["score"].as_f64().unwrap();
+    assert_eq!((score * 1e4).round() / 1e4, score, "scores to 4 digits");
+    // A device is written in place, never replaced by a regular file.
+    ok(bin().args(["export", "--job", "tsv", "--results", &results, "--out", "/dev/null"]));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null replaced");
+    // Parquet in, Parquet out (by the extension): the other columns travel, typed in JSON.
+    let pq = tmp.path().join("in.parquet");
+    parquet_input(&pq, &[format!("http://{addr}/hopper.jpg"), format!("http://{addr}/gone.jpg")]);
+    let text = ok(bin().args(["import", "--job", "pq", "--delegator", &delegator]).arg(&pq));
+    assert!(
+        text.contains("received 2 URLs, 2 new") && text.contains("carrying columns id, caption"),
+        "{text}"
+    );
+    ok(bin().args(["progress", "--job", "pq", "--wait", "--delegator", &delegator]));
+    let out_pq = tmp.path().join("out.parquet");
+    ok(bin().args(["export", "--job", "pq", "--results", &results, "--out"]).arg(&out_pq));
+    let rows = parquet_rows(&out_pq);
+    assert_eq!(rows.len(), 2);
+    assert_eq!((&rows[0]["id"], &rows[0]["caption"]), (&"7".into(), &"caption 0".into()), "{:?}", rows[0]);
+    assert_eq!(rows[0]["http_status"], 200);
+    assert!(rows[1]["width"].is_null() && rows[1]["height"].is_null(), "{:?}", rows[1]);
+    let out_j = tmp.path().join("out.jsonl");
+    ok(bin().args(["export", "--job", "pq", "--results", &results, "--out"]).arg(&out_j));
+    let lines = jsonl(&std::fs::read_to_string(&out_j).unwrap());
+    assert_eq!((&lines[1]["id"], &lines[1]["caption"]), (&8.into(), &"caption 1".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_checks_its_input_before_starting_anything_and_streams_to_stdout() {
+    let (addr, _srv) = photo_server().await;
+    let tmp = tempfile::Builder::new().prefix("facesweep-cli").tempdir_in("/tmp").unwrap();
+    let data = tmp.path().join("data");
+    let list = tmp.path().join("urls.tsv");
+    std::fs::write(&list, format!("url\tn\nhttp://{addr}/astronaut.png\t1\n# c\nbad\u{1}url\t2\n")).unwrap();
+    // --dry-run: counts, and nothing started (no data dir, no service contacted).
+    let text = ok(bin().args(["run", "--dry-run", "--data-dir"]).arg(&data).arg(&list));
+    assert!(
+        text.contains("1 URLs; skipped 2 lines (0 empty, 1 comments, 0 duplicates, 1 invalid)"),
+        "{text}"
+    );
+    let text = ok(bin().args(["import", "--dry-run", "--job", "x", "--delegator", "127.0.0.1:1"]).arg(&list));
+    assert!(text.contains("1 URLs"), "{text}");
+    assert!(!data.exists(), "a dry run started the data dir");
+    // A bad input fails before the mesh starts: no database, so no job.
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, format!("url,n\nhttp://{addr}/hopper.jpg,1\nhttp://{addr}/a.jpg,2,3\n")).unwrap();
+    let out = bin().args(["run", "--data-dir"]).arg(&data).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.csv:3:"), "{err}");
+    assert!(!data.exists(), "a bad input started the mesh");
+    // stdin in, JSON Lines out on stdout; the summary goes to stderr.
+    let input = format!("\u{feff}http://{addr}/astronaut.png\nhttp://{addr}/nope.jpg\n");
+    let out =
+        run_with_stdin(bin().args(["run", "-", "--out", "-", "--data-dir"]).arg(&data), input.as_bytes());
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let lines = jsonl(&stdout);
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["faces"].as_array().unwrap().len(), 1);
+    assert!(lines[1]["width"].is_null() && lines[1]["http_status"] == 404, "{}", lines[1]);
+    assert!(stderr.contains("job stdin: 2 URLs"), "{stderr}");
+}

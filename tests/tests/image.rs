@@ -218,8 +218,11 @@ async fn the_cli_in_the_image_runs_a_job_as_the_readme_says() {
     // The image runs as uid 10001; the mounted folder holds its embedded database and output.
     Command::new("chown").args(["-R", "10001:10001"]).arg(dir.path()).status().unwrap();
     let mount = format!("{}:/work", dir.path().display());
+    // The README's line as written: no CONTAINERS_CONF, limits the nested sandbox accepts.
     let out = Command::new("podman")
-        .args(["run", "--rm", "--network", "host", "-v", &mount, &image()])
+        .env_remove("CONTAINERS_CONF")
+        .args(["run", "--rm", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"])
+        .args(["--network", "host", "-v", &mount, &image()])
         .args(["facesweep", "run", "urls.txt", "--out", "results.jsonl", "--allow-networks", "127.0.0.0/8"])
         .output()
         .unwrap();
