@@ -6,6 +6,22 @@ cd "$(dirname "$0")/.."
 CACHE="${FACESWEEP_CACHE:-$HOME/.cache/facesweep}"
 export PATH="$CACHE/bin:$PATH"
 BIN=target/debug/facesweep
+# The span table ("What each span means") names exactly the spans the code opens (tests'
+# own spans, after #[cfg(test)], aside).
+python3 - <<'EOF'
+import glob, re, sys
+doc = open("docs/operations.md").read()
+table = doc.split("### What each span means", 1)[1].split("\n#", 1)[0]
+documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+code = set()
+for path in glob.glob("services/*/src/**/*.rs", recursive=True) + glob.glob("crates/*/src/**/*.rs", recursive=True) + glob.glob("cli/src/**/*.rs", recursive=True):
+    src = open(path).read().split("#[cfg(test)]", 1)[0]
+    code |= set(re.findall(r'(?:info|debug|warn|error|trace)_span!\(\s*(?:parent:\s*[^,]+,\s*)?"([a-z_]+)"', src))
+if documented != code:
+    sys.exit(f"docs/operations.md span table: not in the code {sorted(documented - code)}, "
+             f"not in the table {sorted(code - documented)}")
+print(f"docs/operations.md: the span table names the code's {len(code)} spans")
+EOF
 # `facesweep up --port B` takes B..B+3 for gRPC and B+10..B+13 for metrics: all must be free.
 base=$(python3 -c 'import socket
 def free(p):
