@@ -118,7 +118,8 @@ fn table(path: &Path, sep: u8, columns: &mut Vec<String>) -> anyhow::Result<RawI
     if reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
         reader.consume(3);
     }
-    let mut csv = csv::ReaderBuilder::new().delimiter(sep).from_reader(reader);
+    // Flexible: a comment line has one field; other rows must match the header (below).
+    let mut csv = csv::ReaderBuilder::new().delimiter(sep).flexible(true).from_reader(reader);
     let header: Vec<String> = csv
         .byte_headers()
         .map_err(|e| at(path, &e))?
@@ -137,6 +138,18 @@ fn table(path: &Path, sep: u8, columns: &mut Vec<String>) -> anyhow::Result<RawI
     let path = path.to_path_buf();
     Ok(Box::new(csv.into_byte_records().map(move |rec| {
         let rec = rec.map_err(|e| at(&path, &e))?;
+        if rec.get(0).is_some_and(|f| f.trim_ascii_start().starts_with(b"#")) {
+            return Ok(Raw::Comment);
+        }
+        if rec.len() != names.len() + 1 {
+            let line = rec.position().map_or(0, |p| p.line());
+            anyhow::bail!(
+                "{}:{line}: {} fields where the header has {}; quote fields that hold the separator",
+                path.display(),
+                rec.len(),
+                names.len() + 1
+            );
+        }
         let Some(url) = rec.get(col) else { return Ok(Raw::Empty) };
         let Ok(url) = std::str::from_utf8(url) else { return Ok(Raw::Invalid) };
         let others = rec.iter().enumerate().filter(|(i, _)| *i != col).map(|(_, v)| v);
@@ -304,8 +317,11 @@ mod tests {
             [Row { url: "http://a/1.jpg".into(), extra: r#"{"id":"1","caption":"a, cat"}"#.into() }]
         );
         assert_eq!(check(&csv).unwrap().columns, ["id", "caption"]);
-        let tsv = write(dir.path(), "u.tsv", b"url\tkey\nhttp://a/1.jpg\t00001\n");
+        let tsv =
+            write(dir.path(), "u.tsv", b"url\tkey\nhttp://a/1.jpg\t00001\n# note\n\nhttp://a/1.jpg\t2\n");
         assert_eq!(rows(&tsv), [Row { url: "http://a/1.jpg".into(), extra: r#"{"key":"00001"}"#.into() }]);
+        let c = check(&tsv).unwrap();
+        assert_eq!((c.comments, c.duplicates), (1, 1), "{c:?}");
     }
 
     #[test]
