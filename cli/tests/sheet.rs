@@ -93,11 +93,28 @@ async fn sheet_draws_boxes_on_faces_and_greys_failures() {
     let middle = share_near(&sheet, (fx + 2, fy + 20), (fx + 2, fy + TILE - 20), FAILED_GREY);
     assert!(grey > 0.95 && middle > 0.95, "failed tile not grey: {grey} {middle}");
     assert!(share_near(&sheet, (fx, fy), (fx + 10, fy + 10), BOX_COLOUR) == 0.0, "no box on a failure");
+
+    // --status samples only that class; a job without URLs says where to look.
+    let sheet_of = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facesweep"))
+            .arg("sheet")
+            .args(args)
+            .args(["--results", &mesh.results.to_string(), "--out"])
+            .arg(tmp.path().join("more.png"))
+            .output()
+            .unwrap()
+    };
+    let failed = sheet_of(&["--job", "sheet", "--status", "http_error"]);
+    let said = String::from_utf8_lossy(&failed.stdout);
+    assert!(said.contains("1 of 1 URLs") && said.contains("0 pictures, 1 grey"), "{said}");
+    let none = sheet_of(&["--job", "no-such-job"]);
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success() && err.contains("facesweep jobs"), "{err}");
     mesh.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sheet_of_an_unknown_job_says_what_to_do() {
+async fn sheet_names_the_formats_it_writes() {
     let tmp = tempfile::Builder::new().prefix("facesweep-sheet").tempdir_in("/tmp").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_facesweep"))
         .args(["sheet", "--job", "x", "--out"])
