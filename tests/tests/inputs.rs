@@ -1,7 +1,9 @@
 //! `facesweep import` into an existing job, on a real delegator and Postgres: the job knows
 //! which inputs it holds, so the same file adds nothing, a different file is appended whole,
 //! a grown file adds only its new lines and an interrupted import resumes exactly. Over-long
-//! URLs end at import with `invalid_url` and do not block their chunk.
+//! URLs end at import with `invalid_url` and do not block their chunk. A TSV resumes by its
+//! URL values (its other columns do not make it another input); carried columns are bounded,
+//! refused when malformed, and come back with each URL in the export.
 
 use facesweep_cli::client::{import, ImportOptions, Imported, UrlInput};
 use facesweep_common::grpc::channel;
@@ -148,5 +150,84 @@ async fn an_over_long_url_ends_invalid_at_import_and_the_others_lease() {
     assert_eq!(status, "invalid_url");
     assert_eq!(reason, format!("URL is {} bytes, longer than the 8192-byte limit", long.len()));
     assert!(url.len() <= 8192 + 3 && long.starts_with(url.trim_end_matches('…')), "stored truncated");
+    stop.cancel();
+}
+
+/// A TSV of `urls` with a `caption` column whose values carry `tag`.
+fn tsv(urls: &[String], tag: &str) -> String {
+    let rows: Vec<String> = urls.iter().enumerate().map(|(i, u)| format!("{u}\t{tag} {i}")).collect();
+    format!("url\tcaption\n{}\n", rows.join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_input_resumes_by_its_url_values_and_carries_its_columns() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let addr = delegator_addr(&db, &stop).await;
+    let dir = tmp_dir();
+    let all = urls("t", 12_000);
+    // An import killed after its first message: the segment is over the URL values only,
+    // exactly as for a plain list of the same URLs.
+    let mut d = DelegatorServiceClient::new(channel(&addr).unwrap());
+    d.create_job(CreateJobRequest { name: "t".into(), ..Default::default() }).await.unwrap();
+    let part = &all[..5_000];
+    let msg = AppendUrlsRequest {
+        job: "t".into(),
+        urls: part.to_vec(),
+        segment: Some(facesweep_cli::inputs::segment_of(part, 0)),
+        ..Default::default()
+    };
+    d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();
+    let path = dir.path().join("t.tsv");
+    std::fs::write(&path, tsv(&all, "first")).unwrap();
+    let opts = || ImportOptions { quiet: true, ..Default::default() };
+    let resumed = import(&addr, "t", &UrlInput::File(path.clone()), opts()).await.unwrap();
+    assert_eq!(resumed, Imported { received: 12_000, inserted: 7_000, skipped: 5_000 });
+    // Other values in the other columns: still the same input, nothing added.
+    std::fs::write(&path, tsv(&all, "edited")).unwrap();
+    let again = import(&addr, "t", &UrlInput::File(path), opts()).await.unwrap();
+    assert_eq!(again.inserted, 0, "{again:?}");
+    assert_eq!(stored(&db, "t").await, all);
+    let extras: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT extra FROM urls ORDER BY id").fetch_all(&db.pool().await).await.unwrap();
+    assert_eq!(extras[4_999], None, "the first part was sent without columns");
+    assert_eq!(extras[5_000].as_deref(), Some(r#"{"caption":"first 5000"}"#));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn carried_columns_are_bounded_and_come_back_in_the_export() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    d.create_job(CreateJobRequest { name: "x".into(), ..Default::default() }).await.unwrap();
+    let send = |urls: Vec<String>, extras: Vec<String>, first_ordinal: i64| AppendUrlsRequest {
+        job: "x".into(),
+        first_ordinal,
+        urls,
+        extras,
+        ..Default::default()
+    };
+    let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(8 << 10));
+    for (extras, why) in [
+        (vec![big], "over 8 KiB"),
+        (vec!["[1]".into()], "not an object"),
+        (vec!["{}".into(), "{}".into()], "not one per URL"),
+    ] {
+        let e = d.append_urls(futures::stream::iter(vec![send(urls("b", 1), extras, 0)])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{why}: {e}");
+    }
+    // Messages with and without columns in one stream: each URL keeps its own.
+    let msgs =
+        vec![send(urls("x", 2), vec![r#"{"k":1}"#.into(), String::new()], 0), send(urls("y", 1), vec![], 2)];
+    d.append_urls(futures::stream::iter(msgs)).await.unwrap();
+    let req = ExportResultsRequest { job: "x".into(), ..Default::default() };
+    let mut stream = r.export_results(req).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = futures::StreamExt::next(&mut stream).await {
+        got.push(m.unwrap().extra);
+    }
+    assert_eq!(got, [r#"{"k":1}"#, "", ""]);
     stop.cancel();
 }
