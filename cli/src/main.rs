@@ -171,7 +171,7 @@ enum Cmd {
         #[command(flatten)]
         mesh: MeshArgs,
         /// Folder of sample photos (fetched by scripts/setup.sh).
-        #[arg(long)]
+        #[arg(long, env = "FACESWEEP_SAMPLES")]
         samples: Option<PathBuf>,
         /// Where the results go, one JSON line per URL.
         #[arg(long, default_value = ".facesweep/demo.jsonl")]
@@ -494,8 +494,13 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
 async fn demo(mesh: MeshArgs, data_dir: &Path, samples: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
     let dir = samples.unwrap_or_else(facesweep_cli::default_samples_dir);
     let mut routes = httpserve::Routes::default();
-    let names = routes.add_dir(&dir)?;
-    anyhow::ensure!(!names.is_empty(), "no sample photos in {} (run scripts/setup.sh)", dir.display());
+    let names = routes.add_dir(&dir).unwrap_or_default();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "no sample photos in {}: run scripts/setup.sh in a facesweep checkout, or pass --samples DIR \
+         (or FACESWEEP_SAMPLES)",
+        dir.display()
+    );
     let (addr, _server) = httpserve::serve(routes).await?;
     let urls: Vec<String> = names.iter().map(|n| format!("http://{addr}/{n}")).collect();
     // A fresh job per demo: the loopback port changes every run.
