@@ -166,7 +166,11 @@ pub async fn sample(args: &SheetArgs, seed: u64) -> anyhow::Result<(Vec<Sampled>
 
 /// `facesweep sheet`: sample, fetch, draw, write `args.out`.
 pub async fn run(args: &SheetArgs) -> anyhow::Result<SheetSummary> {
-    anyhow::ensure!(args.n >= 1, "--n must be at least 1");
+    // The sheet is one image in memory: 1,024 tiles of 256 px are ~200 MB already.
+    anyhow::ensure!(
+        (1..=1024).contains(&args.n),
+        "--n must be between 1 and 1024 (one sheet); draw several with --seed"
+    );
     anyhow::ensure!((32..=2048).contains(&args.tile), "--tile must be between 32 and 2048 pixels");
     anyhow::ensure!(args.timeout_secs >= 1, "--timeout-secs must be at least 1 (every wait is bounded)");
     let format = tile::OutFormat::for_path(&args.out)?;
