@@ -52,9 +52,15 @@ pub fn kind_of(path: &Path) -> anyhow::Result<Kind> {
     let first = String::from_utf8_lossy(first.split(|b| *b == b'\n').next().unwrap_or_default()).to_string();
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let url_in = |sep: char| first.split(sep).any(|h| h.trim().trim_matches('"').eq_ignore_ascii_case("url"));
+    let a_url = first.trim_start().starts_with('#') || first.contains("://");
     Ok(match () {
-        _ if first.contains('\t') || ext == "tsv" => Kind::Tsv,
-        _ if first.split(',').count() > 1 || url_in(',') || ext == "csv" => Kind::Csv,
+        _ if ext == "tsv" || url_in('\t') => Kind::Tsv,
+        _ if ext == "csv" || url_in(',') => Kind::Csv,
+        // A first line that is a URL or a comment: a plain list, commas or not.
+        _ if a_url => Kind::Lines,
+        // A header without a `url` column: refused as a table, with its columns named.
+        _ if first.contains('\t') => Kind::Tsv,
+        _ if first.contains(',') => Kind::Csv,
         _ => Kind::Lines,
     })
 }
@@ -301,6 +307,8 @@ mod tests {
         let p = write(dir.path(), "u.txt", text);
         let got: Vec<String> = rows(&p).into_iter().map(|r| r.url).collect();
         assert_eq!(got, ["http://a/1.jpg", "http://a/2.jpg", "not a url"]);
+        let commas = write(dir.path(), "c.txt", b"http://a/x,y.jpg\n# a, b\n");
+        assert_eq!(rows(&commas), [Row::from("http://a/x,y.jpg".to_string())]);
         let c = check(&p).unwrap();
         let want = Counts { urls: 3, empty: 1, comments: 1, duplicates: 1, invalid: 2, columns: vec![] };
         assert_eq!(c, want);
