@@ -14,7 +14,18 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::decode::Letterboxed;
 
-type Reply = Result<DetectResponse, String>;
+type Reply = Result<DetectResponse, StreamError>;
+
+/// Why a detection got no answer: the detector (or the way to it) failed, not the image.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("detector stream closed")]
+    Closed,
+    #[error("detector stream failed: {0}")]
+    Failed(String),
+    #[error("no detector reply within {0:?}")]
+    NoReply(Duration),
+}
 
 /// Who waits for which reply. Once the response reader stops, the table is closed under the
 /// same lock, so a request registered after that fails at once instead of waiting for an
@@ -27,14 +38,14 @@ impl Waiters {
         Waiters(Mutex::new(Some(HashMap::new())))
     }
 
-    fn register(&self, id: u64) -> Result<oneshot::Receiver<Reply>, String> {
+    fn register(&self, id: u64) -> Result<oneshot::Receiver<Reply>, StreamError> {
         let (tx, rx) = oneshot::channel();
         match self.0.lock().unwrap().as_mut() {
             Some(waiting) => {
                 waiting.insert(id, tx);
                 Ok(rx)
             }
-            None => Err("detector stream closed".into()),
+            None => Err(StreamError::Closed),
         }
     }
 
@@ -52,10 +63,10 @@ impl Waiters {
     }
 
     /// Fails every waiter with `why` and refuses new ones.
-    fn close(&self, why: &str) {
+    fn close(&self, why: StreamError) {
         let waiting = self.0.lock().unwrap().take().unwrap_or_default();
         for (_, w) in waiting {
-            let _ = w.send(Err(why.to_string()));
+            let _ = w.send(Err(why.clone()));
         }
     }
 }
@@ -83,28 +94,28 @@ impl DetectStream {
             let why = loop {
                 match responses.next().await {
                     Some(Ok(r)) => reader.answer(r),
-                    Some(Err(e)) => break format!("detector stream failed: {e}"),
-                    None => break "detector stream closed".to_string(),
+                    Some(Err(e)) => break StreamError::Failed(e.message().to_string()),
+                    None => break StreamError::Closed,
                 }
             };
-            reader.close(&why);
+            reader.close(why);
         });
         Ok(DetectStream { tx, waiters, next_id: AtomicU64::new(1), deadline })
     }
 
     /// Detects faces in one letterboxed image. `Err` means the detector, not the image, failed.
-    pub async fn detect(&self, lb: Letterboxed) -> Result<DetectResponse, String> {
+    pub async fn detect(&self, lb: Letterboxed) -> Result<DetectResponse, StreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let reply = self.waiters.register(id)?;
         let asked = async {
-            self.tx.send(lb.into_request(id)).await.map_err(|_| "detector stream closed".to_string())?;
-            reply.await.map_err(|_| "detector stream closed".to_string())?
+            self.tx.send(lb.into_request(id)).await.map_err(|_| StreamError::Closed)?;
+            reply.await.map_err(|_| StreamError::Closed)?
         };
         match tokio::time::timeout(self.deadline, asked).await {
             Ok(r) => r,
             Err(_) => {
                 self.waiters.forget(id);
-                Err(format!("no detector reply within {:?}", self.deadline))
+                Err(StreamError::NoReply(self.deadline))
             }
         }
     }
@@ -118,8 +129,8 @@ mod tests {
     async fn a_request_after_the_reader_stopped_fails_at_once() {
         let w = Waiters::open();
         let early = w.register(1).unwrap();
-        w.close("detector stream closed");
-        assert_eq!(early.await.unwrap().unwrap_err(), "detector stream closed");
+        w.close(StreamError::Closed);
+        assert_eq!(early.await.unwrap().unwrap_err(), StreamError::Closed);
         // Registered after the reader exited: refused, never left waiting.
         assert!(w.register(2).is_err());
     }
@@ -131,7 +142,7 @@ mod tests {
         w.answer(DetectResponse { id: 2, model_id: "m".into(), ..Default::default() });
         assert_eq!(b.await.unwrap().unwrap().model_id, "m");
         w.forget(1);
-        w.close("gone");
+        w.close(StreamError::Failed("gone".into()));
         assert!(a.await.is_err(), "a forgotten waiter is dropped, not answered");
     }
 }
