@@ -11,8 +11,8 @@ use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use crate::exif;
 use crate::outcome::Failure;
+use crate::{exif, yuv};
 
 /// How pixels travel to the detector (`PixelFormat` in detector.proto).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -250,6 +250,23 @@ impl Decoder {
         let (sw, sh) = (factor.scale(w as usize), factor.scale(h as usize));
         let _large = ((sw * sh) as u64 > LARGE_DECODE_PIXELS)
             .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
+        let stored = (w, h);
+        if wire == Wire::I420 {
+            // The file's own planes, resized: no YCbCr → RGB → YUV round trip (issue #24).
+            let planes = match yuv::JpegPlanes::decompress(tj, bytes, (sw, sh), header.subsamp, &mut self.raw)
+            {
+                Ok(p) => p,
+                Err(e) => return Some(Err(decode_err(format!("JPEG: {e}")))),
+            };
+            let data = yuv::planes_to_i420(
+                &planes,
+                (at.width, at.height),
+                orientation,
+                &mut self.resizer,
+                &mut self.upright,
+            );
+            return Some(data.map_err(decode_err).map(|d| i420_content(d, at, orientation, stored)));
+        }
         self.raw.resize(sw * sh * 3, 0);
         let out = turbojpeg::Image {
             pixels: &mut self.raw[..],
@@ -261,7 +278,7 @@ impl Decoder {
         if let Err(e) = tj.decompress(bytes, out) {
             return Some(Err(decode_err(format!("JPEG: {e}"))));
         }
-        let decoded = Decoded { width: sw as u32, height: sh as u32, orientation, stored: (w, h) };
+        let decoded = Decoded { width: sw as u32, height: sh as u32, orientation, stored };
         Some(self.place(decoded, at, wire))
     }
 
@@ -289,24 +306,22 @@ impl Decoder {
             let start = ((py * pw + px) * 3) as usize;
             exif::orient_into(
                 &self.upright,
-                rw as usize,
-                rh as usize,
+                (rw as usize, rh as usize, 3),
                 o,
                 &mut data[start..],
                 (pw * 3) as usize,
             );
         }
+        if wire == Wire::I420 {
+            return Ok(i420_content(yuv::rgb_to_i420(&data, nw, nh), at, o, (w, h)));
+        }
         let (original_width, original_height) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
-        let (data, format, canvas) = match wire {
-            Wire::Canvas => (data, PixelFormat::RgbUnspecified, None),
-            Wire::I420 => (crate::yuv::rgb_to_i420(&data, nw, nh), PixelFormat::I420, Some(at.canvas)),
-        };
         Ok(Letterboxed {
             data,
             width: pw,
             height: ph,
-            format,
-            canvas,
+            format: PixelFormat::RgbUnspecified,
+            canvas: None,
             scale: at.scale,
             offset_x: at.x as f32,
             offset_y: at.y as f32,
@@ -372,6 +387,24 @@ fn flatten_rgb(img: DynamicImage) -> Vec<u8> {
         ]);
     }
     out
+}
+
+/// The I420 content `data` (upright, `at.width`×`at.height`) of an image stored as `stored`
+/// with EXIF orientation `o`, for the detector to pad into `at.canvas`.
+fn i420_content(data: Vec<u8>, at: Placement, o: u8, (w, h): (u32, u32)) -> Letterboxed {
+    let (original_width, original_height) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
+    Letterboxed {
+        data,
+        width: at.width,
+        height: at.height,
+        format: PixelFormat::I420,
+        canvas: Some(at.canvas),
+        scale: at.scale,
+        offset_x: at.x as f32,
+        offset_y: at.y as f32,
+        original_width,
+        original_height,
+    }
 }
 
 fn too_many_pixels(w: u32, h: u32, max: u64) -> Failure {

@@ -59,9 +59,10 @@ pub fn swaps_axes(o: u8) -> bool {
     (5..=8).contains(&o)
 }
 
-/// Writes the stored (`w`×`h`, RGB) image `src` upright into `dst` (row stride `dst_stride`
-/// bytes), whose upright size is `w`×`h` or `h`×`w` when axes swap.
-pub fn orient_into(src: &[u8], w: usize, h: usize, o: u8, dst: &mut [u8], dst_stride: usize) {
+/// Writes the stored (`w`×`h`, `px` bytes a pixel: 3 for RGB, 1 for a plane) image `src`
+/// upright into `dst` (row stride `dst_stride` bytes), whose upright size is `w`×`h` or `h`×`w`
+/// when axes swap.
+pub fn orient_into(src: &[u8], (w, h, px): (usize, usize, usize), o: u8, dst: &mut [u8], dst_stride: usize) {
     let (ow, oh) = if swaps_axes(o) { (h, w) } else { (w, h) };
     for y in 0..oh {
         for x in 0..ow {
@@ -76,9 +77,9 @@ pub fn orient_into(src: &[u8], w: usize, h: usize, o: u8, dst: &mut [u8], dst_st
                 8 => (w - 1 - y, x),
                 _ => (x, y),
             };
-            let s = (sy * w + sx) * 3;
-            let d = y * dst_stride + x * 3;
-            dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+            let s = (sy * w + sx) * px;
+            let d = y * dst_stride + x * px;
+            dst[d..d + px].copy_from_slice(&src[s..s + px]);
         }
     }
 }
@@ -124,12 +125,12 @@ mod tests {
         // 2x1 image: red, green. Orientation 6 (rotate 90 CW) gives a 1x2 image: red on top.
         let src = [255, 0, 0, 0, 255, 0];
         let mut dst = [0u8; 6];
-        orient_into(&src, 2, 1, 6, &mut dst, 3);
+        orient_into(&src, (2, 1, 3), 6, &mut dst, 3);
         assert_eq!(dst, [255, 0, 0, 0, 255, 0]);
-        orient_into(&src, 2, 1, 8, &mut dst, 3);
+        orient_into(&src, (2, 1, 3), 8, &mut dst, 3);
         assert_eq!(dst, [0, 255, 0, 255, 0, 0]);
         let mut flip = [0u8; 6];
-        orient_into(&src, 2, 1, 2, &mut flip, 6);
+        orient_into(&src, (2, 1, 3), 2, &mut flip, 6);
         assert_eq!(flip, [0, 255, 0, 255, 0, 0]);
     }
 }
