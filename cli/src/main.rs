@@ -226,7 +226,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_none() {
         // Progress bars, not logs, for interactive commands.
-        std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { "warn" });
+        // A mesh stopping at the end of a command is not news: no health-change warnings.
+        let quiet = "warn,facesweep_common::grpc=error";
+        std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { quiet });
     }
     if let Some(t) = &cli.admin_token {
         // Read by every client this process makes (client::AdminToken).
@@ -237,6 +239,15 @@ async fn main() -> ExitCode {
         Err(e) => return fail(&e, None),
     };
     let mut cmd = cli.cmd;
+    // A bad input file is refused before any service starts for the import (a file is read
+    // again by the import; stdin is checked there).
+    if let Cmd::Import { file, dry_run: false, .. } = &cmd {
+        if file != Path::new("-") {
+            if let Err(e) = inputs::check(file) {
+                return fail(&e, None);
+            }
+        }
+    }
     let started = match on_demand(&mut cmd, &cli.data_dir).await {
         Ok(s) => s,
         Err(e) => return fail(&e, None),
