@@ -15,6 +15,7 @@ demo: build
 test: setup
 	$(ENV) buf lint
 	$(ENV) if git rev-parse -q --verify HEAD~1 >/dev/null; then buf breaking --against '.git#ref=HEAD~1'; fi
+	scripts/module_cycles.py
 	scripts/helm_check.sh
 	$(ENV) cargo build --workspace --bins
 	$(ENV) cargo clippy -q --workspace --all-targets -- -D warnings
