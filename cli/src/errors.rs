@@ -25,11 +25,23 @@ pub fn explain(e: &anyhow::Error, t: Option<&Target>) -> String {
     let unreachable = e.chain().any(|c| c.downcast_ref::<tonic::transport::Error>().is_some());
     match (status, t) {
         (Some(s), Some(t)) => for_status(s.code(), s.message(), t),
-        (Some(s), None) => {
-            for_status(s.code(), s.message(), &Target { service: "service", addr: "?".into(), job: None })
-        }
+        (Some(s), None) => without_target(s.code(), s.message()),
         (None, Some(t)) if unreachable => for_status(Code::Unavailable, "", t),
         (None, _) => format!("{e:#}"),
+    }
+}
+
+/// A status from a call with no one address (a whole `run`): the message, or what it means.
+fn without_target(code: Code, message: &str) -> String {
+    match code {
+        Code::Unavailable | Code::DeadlineExceeded => {
+            format!("a facesweep service stopped answering ({message}); run the command again to resume")
+        }
+        Code::Unauthenticated | Code::PermissionDenied => {
+            format!("refused ({message}): pass --admin-token TOKEN or FACESWEEP_ADMIN_TOKEN")
+        }
+        Code::Internal | Code::Unknown | Code::DataLoss => format!("a facesweep service failed: {message}"),
+        _ => message.to_string(),
     }
 }
 
@@ -115,6 +127,8 @@ mod tests {
         assert!(explain(&e, Some(&t)).contains("--admin-token"), "{}", explain(&e, Some(&t)));
         let e = anyhow::Error::from(tonic::Status::internal("boom")).context("export");
         let text = explain(&e, None);
-        assert!(!text.contains("Status {") && !text.contains("metadata"), "{text}");
+        assert_eq!(text, "a facesweep service failed: boom");
+        let e = anyhow::Error::from(tonic::Status::failed_precondition("job is cancelled"));
+        assert_eq!(explain(&e, None), "job is cancelled");
     }
 }
