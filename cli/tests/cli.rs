@@ -312,6 +312,9 @@ async fn after_run_client_commands_start_the_data_dir_on_demand() {
     let (code, out, err) =
         outcome(bin_in(tmp.path()).args(["retry", "--job", "mixed", "--status", "http_error"]));
     assert!(code == Some(0) && out.contains("1 URLs with status http_error re-queued"), "{out}\n{err}");
+    // Waiting needs URLs processed: the whole mesh is started, and the re-queued URL is done again.
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "mixed", "--wait"]));
+    assert!(code == Some(0) && out.contains("2/2 URLs done") && out.contains("http_error=1"), "{out}\n{err}");
     // A wrong job name reads as one, with where to look.
     let (code, _, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "nope"]));
     assert_eq!(code, Some(1), "{err}");
@@ -544,6 +547,11 @@ async fn run_checks_its_input_before_starting_anything_and_streams_to_stdout() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.csv:3:"), "{err}");
     assert!(!data.exists(), "a bad input started the mesh");
+    // `import` too: refused naming the file and line, nothing created.
+    let out = bin().args(["import", "--job", "b", "--data-dir"]).arg(&data).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.csv:3:"), "{err}");
+    assert!(!data.exists(), "a bad input started the data dir");
     // stdin in, JSON Lines out on stdout; the summary goes to stderr.
     let input = format!("\u{feff}http://{addr}/astronaut.png\nhttp://{addr}/nope.jpg\n");
     let out =
