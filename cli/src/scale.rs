@@ -54,7 +54,7 @@ pub async fn run(o: &ScaleOptions) -> anyhow::Result<Report> {
     let pg = PgEmbed::start(&o.dir, Durability::Durable)?;
     let stop = Shutdown::new();
     let (delegator, results) = start_services(&pg.url(), o.chunk_size, &stop).await?;
-    let pool = facesweep_common::db::connect(&pg.url(), 2).await?;
+    let pool = facesweep_store::connect(&pg.url(), 2).await?;
     let mut report = Report::new();
     let mut put = |k: &str, v: String| {
         println!("{k}: {v}");

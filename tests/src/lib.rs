@@ -53,7 +53,7 @@ impl TestDb {
     }
 
     pub async fn pool(&self) -> sqlx::PgPool {
-        facesweep_common::db::connect(&self.pg.url(), 8).await.expect("connect and migrate")
+        facesweep_store::connect(&self.pg.url(), 8).await.expect("connect and migrate")
     }
 }
 

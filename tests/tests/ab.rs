@@ -10,7 +10,7 @@ use std::time::Duration;
 use facesweep_cli::client;
 use facesweep_common::consul::ConsulArgs;
 use facesweep_common::grpc::channel;
-use facesweep_common::models::model_for;
+use facesweep_common::ab::model_for;
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::*;

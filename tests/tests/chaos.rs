@@ -260,7 +260,7 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     let rogue = Rogue {
         delegators: chans,
         results: vec![channel(&format!("127.0.0.1:{}", c.ports["results"])).unwrap()],
-        pool: facesweep_common::db::connect(&c.db_url, 2).await.unwrap(),
+        pool: facesweep_store::connect(&c.db_url, 2).await.unwrap(),
         // Without mTLS no caller has an identity: ReleaseFetcherLeases cannot be told apart.
         victims: Vec::new(),
         seed: seed ^ 0x5eed,
@@ -301,7 +301,7 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     let (ops, rogue) = (operator.await.unwrap(), rogue.await.unwrap());
     let p = wait_done(&c, "chaos", deadline).await;
 
-    let pool = facesweep_common::db::connect(&c.db_url, 2).await.unwrap();
+    let pool = facesweep_store::connect(&c.db_url, 2).await.unwrap();
     let (clean_id, chaos_id): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT id FROM jobs WHERE name='clean'), (SELECT id FROM jobs WHERE name='chaos')",
     )

@@ -77,7 +77,7 @@ async fn start_mesh(mesh: &mut Mesh) -> sqlx::PgPool {
     let pg = format!("{}:{PG_PORT}", ip("postgres"));
     wait_until("postgres on its address", 60, || async { tokio::net::TcpStream::connect(&pg).await.is_ok() })
         .await;
-    let pool = facesweep_common::db::connect(&mesh.db_url(), 4).await.expect("connect over TCP and migrate");
+    let pool = facesweep_store::connect(&mesh.db_url(), 4).await.expect("connect over TCP and migrate");
     mesh.start_consul();
     let consul = format!("{}:{CONSUL_PORT}", ip("consul"));
     wait_until("consul leader", 60, || async {

@@ -29,7 +29,7 @@ async fn photos_and_bad_urls_end_with_exactly_one_correct_result_each() {
     assert_eq!(first.export.lines, urls.len() as u64);
 
     // Running the same job again changes nothing: same export, no new rows.
-    let pool = facesweep_common::db::connect(&mesh.database_url, 2).await.unwrap();
+    let pool = facesweep_store::connect(&mesh.database_url, 2).await.unwrap();
     let counts = |pool: sqlx::PgPool| async move {
         let r: (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM urls), (SELECT count(*) FROM url_results), (SELECT count(*) FROM faces)",

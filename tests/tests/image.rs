@@ -175,7 +175,7 @@ async fn the_mesh_as_containers_survives_a_killed_detector_and_drains_on_stop() 
     let (code, took) = c.stop("fetcher", 30);
     assert_eq!(code, 0, "fetcher after SIGTERM (took {took:?}):\n{}", c.logs("fetcher"));
     assert!(took < Duration::from_secs(25), "fetcher took {took:?} to drain");
-    let pool = facesweep_common::db::connect(&db, 2).await.unwrap();
+    let pool = facesweep_store::connect(&db, 2).await.unwrap();
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE state = 'leased'")
         .fetch_one(&pool)
         .await

@@ -99,7 +99,7 @@ async fn a_results_outage_longer_than_any_retry_costs_the_urls_nothing() {
     let n = urls.len() as i64;
     let quiet = client::ImportOptions { quiet: true, ..Default::default() };
     client::import(&d, "outage", &client::UrlInput::List(urls), quiet).await.unwrap();
-    let pool = facesweep_common::db::connect(&mesh.database_url, 2).await.unwrap();
+    let pool = facesweep_store::connect(&mesh.database_url, 2).await.unwrap();
     let stored = "SELECT count(*) > 0 FROM url_results";
     wait_until("a result before the outage", 60, || async {
         sqlx::query_scalar::<_, bool>(stored).fetch_one(&pool).await.unwrap()

@@ -1,15 +1,12 @@
 //! Plumbing shared by every facesweep service.
 
+pub mod ab;
 pub mod auth;
 pub mod consul;
-pub mod counters;
-pub mod db;
 pub mod discovery;
 pub mod error;
 pub mod grpc;
-pub mod lease;
 pub mod metrics;
-pub mod models;
 pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;

@@ -73,20 +73,16 @@ async fn against_url(
     .await?;
     let Some(attempts) = attempts.filter(|a| *a >= limits.abandon_after) else { return Ok(()) };
     let reason = format!("abandoned after {attempts} failed single-URL leases; last: {why}");
-    let stored = sqlx::query(
-        "INSERT INTO url_results (url_id, job_id, status, reason) VALUES ($1, $2, 'abandoned', $3)
-         ON CONFLICT (url_id) DO NOTHING",
+    let stored = facesweep_store::terminal::insert_status(
+        tx,
+        job_id,
+        "abandoned",
+        &[url_id],
+        std::slice::from_ref(&reason),
     )
-    .bind(url_id)
-    .bind(job_id)
-    .bind(&reason)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    .await?;
     if stored == 1 {
         crate::metrics::URLS_ABANDONED.inc();
-        let deltas = [((job_id, "abandoned".to_string()), 1)].into_iter().collect();
-        facesweep_common::counters::add(tx, &deltas).await?;
     }
     tracing::warn!(url_id, %reason, "URL abandoned");
     Ok(())

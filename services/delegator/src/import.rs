@@ -6,7 +6,7 @@ use facesweep_common::{url_id, MAX_ORDINAL};
 use facesweep_proto::InputSegment;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::jobstate::{transition_in, Action};
+use facesweep_store::jobstate::{transition_in, Action};
 
 /// Longest URL stored as given. A longer one could make a lease (and the fetcher's message)
 /// undeliverable; it is stored truncated with the terminal status `invalid_url` instead.
@@ -147,22 +147,7 @@ async fn reject_long(
         .iter()
         .map(|(_, n)| format!("URL is {n} bytes, longer than the {MAX_URL_BYTES}-byte limit"))
         .collect();
-    let n: i64 = sqlx::query_scalar(
-        "WITH ins AS (
-             INSERT INTO url_results (url_id, job_id, status, reason)
-             SELECT id, $1, 'invalid_url', reason FROM UNNEST($2::bigint[], $3::text[]) AS t(id, reason)
-             ON CONFLICT (url_id) DO NOTHING RETURNING 1)
-         SELECT count(*) FROM ins",
-    )
-    .bind(job_id)
-    .bind(&ids)
-    .bind(&reasons)
-    .fetch_one(&mut **tx)
-    .await?;
-    if n > 0 {
-        let deltas = [((job_id, "invalid_url".to_string()), n)].into_iter().collect();
-        facesweep_common::counters::add(tx, &deltas).await?;
-    }
+    facesweep_store::terminal::insert_status(tx, job_id, "invalid_url", &ids, &reasons).await?;
     Ok(())
 }
 

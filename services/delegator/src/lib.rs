@@ -2,8 +2,6 @@
 
 pub mod failures;
 mod import;
-mod joblock;
-pub mod jobstate;
 mod lifecycle;
 pub mod membership;
 mod metrics;
@@ -125,7 +123,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     config.validate()?;
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
-    let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
+    let pool = facesweep_store::connect(&config.database_url, config.db_connections).await?;
     let limits = Limits {
         split_after: config.split_after,
         abandon_after: config.abandon_after,

@@ -6,11 +6,11 @@
 
 use facesweep_common::error::ServiceResult;
 use facesweep_proto::{Job, JobSummary};
+use facesweep_store::joblock::job_lock;
+use facesweep_store::jobstate::{job_state, transition_in, Action, State};
+use facesweep_store::terminal::{self, pages};
 
-use crate::joblock::job_lock;
-use crate::jobstate::{job_state, transition_in, Action, State};
 use crate::store::{JobRow, Store, JOB_COLUMNS};
-use crate::upkeep::pages;
 
 /// Chunks fenced per transaction when a job is cancelled.
 const CHUNK_PAGE: i64 = 10_000;
@@ -116,27 +116,29 @@ impl Store {
         if job_state(&mut tx, job_id).await? != Some(State::Cancelling) {
             return Ok(None);
         }
-        let n: i64 = sqlx::query_scalar(
-            "WITH ins AS (
-                 INSERT INTO url_results (url_id, job_id, status, reason)
-                 SELECT u.id, $1, 'cancelled', 'the job was cancelled before this URL was processed'
-                 FROM urls u
-                 WHERE u.id BETWEEN url_id($1, $2) AND url_id($1, $3 - 1)
-                   AND NOT EXISTS (SELECT 1 FROM url_results r WHERE r.url_id = u.id)
-                 ON CONFLICT (url_id) DO NOTHING RETURNING 1)
-             SELECT count(*) FROM ins",
-        )
-        .bind(job_id)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&mut *tx)
-        .await?;
-        if n > 0 {
-            let deltas = [((job_id, "cancelled".to_string()), n)].into_iter().collect();
-            facesweep_common::counters::add(&mut tx, &deltas).await?;
-        }
+        let n = terminal::cancel_open(&mut tx, job_id, from, to).await?;
         tx.commit().await?;
         Ok(Some(n))
+    }
+
+    /// Removes the job: first its state becomes `deleting` (no import, retry or cancel page
+    /// can start after that), then its chunks (waiting for every Record holding one: nothing
+    /// can be leased, renewed or recorded from then on), then its URLs with their results a
+    /// page per transaction, then its counters and the job row. Interrupted, the sweeper
+    /// finishes it. Space is freed for reuse by autovacuum, not returned to the OS.
+    pub async fn delete_job(&self, job_id: i64) -> ServiceResult<i64> {
+        self.transition(job_id, Action::Delete).await?;
+        sqlx::query("DELETE FROM chunks WHERE job_id = $1").bind(job_id).execute(&self.pool).await?;
+        let mut deleted = 0;
+        for (from, to) in pages(self.next_ordinal(job_id).await?) {
+            deleted += terminal::delete_urls(&self.pool, job_id, from, to).await?;
+        }
+        // Every table keyed by the job, under its lock: nothing of it is written after this.
+        let mut tx = self.pool.begin().await?;
+        job_lock(&mut tx, job_id, true).await?;
+        terminal::delete_job_rows(&mut tx, job_id).await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub async fn set_priority(&self, job_id: i64, priority: i32) -> ServiceResult<()> {

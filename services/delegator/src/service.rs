@@ -8,8 +8,8 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::import;
-use crate::jobstate::Action;
 use crate::store::{timestamp, Store};
+use facesweep_store::jobstate::Action;
 
 /// URLs buffered before one COPY round trip.
 const IMPORT_BATCH: usize = 20_000;
@@ -53,7 +53,7 @@ fn lease_ref<T>(auth: &Authorizer, req: &Request<T>, lease: Option<LeaseRef>) ->
     if lease.job_id <= 0 || lease.chunk_no < 0 || lease.fencing_token <= 0 {
         return Err(invalid("lease needs a positive job_id and token and chunk_no >= 0"));
     }
-    facesweep_common::lease::check_presented(&lease)?;
+    facesweep_store::lease::check_presented(&lease)?;
     Ok(lease)
 }
 
@@ -359,7 +359,7 @@ impl DelegatorService for DelegatorSvc {
 /// A job's models: ids safe for tags and file names, a share in [0, 1] and, when positive,
 /// a second model that differs from the first.
 fn check_models(m: &ModelSplit) -> Result<(), Status> {
-    use facesweep_common::models::valid_model_id;
+    use facesweep_common::ab::valid_model_id;
     if !valid_model_id(&m.model_id) || !valid_model_id(&m.alt_model_id) {
         return Err(invalid("model ids are at most 64 of A-Z a-z 0-9 . _ -"));
     }

@@ -4,17 +4,18 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use facesweep_common::bind_lease;
+use facesweep_common::ab::model_for;
 use facesweep_common::chunk_id_range;
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_common::lease::LEASE_HELD;
-use facesweep_common::models::model_for;
 use facesweep_proto::{InputSegment, Job, LeaseRef, LeaseUrl, ModelSplit};
+use facesweep_store::bind_lease;
+use facesweep_store::lease::LEASE_HELD;
 use sqlx::PgPool;
 
 use crate::failures::{self, FailedLease, Limits};
 use crate::membership::ShardCell;
-use crate::{import, joblock, sched};
+use crate::{import, sched};
+use facesweep_store::joblock;
 
 /// URL text one lease may carry (with 16 bytes per URL for ids and framing): half the 4 MiB
 /// gRPC default, a quarter of the fetcher's limit, whatever the chunk size or URL lengths.
@@ -157,7 +158,7 @@ impl Store {
         for _ in 0..16 {
             let jobs = self.jobs_with_work().await?;
             let mut taken = None;
-            let secret = facesweep_common::lease::new_secret();
+            let secret = facesweep_store::lease::new_secret();
             let order = sched::weighted_order(&jobs, &mut rand::thread_rng());
             for job in order {
                 taken = self.take_chunk(job, owner, &secret).await?;

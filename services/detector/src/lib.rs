@@ -133,7 +133,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // Registered only now, with the model warm: Consul's first check can pass at once. The
     // tag lets fetchers route a model's images to the detectors serving it.
     let me = Announce {
-        tags: vec![facesweep_common::models::consul_tag(&model_id)],
+        tags: vec![facesweep_common::ab::consul_tag(&model_id)],
         meta: vec![("model_id".into(), model_id)],
         ..front.announce("detector", running.addr)
     };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use facesweep_common::discovery::{Balanced, Target};
-use facesweep_common::models::consul_tag;
+use facesweep_common::ab::consul_tag;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::{Lease, ModelInfoRequest, ModelInfoResponse};
 use tokio::sync::{Mutex, OnceCell};
@@ -182,7 +182,7 @@ fn shape_of(info: &ModelInfoResponse, wire: WireChoice) -> Shape {
 /// `--model-detector MODEL=TARGET`.
 pub fn parse_model_target(s: &str) -> Result<(String, Target), String> {
     let (model, target) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected MODEL=TARGET"))?;
-    if model.is_empty() || !facesweep_common::models::valid_model_id(model) {
+    if model.is_empty() || !facesweep_common::ab::valid_model_id(model) {
         return Err(format!("{model:?} is not a model id"));
     }
     Ok((model.to_string(), target.parse()?))

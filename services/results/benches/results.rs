@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let writers = env("BENCH_WRITERS", 2);
     let dir = tempfile::Builder::new().prefix("bench-results").tempdir_in("/tmp")?;
     let pg = PgEmbed::start(dir.path(), Durability::Durable)?;
-    let pool = facesweep_common::db::connect(&pg.url(), writers as u32 + 1).await?;
+    let pool = facesweep_store::connect(&pg.url(), writers as u32 + 1).await?;
     let per = seed(&pool, total, writers).await?;
     let store = Store::new(pool.clone());
     let started = Instant::now();

@@ -65,7 +65,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     metrics::register();
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
-    let pool = facesweep_common::db::connect(&config.database_url, config.db_connections).await?;
+    let pool = facesweep_store::connect(&config.database_url, config.db_connections).await?;
     tokio::spawn(summarize_faces(pool.clone(), shutdown.clone()));
     let db = pool.clone();
     grpc::health_follows(

@@ -98,7 +98,7 @@ impl ResultsService for ResultsSvc {
         validate(&results)?;
         // Only the holder of a live lease writes results, and only for the URLs it holds.
         let lease = lease.ok_or_else(|| ServiceError::InvalidArgument("lease is required".into()))?;
-        facesweep_common::lease::check_presented(&lease)?;
+        facesweep_store::lease::check_presented(&lease)?;
         let rejected = replace_bad_rows(&mut results);
         let timer = crate::metrics::RESULTS_PERSIST_SECONDS.start_timer();
         let out = self.store.record(&lease, &results).await?;
@@ -158,7 +158,7 @@ impl ResultsService for ResultsSvc {
         if job.is_empty() {
             return Err(ServiceError::InvalidArgument("job name is empty".into()).into());
         }
-        if !facesweep_common::models::valid_model_id(&model_id) {
+        if !facesweep_common::ab::valid_model_id(&model_id) {
             return Err(ServiceError::InvalidArgument(format!("{model_id:?} is not a model id")).into());
         }
         let job_id = self.store.job_id(&job).await?;

@@ -1,11 +1,10 @@
 //! Postgres access for results. Every write is idempotent: the first terminal result wins.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use facesweep_common::bind_lease;
 use facesweep_common::error::{ServiceError, ServiceResult};
-use facesweep_common::lease::LEASE_HELD;
 use facesweep_proto::{Face, LeaseRef, UrlResult, UrlStatus};
+use facesweep_store::terminal;
 use sqlx::PgPool;
 
 #[derive(Clone)]
@@ -53,11 +52,8 @@ impl Store {
         let batch: Vec<&UrlResult> = results.iter().filter(|r| seen.insert(r.url_id)).collect();
         let mut tx = self.pool.begin().await?;
         lock_lease(&mut tx, lease, &batch).await?;
-        let inserted = insert_results(&mut tx, &batch).await?;
-        let (statuses, models) = counter_deltas(&inserted);
-        facesweep_common::counters::add(&mut tx, &statuses).await?;
-        facesweep_common::counters::add_models(&mut tx, &models).await?;
-        let fresh: HashSet<i64> = inserted.iter().map(|r| r.url_id).collect();
+        // Results and their counters together (the store owns both).
+        let fresh = terminal::insert_terminal(&mut tx, &batch).await?;
         insert_faces(&mut tx, FaceColumns::from_results(batch.iter().filter(|r| fresh.contains(&r.url_id))))
             .await?;
         // Only when something was not inserted: was it a duplicate or an unknown URL? The
@@ -190,10 +186,7 @@ async fn lock_lease(
     lease: &LeaseRef,
     batch: &[&UrlResult],
 ) -> ServiceResult<()> {
-    let sql = format!("SELECT c.lease_first, c.lease_last FROM chunks c WHERE {LEASE_HELD} FOR SHARE");
-    let held: Option<(Option<i64>, Option<i64>)> =
-        bind_lease!(sqlx::query_as(&sql), lease).fetch_optional(&mut **tx).await?;
-    let Some((Some(first), Some(last))) = held else {
+    let Some((first, last)) = facesweep_store::lease::lock_held(tx, lease).await? else {
         return Err(ServiceError::FailedPrecondition(format!(
             "lease on job {} chunk {} with token {} is not held by {:?} with that secret (expired, \
              re-issued, or revoked by a cancel or delete): its results are not stored",
@@ -280,71 +273,6 @@ impl From<FaceRow> for Face {
     }
 }
 
-/// A result row just inserted: what the counters need of it.
-#[derive(sqlx::FromRow)]
-struct Inserted {
-    url_id: i64,
-    job_id: i64,
-    status: String,
-    model_id: String,
-    face_count: i32,
-}
-
-/// Counter deltas of the rows just inserted: per (job, status), and for successful results
-/// their URLs and faces per (job, model that produced them).
-type Deltas = (BTreeMap<(i64, String), i64>, BTreeMap<(i64, String), (i64, i64)>);
-
-fn counter_deltas(inserted: &[Inserted]) -> Deltas {
-    let (mut statuses, mut models) = (BTreeMap::new(), BTreeMap::new());
-    for r in inserted {
-        *statuses.entry((r.job_id, r.status.clone())).or_insert(0) += 1;
-        if r.status == "ok" {
-            let d = models.entry((r.job_id, r.model_id.clone())).or_insert((0, 0));
-            *d = (d.0 + 1, d.1 + i64::from(r.face_count));
-        }
-    }
-    (statuses, models)
-}
-
-/// Inserts the results of URLs that exist and have none yet; the rows it inserted.
-async fn insert_results(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    batch: &[&UrlResult],
-) -> ServiceResult<Vec<Inserted>> {
-    let mut cols = Columns::default();
-    for r in batch {
-        cols.push(r);
-    }
-    Ok(sqlx::query_as(
-        "INSERT INTO url_results (url_id, job_id, status, reason, http_status, width, height,
-             bytes, face_count, model_id, download_ms, decode_ms, detect_ms)
-         SELECT t.url_id, u.job_id, t.status, t.reason, t.http_status, t.width, t.height,
-             t.bytes, t.face_count, t.model_id, t.download_ms, t.decode_ms, t.detect_ms
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
-             $7::bigint[], $8::int[], $9::text[], $10::real[], $11::real[], $12::real[])
-           AS t(url_id, status, reason, http_status, width, height, bytes, face_count,
-             model_id, download_ms, decode_ms, detect_ms)
-         JOIN urls u ON u.id = t.url_id
-         ORDER BY t.url_id
-         ON CONFLICT (url_id) DO NOTHING
-         RETURNING url_id, job_id, status, model_id, face_count",
-    )
-    .bind(&cols.url_id)
-    .bind(&cols.status)
-    .bind(&cols.reason)
-    .bind(&cols.http_status)
-    .bind(&cols.width)
-    .bind(&cols.height)
-    .bind(&cols.bytes)
-    .bind(&cols.face_count)
-    .bind(&cols.model_id)
-    .bind(&cols.download_ms)
-    .bind(&cols.decode_ms)
-    .bind(&cols.detect_ms)
-    .fetch_all(&mut **tx)
-    .await?)
-}
-
 /// Faces of freshly inserted results only: a second writer of a URL adds none.
 async fn insert_faces(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -370,39 +298,6 @@ async fn insert_faces(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-#[derive(Default)]
-struct Columns {
-    url_id: Vec<i64>,
-    status: Vec<String>,
-    reason: Vec<String>,
-    http_status: Vec<i32>,
-    width: Vec<i32>,
-    height: Vec<i32>,
-    bytes: Vec<i64>,
-    face_count: Vec<i32>,
-    model_id: Vec<String>,
-    download_ms: Vec<f32>,
-    decode_ms: Vec<f32>,
-    detect_ms: Vec<f32>,
-}
-
-impl Columns {
-    fn push(&mut self, r: &UrlResult) {
-        self.url_id.push(r.url_id);
-        self.status.push(r.status().short_name().to_string());
-        self.reason.push(r.reason.clone());
-        self.http_status.push(r.http_status as i32);
-        self.width.push(r.width as i32);
-        self.height.push(r.height as i32);
-        self.bytes.push(r.bytes as i64);
-        self.face_count.push(r.faces.len() as i32);
-        self.model_id.push(r.model_id.clone());
-        self.download_ms.push(r.download_ms);
-        self.decode_ms.push(r.decode_ms);
-        self.detect_ms.push(r.detect_ms);
-    }
 }
 
 #[derive(Default)]

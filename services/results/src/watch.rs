@@ -105,7 +105,7 @@ impl Store {
                         - (SELECT xact_start FROM w ORDER BY x LIMIT 1)), 0)::float8
              FROM s",
         )
-        .bind(facesweep_common::db::APP_NAME)
+        .bind(facesweep_store::APP_NAME)
         .fetch_one(&self.pool)
         .await?;
         Ok(Horizon { tx, lag_s })

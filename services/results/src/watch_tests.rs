@@ -18,7 +18,7 @@ struct Db {
 async fn job(urls: i64, connections: u32) -> (Db, PgPool) {
     let dir = tempfile::Builder::new().prefix("facesweep-watch").tempdir_in("/tmp").unwrap();
     let pg = PgEmbed::start(dir.path(), Durability::Ephemeral).unwrap();
-    let pool = facesweep_common::db::connect(&pg.url(), connections).await.unwrap();
+    let pool = facesweep_store::connect(&pg.url(), connections).await.unwrap();
     sqlx::query("INSERT INTO jobs (id, name, chunk_size, total_urls) VALUES (1, 'w', 1000, $1)")
         .bind(urls)
         .execute(&pool)

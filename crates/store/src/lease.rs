@@ -9,15 +9,32 @@ use rand::RngCore;
 pub const LEASE_HELD: &str = "c.job_id = $1 AND c.chunk_no = $2 AND c.token = $3 AND c.state = 'leased'
     AND c.secret_hash = sha256(convert_to($4, 'UTF8')) AND c.lease_owner = $5";
 
+/// Locks the lease's chunk row (FOR SHARE) for the rest of `tx` if `lease` holds it now,
+/// and returns the URL ids it covers (`lease_first..=lease_last`); `None` when it does not.
+pub async fn lock_held(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    lease: &facesweep_proto::LeaseRef,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    let sql = format!("SELECT c.lease_first, c.lease_last FROM chunks c WHERE {LEASE_HELD} FOR SHARE");
+    let held: Option<(Option<i64>, Option<i64>)> =
+        crate::bind_lease!(sqlx::query_as(&sql), lease).fetch_optional(&mut **tx).await?;
+    Ok(match held {
+        Some((Some(first), Some(last))) => Some((first, last)),
+        _ => None,
+    })
+}
+
 /// SQL for the stored form of a new secret passed as `$n` (only its hash is kept).
 pub fn secret_hash_sql(n: usize) -> String {
     format!("sha256(convert_to(${n}, 'UTF8'))")
 }
 
 /// A lease as a holder presents it must carry the secret and fetcher id it was granted with.
-pub fn check_presented(lease: &facesweep_proto::LeaseRef) -> Result<(), crate::error::ServiceError> {
+pub fn check_presented(
+    lease: &facesweep_proto::LeaseRef,
+) -> Result<(), facesweep_common::error::ServiceError> {
     if lease.secret.is_empty() || lease.secret.len() > 128 || lease.fetcher_id.is_empty() {
-        return Err(crate::error::ServiceError::InvalidArgument(
+        return Err(facesweep_common::error::ServiceError::InvalidArgument(
             "lease needs the secret and fetcher_id it was granted with".into(),
         ));
     }

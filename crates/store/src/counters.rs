@@ -1,5 +1,5 @@
-//! Per-job result counters (see migration 0003): every writer of `url_results` calls
-//! `add` in the same transaction, so progress is exact without counting rows.
+//! Per-job result counters (see migration 0003): every writer of `url_results` (`terminal`)
+//! calls `add` in the same transaction, so progress is exact without counting rows.
 
 use std::collections::BTreeMap;
 

@@ -101,7 +101,7 @@ pub fn check(action: Action, from: State) -> ServiceResult<State> {
 }
 
 /// The job's state (`None` when it no longer exists).
-pub(crate) async fn job_state(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<Option<State>> {
+pub async fn job_state(tx: &mut sqlx::PgConnection, job_id: i64) -> ServiceResult<Option<State>> {
     let s: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_optional(&mut *tx)
@@ -112,11 +112,7 @@ pub(crate) async fn job_state(tx: &mut sqlx::PgConnection, job_id: i64) -> Servi
 /// Checks `action` against the job's state under its exclusive lock (held to the end of
 /// `tx`) and stores the state it leads to. Imports, retries and operator actions all pass
 /// here, so none can slip past a cancel or a delete.
-pub(crate) async fn transition_in(
-    tx: &mut sqlx::PgConnection,
-    job_id: i64,
-    action: Action,
-) -> ServiceResult<State> {
+pub async fn transition_in(tx: &mut sqlx::PgConnection, job_id: i64, action: Action) -> ServiceResult<State> {
     crate::joblock::job_lock(&mut *tx, job_id, true).await?;
     let from = job_state(&mut *tx, job_id)
         .await?

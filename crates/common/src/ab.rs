@@ -1,6 +1,6 @@
-//! Which model detects a URL: a job's model, or for an A/B job its second model for a share
-//! of the URLs, fixed per URL id so that every lease of the URL (re-issues, retries) goes to
-//! the same model and the share holds in any slice of the input.
+//! Model ids and the A/B rule: which model detects a URL, a job's model or, for an A/B job,
+//! its second model for a share of the URLs, fixed per URL id so that every lease of the URL
+//! (re-issues, retries) goes to the same model and the share holds in any slice of the input.
 
 /// Characters a model id may hold (it travels in Consul tags and file names).
 pub fn valid_model_id(id: &str) -> bool {
