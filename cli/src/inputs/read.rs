@@ -167,13 +167,7 @@ fn table(path: &Path, sep: u8, columns: &mut Vec<String>) -> anyhow::Result<RawI
 /// "PATH:LINE: what" for a CSV error.
 fn at(path: &Path, e: &csv::Error) -> anyhow::Error {
     let line = e.position().map(|p| format!(":{}", p.line())).unwrap_or_default();
-    let what = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("{len} fields where the header has {expected_len}; quote fields that hold the separator")
-        }
-        _ => e.to_string(),
-    };
-    anyhow::anyhow!("{}{line}: {what}", path.display())
+    anyhow::anyhow!("{}{line}: {e}", path.display())
 }
 
 /// Column names made distinct (a repeated one gets `_2`, `_3`, ...).
