@@ -315,6 +315,8 @@ async fn after_run_client_commands_start_the_data_dir_on_demand() {
     // Waiting needs URLs processed: the whole mesh is started, and the re-queued URL is done again.
     let (code, out, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "mixed", "--wait"]));
     assert!(code == Some(0) && out.contains("2/2 URLs done") && out.contains("http_error=1"), "{out}\n{err}");
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["watch", "--job", "mixed"]));
+    assert!(code == Some(0) && out.lines().filter(|l| l.contains("\"cursor\"")).count() == 2, "{out}\n{err}");
     // A wrong job name reads as one, with where to look.
     let (code, _, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "nope"]));
     assert_eq!(code, Some(1), "{err}");
