@@ -132,18 +132,19 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
         );
         assert_eq!(services, reflection_v1alpha(ch(addr)).await, "{name}: v1 and v1alpha disagree");
     }
-    // Every service serves /metrics; the detector ran images above, so its counters moved.
+    // Every service serves its own /metrics (delegator, detector, results, fetcher); the
+    // detector ran images above, so its counters moved. tests/tests/dashboard.rs checks
+    // that no port serves another service's series.
     assert_eq!(mesh.metrics.len(), 4);
-    for m in &mesh.metrics {
+    let own = [
+        "facesweep_leases_granted_total",
+        "facesweep_detector_batch_size",
+        "facesweep_results_persist_seconds",
+        "facesweep_fetch_in_flight",
+    ];
+    for (m, name) in mesh.metrics.iter().zip(own) {
         let body = http_get(&m.to_string(), "/metrics").await.expect("/metrics answers 200");
-        for name in [
-            "facesweep_leases_granted_total",
-            "facesweep_detector_batch_size",
-            "facesweep_results_persist_seconds",
-            "facesweep_fetch_in_flight",
-        ] {
-            assert!(body.contains(name), "{m}: {name} missing");
-        }
+        assert!(body.contains(name), "{m}: {name} missing");
     }
     let body = http_get(&mesh.metrics[1].to_string(), "/metrics").await.expect("/metrics answers 200");
     let images: f64 = body
