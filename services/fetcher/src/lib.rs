@@ -139,6 +139,14 @@ pub struct Config {
     /// A lease in which no URL finishes for this long is given back (watchdog), seconds.
     #[arg(long, env = "FETCHER_LEASE_STALL_SECS", default_value_t = 300)]
     pub lease_stall_secs: u64,
+    /// Results sent to the results service per call: a batch goes when it holds this many
+    /// URLs or its oldest result is --record-interval-ms old, whichever comes first, so
+    /// results show up live and a kill or cancel loses at most one batch of work.
+    #[arg(long, env = "FETCHER_RECORD_BATCH", default_value_t = 64)]
+    pub record_batch: usize,
+    /// Longest a finished result waits in the fetcher before it is recorded, milliseconds.
+    #[arg(long, env = "FETCHER_RECORD_INTERVAL_MS", default_value_t = 1_000)]
+    pub record_interval_ms: u64,
     /// Mean pause after giving a lease back because no detector answered, milliseconds
     /// (jittered ±50%). A failed chunk's own pause is the delegator's --failure-backoff-ms.
     #[arg(long, env = "FETCHER_RELEASE_BACKOFF_MS", default_value_t = 2_000)]
@@ -162,6 +170,11 @@ impl Config {
             anyhow::ensure!(consul || !matches!(t, Target::Consul { .. }), "{flag} {t} needs --consul-addr");
         }
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        // The results service refuses larger Record calls.
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.record_batch),
+            "--record-batch must be between 1 and 10000 (the results service's largest Record)"
+        );
         anyhow::ensure!(self.max_body_bytes >= 1, "--max-body-bytes must be at least 1");
         if let Some(p) = &self.proxy {
             reqwest::Proxy::all(p).map_err(|e| anyhow::anyhow!("--proxy {p:?}: {e}"))?;
@@ -171,6 +184,7 @@ impl Config {
             ("--detect-timeout-ms", self.detect_timeout_ms),
             ("--lease-stall-secs", self.lease_stall_secs),
             ("--decode-timeout-ms", self.decode_timeout_ms),
+            ("--record-interval-ms", self.record_interval_ms),
         ] {
             anyhow::ensure!(v >= 1, "{flag} must be at least 1 (every wait is bounded)");
         }
@@ -187,6 +201,8 @@ impl Config {
             rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
             detect_timeout: Duration::from_millis(self.detect_timeout_ms),
             stall_timeout: Duration::from_secs(self.lease_stall_secs),
+            record_batch: self.record_batch,
+            record_interval: Duration::from_millis(self.record_interval_ms),
             release_backoff: Duration::from_millis(self.release_backoff_ms),
         }
     }
