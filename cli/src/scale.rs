@@ -37,6 +37,9 @@ pub struct ScaleOptions {
     /// URLs per chunk (lease).
     #[arg(long, default_value_t = 1000)]
     pub chunk_size: i32,
+    /// Results per Record call, as the fetcher's --record-batch (default the same: 64).
+    #[arg(long, default_value_t = 64)]
+    pub record_batch: usize,
     /// Where the durable cluster and the files go (removed first).
     #[arg(long, default_value = "/var/tmp/facesweep-scale")]
     pub dir: PathBuf,
@@ -104,7 +107,7 @@ async fn load_and_work(
     put("bytes/URL pending", sizes(pool, o.urls, o.urls).await?);
 
     let wal_before = wal_lsn(pool).await?;
-    let run = work(delegator, results, o.fetchers, o.process.unwrap_or(o.urls)).await?;
+    let run = work(delegator, results, o, o.process.unwrap_or(o.urls)).await?;
     let wal = wal_lsn(pool).await? - wal_before;
     put("URLs processed", run.urls.to_string());
     put("lease→record→complete URLs/s", format!("{:.0}", run.urls as f64 / run.secs));
@@ -189,22 +192,17 @@ struct Run {
 
 /// `fetchers` synthetic fetchers until `limit` URLs are done (or the job is); GetProgress
 /// sampled meanwhile.
-async fn work(delegator: &str, results: &str, fetchers: usize, limit: u64) -> anyhow::Result<Run> {
+async fn work(delegator: &str, results: &str, o: &ScaleOptions, limit: u64) -> anyhow::Result<Run> {
     let d = DelegatorServiceClient::new(channel(delegator)?).max_decoding_message_size(16 << 20);
     let r = ResultsServiceClient::new(channel(results)?);
     let done = Arc::new(AtomicU64::new(0));
     let acquire_ms = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..fetchers)
+    let batch = o.record_batch.max(1);
+    let tasks: Vec<_> = (0..o.fetchers)
         .map(|i| {
-            tokio::spawn(fetcher(
-                format!("synthetic-{i}"),
-                d.clone(),
-                r.clone(),
-                done.clone(),
-                limit,
-                acquire_ms.clone(),
-            ))
+            let shared = Shared { done: done.clone(), limit, acquire_ms: acquire_ms.clone(), batch };
+            tokio::spawn(fetcher(format!("synthetic-{i}"), d.clone(), r.clone(), shared))
         })
         .collect();
     let mut progress_ms = Vec::new();
@@ -222,13 +220,20 @@ async fn work(delegator: &str, results: &str, fetchers: usize, limit: u64) -> an
     Ok(Run { urls: done.load(Ordering::Relaxed), secs, acquire, progress: percentiles(&mut progress_ms) })
 }
 
+/// What the synthetic fetchers share: URLs done, where to stop, AcquireLease timings.
+struct Shared {
+    done: Arc<AtomicU64>,
+    limit: u64,
+    acquire_ms: Arc<Mutex<Vec<f64>>>,
+    /// Results per Record call.
+    batch: usize,
+}
+
 async fn fetcher(
     id: String,
     mut d: DelegatorServiceClient<Channel>,
     mut r: ResultsServiceClient<Channel>,
-    done: Arc<AtomicU64>,
-    limit: u64,
-    acquire_ms: Arc<Mutex<Vec<f64>>>,
+    Shared { done, limit, acquire_ms, batch }: Shared,
 ) -> anyhow::Result<()> {
     while done.load(Ordering::Relaxed) < limit {
         let t = Instant::now();
@@ -243,7 +248,7 @@ async fn fetcher(
             secret: lease.secret.clone(),
             fetcher_id: lease.fetcher_id.clone(),
         };
-        for batch in lease.urls.chunks(256) {
+        for batch in lease.urls.chunks(batch) {
             let results = batch.iter().map(|u| synthetic(u.id)).collect();
             r.record(RecordRequest { results, lease: Some(lref.clone()) }).await?;
         }
