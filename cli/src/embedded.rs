@@ -1,7 +1,11 @@
-//! The services of an embedded mesh (`facesweep up/run/demo`, tests): each binary's own
-//! defaults (parsed from its flags, so they have one home) plus what an embedded mesh sets.
+//! The services of an embedded mesh (`facesweep up/run/demo`, tests): each service's plain
+//! `Config` defaults plus what an embedded mesh sets, built as values (never parsed from
+//! flags or the environment, so a user's `FETCHER_*`, `CONSUL_HTTP_ADDR`… cannot reach them).
 
 use std::net::SocketAddr;
+
+use facesweep_common::discovery::Target;
+use facesweep_fetcher::models::parse_model_target;
 
 use crate::options::MeshOptions;
 
@@ -15,93 +19,82 @@ pub fn metrics_addr(o: &MeshOptions, offset: u16) -> Option<SocketAddr> {
     o.metrics.then(|| addr(if o.base_port == 0 { 0 } else { o.base_port + 10 }, offset))
 }
 
-/// `name` parsed from `flags` (pairs), `--metrics-listen` when the mesh serves metrics, then
-/// `extra` as given.
-fn parse<C: clap::Parser>(
-    name: &str,
-    flags: Vec<(&str, String)>,
-    metrics: Option<SocketAddr>,
-    extra: &[String],
-) -> anyhow::Result<C> {
-    let mut argv = vec![name.to_string()];
-    argv.extend(flags.into_iter().flat_map(|(k, v)| [k.to_string(), v]));
-    if let Some(m) = metrics {
-        argv.extend(["--metrics-listen".into(), m.to_string()]);
+pub fn results(o: &MeshOptions, db: &str) -> facesweep_results::Config {
+    facesweep_results::Config {
+        listen: addr(o.base_port, 2),
+        db_connections: 8,
+        metrics_listen: metrics_addr(o, 2),
+        ..facesweep_results::Config::new(db)
     }
-    argv.extend(extra.iter().cloned());
-    Ok(C::try_parse_from(argv)?)
 }
 
-pub fn results(o: &MeshOptions, db: &str) -> anyhow::Result<facesweep_results::Config> {
-    let flags = vec![
-        ("--listen", addr(o.base_port, 2).to_string()),
-        ("--database-url", db.into()),
-        ("--db-connections", "8".into()),
-    ];
-    parse("facesweep-results", flags, metrics_addr(o, 2), &[])
+pub fn delegator(o: &MeshOptions, db: &str) -> facesweep_delegator::Config {
+    facesweep_delegator::Config {
+        listen: addr(o.base_port, 0),
+        lease_ttl_secs: o.lease_ttl_secs,
+        default_chunk_size: o.chunk_size,
+        db_connections: 8,
+        failure_backoff_ms: 1000,
+        metrics_listen: metrics_addr(o, 0),
+        ..facesweep_delegator::Config::new(db)
+    }
 }
 
-pub fn delegator(o: &MeshOptions, db: &str) -> anyhow::Result<facesweep_delegator::Config> {
-    let flags = vec![
-        ("--listen", addr(o.base_port, 0).to_string()),
-        ("--database-url", db.into()),
-        ("--lease-ttl-secs", o.lease_ttl_secs.to_string()),
-        ("--default-chunk-size", o.chunk_size.to_string()),
-        ("--db-connections", "8".into()),
-        ("--failure-backoff-ms", "1000".into()),
-    ];
-    parse("facesweep-delegator", flags, metrics_addr(o, 0), &[])
+pub fn detector(o: &MeshOptions) -> facesweep_detector::Config {
+    facesweep_detector::Config {
+        listen: addr(o.base_port, 1),
+        model: o.model.clone(),
+        max_batch: o.detector_max_batch,
+        metrics_listen: metrics_addr(o, 1),
+        ..Default::default()
+    }
 }
 
-pub fn detector(o: &MeshOptions) -> anyhow::Result<facesweep_detector::Config> {
-    let flags = vec![
-        ("--listen", addr(o.base_port, 1).to_string()),
-        ("--model", o.model.display().to_string()),
-        ("--max-batch", o.detector_max_batch.to_string()),
-    ];
-    parse("facesweep-detector", flags, metrics_addr(o, 1), &[])
-}
-
-/// The fetcher, pointed at the in-process services; `MeshOptions::fetcher_args` come last
-/// and win (the fetcher takes a repeated flag's last value).
+/// The fetcher, pointed at the in-process services; `MeshOptions::fetcher_tweak` comes last.
 pub fn fetcher(
     o: &MeshOptions,
     delegator: SocketAddr,
     detector: SocketAddr,
     results: SocketAddr,
 ) -> anyhow::Result<facesweep_fetcher::Config> {
-    let nets: Vec<String> = o.allow_networks.iter().map(ToString::to_string).collect();
     let k = &o.fetcher;
+    let one = |a: SocketAddr| Target::Static(vec![a.to_string()]);
     let concurrency = k.concurrency.unwrap_or(o.fetcher_concurrency);
     let timeout_ms = k.timeout_ms.unwrap_or(o.timeout_ms);
-    let mut flags = vec![
-        ("--listen", addr(o.base_port, 3).to_string()),
-        ("--delegator", delegator.to_string()),
-        ("--detector", detector.to_string()),
-        ("--results", results.to_string()),
+    let model_detector = k.model_detector.iter().map(|m| parse_model_target(m).map_err(anyhow::Error::msg));
+    let defaults = facesweep_fetcher::Config::default();
+    let mut config = facesweep_fetcher::Config {
+        listen: addr(o.base_port, 3),
+        delegator: one(delegator),
+        detector: one(detector),
+        results: one(results),
+        model_detector: model_detector.collect::<anyhow::Result<_>>()?,
         // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
-        ("--id", format!("embedded-{}", stable_id(&o.data_dir))),
-        ("--drain-grace-secs", "10".into()),
-        ("--leases", k.leases.unwrap_or(o.fetcher_leases).to_string()),
-        ("--concurrency", concurrency.to_string()),
-        ("--per-host", k.per_host.unwrap_or(concurrency).to_string()),
-        ("--connect-timeout-ms", k.connect_timeout_ms.unwrap_or(5_000.min(timeout_ms)).to_string()),
-        ("--timeout-ms", timeout_ms.to_string()),
-        ("--first-byte-timeout-ms", k.first_byte_timeout_ms.unwrap_or(timeout_ms.min(10_000)).to_string()),
-        ("--retries", k.retries.unwrap_or(1).to_string()),
-        ("--retry-base-ms", "200".into()),
+        id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
+        drain_grace_secs: 10,
+        leases: k.leases.unwrap_or(o.fetcher_leases),
+        concurrency,
+        per_host: k.per_host.unwrap_or(concurrency),
+        connect_timeout_ms: k.connect_timeout_ms.unwrap_or(5_000.min(timeout_ms)),
+        timeout_ms,
+        first_byte_timeout_ms: k.first_byte_timeout_ms.unwrap_or(timeout_ms.min(10_000)),
+        retries: k.retries.unwrap_or(1),
+        retry_base_ms: 200,
         // The embedded mesh fetches from loopback (demo, tests) and the LAN.
-        ("--allow-networks", nets.join(",")),
-        ("--body-budget-mib", "128".into()),
-        ("--idle-poll-ms", o.idle_poll_ms.to_string()),
-        ("--release-backoff-ms", o.idle_poll_ms.max(100).to_string()),
-    ];
-    let optional =
-        [("--max-body-bytes", k.max_body_bytes.map(|b| b.to_string())), ("--proxy", k.proxy.clone())];
-    let optional = optional.into_iter().chain([("--user-agent", k.user_agent.clone())]);
-    flags.extend(optional.filter_map(|(f, v)| v.map(|v| (f, v))));
-    flags.extend(k.model_detector.iter().map(|m| ("--model-detector", m.clone())));
-    parse("facesweep-fetcher", flags, metrics_addr(o, 3), &o.fetcher_args)
+        allow_networks: o.allow_networks.clone(),
+        body_budget_mib: 128,
+        idle_poll_ms: o.idle_poll_ms,
+        release_backoff_ms: o.idle_poll_ms.max(100),
+        max_body_bytes: k.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        proxy: k.proxy.clone(),
+        user_agent: k.user_agent.clone().unwrap_or(defaults.user_agent.clone()),
+        metrics_listen: metrics_addr(o, 3),
+        ..defaults
+    };
+    if let Some(tweak) = &o.fetcher_tweak {
+        (tweak.0)(&mut config);
+    }
+    Ok(config)
 }
 
 /// A fetcher id stable per data dir: a restarted `run` reclaims its predecessor's leases.
@@ -130,7 +123,11 @@ mod tests {
         assert_eq!(c.connect_timeout_ms, 1_500, "connect timeout defaults to at most the whole timeout");
         assert_eq!(c.model_detector.len(), 1);
         assert_eq!(c.model_detector[0].0, "other-v1");
-        let plain = fetcher(&MeshOptions::new("/tmp/x", "m.pt"), a, a, a).unwrap();
+        let mut o = MeshOptions::new("/tmp/x", "m.pt");
+        o.fetcher_tweak = Some(crate::options::FetcherTweak::new(|c| c.lease_stall_secs = 1));
+        let plain = fetcher(&o, a, a, a).unwrap();
         assert_eq!((plain.concurrency, plain.per_host, plain.retries), (64, 64, 1));
+        assert_eq!(plain.lease_stall_secs, 1, "the tweak comes last");
+        plain.validate().unwrap();
     }
 }

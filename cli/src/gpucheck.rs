@@ -197,20 +197,15 @@ async fn grpc(o: &GpuCheckOptions, device: tch::Device, photos: &[Photo]) -> any
         facesweep_detector::BENCH_SKIP_MODEL.store(stub, std::sync::atomic::Ordering::Relaxed);
         let stop = Shutdown::new();
         let dev = if device.is_cuda() { "cuda" } else { "cpu" };
-        let batch = o.batches.iter().copied().max().unwrap_or(32).to_string();
-        let args = [
-            "detector",
-            "--listen",
-            "127.0.0.1:0",
-            "--device",
-            dev,
-            "--max-batch",
-            &batch,
-            "--queue",
-            "100000",
-        ];
-        let mut cfg = <facesweep_detector::Config as clap::Parser>::try_parse_from(args)?;
-        cfg.model = o.model.clone();
+        let batch = o.batches.iter().copied().max().unwrap_or(32);
+        let cfg = facesweep_detector::Config {
+            listen: "127.0.0.1:0".parse()?,
+            device: dev.to_string(),
+            max_batch: batch,
+            queue: 100_000,
+            model: o.model.clone(),
+            ..Default::default()
+        };
         let running = facesweep_detector::spawn(cfg, stop.clone()).await;
         facesweep_detector::BENCH_SKIP_MODEL.store(false, std::sync::atomic::Ordering::Relaxed);
         let addr = running?.addr.to_string();

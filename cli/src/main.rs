@@ -9,6 +9,7 @@ use facesweep_cli::datadir::InUse;
 use facesweep_cli::ondemand::{self, Need};
 use facesweep_cli::output::{self, Format, Out};
 use facesweep_cli::{client, errors, httpserve, inputs, run_job, Mesh, MeshOptions};
+use facesweep_common::config::parse_flags_only;
 
 #[derive(Parser)]
 #[command(name = "facesweep", version, about = "Image URLs in, face coordinates out.")]
@@ -469,7 +470,7 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Fetch { urls, size, fetcher } => {
             let list = client::read_urls(&urls)?;
             let args = std::iter::once("fetcher".to_string()).chain(fetcher.extra);
-            let config = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(args)?;
+            let config = parse_flags_only::<facesweep_fetcher::Args>(args)?.into_config()?;
             // This CLI links LibTorch (the detector); the fetcher service binary does not.
             let before = bench::rss_mib();
             let bench::FetchRun { ok, failed, secs, wire_bytes } =

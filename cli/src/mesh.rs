@@ -50,10 +50,10 @@ impl Mesh {
         // Fetchers stop first so their last results still reach running services.
         let fetcher_stop = Shutdown::new();
         let results =
-            facesweep_results::spawn(embedded::results(&o, &database_url)?, shutdown.clone()).await?;
+            facesweep_results::spawn(embedded::results(&o, &database_url), shutdown.clone()).await?;
         let delegator =
-            facesweep_delegator::spawn(embedded::delegator(&o, &database_url)?, shutdown.clone()).await?;
-        let detector = facesweep_detector::spawn(embedded::detector(&o)?, shutdown.clone()).await?;
+            facesweep_delegator::spawn(embedded::delegator(&o, &database_url), shutdown.clone()).await?;
+        let detector = facesweep_detector::spawn(embedded::detector(&o), shutdown.clone()).await?;
         let fetcher_cfg = embedded::fetcher(&o, delegator.addr, detector.addr, results.addr)?;
         let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await?;
         let metrics = [&delegator, &detector, &results, &fetcher].iter().filter_map(|r| r.metrics).collect();

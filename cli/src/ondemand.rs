@@ -80,8 +80,8 @@ async fn start(dir: &Path, need: Need, command: &str) -> anyhow::Result<Started>
     let o = MeshOptions::new(dir, "");
     let shutdown = Shutdown::new();
     let db = pg.url();
-    let delegator = facesweep_delegator::spawn(embedded::delegator(&o, &db)?, shutdown.clone()).await?;
-    let results = facesweep_results::spawn(embedded::results(&o, &db)?, shutdown.clone()).await?;
+    let delegator = facesweep_delegator::spawn(embedded::delegator(&o, &db), shutdown.clone()).await?;
+    let results = facesweep_results::spawn(embedded::results(&o, &db), shutdown.clone()).await?;
     lock.publish(&delegator.addr.to_string(), &results.addr.to_string(), &[])?;
     Ok(Started::Control(Box::new(Control { shutdown, tasks: vec![delegator, results], pg, _lock: lock })))
 }

@@ -33,10 +33,27 @@ pub struct MeshOptions {
     pub metrics: bool,
     /// The fetcher's typed knobs (`run`/`up` flags); unset ones keep the embedded defaults.
     pub fetcher: FetcherKnobs,
-    /// Extra `facesweep-fetcher` flags, applied last (e.g. `--lease-stall-secs 60`).
-    pub fetcher_args: Vec<String>,
+    /// A change to the embedded fetcher's configuration, applied last (tests: a short stall
+    /// timeout, a results service of their own).
+    pub fetcher_tweak: Option<FetcherTweak>,
     /// What this mesh is for (`up`, `run`, `demo`), told to a second process on the data dir.
     pub command: String,
+}
+
+/// See [`MeshOptions::fetcher_tweak`].
+#[derive(Clone)]
+pub struct FetcherTweak(pub std::sync::Arc<dyn Fn(&mut facesweep_fetcher::Config) + Send + Sync>);
+
+impl FetcherTweak {
+    pub fn new(f: impl Fn(&mut facesweep_fetcher::Config) + Send + Sync + 'static) -> Self {
+        FetcherTweak(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for FetcherTweak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FetcherTweak(..)")
+    }
 }
 
 /// Fetcher settings a job may need, as `run`/`up` flags (the fetcher's own names).
@@ -101,7 +118,7 @@ impl MeshOptions {
             allow_networks: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
             metrics: false,
             fetcher: FetcherKnobs::default(),
-            fetcher_args: Vec::new(),
+            fetcher_tweak: None,
             command: "mesh".into(),
         }
     }

@@ -127,11 +127,16 @@ async fn finished(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
 }
 
 async fn start_services(db: &str, chunk: i32, stop: &Shutdown) -> anyhow::Result<(String, String)> {
-    let chunk = chunk.to_string();
-    let d = ["delegator", "--listen", "127.0.0.1:0", "--database-url", db, "--default-chunk-size", &chunk];
-    let d = facesweep_delegator::spawn(clap::Parser::try_parse_from(d)?, stop.clone()).await?;
-    let r = ["results", "--listen", "127.0.0.1:0", "--database-url", db, "--db-connections", "16"];
-    let r = facesweep_results::spawn(clap::Parser::try_parse_from(r)?, stop.clone()).await?;
+    let listen = "127.0.0.1:0".parse()?;
+    let chunk = u32::try_from(chunk)?;
+    let d = facesweep_delegator::Config {
+        listen,
+        default_chunk_size: chunk,
+        ..facesweep_delegator::Config::new(db)
+    };
+    let d = facesweep_delegator::spawn(d, stop.clone()).await?;
+    let r = facesweep_results::Config { listen, db_connections: 16, ..facesweep_results::Config::new(db) };
+    let r = facesweep_results::spawn(r, stop.clone()).await?;
     Ok((d.addr.to_string(), r.addr.to_string()))
 }
 

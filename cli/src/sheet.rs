@@ -193,9 +193,11 @@ pub async fn run(args: &SheetArgs) -> anyhow::Result<SheetSummary> {
 /// Every sampled ok URL downloaded again (a few at a time, each within the timeout); failed
 /// and unfinished URLs become grey tiles without a download.
 async fn fetch_tiles(args: &SheetArgs, samples: &[Sampled]) -> anyhow::Result<Vec<tile::Tile>> {
-    let mut cfg = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(["facesweep-fetcher"])?;
-    cfg.allow_networks = args.allow_networks.clone();
-    cfg.timeout_ms = args.timeout_secs * 1000;
+    let cfg = facesweep_fetcher::Config {
+        allow_networks: args.allow_networks.clone(),
+        timeout_ms: args.timeout_secs * 1000,
+        ..Default::default()
+    };
     let fetcher = Fetcher::new(cfg.fetch_config())?;
     let (shape, limit) = (Shape::canvas(args.tile, args.tile), Duration::from_secs(args.timeout_secs));
     let tiles = futures::stream::iter(samples)

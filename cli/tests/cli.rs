@@ -566,3 +566,44 @@ async fn run_checks_its_input_before_starting_anything_and_streams_to_stdout() {
     assert!(lines[1]["width"].is_null() && lines[1]["http_status"] == 404, "{}", lines[1]);
     assert!(stderr.contains("job stdin: 2 URLs"), "{stderr}");
 }
+
+/// Every environment variable a service binary reads, less those `facesweep run` declares as
+/// its own flags (DATABASE_URL, FACESWEEP_ADMIN_TOKEN: the user's settings for the CLI).
+fn service_env_names() -> Vec<String> {
+    use facesweep_common::config::env_names;
+    let help = ok(bin().args(["run", "--help"]));
+    let mut names = env_names::<facesweep_delegator::Args>();
+    names.extend(env_names::<facesweep_detector::Args>());
+    names.extend(env_names::<facesweep_fetcher::Args>());
+    names.extend(env_names::<facesweep_results::Args>());
+    names.sort();
+    names.dedup();
+    names.retain(|n| !help.contains(&format!("[env: {n}")));
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_environment_does_not_change_run() {
+    let names = service_env_names();
+    for expected in ["FETCHER_CONCURRENCY", "CONSUL_HTTP_ADDR", "DETECTOR_MAX_BATCH", "RESULTS_LISTEN"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    let (addr, _srv) = photo_server().await;
+    let tmp = tempfile::Builder::new().prefix("facesweep-hostile").tempdir_in("/tmp").unwrap();
+    let list = tmp.path().join("photos.txt");
+    std::fs::write(&list, format!("http://{addr}/astronaut.png\nhttp://{addr}/hopper.jpg\n")).unwrap();
+    let run = |name: &str, hostile: bool| {
+        let mut c = bin();
+        c.arg("run").arg(&list).arg("--out").arg(tmp.path().join(format!("{name}.jsonl")));
+        c.arg("--data-dir").arg(tmp.path().join(name));
+        for n in names.iter().filter(|_| hostile) {
+            c.env(n, "nonsense");
+        }
+        let summary = ok(&mut c);
+        assert!(summary.contains("job photos: 2 URLs, 2 faces"), "{name}: {summary}");
+        std::fs::read_to_string(tmp.path().join(format!("{name}.jsonl"))).unwrap()
+    };
+    let plain = run("plain", false);
+    assert_eq!(plain.lines().count(), 2);
+    assert_eq!(run("hostile", true), plain, "the service environment changed the export");
+}

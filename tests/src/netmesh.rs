@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use facesweep_common::tls::TlsArgs;
+use facesweep_common::tls::TlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose, SanType};
 
 use crate::netns::{Net, Node};
@@ -68,7 +68,7 @@ impl Ca {
 
     /// A certificate for `name` naming `facesweep-<role>`, `ip` and, for a fetcher, its
     /// SPIFFE id.
-    pub fn issue(&self, name: &str, role: &str, ip: Ipv4Addr, fetcher_id: Option<&str>) -> TlsArgs {
+    pub fn issue(&self, name: &str, role: &str, ip: Ipv4Addr, fetcher_id: Option<&str>) -> TlsConfig {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![format!("facesweep-{role}"), ip.to_string()]).unwrap();
         if let Some(id) = fetcher_id {
@@ -80,7 +80,7 @@ impl Ca {
         let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
-        TlsArgs { cert: Some(c), key: Some(k), ca: Some(self.dir.join("ca.pem")), ..Default::default() }
+        TlsConfig { cert: Some(c), key: Some(k), ca: Some(self.dir.join("ca.pem")), ..Default::default() }
     }
 }
 

@@ -31,23 +31,17 @@ pub async fn delegator_with(
     stop: &Shutdown,
 ) -> DelegatorServiceClient<Channel> {
     let cfg = facesweep_delegator::Config {
-        consul: Default::default(),
-        tls: Default::default(),
-        auth: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.pg.url(),
         shard_index: index,
         shard_count: count,
         lease_ttl_secs: ttl,
         default_chunk_size: 10,
         db_connections: 4,
-        metrics_listen: None,
         split_after,
         abandon_after,
         // Lease tests drive failures by hand and lease again at once.
         failure_backoff_ms: 0,
-        membership_timeout_secs: 0,
-        member_id: None,
+        ..facesweep_delegator::Config::new(db.pg.url())
     };
     let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
     DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap())
@@ -55,24 +49,25 @@ pub async fn delegator_with(
 
 /// A delegator (one shard, chunks of 1,000) for clients that dial by address; its address.
 pub async fn delegator_addr(db: &TestDb, stop: &Shutdown) -> String {
-    delegator_flags(db, &["--default-chunk-size", "1000"], stop).await
+    delegator_tweaked(db, |c| c.default_chunk_size = 1000, stop).await
 }
 
-/// A delegator on loopback with its command-line `flags`; its address.
-pub async fn delegator_flags(db: &TestDb, flags: &[&str], stop: &Shutdown) -> String {
-    let url = db.pg.url();
-    let args = ["delegator", "--listen", "127.0.0.1:0", "--database-url", &url]
-        .into_iter()
-        .chain(flags.iter().copied());
-    let cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from(args).unwrap();
+/// A delegator on loopback (the binary's defaults, then `tweak`); its address.
+pub async fn delegator_tweaked(
+    db: &TestDb,
+    tweak: impl FnOnce(&mut facesweep_delegator::Config),
+    stop: &Shutdown,
+) -> String {
+    let mut cfg = facesweep_delegator::Config::new(db.pg.url());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut cfg);
     facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap().addr.to_string()
 }
 
 /// A results service for clients that dial by address; its address.
 pub async fn results_addr(db: &TestDb, stop: &Shutdown) -> String {
-    let url = db.pg.url();
-    let args = ["results", "--listen", "127.0.0.1:0", "--database-url", &url];
-    let cfg = <facesweep_results::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let cfg = facesweep_results::Config { listen, ..facesweep_results::Config::new(db.pg.url()) };
     facesweep_results::spawn(cfg, stop.clone()).await.unwrap().addr.to_string()
 }
 
@@ -110,13 +105,9 @@ pub async fn acquire(d: &mut DelegatorServiceClient<Channel>, who: &str) -> Opti
 
 pub async fn results(db: &TestDb, stop: &Shutdown) -> ResultsServiceClient<Channel> {
     let cfg = facesweep_results::Config {
-        consul: Default::default(),
-        tls: Default::default(),
-        auth: Default::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: db.pg.url(),
         db_connections: 4,
-        metrics_listen: None,
+        ..facesweep_results::Config::new(db.pg.url())
     };
     let running = facesweep_results::spawn(cfg, stop.clone()).await.unwrap();
     ResultsServiceClient::new(channel(&running.addr.to_string()).unwrap())

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use facesweep_cli::client;
-use facesweep_common::consul::ConsulArgs;
-use facesweep_common::grpc::channel;
 use facesweep_common::ab::model_for;
+use facesweep_common::consul::ConsulConfig;
+use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::*;
@@ -27,23 +27,28 @@ fn small_model() -> std::path::PathBuf {
     model_path().with_file_name("retinaface_mnet025_320.pt")
 }
 
-/// A fetcher on `delegator` and `results` with `detectors` (its detector flags) and, when
+/// A fetcher on `delegator` and `results` with its detectors set by `detectors` and, when
 /// given, a Consul agent to find them through.
 async fn fetcher(
     delegator: &str,
     results: &str,
-    detectors: &[&str],
+    detectors: impl FnOnce(&mut facesweep_fetcher::Config),
     agent: Option<&ConsulAgent>,
     stop: &Shutdown,
 ) {
-    let args = ["fetcher", "--listen", "127.0.0.1:0", "--delegator", delegator, "--results", results]
-        .into_iter()
-        .chain(["--allow-networks", "127.0.0.0/8", "--idle-poll-ms", "100", "--release-backoff-ms", "100"])
-        .chain(detectors.iter().copied());
-    let mut cfg = <facesweep_fetcher::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let mut cfg = facesweep_fetcher::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        delegator: delegator.parse().unwrap(),
+        results: results.parse().unwrap(),
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        idle_poll_ms: 100,
+        release_backoff_ms: 100,
+        ..Default::default()
+    };
+    detectors(&mut cfg);
     if let Some(agent) = agent {
         cfg.consul =
-            ConsulArgs { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() };
+            ConsulConfig { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() };
     }
     facesweep_fetcher::spawn(cfg, stop.clone()).await.unwrap();
 }
@@ -64,8 +69,11 @@ async fn an_ab_job_splits_by_url_id_and_each_model_serves_its_share() {
     let stop = Shutdown::new();
     let delegator = services::delegator_addr(&db, &stop).await;
     let results = services::results_addr(&db, &stop).await;
-    let by_tag = ["--detector", "consul://facesweep-detector", "--concurrency", "8"];
-    fetcher(&delegator, &results, &by_tag, Some(&agent), &stop).await;
+    let by_tag = |c: &mut facesweep_fetcher::Config| {
+        c.detector = "consul://facesweep-detector".parse().unwrap();
+        c.concurrency = 8;
+    };
+    fetcher(&delegator, &results, by_tag, Some(&agent), &stop).await;
     let mut d = DelegatorServiceClient::new(channel(&delegator).unwrap());
 
     // Malformed model choices are refused before anything is stored.
@@ -138,9 +146,13 @@ async fn an_ab_job_splits_by_url_id_and_each_model_serves_its_share() {
 
 /// A detector in this process serving `model`; its address.
 async fn detector_serving(model: &std::path::Path, stop: &Shutdown) -> String {
-    let m = model.display().to_string();
-    let args = ["detector", "--listen", "127.0.0.1:0", "--model", &m, "--device", "cpu", "--max-batch", "4"];
-    let cfg = <facesweep_detector::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let cfg = facesweep_detector::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        model: model.to_path_buf(),
+        device: "cpu".into(),
+        max_batch: 4,
+        ..Default::default()
+    };
     facesweep_detector::spawn(cfg, stop.clone()).await.unwrap().addr.to_string()
 }
 
@@ -149,23 +161,18 @@ async fn static_model_detectors_route_without_consul_and_an_unserved_model_ends_
     let db = TestDb::start();
     let stop = Shutdown::new();
     // Failed leases retried at once, a URL abandoned after two: the unserved model ends fast.
-    let flags = [
-        "--default-chunk-size",
-        "5",
-        "--failure-backoff-ms",
-        "0",
-        "--split-after",
-        "1",
-        "--abandon-after",
-        "2",
-    ];
-    let delegator = services::delegator_flags(&db, &flags, &stop).await;
+    let tweak = |c: &mut facesweep_delegator::Config| {
+        (c.default_chunk_size, c.failure_backoff_ms, c.split_after, c.abandon_after) = (5, 0, 1, 2);
+    };
+    let delegator = services::delegator_tweaked(&db, tweak, &stop).await;
     let results = services::results_addr(&db, &stop).await;
     let (big, small) =
         (detector_serving(&model_path(), &stop).await, detector_serving(&small_model(), &stop).await);
-    let routes = format!("{SMALL}={small}");
-    let routes = ["--detector", &big, "--model-detector", &routes];
-    fetcher(&delegator, &results, &routes, None, &stop).await;
+    let routes = |c: &mut facesweep_fetcher::Config| {
+        c.detector = big.parse().unwrap();
+        c.model_detector = vec![(SMALL.to_string(), small.parse().unwrap())];
+    };
+    fetcher(&delegator, &results, routes, None, &stop).await;
 
     let site = Site::start(2).await;
     let photos: Vec<String> = site.photos.iter().map(|(u, _)| u.clone()).collect();

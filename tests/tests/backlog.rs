@@ -33,8 +33,11 @@ async fn backlog_counts_unfinished_urls_of_running_jobs_only() {
     let db = TestDb::start();
     let stop = Shutdown::new();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let flags = ["--lease-ttl-secs", "1", "--metrics-listen", &metrics];
-    let addr = services::delegator_flags(&db, &flags, &stop).await;
+    let tweak = |c: &mut facesweep_delegator::Config| {
+        c.lease_ttl_secs = 1;
+        c.metrics_listen = Some(metrics.parse().unwrap());
+    };
+    let addr = services::delegator_tweaked(&db, tweak, &stop).await;
     let mut d = delegator_service_client::DelegatorServiceClient::new(
         facesweep_common::grpc::channel(&addr).unwrap(),
     );

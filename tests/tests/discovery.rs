@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
-use facesweep_common::consul::{Consul, ConsulArgs};
+use facesweep_common::consul::{Consul, ConsulConfig};
+use facesweep_common::discovery::Target;
 use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
@@ -16,8 +17,8 @@ use facesweep_proto::*;
 use facesweep_tests::detector::DetectorProcess;
 use facesweep_tests::*;
 
-fn consul_args(agent: &ConsulAgent) -> ConsulArgs {
-    ConsulArgs { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() }
+fn consul_args(agent: &ConsulAgent) -> ConsulConfig {
+    ConsulConfig { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() }
 }
 
 /// The fetcher's (in-process) view: its `facesweep_discovery_members` gauge for detectors.
@@ -84,31 +85,20 @@ async fn detectors_come_and_go_through_consul() {
     let results = facesweep_results::spawn(
         facesweep_results::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: db.pg.url(),
-            metrics_listen: None,
             db_connections: 4,
             consul: consul_args(&agent),
-            tls: Default::default(),
-            auth: Default::default(),
+            ..facesweep_results::Config::new(db.pg.url())
         },
         stop.clone(),
     )
     .await
     .unwrap();
-    let delegator_cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from([
-        "delegator",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &db.pg.url(),
-        "--lease-ttl-secs",
-        "10",
-        "--consul-addr",
-        &agent.http,
-        "--consul-check-interval-secs",
-        "1",
-    ])
-    .unwrap();
+    let delegator_cfg = facesweep_delegator::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        lease_ttl_secs: 10,
+        consul: consul_args(&agent),
+        ..facesweep_delegator::Config::new(db.pg.url())
+    };
     let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
 
     let mut a = DetectorProcess::start(&agent, dir.path(), "detector-a", &model_path());
@@ -125,29 +115,20 @@ async fn detectors_come_and_go_through_consul() {
     .await;
 
     let fetcher_stop = Shutdown::new();
-    let mut fetcher_cfg = <facesweep_fetcher::Config as clap::Parser>::try_parse_from([
-        "fetcher",
-        "--listen",
-        "127.0.0.1:0",
-        "--id",
-        "discovery-test",
-        "--delegator",
-        "consul://facesweep-delegator",
-        "--detector",
-        "consul://facesweep-detector",
-        "--results",
-        "consul://facesweep-results",
-        "--allow-networks",
-        "127.0.0.0/8",
-        "--leases",
-        "2",
-        "--concurrency",
-        "4",
-        "--idle-poll-ms",
-        "100",
-    ])
-    .unwrap();
-    fetcher_cfg.consul = consul_args(&agent);
+    let by_name = |service: &str| Target::Consul { service: service.into(), tag: None };
+    let fetcher_cfg = facesweep_fetcher::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        id: Some("discovery-test".into()),
+        delegator: by_name("facesweep-delegator"),
+        detector: by_name("facesweep-detector"),
+        results: by_name("facesweep-results"),
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        leases: 2,
+        concurrency: 4,
+        idle_poll_ms: 100,
+        consul: consul_args(&agent),
+        ..Default::default()
+    };
     let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
     wait_until("fetcher registered", 30, || async { passing(&consul, "facesweep-fetcher").await.len() == 1 })
         .await;

@@ -227,9 +227,9 @@ async fn admin_calls_need_the_token_once_one_is_configured() {
     use facesweep_common::grpc::channel;
     let db = TestDb::start();
     let stop = Shutdown::new();
-    let url = db.pg.url();
-    let args = ["delegator", "--listen", "127.0.0.1:0", "--database-url", &url, "--admin-token", "s3cret"];
-    let cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let mut cfg = facesweep_delegator::Config::new(db.pg.url());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.auth.admin_token = Some("s3cret".into());
     let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
     let mut d = DelegatorServiceClient::new(channel(&running.addr.to_string()).unwrap());
     let job = || CreateJobRequest { name: "guarded".into(), ..Default::default() };
@@ -254,6 +254,7 @@ async fn admin_calls_need_the_token_once_one_is_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_that_makes_no_progress_is_given_back_and_its_url_abandoned() {
+    use facesweep_cli::options::FetcherTweak;
     use facesweep_cli::{client, Mesh, MeshOptions};
     // A server that accepts and never answers; with 60 s download timeouts only the
     // watchdog can end the lease (its renewals would keep it alive forever).
@@ -270,8 +271,7 @@ async fn a_lease_that_makes_no_progress_is_given_back_and_its_url_abandoned() {
     opts.durability = facesweep_pgembed::Durability::Ephemeral;
     opts.timeout_ms = 60_000;
     opts.idle_poll_ms = 100;
-    let args = ["--lease-stall-secs", "1", "--retries", "0"];
-    opts.fetcher_args = args.map(String::from).to_vec();
+    opts.fetcher_tweak = Some(FetcherTweak::new(|c| (c.lease_stall_secs, c.retries) = (1, 0)));
     let mesh = Mesh::start(opts).await.unwrap();
     let input = client::UrlInput::List(vec![format!("http://{addr}/never.jpg")]);
     let d = mesh.delegator.to_string();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use facesweep_cli::httpserve::{serve, Routes};
 use facesweep_common::discovery::Target;
 use facesweep_common::grpc::{channel, channel_to};
-use facesweep_common::tls::{server_name, TlsArgs};
+use facesweep_common::tls::{server_name, TlsConfig};
 use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
@@ -31,7 +31,7 @@ impl Ca {
     }
 
     /// Writes `<name>.pem`, `<name>.key` and `ca.pem` under `dir` for a certificate naming `dns`.
-    fn issue(&self, dir: &Path, name: &str, dns: &str) -> TlsArgs {
+    fn issue(&self, dir: &Path, name: &str, dns: &str) -> TlsConfig {
         let key = KeyPair::generate().unwrap();
         let cert =
             CertificateParams::new(vec![dns.to_string()]).unwrap().signed_by(&key, &self.issuer).unwrap();
@@ -43,7 +43,7 @@ impl Ca {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         std::fs::write(&ca, self.issuer.pem()).unwrap();
-        TlsArgs { cert: Some(c), key: Some(k), ca: Some(ca), ..Default::default() }
+        TlsConfig { cert: Some(c), key: Some(k), ca: Some(ca), ..Default::default() }
     }
 }
 
@@ -80,53 +80,41 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     let results = facesweep_results::spawn(
         facesweep_results::Config {
             listen: local,
-            database_url: db.pg.url(),
-            metrics_listen: None,
             db_connections: 4,
-            consul: Default::default(),
             tls: tls("results"),
-            auth: Default::default(),
+            ..facesweep_results::Config::new(db.pg.url())
         },
         stop.clone(),
     )
     .await
     .unwrap();
-    let mut delegator_cfg = <facesweep_delegator::Config as clap::Parser>::try_parse_from([
-        "delegator",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &db.pg.url(),
-    ])
-    .unwrap();
+    let mut delegator_cfg =
+        facesweep_delegator::Config { listen: local, ..facesweep_delegator::Config::new(db.pg.url()) };
     let health_port = free_port();
-    delegator_cfg.tls = TlsArgs {
+    delegator_cfg.tls = TlsConfig {
         plaintext_health_listen: Some(format!("127.0.0.1:{health_port}").parse().unwrap()),
         ..tls("delegator")
     };
     let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
-    let mut detector_cfg =
-        <facesweep_detector::Config as clap::Parser>::try_parse_from(["detector", "--device", "cpu"])
-            .unwrap();
-    detector_cfg.listen = local;
-    detector_cfg.model = model_path();
-    detector_cfg.tls = tls("detector");
+    let detector_cfg = facesweep_detector::Config {
+        listen: local,
+        device: "cpu".into(),
+        model: model_path(),
+        tls: tls("detector"),
+        ..Default::default()
+    };
     let detector = facesweep_detector::spawn(detector_cfg, stop.clone()).await.unwrap();
     let fetcher_stop = Shutdown::new();
-    let mut fetcher_cfg = <facesweep_fetcher::Config as clap::Parser>::try_parse_from([
-        "fetcher",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-networks",
-        "127.0.0.0/8",
-        "--idle-poll-ms",
-        "100",
-    ])
-    .unwrap();
-    fetcher_cfg.delegator = Target::Static(vec![delegator.addr.to_string()]);
-    fetcher_cfg.detector = Target::Static(vec![detector.addr.to_string()]);
-    fetcher_cfg.results = Target::Static(vec![results.addr.to_string()]);
-    fetcher_cfg.tls = tls("fetcher");
+    let fetcher_cfg = facesweep_fetcher::Config {
+        listen: local,
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        idle_poll_ms: 100,
+        delegator: Target::Static(vec![delegator.addr.to_string()]),
+        detector: Target::Static(vec![detector.addr.to_string()]),
+        results: Target::Static(vec![results.addr.to_string()]),
+        tls: tls("fetcher"),
+        ..Default::default()
+    };
     let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
 
     // An operator's client with its own certificate from the CA.
@@ -180,7 +168,7 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     assert!(progress(no_cert.connect_lazy()).await.is_err(), "client without a certificate refused");
     let other_dir = tmp_dir();
     // It trusts our CA (so only the server's check of its certificate can fail).
-    let stranger = TlsArgs {
+    let stranger = TlsConfig {
         ca: Some(dir.path().join("admin-ca.pem")),
         ..Ca::new("another CA").issue(other_dir.path(), "stranger", "facesweep-fetcher")
     };

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use facesweep_cli::options::FetcherTweak;
 use facesweep_cli::{client, Mesh, MeshOptions};
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
@@ -75,9 +76,8 @@ async fn a_cancelled_jobs_downloads_stop_within_one_renewal_interval() {
 
 /// A results service on `port` of its own, stopped by `stop`.
 async fn results_on(db: &str, port: u16, stop: &Shutdown) -> facesweep_common::grpc::Running {
-    let listen = format!("127.0.0.1:{port}");
-    let args = ["results", "--listen", &listen, "--database-url", db];
-    let cfg = <facesweep_results::Config as clap::Parser>::try_parse_from(args).unwrap();
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = facesweep_results::Config { listen, ..facesweep_results::Config::new(db) };
     facesweep_results::spawn(cfg, stop.clone()).await.unwrap()
 }
 
@@ -90,7 +90,8 @@ async fn a_results_outage_longer_than_any_retry_costs_the_urls_nothing() {
     o.chunk_size = 4;
     o.fetcher_concurrency = 2;
     // The fetcher records to a results service this test stops and restarts.
-    o.fetcher_args = ["--results".to_string(), format!("127.0.0.1:{port}")].to_vec();
+    let results = facesweep_common::discovery::Target::Static(vec![format!("127.0.0.1:{port}")]);
+    o.fetcher_tweak = Some(FetcherTweak::new(move |c| c.results = results.clone()));
     let mesh = Mesh::start(o).await.unwrap();
     let stop = Shutdown::new();
     let first = results_on(&mesh.database_url, port, &stop).await;

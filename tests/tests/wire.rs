@@ -12,10 +12,13 @@ use futures::StreamExt;
 use tonic::transport::Channel;
 
 async fn detector(stop: &Shutdown) -> DetectorServiceClient<Channel> {
-    let url = model_path();
-    let args = ["detector", "--listen", "127.0.0.1:0", "--device", "cpu", "--threads", "2"];
-    let mut cfg = <facesweep_detector::Config as clap::Parser>::try_parse_from(args).unwrap();
-    cfg.model = url;
+    let cfg = facesweep_detector::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        device: "cpu".into(),
+        threads: 2,
+        model: model_path(),
+        ..Default::default()
+    };
     let running = facesweep_detector::spawn(cfg, stop.clone()).await.unwrap();
     DetectorServiceClient::new(channel(&running.addr.to_string()).unwrap())
         .max_decoding_message_size(64 << 20)

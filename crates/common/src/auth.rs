@@ -22,6 +22,19 @@ pub struct AuthArgs {
     pub admin_token: Option<String>,
 }
 
+/// Admin credentials as a service uses them: plain data, from [`AuthArgs`] or an embedder.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `None` (or empty): admin calls from loopback (or an `admin` certificate) only.
+    pub admin_token: Option<String>,
+}
+
+impl From<AuthArgs> for AuthConfig {
+    fn from(a: AuthArgs) -> Self {
+        AuthConfig { admin_token: a.admin_token }
+    }
+}
+
 /// What a call needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -92,7 +105,7 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    pub fn new(args: &AuthArgs) -> Self {
+    pub fn new(args: &AuthConfig) -> Self {
         Authorizer { admin_token: args.admin_token.clone().filter(|t| !t.is_empty()) }
     }
 
@@ -195,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_configured_token_is_required_even_from_loopback() {
-        let a = Authorizer::new(&AuthArgs { admin_token: Some("s3cret".into()) });
+        let a = Authorizer::new(&AuthConfig { admin_token: Some("s3cret".into()) });
         for (who, want) in [
             (caller("10.1.2.3:9", None, Some("s3cret")), Code::Ok),
             (caller("127.0.0.1:9", None, None), Code::Unauthenticated),

@@ -39,15 +39,34 @@ pub struct ConsulArgs {
     pub check_interval_secs: u64,
 }
 
-impl Default for ConsulArgs {
+/// Consul settings as a service uses them: plain data, built from [`ConsulArgs`] by a binary
+/// or field by field by an embedder (so no environment variable reaches an embedded mesh).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsulConfig {
+    /// Agent address; `None` leaves registration and Consul discovery off.
+    pub addr: Option<String>,
+    pub token: Option<String>,
+    pub advertise_ip: Option<IpAddr>,
+    pub service_prefix: String,
+    pub check_interval_secs: u64,
+}
+
+impl Default for ConsulConfig {
     fn default() -> Self {
-        ConsulArgs {
+        ConsulConfig {
             addr: None,
             token: None,
             advertise_ip: None,
             service_prefix: "facesweep".into(),
             check_interval_secs: 5,
         }
+    }
+}
+
+impl From<ConsulArgs> for ConsulConfig {
+    fn from(a: ConsulArgs) -> Self {
+        let ConsulArgs { addr, token, advertise_ip, service_prefix, check_interval_secs } = a;
+        ConsulConfig { addr, token, advertise_ip, service_prefix, check_interval_secs }
     }
 }
 
@@ -259,7 +278,7 @@ impl Announce {
 /// restart), and deregisters as soon as `shutdown` starts, so clients stop picking this
 /// instance while it drains. Await the handle before exiting.
 pub fn register_self(
-    args: &ConsulArgs,
+    args: &ConsulConfig,
     me: Announce,
     shutdown: Shutdown,
 ) -> Result<Option<JoinHandle<()>>, ConsulError> {

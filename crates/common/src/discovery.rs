@@ -17,7 +17,7 @@ use tower::load::{PendingRequests, TrackCompletion};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
-use crate::consul::{Consul, ConsulArgs, ConsulError};
+use crate::consul::{Consul, ConsulConfig, ConsulError};
 use crate::metrics as m;
 use crate::tls::Tls;
 use crate::Shutdown;
@@ -100,7 +100,7 @@ pub enum DiscoveryError {
 /// queries until `shutdown` (the last known set stays in place after that or while Consul is down).
 pub fn members(
     target: &Target,
-    consul: &ConsulArgs,
+    consul: &ConsulConfig,
     shutdown: Shutdown,
 ) -> Result<watch::Receiver<BTreeSet<String>>, DiscoveryError> {
     match target {

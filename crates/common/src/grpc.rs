@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::consul::Announce;
-use crate::tls::{Tls, TlsArgs};
+use crate::tls::{Tls, TlsConfig};
 use crate::Shutdown;
 
 /// A server builder with the settings every facesweep service uses; mTLS when `tls` is set.
@@ -40,7 +40,7 @@ pub struct Frontend {
 }
 
 impl Frontend {
-    pub async fn start(tls: &TlsArgs, shutdown: &Shutdown) -> anyhow::Result<Frontend> {
+    pub async fn start(tls: &TlsConfig, shutdown: &Shutdown) -> anyhow::Result<Frontend> {
         let loaded = tls.load()?;
         let (health, _) = tonic_health::server::health_reporter();
         // tonic starts the overall "" entry SERVING; probes must not pass before we are ready.

@@ -2,6 +2,7 @@
 
 pub mod ab;
 pub mod auth;
+pub mod config;
 pub mod consul;
 pub mod discovery;
 pub mod error;

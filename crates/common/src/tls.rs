@@ -25,6 +25,23 @@ pub struct TlsArgs {
     pub plaintext_health_listen: Option<std::net::SocketAddr>,
 }
 
+/// mTLS settings as a service uses them: plain data, from [`TlsArgs`] or built by an embedder.
+/// All three files switch mTLS on; none leaves plaintext.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub plaintext_health_listen: Option<std::net::SocketAddr>,
+}
+
+impl From<TlsArgs> for TlsConfig {
+    fn from(a: TlsArgs) -> Self {
+        let TlsArgs { cert, key, ca, plaintext_health_listen } = a;
+        TlsConfig { cert, key, ca, plaintext_health_listen }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("--tls-cert, --tls-key and --tls-ca go together (got only {0})")]
@@ -40,7 +57,7 @@ pub struct Tls {
     ca: Certificate,
 }
 
-impl TlsArgs {
+impl TlsConfig {
     pub fn load(&self) -> Result<Option<Tls>, TlsError> {
         let read =
             |p: &PathBuf| std::fs::read(p).map_err(|source| TlsError::Read { path: p.clone(), source });
@@ -86,11 +103,12 @@ mod tests {
 
     #[test]
     fn all_three_files_or_none() {
-        assert!(TlsArgs::default().load().unwrap().is_none());
-        let partial = TlsArgs { cert: Some("c.pem".into()), key: Some("k.pem".into()), ..Default::default() };
+        assert!(TlsConfig::default().load().unwrap().is_none());
+        let partial =
+            TlsConfig { cert: Some("c.pem".into()), key: Some("k.pem".into()), ..Default::default() };
         let err = partial.load().unwrap_err().to_string();
         assert!(err.contains("go together") && err.contains("--tls-cert and --tls-key"), "{err}");
-        let missing = TlsArgs {
+        let missing = TlsConfig {
             cert: Some("/nonexistent.pem".into()),
             key: Some("k".into()),
             ca: Some("ca".into()),

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use facesweep_detector::{Config, ImageInput, Model};
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::DetectRequest;
@@ -110,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let fp32 = std::env::var("BENCH_FP32").is_ok_and(|v| v == "1");
     let threads: i32 = env("BENCH_THREADS", std::thread::available_parallelism()?.get() as i32);
     tch::set_num_threads(threads);
-    let cfg = Config::try_parse_from(["bench", "--model", &model_path, "--device", &device_arg])?;
+    let cfg = Config { model: model_path.clone().into(), device: device_arg.clone(), ..Config::default() };
     let device = cfg.torch_device()?;
     let batches: Vec<usize> =
         env("BENCH_BATCHES", "1,2,4,8".to_string()).split(',').filter_map(|s| s.parse().ok()).collect();
@@ -124,24 +123,9 @@ async fn main() -> anyhow::Result<()> {
     let streams: usize = env("BENCH_STREAMS", 8);
     let total: usize = env("BENCH_IMAGES", 64);
     let max_batch: usize = env("BENCH_MAX_BATCH", *batches.iter().max().unwrap_or(&8));
-    let mut args = vec![
-        "bench".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--model".into(),
-        model_path.clone(),
-        "--device".into(),
-        device_arg.clone(),
-        "--max-batch".into(),
-        max_batch.to_string(),
-        "--threads".into(),
-        threads.to_string(),
-    ];
-    if fp32 {
-        args.push("--fp32".into());
-    }
+    let config = Config { listen: "127.0.0.1:0".parse()?, max_batch, threads: threads as usize, fp32, ..cfg };
     let stop = facesweep_common::Shutdown::new();
-    let running = facesweep_detector::spawn(Config::try_parse_from(args)?, stop.clone()).await?;
+    let running = facesweep_detector::spawn(config, stop.clone()).await?;
     let ch = facesweep_common::grpc::channel(&running.addr.to_string())?;
     drive(&ch, streams, streams * 2, size).await; // warm-up
     let (elapsed, lat) = drive(&ch, streams, total, size).await;

@@ -1,6 +1,7 @@
 //! Detector: a TorchScript face detector behind a dynamic batcher on its own OS thread.
 
 mod batcher;
+mod config;
 pub mod input;
 mod metrics;
 pub mod model;
@@ -8,8 +9,6 @@ pub mod nms;
 mod service;
 pub mod timing;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,78 +19,9 @@ use facesweep_proto::detector_service_server::DetectorServiceServer;
 use facesweep_proto::ModelInfoResponse;
 
 pub use batcher::{Batcher, Detection, QueueLimits};
+pub use config::{Args, Config};
 pub use input::{validate, ImageInput};
 pub use model::{Model, ModelConfig};
-
-/// Detector configuration (`facesweep-detector --help`).
-#[derive(Clone, Debug, clap::Parser)]
-#[command(name = "facesweep-detector", version, about)]
-pub struct Config {
-    /// Address to serve gRPC on.
-    #[arg(long, env = "DETECTOR_LISTEN", default_value = "0.0.0.0:50052")]
-    pub listen: SocketAddr,
-    /// TorchScript model; its contract is read from the `.json` beside it.
-    #[arg(long, env = "DETECTOR_MODEL", default_value = "models/retinaface_mnet025.pt")]
-    pub model: PathBuf,
-    /// `auto` (CUDA when present), `cpu`, or `cuda:N`.
-    #[arg(long, env = "DETECTOR_DEVICE", default_value = "auto")]
-    pub device: String,
-    /// Run fp32 on CUDA instead of the default fp16.
-    #[arg(long, env = "DETECTOR_FP32")]
-    pub fp32: bool,
-    /// Largest batch handed to the model.
-    #[arg(long, env = "DETECTOR_MAX_BATCH", default_value_t = 32)]
-    pub max_batch: usize,
-    /// Longest the first image of a batch waits for company, in microseconds.
-    #[arg(long, env = "DETECTOR_MAX_DELAY_US", default_value_t = 2000)]
-    pub max_delay_us: u64,
-    /// Images queued across all streams before new work waits (streams) or is refused (unary).
-    #[arg(long, env = "DETECTOR_QUEUE", default_value_t = 1024)]
-    pub queue: usize,
-    /// Pixels queued per device at most, MiB (bounds memory whatever the image sizes).
-    #[arg(long, env = "DETECTOR_QUEUE_MIB", default_value_t = 1024)]
-    pub queue_mib: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
-    #[arg(long, env = "DETECTOR_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// CPU threads for LibTorch; 0 = number of cores.
-    #[arg(long, env = "DETECTOR_THREADS", default_value_t = 0)]
-    pub threads: usize,
-    /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
-    #[command(flatten)]
-    pub consul: facesweep_common::consul::ConsulArgs,
-    /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
-    #[command(flatten)]
-    pub tls: facesweep_common::tls::TlsArgs,
-    /// Credentials for admin calls (off: loopback callers only).
-    #[command(flatten)]
-    pub auth: facesweep_common::auth::AuthArgs,
-}
-
-impl Config {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!((1..=1024).contains(&self.max_batch), "--max-batch must be in 1..=1024");
-        anyhow::ensure!(self.queue >= self.max_batch, "--queue must be at least --max-batch");
-        anyhow::ensure!(
-            self.model.exists(),
-            "model {} not found (run scripts/setup.sh)",
-            self.model.display()
-        );
-        Ok(())
-    }
-
-    pub fn torch_device(&self) -> anyhow::Result<tch::Device> {
-        Ok(match self.device.as_str() {
-            "auto" => tch::Device::cuda_if_available(),
-            "cpu" => tch::Device::Cpu,
-            "cuda" => tch::Device::Cuda(0),
-            d => match d.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                Some(n) => tch::Device::Cuda(n),
-                None => anyhow::bail!("--device must be auto, cpu, cuda or cuda:N, got {d:?}"),
-            },
-        })
-    }
-}
 
 /// Loads and warms the model, then serves in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {

@@ -1,11 +1,10 @@
 //! Results service: persists one terminal status per URL (first writer wins) and its faces.
 
+mod config;
 mod metrics;
 mod service;
 pub mod store;
 mod watch;
-
-use std::net::SocketAddr;
 
 use facesweep_common::auth::Authorizer;
 use facesweep_common::consul::register_self;
@@ -13,34 +12,8 @@ use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::results_service_server::ResultsServiceServer;
 
+pub use config::{Args, Config};
 pub use store::Store;
-
-/// Results service configuration (`facesweep-results --help`).
-#[derive(Clone, Debug, clap::Parser)]
-#[command(name = "facesweep-results", version, about)]
-pub struct Config {
-    /// Address to serve gRPC on.
-    #[arg(long, env = "RESULTS_LISTEN", default_value = "0.0.0.0:50053")]
-    pub listen: SocketAddr,
-    /// Postgres URL.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off when absent).
-    #[arg(long, env = "RESULTS_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// Maximum Postgres connections in the pool.
-    #[arg(long, env = "RESULTS_DB_CONNECTIONS", default_value_t = 16)]
-    pub db_connections: u32,
-    /// Consul registration (off unless --consul-addr / CONSUL_HTTP_ADDR is set).
-    #[command(flatten)]
-    pub consul: facesweep_common::consul::ConsulArgs,
-    /// Mutual TLS for gRPC (off unless --tls-cert, --tls-key and --tls-ca are all set).
-    #[command(flatten)]
-    pub tls: facesweep_common::tls::TlsArgs,
-    /// Credentials for admin calls (off: loopback callers only).
-    #[command(flatten)]
-    pub auth: facesweep_common::auth::AuthArgs,
-}
 
 /// Summarises new ranges of the faces BRIN index every few seconds: autosummarize requests
 /// are dropped when autovacuum is busy, and an unsummarised range matches every export page.
@@ -63,6 +36,7 @@ async fn summarize_faces(pool: sqlx::PgPool, shutdown: Shutdown) {
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     metrics::register();
+    config.validate()?;
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_store::connect(&config.database_url, config.db_connections).await?;
