@@ -54,10 +54,19 @@ impl Target {
     }
 }
 
-impl FromStr for Target {
-    type Err = String;
+/// Why a flag value names no servers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0:?}: expected consul://<service-name>[?tag=<tag>]")]
+    Consul(String),
+    #[error("expected host:port[,host:port…] or consul://<service-name>")]
+    Empty,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(s: &str) -> Result<Self, TargetError> {
         if let Some(rest) = s.strip_prefix("consul://") {
             let (name, tag) = match rest.split_once("?tag=") {
                 Some((n, t)) => (n.trim_end_matches('/'), Some(t)),
@@ -65,14 +74,14 @@ impl FromStr for Target {
             };
             let bad = |x: &str| x.is_empty() || x.contains(['/', '?', ' ', '&', '=']);
             if bad(name) || tag.is_some_and(bad) {
-                return Err(format!("{s:?}: expected consul://<service-name>[?tag=<tag>]"));
+                return Err(TargetError::Consul(s.to_string()));
             }
             return Ok(Target::Consul { service: name.to_string(), tag: tag.map(String::from) });
         }
         let addrs: Vec<String> =
             s.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
         if addrs.is_empty() {
-            return Err("expected host:port[,host:port…] or consul://<service-name>".into());
+            return Err(TargetError::Empty);
         }
         Ok(Target::Static(addrs))
     }
@@ -267,7 +276,8 @@ mod tests {
         assert!("consul://d?tag=".parse::<Target>().is_err());
         assert!("consul://".parse::<Target>().is_err());
         assert!("consul://a/b".parse::<Target>().is_err());
-        assert!(" , ".parse::<Target>().is_err());
+        assert_eq!(" , ".parse::<Target>(), Err(TargetError::Empty));
+        assert_eq!("consul://".parse::<Target>(), Err(TargetError::Consul("consul://".into())));
         assert_eq!(consul("x", None).to_string(), "consul://x");
     }
 }

@@ -25,9 +25,30 @@ pub struct Detection {
     pub inference: Duration,
 }
 
+/// Why the model gave an image no answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DetectError {
+    /// LibTorch reported an error (its message).
+    #[error("{0}")]
+    Model(String),
+    /// tch panicked inside LibTorch; the model thread caught it and lives on.
+    #[error("model panicked: {0}")]
+    Panicked(String),
+}
+
+impl DetectError {
+    /// Whether the device is broken for good (every later call fails too).
+    pub fn is_sticky(&self) -> bool {
+        sticky(&self.to_string())
+    }
+}
+
+/// The answer for one submitted image.
+pub type Reply = oneshot::Receiver<Result<Detection, DetectError>>;
+
 struct Request {
     image: ImageInput,
-    reply: oneshot::Sender<Result<Detection, String>>,
+    reply: oneshot::Sender<Result<Detection, DetectError>>,
     queued: Instant,
     /// The image's span; the batch span links to it.
     span: tracing::Span,
@@ -109,10 +130,7 @@ impl Batcher {
     }
 
     /// Waits for queue space (streams: back-pressure reaches the client through HTTP/2).
-    pub async fn submit(
-        &self,
-        image: ImageInput,
-    ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
+    pub async fn submit(&self, image: ImageInput) -> Result<Reply, SubmitError> {
         let slot = self.slots.clone().acquire_owned().await.map_err(|_| SubmitError::Closed)?;
         let kib = self
             .kib
@@ -124,10 +142,7 @@ impl Batcher {
     }
 
     /// Fails fast when the queue is full (unary callers get RESOURCE_EXHAUSTED).
-    pub fn try_submit(
-        &self,
-        image: ImageInput,
-    ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
+    pub fn try_submit(&self, image: ImageInput) -> Result<Reply, SubmitError> {
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| SubmitError::QueueFull)?;
         let kib = self
             .kib
@@ -146,7 +161,7 @@ impl Batcher {
         &self,
         image: ImageInput,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    ) -> Result<oneshot::Receiver<Result<Detection, String>>, SubmitError> {
+    ) -> Result<Reply, SubmitError> {
         if !self.healthy() {
             return Err(SubmitError::Closed);
         }
@@ -216,7 +231,7 @@ fn model_loop(
             continue;
         }
         if let Err(e) = run_batch(&model, batch) {
-            if sticky(&e) {
+            if e.is_sticky() {
                 tracing::error!(error = %e, "device unusable: reporting NOT_SERVING");
                 healthy.store(false, Ordering::Relaxed);
             }
@@ -227,7 +242,7 @@ fn model_loop(
 /// Runs one batch and answers its requests; the error, when the batch failed. A failed
 /// batch of several images is run again one image at a time (unless the device is gone), so
 /// one bad image fails alone instead of taking its batch-mates with it.
-fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
+fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), DetectError> {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::info_span!(parent: None, "detect_batch", size = images.len());
@@ -245,9 +260,9 @@ fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
             m::DETECTOR_QUEUE_SECONDS.observe(started.duration_since(r.queued).as_secs_f64());
         }
     }
-    let results: Vec<Result<Vec<Face>, String>> = match result {
+    let results: Vec<Result<Vec<Face>, DetectError>> = match result {
         Ok(faces) => faces.into_iter().map(Ok).collect(),
-        Err(e) if batch.len() == 1 || sticky(&e) => vec![Err(e); batch.len()],
+        Err(e) if batch.len() == 1 || e.is_sticky() => vec![Err(e); batch.len()],
         Err(e) => {
             tracing::warn!(error = %e, size = n, "batch failed; running its images one by one");
             images.iter().map(|img| detect_guarded(model, &[img]).map(|mut f| f.remove(0))).collect()
@@ -267,25 +282,27 @@ fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), String> {
 
 /// The model on `images`; LibTorch reports some errors by panicking in tch, which must not
 /// end the model thread.
-fn detect_guarded(model: &Model, images: &[&ImageInput]) -> Result<Vec<Vec<Face>>, String> {
+fn detect_guarded(model: &Model, images: &[&ImageInput]) -> Result<Vec<Vec<Face>>, DetectError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.detect(images))) {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(p) => Err(format!(
-            "model panicked: {}",
+        Ok(r) => r.map_err(|e| DetectError::Model(e.to_string())),
+        Err(p) => Err(DetectError::Panicked(
             p.downcast_ref::<String>()
                 .map(String::as_str)
                 .or(p.downcast_ref::<&str>().copied())
                 .unwrap_or("?")
+                .to_string(),
         )),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sticky;
+    use super::{sticky, DetectError};
 
     #[test]
     fn only_errors_that_break_the_device_are_sticky() {
+        assert!(DetectError::Panicked("CUDA error: device-side assert triggered".into()).is_sticky());
+        assert!(!DetectError::Model("CUDA out of memory.".into()).is_sticky());
         assert!(sticky("CUDA error: an illegal memory access was encountered"));
         assert!(sticky("torch: CUDA error: device-side assert triggered"));
         assert!(!sticky("CUDA out of memory. Tried to allocate 2.00 GiB"));

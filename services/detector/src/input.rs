@@ -71,41 +71,52 @@ pub fn expected_len(format: PixelFormat, w: u32, h: u32) -> Option<usize> {
     }
 }
 
+/// Why a request is not an image this detector can take; each message is the client's fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidImage {
+    #[error("pixel format {0} is not one this detector understands")]
+    Format(i32),
+    #[error("channels must be 3 (colour), got {0}")]
+    Channels(u32),
+    #[error("the canvas must be in 1..={}x{} (the model's input), got {}x{}", .max.0, .max.1, .got.0, .got.1)]
+    Canvas { max: (u32, u32), got: (u32, u32) },
+    #[error("the image must be in 1..={}x{} (its canvas), got {}x{}", .canvas.0, .canvas.1, .got.0, .got.1)]
+    Size { canvas: (u32, u32), got: (u32, u32) },
+    #[error("a {}x{} {format:?} image is too large", .size.0, .size.1)]
+    TooLarge { format: PixelFormat, size: (u32, u32) },
+    #[error("data has {got} bytes, a {}x{} {format:?} image has {expected}", .size.0, .size.1)]
+    DataLength { got: usize, expected: usize, format: PixelFormat, size: (u32, u32) },
+    #[error("scale must be a positive number and offsets finite")]
+    Scale,
+    #[error("offsets of padded content must be whole, non-negative pixels")]
+    Offsets,
+    #[error("{}x{} content at ({}, {}) does not fit the {}x{} canvas", .size.0, .size.1, .at.0, .at.1, .canvas.0, .canvas.1)]
+    Outside { size: (u32, u32), at: (u32, u32), canvas: (u32, u32) },
+}
+
 /// Checks a request describes a real image that fits the model's input (`max` = width,
-/// height); the message is the client's fix.
-pub fn validate(r: &DetectRequest, max: (u32, u32)) -> Result<ImageInput, String> {
-    let format = PixelFormat::try_from(r.format)
-        .map_err(|_| format!("pixel format {} is not one this detector understands", r.format))?;
+/// height).
+pub fn validate(r: &DetectRequest, max: (u32, u32)) -> Result<ImageInput, InvalidImage> {
+    let format = PixelFormat::try_from(r.format).map_err(|_| InvalidImage::Format(r.format))?;
     if r.channels != 3 {
-        return Err(format!("channels must be 3 (colour), got {}", r.channels));
+        return Err(InvalidImage::Channels(r.channels));
     }
     let padded = r.canvas_width != 0 || r.canvas_height != 0;
     let canvas = if padded { (r.canvas_width, r.canvas_height) } else { (r.width, r.height) };
     if canvas.0 == 0 || canvas.1 == 0 || canvas.0 > max.0 || canvas.1 > max.1 {
-        return Err(format!(
-            "the canvas must be in 1..={}x{} (the model's input), got {}x{}",
-            max.0, max.1, canvas.0, canvas.1
-        ));
+        return Err(InvalidImage::Canvas { max, got: canvas });
     }
     // Content larger than its canvas is refused before any size is computed from it.
+    let size = (r.width, r.height);
     if r.width == 0 || r.height == 0 || r.width > canvas.0 || r.height > canvas.1 {
-        return Err(format!(
-            "the image must be in 1..={}x{} (its canvas), got {}x{}",
-            canvas.0, canvas.1, r.width, r.height
-        ));
+        return Err(InvalidImage::Size { canvas, got: size });
     }
-    let expected = expected_len(format, r.width, r.height)
-        .ok_or_else(|| format!("a {}x{} {format:?} image is too large", r.width, r.height))?;
+    let expected = expected_len(format, r.width, r.height).ok_or(InvalidImage::TooLarge { format, size })?;
     if r.data.len() != expected {
-        return Err(format!(
-            "data has {} bytes, a {}x{} {format:?} image has {expected}",
-            r.data.len(),
-            r.width,
-            r.height
-        ));
+        return Err(InvalidImage::DataLength { got: r.data.len(), expected, format, size });
     }
     if !(r.scale.is_finite() && r.scale > 0.0 && r.offset_x.is_finite() && r.offset_y.is_finite()) {
-        return Err("scale must be a positive number and offsets finite".into());
+        return Err(InvalidImage::Scale);
     }
     let place = if padded { placement(r, canvas)? } else { (0, 0) };
     let (ow, oh) = if r.original_width == 0 || r.original_height == 0 {
@@ -129,17 +140,14 @@ pub fn validate(r: &DetectRequest, max: (u32, u32)) -> Result<ImageInput, String
 }
 
 /// Content padded on the device lands at whole pixels, inside the canvas.
-fn placement(r: &DetectRequest, canvas: (u32, u32)) -> Result<(u32, u32), String> {
+fn placement(r: &DetectRequest, canvas: (u32, u32)) -> Result<(u32, u32), InvalidImage> {
     let whole = |v: f32| v >= 0.0 && v.fract() == 0.0;
     if !whole(r.offset_x) || !whole(r.offset_y) {
-        return Err("offsets of padded content must be whole, non-negative pixels".into());
+        return Err(InvalidImage::Offsets);
     }
     let (x, y) = (r.offset_x as u32, r.offset_y as u32);
     if x as u64 + r.width as u64 > canvas.0 as u64 || y as u64 + r.height as u64 > canvas.1 as u64 {
-        return Err(format!(
-            "{}x{} content at ({x}, {y}) does not fit the {}x{} canvas",
-            r.width, r.height, canvas.0, canvas.1
-        ));
+        return Err(InvalidImage::Outside { size: (r.width, r.height), at: (x, y), canvas });
     }
     Ok((x, y))
 }
@@ -232,8 +240,8 @@ mod tests {
     #[test]
     fn malformed_images_are_rejected_with_a_reason() {
         assert!(validate(&req(4, 2, 3, 24), MAX).is_ok());
-        assert!(validate(&req(4, 2, 3, 23), MAX).unwrap_err().contains("24"));
-        assert!(validate(&req(4, 2, 1, 8), MAX).unwrap_err().contains("channels"));
+        assert!(validate(&req(4, 2, 3, 23), MAX).unwrap_err().to_string().contains("24"));
+        assert!(validate(&req(4, 2, 1, 8), MAX).unwrap_err().to_string().contains("channels"));
         assert!(validate(&req(0, 2, 3, 0), MAX).is_err());
         let mut r = req(4, 2, 3, 24);
         r.scale = f32::NAN;
@@ -242,14 +250,15 @@ mod tests {
         assert!(validate(&r, MAX).is_err());
         let mut r = req(4, 2, 3, 24);
         r.format = 7;
-        assert!(validate(&r, MAX).unwrap_err().contains("pixel format 7"));
+        assert!(validate(&r, MAX).unwrap_err().to_string().contains("pixel format 7"));
     }
 
     #[test]
     fn inputs_larger_than_the_model_input_are_rejected() {
         assert!(validate(&req(640, 640, 3, 640 * 640 * 3), MAX).is_ok());
         let e = validate(&req(641, 640, 3, 641 * 640 * 3), MAX).unwrap_err();
-        assert!(e.contains("model's input"), "{e}");
+        assert_eq!(e, InvalidImage::Canvas { max: MAX, got: (641, 640) });
+        assert!(e.to_string().contains("model's input"), "{e}");
         assert!(validate(&req(640, 4096, 3, 640 * 4096 * 3), MAX).is_err());
     }
 
@@ -268,9 +277,9 @@ mod tests {
         }
         let mut r = req(4, 2, 3, 24);
         (r.canvas_width, r.canvas_height, r.offset_x, r.offset_y) = (big, big, f32::MAX, 0.0);
-        assert!(validate(&r, MAX).unwrap_err().contains("model's input"));
+        assert!(validate(&r, MAX).unwrap_err().to_string().contains("model's input"));
         (r.canvas_width, r.canvas_height) = (8, 8);
-        assert!(validate(&r, MAX).unwrap_err().contains("does not fit"));
+        assert!(validate(&r, MAX).unwrap_err().to_string().contains("does not fit"));
     }
 
     #[test]
@@ -288,11 +297,11 @@ mod tests {
         let img = validate(&r, MAX).unwrap();
         assert_eq!((img.shape(), img.place), ((8, 8), (3, 5)));
         r.offset_x = 4.0;
-        assert!(validate(&r, MAX).unwrap_err().contains("does not fit"));
+        assert!(validate(&r, MAX).unwrap_err().to_string().contains("does not fit"));
         r.offset_x = 1.5;
-        assert!(validate(&r, MAX).unwrap_err().contains("whole"));
+        assert!(validate(&r, MAX).unwrap_err().to_string().contains("whole"));
         (r.offset_x, r.canvas_width) = (0.0, 641);
-        assert!(validate(&r, MAX).unwrap_err().contains("model's input"));
+        assert!(validate(&r, MAX).unwrap_err().to_string().contains("model's input"));
     }
 
     #[test]

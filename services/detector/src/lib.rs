@@ -2,6 +2,7 @@
 
 mod batcher;
 mod config;
+mod error;
 pub mod input;
 mod metrics;
 pub mod model;
@@ -18,9 +19,10 @@ use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_server::DetectorServiceServer;
 use facesweep_proto::ModelInfoResponse;
 
-pub use batcher::{Batcher, Detection, QueueLimits};
+pub use batcher::{Batcher, DetectError, Detection, QueueLimits};
 pub use config::{Args, Config};
-pub use input::{validate, ImageInput};
+pub use error::DetectorError;
+pub use input::{validate, ImageInput, InvalidImage};
 pub use model::{Model, ModelConfig};
 
 /// Loads and warms the model, then serves in the background.

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::batcher::{Batcher, Detection, SubmitError};
+use crate::batcher::{Batcher, DetectError, Detection};
+use crate::error::DetectorError;
 use crate::input::validate;
 
 /// Images one stream may have queued or running at once.
@@ -35,14 +36,15 @@ fn pick(batchers: &[Batcher]) -> &Batcher {
     batchers.iter().max_by_key(|b| (b.healthy(), b.available())).expect("at least one batcher")
 }
 
-fn error_response(id: u64, code: Code, msg: String) -> DetectResponse {
-    DetectResponse { id, error: msg, error_code: code as i32, ..Default::default() }
+/// A stream's reply for an image that failed: the error in the message, not the stream.
+fn error_response(id: u64, e: DetectorError) -> DetectResponse {
+    DetectResponse { id, error_code: e.code() as i32, error: e.to_string(), ..Default::default() }
 }
 
 fn to_response(
     id: u64,
     model_id: &str,
-    res: Result<Result<Detection, String>, tokio::sync::oneshot::error::RecvError>,
+    res: Result<Result<Detection, DetectError>, tokio::sync::oneshot::error::RecvError>,
 ) -> DetectResponse {
     match res {
         Ok(Ok(d)) => DetectResponse {
@@ -54,8 +56,8 @@ fn to_response(
             inference_ms: d.inference.as_secs_f32() * 1e3,
             ..Default::default()
         },
-        Ok(Err(e)) => error_response(id, Code::Internal, e),
-        Err(_) => error_response(id, Code::Unavailable, "detector shutting down".into()),
+        Ok(Err(e)) => error_response(id, e.into()),
+        Err(_) => error_response(id, DetectorError::ShuttingDown),
     }
 }
 
@@ -89,14 +91,15 @@ impl DetectorService for DetectorSvc {
                             let img = match validate(&req, max) {
                                 Ok(img) => img,
                                 Err(e) => {
-                                    if tx.send(Ok(error_response(id, Code::InvalidArgument, e))).await.is_err() { return; }
+                                    if tx.send(Ok(error_response(id, e.into()))).await.is_err() { return; }
                                     continue;
                                 }
                             };
                             match pick(&batchers).submit(img).await {
                                 Ok(rx) => inflight.push(async move { (id, rx.await) }),
-                                Err(SubmitError::Closed | SubmitError::QueueFull) => {
-                                    let _ = tx.send(Err(Status::unavailable("detector shutting down"))).await;
+                                // Waiting for room fails only once the model thread is gone.
+                                Err(_) => {
+                                    let _ = tx.send(Err(DetectorError::ShuttingDown.into())).await;
                                     return;
                                 }
                             }
@@ -121,13 +124,10 @@ impl DetectorService for DetectorSvc {
         req: Request<DetectOneRequest>,
     ) -> Result<Response<DetectOneResponse>, Status> {
         self.auth.check(&req, FETCHER_OR_ADMIN)?;
-        let req = req.into_inner().image.ok_or_else(|| Status::invalid_argument("image is required"))?;
-        let img = validate(&req, (self.info.input_width, self.info.input_height))
-            .map_err(Status::invalid_argument)?;
-        let rx = pick(&self.batchers).try_submit(img).map_err(|e| match e {
-            SubmitError::QueueFull => Status::resource_exhausted(e.to_string()),
-            SubmitError::Closed => Status::unavailable(e.to_string()),
-        })?;
+        let req = req.into_inner().image.ok_or(DetectorError::MissingImage)?;
+        let img =
+            validate(&req, (self.info.input_width, self.info.input_height)).map_err(DetectorError::from)?;
+        let rx = pick(&self.batchers).try_submit(img).map_err(DetectorError::from)?;
         let resp = to_response(req.id, &self.info.model_id, rx.await);
         if resp.error_code != 0 {
             return Err(Status::new(Code::from(resp.error_code), resp.error));

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesweep_common::discovery::{Balanced, Target};
 use facesweep_common::ab::consul_tag;
+use facesweep_common::discovery::{Balanced, Target, TargetError};
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::{Lease, ModelInfoRequest, ModelInfoResponse};
 use tokio::sync::{Mutex, OnceCell};
@@ -32,20 +32,39 @@ pub struct Pool {
 }
 
 /// Why a model's detectors cannot take a lease's images.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum NoLane {
     /// The pool exists but did not answer (restarting, overloaded): not the URLs' fault.
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
     /// No pool is configured for the model: the URLs fail, and end abandoned with this reason.
-    Unserved(String),
+    #[error(transparent)]
+    Unserved(#[from] Unserved),
 }
 
-impl std::fmt::Display for NoLane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NoLane::Unreachable(why) | NoLane::Unserved(why) => f.write_str(why),
-        }
-    }
+/// A pool that did not answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("detectors {target}: {status}")]
+    Info { target: Target, status: tonic::Status },
+    #[error("detectors {target}: no ModelInfo within {INFO_TIMEOUT:?}")]
+    InfoTimeout { target: Target },
+    #[error("detectors of model {model:?} ({target}): {source}")]
+    Stream { model: String, target: Target, source: tonic::Status },
+}
+
+/// A model no pool serves.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unserved {
+    #[error("no lane opened for model {0:?}")]
+    NotOpened(String),
+    #[error("no detector serves model {0:?}: start the fetcher with --model-detector {0}=TARGET")]
+    NoPool(String),
+    /// The target could not be dialled (a Consul target without an agent…).
+    #[error("{target}: {reason}")]
+    Connect { target: Target, reason: String },
+    #[error("{target} serves model {served:?}, not {model:?}")]
+    OtherModel { target: Target, served: String, model: String },
 }
 
 /// A lease's open detector streams, one per model its URLs name.
@@ -57,14 +76,14 @@ impl Lanes {
         match self.0.get(model) {
             Some(Ok(lane)) => Ok(lane),
             Some(Err(why)) => Err(why.clone()),
-            None => Err(NoLane::Unserved(format!("no lane opened for model {model:?}"))),
+            None => Err(Unserved::NotOpened(model.to_string()).into()),
         }
     }
 
     /// Why to give the whole lease back without counting it against its URLs: no model of
     /// the lease has a detector now, and only for want of an answer (an unserved model is
     /// the URLs' failure, so they can end).
-    pub fn all_unreachable(&self) -> Option<String> {
+    pub fn all_unreachable(&self) -> Option<Unreachable> {
         let mut why = None;
         for lane in self.0.values() {
             match lane {
@@ -122,26 +141,30 @@ impl Models {
 
     async fn open(&self, model: &str, deadline: Duration) -> Result<(DetectStream, Shape), NoLane> {
         let model = if model.is_empty() { self.default_id.as_str() } else { model };
-        let pool = self.pool(model).await.map_err(NoLane::Unserved)?;
+        let pool = self.pool(model).await?;
         let shape = *pool
             .shape
             .get_or_try_init(|| async {
-                let info = ask_info(&pool.client, &pool.target).await.map_err(NoLane::Unreachable)?;
+                let info = ask_info(&pool.client, &pool.target).await?;
                 if info.model_id != model {
-                    let why = format!("{} serves model {:?}, not {model:?}", pool.target, info.model_id);
-                    return Err(NoLane::Unserved(why));
+                    let (target, served) = (pool.target.clone(), info.model_id);
+                    return Err(NoLane::from(Unserved::OtherModel {
+                        target,
+                        served,
+                        model: model.to_string(),
+                    }));
                 }
                 Ok(shape_of(&info, self.wire))
             })
             .await?;
-        let stream = DetectStream::open(pool.client.clone(), deadline).await.map_err(|e| {
-            NoLane::Unreachable(format!("detectors of model {model:?} ({}): {e}", pool.target))
+        let stream = DetectStream::open(pool.client.clone(), deadline).await.map_err(|source| {
+            Unreachable::Stream { model: model.to_string(), target: pool.target.clone(), source }
         })?;
         Ok((stream, shape))
     }
 
     /// The pool serving `model` (not empty), connected on first use and kept.
-    async fn pool(&self, model: &str) -> Result<Arc<Pool>, String> {
+    async fn pool(&self, model: &str) -> Result<Arc<Pool>, Unserved> {
         if model == self.default_id && matches!(self.base, Target::Static(_)) {
             return Ok(self.default.clone());
         }
@@ -151,11 +174,12 @@ impl Models {
         }
         let target = match self.explicit.get(model) {
             Some(t) => t.clone(),
-            None => self.base.with_tag(&consul_tag(model)).ok_or_else(|| {
-                format!("no detector serves model {model:?}: start the fetcher with --model-detector {model}=TARGET")
-            })?,
+            None => {
+                self.base.with_tag(&consul_tag(model)).ok_or_else(|| Unserved::NoPool(model.to_string()))?
+            }
         };
-        let client = (self.connect)(&target).map_err(|e| format!("{target}: {e}"))?;
+        let client = (self.connect)(&target)
+            .map_err(|e| Unserved::Connect { target: target.clone(), reason: e.to_string() })?;
         let pool = Arc::new(Pool { target, client, shape: OnceCell::new() });
         pools.insert(model.to_string(), pool.clone());
         Ok(pool)
@@ -166,12 +190,13 @@ impl Models {
 pub async fn ask_info(
     client: &DetectorServiceClient<Balanced>,
     target: &Target,
-) -> Result<ModelInfoResponse, String> {
+) -> Result<ModelInfoResponse, Unreachable> {
     let mut client = client.clone();
+    let target = target.clone();
     match tokio::time::timeout(INFO_TIMEOUT, client.model_info(ModelInfoRequest {})).await {
         Ok(Ok(info)) => Ok(info.into_inner()),
-        Ok(Err(e)) => Err(format!("detectors {target}: {e}")),
-        Err(_) => Err(format!("detectors {target}: no ModelInfo within {INFO_TIMEOUT:?}")),
+        Ok(Err(status)) => Err(Unreachable::Info { target, status }),
+        Err(_) => Err(Unreachable::InfoTimeout { target }),
     }
 }
 
@@ -179,11 +204,22 @@ fn shape_of(info: &ModelInfoResponse, wire: WireChoice) -> Shape {
     Shape { width: info.input_width, height: info.input_height, wire: wire.resolve(&info.pixel_formats) }
 }
 
+/// Why a `--model-detector` value is not `MODEL=TARGET`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelTargetError {
+    #[error("{0:?}: expected MODEL=TARGET")]
+    NoEquals(String),
+    #[error("{0:?} is not a model id")]
+    Model(String),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+}
+
 /// `--model-detector MODEL=TARGET`.
-pub fn parse_model_target(s: &str) -> Result<(String, Target), String> {
-    let (model, target) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected MODEL=TARGET"))?;
+pub fn parse_model_target(s: &str) -> Result<(String, Target), ModelTargetError> {
+    let (model, target) = s.split_once('=').ok_or_else(|| ModelTargetError::NoEquals(s.to_string()))?;
     if model.is_empty() || !facesweep_common::ab::valid_model_id(model) {
-        return Err(format!("{model:?} is not a model id"));
+        return Err(ModelTargetError::Model(model.to_string()));
     }
     Ok((model.to_string(), target.parse()?))
 }
@@ -197,8 +233,9 @@ mod tests {
         let (m, t) = parse_model_target("retinaface-320=127.0.0.1:1,127.0.0.1:2").unwrap();
         assert_eq!(m, "retinaface-320");
         assert_eq!(t, Target::Static(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()]));
-        assert!(parse_model_target("no-equals").is_err());
-        assert!(parse_model_target("=127.0.0.1:1").is_err());
+        assert_eq!(parse_model_target("no-equals"), Err(ModelTargetError::NoEquals("no-equals".into())));
+        assert_eq!(parse_model_target("=127.0.0.1:1"), Err(ModelTargetError::Model("".into())));
         assert!(parse_model_target("a b=127.0.0.1:1").is_err());
+        assert_eq!(parse_model_target("m=consul://"), Err(TargetError::Consul("consul://".into()).into()));
     }
 }

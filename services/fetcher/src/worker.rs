@@ -22,7 +22,7 @@ use tracing::{info_span, Instrument};
 
 use crate::delegators::Delegators;
 use crate::fetch::Fetcher;
-use crate::models::{Lanes, Models};
+use crate::models::{Lanes, Models, NoLane};
 use crate::outcome::Failure;
 use crate::renewal::{rotated, Renewal};
 
@@ -344,8 +344,8 @@ impl Worker {
     async fn process_url(&self, lanes: &Lanes, job_id: i64, u: LeaseUrl) -> UrlOutcome {
         let (det, shape) = match lanes.get(&u.model_id) {
             Ok(lane) => lane,
-            Err(crate::models::NoLane::Unreachable(why)) => return UrlOutcome::Open(LeftOpen::Infra(why)),
-            Err(crate::models::NoLane::Unserved(why)) => return UrlOutcome::Open(LeftOpen::Failed(why)),
+            Err(NoLane::Unreachable(why)) => return UrlOutcome::Open(LeftOpen::Infra(why.to_string())),
+            Err(NoLane::Unserved(why)) => return UrlOutcome::Open(LeftOpen::Failed(why.to_string())),
         };
         let base = UrlResult { url_id: u.id, job_id, ..Default::default() };
         let (fetched, st) =
