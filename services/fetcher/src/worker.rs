@@ -194,7 +194,7 @@ impl Worker {
         let lanes = self.models.open_lanes(&lease, self.cfg.detect_timeout).await;
         if let Some(why) = lanes.all_unreachable() {
             tracing::warn!(error = %why, "no detector; releasing lease");
-            self.release(&lref, shard, "").await;
+            self.release(&lref, shard, None).await;
             self.back_off(shutdown).await;
             return;
         }
@@ -204,16 +204,16 @@ impl Worker {
         match run.left_open {
             None => self.complete(&lref, shard, recorded, urls, started).await,
             Some(LeftOpen::Lost) => tracing::warn!(recorded, of = urls, "lease lost; its work stopped"),
-            Some(LeftOpen::Drained) => self.release(&lref, shard, "").await,
+            Some(LeftOpen::Drained) => self.release(&lref, shard, None).await,
             Some(LeftOpen::Infra(why)) => {
                 tracing::warn!(recorded, of = urls, why, "releasing lease (not the URLs' fault)");
-                self.release(&lref, shard, "").await;
+                self.release(&lref, shard, None).await;
                 self.back_off(shutdown).await;
             }
             Some(LeftOpen::Failed(why)) => {
                 tracing::info!(recorded, of = urls, why, "releasing lease with URLs left open");
                 // A failed chunk waits on the delegator (retry_after) before anyone re-leases it.
-                self.release(&lref, shard, &why).await;
+                self.release(&lref, shard, Some(&why)).await;
             }
         }
     }
@@ -320,10 +320,11 @@ impl Worker {
         }
     }
 
-    /// Gives the lease back; a non-empty `failure` counts against its URLs.
-    async fn release(&self, lref: &LeaseRef, shard: usize, failure: &str) {
+    /// Gives the lease back; a `failure` counts against its URLs (on the wire: non-empty).
+    async fn release(&self, lref: &LeaseRef, shard: usize, failure: Option<&str>) {
+        let failure = failure.unwrap_or_default().to_string();
         for mut delegator in rotated(self.delegators.snapshot(), shard) {
-            let req = traced(ReleaseLeaseRequest { lease: Some(lref.clone()), failure: failure.to_string() });
+            let req = traced(ReleaseLeaseRequest { lease: Some(lref.clone()), failure: failure.clone() });
             match within(self.cfg.rpc_timeout, delegator.release_lease(req)).await {
                 Ok(_) => return,
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => return,
