@@ -24,11 +24,7 @@ SKIP_DIRS = {"target", ".git", "node_modules"}
 CFG_TEST_MOD = r"#\[cfg\(test\)\]\s*(?:#\[[^\]]*\]\s*)*(?:pub(?:\([^)]*\))?\s+)?mod\s+([A-Za-z_][A-Za-z0-9_]*)\s*"
 
 # (crate, modules of the component): cycles owned by work in progress elsewhere.
-KNOWN = {
-    # client re-exports output's export and output uses client's connection and summary;
-    # moving ExportSummary/export into output touches files being edited (issue #23 item 2).
-    ("cli", frozenset({"client", "output", "parquet_out"})),
-}
+KNOWN: set = set()
 
 
 def strip_comments_and_strings(src):

@@ -4,9 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use facesweep_common::grpc::channel;
-use facesweep_proto::delegator_service_client::DelegatorServiceClient;
-use facesweep_proto::results_service_client::ResultsServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -56,43 +53,7 @@ pub fn read_urls(path: &Path) -> anyhow::Result<Vec<String>> {
     UrlInput::File(path.to_path_buf()).urls()?.map(|r| r.map(|r| r.url)).collect()
 }
 
-/// Adds `authorization: Bearer $FACESWEEP_ADMIN_TOKEN` to every call when the variable is
-/// set (the CLI's `--admin-token` sets it): the services' admin calls need it off loopback.
-#[derive(Clone)]
-pub struct AdminToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl AdminToken {
-    pub fn from_env() -> anyhow::Result<Self> {
-        match std::env::var("FACESWEEP_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
-            Some(t) => Ok(AdminToken(Some(
-                format!("Bearer {t}").parse().context("admin token is not a header value")?,
-            ))),
-            None => Ok(AdminToken(None)),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for AdminToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-pub type AdminChannel =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AdminToken>;
-
-pub async fn delegator(addr: &str) -> anyhow::Result<DelegatorServiceClient<AdminChannel>> {
-    Ok(DelegatorServiceClient::with_interceptor(channel(addr)?, AdminToken::from_env()?)
-        .max_decoding_message_size(64 << 20))
-}
-
-pub fn results(addr: &str) -> anyhow::Result<ResultsServiceClient<AdminChannel>> {
-    Ok(ResultsServiceClient::with_interceptor(channel(addr)?, AdminToken::from_env()?)
-        .max_decoding_message_size(64 << 20))
-}
+pub use crate::connect::{delegator, results, AdminChannel, AdminToken};
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,15 +230,7 @@ fn transient(e: &anyhow::Error) -> bool {
 }
 
 /// One JSON object per URL, in the documented export format (`output`).
-pub use crate::output::export_line;
-
-/// What an export wrote.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ExportSummary {
-    pub lines: u64,
-    pub faces: u64,
-    pub by_status: std::collections::BTreeMap<String, u64>,
-}
+pub use crate::output::{export_line, ExportSummary};
 
 /// Writes the job's export (`what`: a job name, or a request with a model filter) to `out`
 /// as JSON Lines (`output::jsonl`: `-` is stdout, a device is written in place).

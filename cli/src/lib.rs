@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod connect;
 pub mod datadir;
 pub mod embedded;
 pub mod errors;
@@ -62,7 +63,7 @@ pub async fn run_job_at<'a>(
     };
     client::import(delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
     let progress = client::wait(delegator, job, quiet).await?;
-    let export = output::export(results, job, out.path, out.format).await?;
+    let export = export(results, job, out.path, out.format).await?;
     Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })
 }
 
@@ -91,4 +92,17 @@ pub fn cache_dir() -> PathBuf {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/tmp".into());
         home.join(".cache/facesweep")
     })
+}
+
+/// The job's export to `out` in `format`.
+pub async fn export(
+    addr: &str,
+    what: impl Into<facesweep_proto::ExportResultsRequest>,
+    out: &Path,
+    format: output::Format,
+) -> anyhow::Result<output::ExportSummary> {
+    match format {
+        output::Format::Jsonl => output::jsonl(addr, what, out).await,
+        output::Format::Parquet => crate::parquet_out::export(addr, what, out).await,
+    }
 }

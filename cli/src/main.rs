@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use facesweep_cli::bench;
 use facesweep_cli::datadir::InUse;
 use facesweep_cli::ondemand::{self, Need};
-use facesweep_cli::output::{self, Format, Out};
+use facesweep_cli::output::{Format, Out};
 use facesweep_cli::{client, errors, httpserve, inputs, run_job, Mesh, MeshOptions};
 use facesweep_common::config::parse_flags_only;
 
@@ -364,7 +364,7 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
         }
         Cmd::Export { job, out, format, model, results } => {
             let what = facesweep_proto::ExportResultsRequest { job, model_id: model.unwrap_or_default() };
-            let sum = output::export(&results, what, &out, Format::for_path(&out, format)).await?;
+            let sum = facesweep_cli::export(&results, what, &out, Format::for_path(&out, format)).await?;
             // Not on stdout when the export itself goes there.
             eprintln!("wrote {} rows to {}", sum.lines, out.display());
             Ok(())

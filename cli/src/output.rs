@@ -13,7 +13,15 @@ use facesweep_proto::{ExportResultsRequest, ExportResultsResponse};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use crate::client::{self, ExportSummary};
+use crate::connect;
+
+/// What an export wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub lines: u64,
+    pub faces: u64,
+    pub by_status: std::collections::BTreeMap<String, u64>,
+}
 
 /// What an export writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -148,26 +156,13 @@ impl Commit {
     }
 }
 
-/// The job's export to `out` in `format`.
-pub async fn export(
-    addr: &str,
-    what: impl Into<ExportResultsRequest>,
-    out: &Path,
-    format: Format,
-) -> anyhow::Result<ExportSummary> {
-    match format {
-        Format::Jsonl => jsonl(addr, what, out).await,
-        Format::Parquet => crate::parquet_out::export(addr, what, out).await,
-    }
-}
-
 /// Writes the export as JSON Lines, line by line as pages arrive (nothing kept per URL).
 pub async fn jsonl(
     addr: &str,
     what: impl Into<ExportResultsRequest>,
     out: &Path,
 ) -> anyhow::Result<ExportSummary> {
-    let mut stream = client::results(addr)?.export_results(what.into()).await?.into_inner();
+    let mut stream = connect::results(addr)?.export_results(what.into()).await?.into_inner();
     let mut sink = Sink::open(out, "jsonl.tmp")?;
     let mut sum = ExportSummary::default();
     while let Some(r) = stream.next().await {

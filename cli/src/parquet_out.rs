@@ -21,8 +21,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::client::{self, ExportSummary};
-use crate::output::{carried, carried_names, px, Sink};
+use crate::connect;
+use crate::output::{carried, carried_names, px, ExportSummary, Sink};
 
 /// Rows per record batch.
 const BATCH: usize = 8192;
@@ -184,7 +184,7 @@ pub async fn export(
     what: impl Into<facesweep_proto::ExportResultsRequest>,
     out: &Path,
 ) -> anyhow::Result<ExportSummary> {
-    let mut stream = client::results(addr)?.export_results(what.into()).await?.into_inner();
+    let mut stream = connect::results(addr)?.export_results(what.into()).await?.into_inner();
     let (file, commit) = Sink::open(out, "parquet.tmp")?.take();
     // The first batch decides the carried columns.
     let mut first = Vec::with_capacity(BATCH);
