@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup build demo test lint
+.PHONY: setup build demo test check integration release-tier lint
 setup:
 	scripts/setup.sh
 
@@ -12,18 +12,40 @@ build: setup
 demo: build
 	$(ENV) cargo run -q -p facesweep -- demo
 
-test: setup
+# `make test` (CI's entry, .ci/run) runs three tiers in order, the cheapest first, so that a
+# formatting slip or a failing unit test stops it before the long tiers; each tier prints
+# its start and end (docs/benchmarks.md, "CI", has their times on a clean clone).
+test: check integration release-tier
+
+# Tier 1, for day-to-day work: formatting, proto, module cycles, chart, lints, unit tests.
+check: setup
+	@echo "== tier 1 (check) started $$(date +%T)"
+	$(ENV) cargo fmt --all --check
 	$(ENV) buf lint
 	$(ENV) if git rev-parse -q --verify HEAD~1 >/dev/null; then buf breaking --against '.git#ref=HEAD~1'; fi
 	scripts/module_cycles.py
 	scripts/helm_check.sh
-	$(ENV) cargo build --workspace --bins
 	$(ENV) cargo clippy -q --workspace --all-targets -- -D warnings
-	$(ENV) cargo test --workspace -- --test-threads=2
+	$(ENV) cargo test -q --workspace --lib --bins -- --test-threads=2
+	$(ENV) cargo test -q --workspace --doc
+	@echo "== tier 1 (check) done $$(date +%T)"
+
+# Tier 2: every integration test on real parts (Postgres, HTTP, Consul, the model, processes),
+# the Python client against a live mesh, and every grpcurl line of docs/operations.md.
+integration: setup
+	@echo "== tier 2 (integration) started $$(date +%T)"
+	$(ENV) cargo build --workspace --bins
+	$(ENV) cargo test --workspace --test '*' -- --test-threads=2
 	scripts/python_client_test.sh
 	$(ENV) scripts/check_operations.sh
+	@echo "== tier 2 (integration) done $$(date +%T)"
+
+# Tier 3: the release build's GPU-tier report (small sizes without a GPU) and the images.
+release-tier: setup
+	@echo "== tier 3 (release, images) started $$(date +%T)"
 	scripts/gpu_check.sh
 	scripts/image_test.sh
+	@echo "== tier 3 (release, images) done $$(date +%T)"
 
 lint: setup
 	$(ENV) cargo clippy --workspace --all-targets -- -D warnings
@@ -63,7 +85,8 @@ bench-scale: setup
 	$(ENV) target/release/facesweep bench scale --urls $(SCALE_URLS) $(if $(SCALE_PROCESS),--process $(SCALE_PROCESS))
 
 .PHONY: bench-fetch
-# Fetch tier vs its decode floor vs img2dataset on a local corpus behind nginx.
+# Fetch tier vs its decode floor (per image kind) vs img2dataset behind nginx on loopback:
+# CORPUS=dir or URLS=file (default: scripts/make_corpus.py's web mix), OLD_BIN=an older build.
 bench-fetch: setup
 	scripts/bench_fetch.sh
 
