@@ -1,8 +1,9 @@
 //! Decode and letterbox to the model input, as fast as the CPU allows:
 //! JPEG through libjpeg-turbo with DCT-domain downscaling (decode at 1/8…1 of the size, the
 //! smallest that still covers the target), then a SIMD resize straight into the letterbox
-//! canvas. Other formats (PNG, WebP, GIF, BMP) go through the `image` crate. The format is
-//! sniffed from the bytes, never taken from Content-Type.
+//! canvas. Still WebP through libwebp, scaled while decoding (`webp.rs`). Other formats (PNG,
+//! GIF, BMP, animated WebP) go through the `image` crate. The format is sniffed from the
+//! bytes, never taken from Content-Type.
 
 use std::io::Cursor;
 
@@ -12,7 +13,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::outcome::Failure;
-use crate::{exif, yuv};
+use crate::{exif, webp, yuv};
 
 /// How pixels travel to the detector (`PixelFormat` in detector.proto).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -206,6 +207,12 @@ impl Decoder {
             }
             // libjpeg-turbo declined (CMYK/YCCK, arithmetic coding…): the generic path may not.
         }
+        if webp::is_webp(bytes) {
+            if let Some(r) = self.webp(bytes, tw, th, max_pixels, wire) {
+                return r;
+            }
+            // Animated: the `image` route takes the first frame.
+        }
         self.generic(bytes, tw, th, max_pixels, wire)
     }
 
@@ -280,6 +287,61 @@ impl Decoder {
         }
         let decoded = Decoded { width: sw as u32, height: sh as u32, orientation, stored };
         Some(self.place(decoded, at, wire))
+    }
+
+    /// `None` for animated WebP. The pixel cap is checked on the header, before any allocation.
+    fn webp(
+        &mut self,
+        bytes: &[u8],
+        tw: u32,
+        th: u32,
+        max_pixels: u64,
+        wire: Wire,
+    ) -> Option<Result<Letterboxed, Failure>> {
+        let info = match webp::info(bytes) {
+            Ok(info) => info,
+            Err(e) => return Some(Err(decode_err(e))),
+        };
+        if info.animated {
+            return None;
+        }
+        if info.width as u64 * info.height as u64 > max_pixels {
+            return Some(Err(too_many_pixels(info.width, info.height, max_pixels)));
+        }
+        Some(self.webp_still(bytes, info, (tw, th), wire))
+    }
+
+    /// libwebp scales while decoding, straight to the content's size (stored orientation).
+    fn webp_still(
+        &mut self,
+        bytes: &[u8],
+        info: webp::Info,
+        (tw, th): (u32, u32),
+        wire: Wire,
+    ) -> Result<Letterboxed, Failure> {
+        let o = if webp::has_exif(bytes) { webp_orientation(bytes) } else { 1 };
+        let (w, h) = (info.width, info.height);
+        let swap = exif::swaps_axes(o);
+        let at = if swap { fit(h, w, tw, th) } else { fit(w, h, tw, th) };
+        let (rw, rh) = if swap { (at.height, at.width) } else { (at.width, at.height) };
+        // Lossy pictures stream through the scaler; lossless ones and alpha planes are whole.
+        let whole = info.lossless || info.has_alpha;
+        let _large = (whole && w as u64 * h as u64 > LARGE_DECODE_PIXELS)
+            .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
+        if wire == Wire::I420 && !info.has_alpha {
+            let mut data = vec![0u8; yuv::i420_len(at.width, at.height)];
+            if o <= 1 {
+                webp::decode_i420(bytes, (rw, rh), &mut data).map_err(decode_err)?;
+            } else {
+                self.upright.resize(yuv::i420_len(rw, rh), 0);
+                webp::decode_i420(bytes, (rw, rh), &mut self.upright).map_err(decode_err)?;
+                yuv::orient_i420(&mut self.upright, (rw, rh), o, &mut data, (at.width, at.height));
+            }
+            yuv::studio_to_full(&mut data, at.width, at.height);
+            return Ok(i420_content(data, at, o, (w, h)));
+        }
+        webp::decode_rgb(bytes, (rw, rh), info.has_alpha, &mut self.raw).map_err(decode_err)?;
+        self.place(Decoded { width: rw, height: rh, orientation: o, stored: (w, h) }, at, wire)
     }
 
     /// Resizes `self.raw` (as `src` describes it) and writes it upright into the canvas `at`,
@@ -387,6 +449,13 @@ fn flatten_rgb(img: DynamicImage) -> Vec<u8> {
         ]);
     }
     out
+}
+
+/// EXIF orientation of an extended WebP (the `image` crate reads its chunks, not its pixels).
+fn webp_orientation(bytes: &[u8]) -> u8 {
+    image::codecs::webp::WebPDecoder::new(Cursor::new(bytes))
+        .and_then(|mut d| d.orientation())
+        .map_or(1, |o| o.to_exif())
 }
 
 /// The I420 content `data` (upright, `at.width`×`at.height`) of an image stored as `stored`

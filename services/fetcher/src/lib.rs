@@ -15,6 +15,7 @@ pub mod outcome;
 mod pool;
 mod renewal;
 mod worker;
+mod webp;
 mod yuv;
 
 use std::sync::Arc;

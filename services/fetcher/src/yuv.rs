@@ -56,16 +56,40 @@ pub fn planes_to_i420(
     let (sw, sh) = if exif::swaps_axes(o) { (h, w) } else { (w, h) };
     scratch.resize(i420_len(sw, sh), 0);
     resize_planes(src, (sw, sh), resizer, scratch)?;
-    let (s, d) = (split_i420(scratch, sw, sh), split_i420(&mut out, w, h));
+    orient_i420(scratch, (sw, sh), o, &mut out, (w, h));
+    Ok(out)
+}
+
+/// Writes the I420 picture `src` (`sw`×`sh`, stored orientation) upright per EXIF `o` into
+/// `out` (`w`×`h`: `sw`×`sh`, swapped when `o` turns by 90°).
+pub fn orient_i420(src: &mut [u8], (sw, sh): (u32, u32), o: u8, out: &mut [u8], (w, h): (u32, u32)) {
+    let (s, d) = (split_i420(src, sw, sh), split_i420(out, w, h));
     let (scw, sch) = (sw.div_ceil(2) as usize, sh.div_ceil(2) as usize);
     exif::orient_into(s.0, (sw as usize, sh as usize, 1), o, d.0, w as usize);
     exif::orient_into(s.1, (scw, sch, 1), o, d.1, w.div_ceil(2) as usize);
     exif::orient_into(s.2, (scw, sch, 1), o, d.2, w.div_ceil(2) as usize);
-    Ok(out)
 }
 
-fn i420_len(w: u32, h: u32) -> usize {
+pub fn i420_len(w: u32, h: u32) -> usize {
     (w * h + 2 * w.div_ceil(2) * h.div_ceil(2)) as usize
+}
+
+/// Studio-range BT.601 (what VP8 stores: Y 16–235, chroma 16–240) to the JFIF full range the
+/// wire carries, in place, by table: 255/219 for Y and 255/224 around 128 for U and V.
+pub fn studio_to_full(i420: &mut [u8], w: u32, h: u32) {
+    static TABLES: std::sync::LazyLock<([u8; 256], [u8; 256])> = std::sync::LazyLock::new(|| {
+        let (mut y, mut c) = ([0u8; 256], [0u8; 256]);
+        for i in 0..256 {
+            let v = i as f32;
+            y[i] = ((v - 16.0) * 255.0 / 219.0).round().clamp(0.0, 255.0) as u8;
+            c[i] = ((v - 128.0) * 255.0 / 224.0 + 128.0).round().clamp(0.0, 255.0) as u8;
+        }
+        (y, c)
+    });
+    let (ty, tc) = &*TABLES;
+    let (y, uv) = i420.split_at_mut((w * h) as usize);
+    y.iter_mut().for_each(|p| *p = ty[*p as usize]);
+    uv.iter_mut().for_each(|p| *p = tc[*p as usize]);
 }
 
 fn split_i420(buf: &mut [u8], w: u32, h: u32) -> (&mut [u8], &mut [u8], &mut [u8]) {
