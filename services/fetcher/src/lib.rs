@@ -14,8 +14,8 @@ pub mod net;
 pub mod outcome;
 mod pool;
 mod renewal;
-mod worker;
 mod webp;
+mod worker;
 mod yuv;
 
 use std::sync::Arc;
