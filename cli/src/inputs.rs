@@ -129,6 +129,20 @@ pub struct Plan {
     pub resume_at: i64,
 }
 
+impl Plan {
+    /// The segment as this import leaves it before sending anything: `grown_from` marks its
+    /// own row, so the versions earlier imports left stay recognisable.
+    fn segment(&self) -> InputSegment {
+        InputSegment {
+            base: self.base,
+            input_from: self.input_from,
+            urls: self.stored,
+            digest: String::new(),
+            grown_from: self.stored,
+        }
+    }
+}
+
 fn hash_line(h: &mut Sha256, url: &str) {
     h.update(url.as_bytes());
     h.update(b"\n");
@@ -197,8 +211,7 @@ pub fn read_messages(
             batch.iter().for_each(|u| hash_line(&mut h, u));
             let first_ordinal = plan.base + stored;
             stored += batch.len() as i64;
-            let segment =
-                InputSegment { base: plan.base, input_from: plan.input_from, urls: stored, digest: hex(&h) };
+            let segment = InputSegment { urls: stored, digest: hex(&h), ..plan.segment() };
             let n = batch.len() as i64;
             let msg = AppendUrlsRequest {
                 job: job.clone(),
@@ -238,7 +251,7 @@ fn next_message(urls: &mut UrlIter) -> anyhow::Result<(Vec<String>, Vec<String>)
 pub fn segment_of(urls: &[String], base: i64) -> InputSegment {
     let mut h = Sha256::new();
     urls.iter().for_each(|u| hash_line(&mut h, u));
-    InputSegment { base, input_from: 0, urls: urls.len() as i64, digest: hex(&h) }
+    InputSegment { base, input_from: 0, urls: urls.len() as i64, digest: hex(&h), grown_from: 0 }
 }
 
 #[cfg(test)]

@@ -56,6 +56,29 @@ async fn a_different_file_is_appended_whole_and_the_same_file_adds_nothing() {
     stop.cancel();
 }
 
+/// Every version of an input the job was given is still recognised: after a grown file, the
+/// shorter original (and an interrupted import's part) adds nothing, at any size.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_earlier_shorter_version_of_an_input_adds_nothing_after_it_grew() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let addr = delegator_addr(&db, &stop).await;
+    let dir = tmp_dir();
+    let all = urls("v", 12_000);
+    let (v1, v2) = (&all[..2], &all[..7_000]);
+    import_file(&addr, "j", dir.path(), "v1.txt", v1).await;
+    let grown = import_file(&addr, "j", dir.path(), "v2.txt", v2).await;
+    assert_eq!(grown.inserted, 6_998, "{grown:?}");
+    let grown_more = import_file(&addr, "j", dir.path(), "v3.txt", &all).await;
+    assert_eq!(grown_more.inserted, 5_000, "{grown_more:?}");
+    for (name, lines) in [("v1.txt", v1), ("v2.txt", v2), ("v3.txt", &all[..])] {
+        let again = import_file(&addr, "j", dir.path(), name, lines).await;
+        assert_eq!(again.inserted, 0, "{name} again adds nothing: {again:?}");
+    }
+    assert_eq!(stored(&db, "j").await, all);
+    stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grown_file_adds_only_its_new_lines_even_after_another_input() {
     let db = TestDb::start();

@@ -194,15 +194,17 @@ fn check_segment(seg: &InputSegment, first: i64, n: usize) -> ServiceResult<()> 
     )))
 }
 
-/// Grows the segment's row (never shrinks it: a re-sent older message changes nothing).
+/// Grows this import's row of the segment (never shrinks it: a re-sent older message changes
+/// nothing); rows of earlier imports of the segment stay, as versions of the input.
 async fn mark_segment(
     tx: &mut Transaction<'_, Postgres>,
     job_id: i64,
     seg: &InputSegment,
 ) -> ServiceResult<()> {
     sqlx::query(
-        "INSERT INTO job_inputs (job_id, base, input_from, urls, digest) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (job_id, base) DO UPDATE SET urls = EXCLUDED.urls, digest = EXCLUDED.digest
+        "INSERT INTO job_inputs (job_id, base, input_from, urls, digest, grown_from)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (job_id, base, grown_from) DO UPDATE SET urls = EXCLUDED.urls, digest = EXCLUDED.digest
            WHERE job_inputs.urls < EXCLUDED.urls AND job_inputs.input_from = EXCLUDED.input_from",
     )
     .bind(job_id)
@@ -210,6 +212,7 @@ async fn mark_segment(
     .bind(seg.input_from)
     .bind(seg.urls)
     .bind(seg.digest.to_ascii_lowercase())
+    .bind(seg.grown_from.clamp(0, seg.urls))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -221,16 +224,23 @@ pub async fn list_inputs(
     job_id: i64,
     next_ordinal: i64,
 ) -> ServiceResult<(Vec<InputSegment>, i64)> {
-    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-        "SELECT base, input_from, urls, digest FROM job_inputs WHERE job_id = $1 ORDER BY base",
+    let rows: Vec<(i64, i64, i64, String, i64)> = sqlx::query_as(
+        "SELECT base, input_from, urls, digest, grown_from FROM job_inputs WHERE job_id = $1
+         ORDER BY base, grown_from",
     )
     .bind(job_id)
     .fetch_all(pool)
     .await?;
-    let end = rows.iter().map(|(base, _, urls, _)| base + urls).max().unwrap_or(0);
+    let end = rows.iter().map(|(base, _, urls, _, _)| base + urls).max().unwrap_or(0);
     let segments = rows
         .into_iter()
-        .map(|(base, input_from, urls, digest)| InputSegment { base, input_from, urls, digest })
+        .map(|(base, input_from, urls, digest, grown_from)| InputSegment {
+            base,
+            input_from,
+            urls,
+            digest,
+            grown_from,
+        })
         .collect();
     Ok((segments, end.max(next_ordinal)))
 }

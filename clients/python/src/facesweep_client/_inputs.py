@@ -83,6 +83,8 @@ def messages(job: str, p: Plan, h, urls: Iterator[str], chunk: int, pb, sent: Li
             h.update(u.encode() + b"\n")
         first = p.base + stored
         stored += len(batch)
-        seg = pb.InputSegment(base=p.base, input_from=p.input_from, urls=stored, digest=h.hexdigest())
+        seg = pb.InputSegment(
+            base=p.base, input_from=p.input_from, urls=stored, digest=h.hexdigest(), grown_from=p.stored
+        )
         sent[0] += len(batch)
         yield pb.AppendUrlsRequest(job=job, first_ordinal=first, urls=batch, segment=seg)
