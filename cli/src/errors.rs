@@ -41,8 +41,37 @@ fn without_target(code: Code, message: &str) -> String {
             format!("refused ({message}): pass --admin-token TOKEN or FACESWEEP_ADMIN_TOKEN")
         }
         Code::Internal | Code::Unknown | Code::DataLoss => format!("a facesweep service failed: {message}"),
-        _ => message.to_string(),
+        _ => reworded(message),
     }
+}
+
+/// The prefixes a service's error type puts before its message (`ServiceError`'s Display):
+/// the code is already in the status, a user needs the message alone.
+const CODE_PREFIXES: [&str; 5] =
+    ["invalid argument: ", "failed precondition: ", "not found: ", "resource exhausted: ", "unavailable: "];
+
+/// A service's message as the CLI's user reads it: without its code prefix, and with the
+/// service's words for request fields replaced by the CLI's flags and commands.
+pub fn reworded(message: &str) -> String {
+    let m = CODE_PREFIXES.iter().find_map(|p| message.strip_prefix(p)).unwrap_or(message);
+    if m.contains("set force to do it") {
+        return "retrying status ok deletes the stored faces of every ok URL: pass --force to do it".into();
+    }
+    if let Some(rest) = m.strip_prefix("cursor ") {
+        if let Some(cursor) = rest.strip_suffix(" is not one WatchResults sent") {
+            return format!(
+                "--after {cursor} is not a cursor: pass the `cursor` of a line `facesweep watch` printed"
+            );
+        }
+    }
+    if let Some((head, _)) = m.split_once(": give the new input another job name") {
+        let job = head.strip_prefix("job \"").and_then(|r| r.split_once('"')).map_or("NAME", |(j, _)| j);
+        return format!(
+            "{head}: pass --job NAME to start a new job for it, or `facesweep import --job {job} FILE` \
+             to add a different file's URLs to this job"
+        );
+    }
+    m.to_string()
 }
 
 /// The table: one line per status code a user can meet.
@@ -50,18 +79,21 @@ pub fn for_status(code: Code, message: &str, t: &Target) -> String {
     let Target { service, addr, job } = t;
     match code {
         Code::Unavailable => {
-            format!("no {service} at {addr} — start `facesweep up` or pass --{service}")
+            format!(
+                "no {service} at {addr} — start `facesweep up` or pass --{service} (or --data-dir DIR \
+                 of an earlier run)"
+            )
         }
         Code::NotFound => match job {
             Some(job) => format!("no job named {job}; `facesweep jobs` lists them"),
-            None => message.to_string(),
+            None => reworded(message),
         },
         Code::Unauthenticated | Code::PermissionDenied => format!(
             "the {service} at {addr} refused this call ({message}): pass the token it was started with, \
              --admin-token TOKEN or FACESWEEP_ADMIN_TOKEN, or call it from loopback"
         ),
         Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange => {
-            message.to_string()
+            reworded(message)
         }
         Code::DeadlineExceeded => format!("the {service} at {addr} did not answer in time; try again"),
         Code::ResourceExhausted => format!("the {service} at {addr} is overloaded ({message}); try again"),
@@ -130,5 +162,36 @@ mod tests {
         assert_eq!(text, "a facesweep service failed: boom");
         let e = anyhow::Error::from(tonic::Status::failed_precondition("job is cancelled"));
         assert_eq!(explain(&e, None), "job is cancelled");
+    }
+
+    /// Service wording (code prefixes, request field names) never reaches the user.
+    #[test]
+    fn service_messages_read_in_the_clis_words() {
+        let t = target();
+        let e = anyhow::Error::from(tonic::Status::invalid_argument(
+            "invalid argument: unknown status \"bogus\"",
+        ));
+        assert_eq!(explain(&e, Some(&t)), "unknown status \"bogus\"");
+        let e = anyhow::Error::from(tonic::Status::invalid_argument(
+            "invalid argument: retrying status ok deletes stored faces: set force to do it",
+        ));
+        let text = explain(&e, Some(&t));
+        assert!(text.contains("pass --force") && !text.contains("set force"), "{text}");
+        let e = anyhow::Error::from(tonic::Status::invalid_argument(
+            "invalid argument: cursor \"garbage\" is not one WatchResults sent",
+        ));
+        let text = explain(&e, Some(&t));
+        assert!(text.contains("`cursor` of a line `facesweep watch` printed"), "{text}");
+        assert!(!text.contains("WatchResults"), "{text}");
+        let e = anyhow::Error::from(tonic::Status::failed_precondition(
+            "failed precondition: job \"urls\" was made from another input (sha256:a, now sha256:b): \
+             give the new input another job name",
+        ));
+        let text = explain(&e, None);
+        assert!(text.starts_with("job \"urls\" was made from another input"), "{text}");
+        assert_eq!(text.matches("job NAME").count(), 1, "{text}");
+        assert!(text.contains("`facesweep import --job urls FILE`"), "{text}");
+        let e = anyhow::Error::from(tonic::Status::unavailable("tcp connect error"));
+        assert!(explain(&e, Some(&t)).ends_with("(or --data-dir DIR of an earlier run)"));
     }
 }
