@@ -117,12 +117,8 @@ pub async fn import(
         models: opts.models.clone(),
         ..Default::default()
     };
-    d.create_job(req).await.map_err(|e| match e.code() {
-        tonic::Code::FailedPrecondition => {
-            anyhow::anyhow!("{}; pass --job NAME to start a new job", e.message())
-        }
-        _ => e.into(),
-    })?;
+    // A job made from another input: errors::reworded says what to do.
+    d.create_job(req).await?;
     let held = d.list_job_inputs(ListJobInputsRequest { job: job.into() }).await?.into_inner();
     let urls = input.urls()?;
     let (plan, start) = tokio::task::spawn_blocking(move || crate::inputs::plan(urls, &held)).await??;
@@ -193,16 +189,51 @@ fn by_model(p: &GetProgressResponse) -> String {
     format!("; {}", per.join("; "))
 }
 
-/// Polls progress until every URL has a terminal result.
 /// A delegator briefly unreachable (restart, overload) does not end the wait; one that stays
 /// unreachable this long does.
 const WAIT_UNREACHABLE: Duration = Duration::from_secs(60);
 
+/// Progress polls between two looks at the job's state (paused, cancelled).
+const STATE_EVERY: u32 = 4;
+
+/// What `wait_for` does when the job is paused (nothing would ever finish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnPause {
+    /// End with `Paused` (`run`).
+    Fail,
+    /// Say so once on stderr and keep waiting (`progress --wait`: a resume elsewhere ends it).
+    Say,
+}
+
+/// A wait that found its job paused.
+#[derive(Debug)]
+pub struct Paused(pub String);
+
+impl std::fmt::Display for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {0} is paused — `facesweep resume --job {0}`", self.0)
+    }
+}
+
+impl std::error::Error for Paused {}
+
+/// Polls progress until every URL has a terminal result (a paused job: said once, waited on).
 pub async fn wait(addr: &str, job: &str, quiet: bool) -> anyhow::Result<GetProgressResponse> {
+    wait_for(addr, job, quiet, OnPause::Say).await
+}
+
+/// `wait`, with what to do when the job is paused; a cancelled job ends the wait.
+pub async fn wait_for(
+    addr: &str,
+    job: &str,
+    quiet: bool,
+    on_pause: OnPause,
+) -> anyhow::Result<GetProgressResponse> {
     let mut p = progress(addr, job).await?;
     let bar = if quiet { ProgressBar::hidden() } else { crate::live::bar(p.total_urls as u64, "detect") };
     let rate = crate::live::Rate::new(p.done_urls);
     let mut last_answer = std::time::Instant::now();
+    let (mut polls, mut said) = (0u32, false);
     loop {
         bar.set_length(p.total_urls as u64);
         bar.set_position(p.done_urls as u64);
@@ -211,6 +242,24 @@ pub async fn wait(addr: &str, job: &str, quiet: bool) -> anyhow::Result<GetProgr
             bar.finish_and_clear();
             return Ok(p);
         }
+        if polls % STATE_EVERY == 0 {
+            match job_state(addr, job).await {
+                Some(JobState::Paused) if on_pause == OnPause::Fail => {
+                    bar.finish_and_clear();
+                    return Err(Paused(job.into()).into());
+                }
+                Some(JobState::Paused) if !said => {
+                    said = true;
+                    bar.suspend(|| eprintln!("{}", Paused(job.into())));
+                }
+                Some(JobState::Cancelled) => {
+                    bar.finish_and_clear();
+                    return Ok(p);
+                }
+                _ => {}
+            }
+        }
+        polls += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
         match progress(addr, job).await {
             Ok(next) => (p, last_answer) = (next, std::time::Instant::now()),
@@ -220,6 +269,13 @@ pub async fn wait(addr: &str, job: &str, quiet: bool) -> anyhow::Result<GetProgr
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The job's state from `ListJobs`; `None` when it cannot be read (the wait goes on).
+async fn job_state(addr: &str, job: &str) -> Option<JobState> {
+    let jobs = delegator(addr).await.ok()?.list_jobs(ListJobsRequest {}).await.ok()?.into_inner().jobs;
+    let j = jobs.into_iter().find(|j| j.job.as_ref().is_some_and(|x| x.name == job))?;
+    Some(j.state())
 }
 
 fn transient(e: &anyhow::Error) -> bool {

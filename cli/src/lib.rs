@@ -62,7 +62,7 @@ pub async fn run_job_at<'a>(
         client::UrlInput::List(_) => None,
     };
     client::import(delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
-    let progress = client::wait(delegator, job, quiet).await?;
+    let progress = client::wait_for(delegator, job, quiet, client::OnPause::Fail).await?;
     let export = export(results, job, out.path, out.format).await?;
     Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })
 }
