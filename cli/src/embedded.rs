@@ -71,7 +71,9 @@ pub fn fetcher(
         model_detector: model_detector.collect::<anyhow::Result<_>>()?,
         // Stable per data dir: a restarted `run` reclaims its killed predecessor's leases.
         id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
-        drain_grace_secs: 10,
+        // `up` lets leases in progress finish on Ctrl-C; a `run` whose job is done holds only
+        // other jobs' leases, given back at once (at no cost to their URLs) so it exits fast.
+        drain_grace_secs: if o.command == "up" { 10 } else { 1 },
         leases: k.leases.unwrap_or(o.fetcher_leases),
         concurrency,
         per_host: k.per_host.unwrap_or(concurrency),

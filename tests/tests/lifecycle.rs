@@ -93,6 +93,32 @@ async fn cancel_revokes_leases_and_ends_every_open_url_once() {
     stop.cancel();
 }
 
+/// The last completed lease makes its job `done` at once: `facesweep jobs` right after a
+/// `run` says done, not running until the sweeper's next pass (5 s at this lease lifetime).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_is_done_when_its_last_lease_completes() {
+    let db = TestDb::start();
+    let stop = Shutdown::new();
+    let mut d = delegator(&db, 0, 1, 60, &stop).await;
+    let mut r = results(&db, &stop).await;
+    import(&mut d, "quick", 20, 10).await;
+    let state = |d: &mut facesweep_proto::delegator_service_client::DelegatorServiceClient<_>| {
+        let mut d = d.clone();
+        async move {
+            let jobs = d.list_jobs(ListJobsRequest {}).await.unwrap().into_inner().jobs;
+            jobs.iter().find(|j| j.job.as_ref().unwrap().name == "quick").unwrap().state()
+        }
+    };
+    for last in [false, true] {
+        let l = acquire(&mut d, "f").await.unwrap();
+        r.record(ok(&l, 10)).await.unwrap();
+        d.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await.unwrap();
+        let expected = if last { JobState::Done } else { JobState::Running };
+        assert_eq!(state(&mut d).await, expected, "after the {} lease", if last { "last" } else { "first" });
+    }
+    stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn list_jobs_shows_state_counts_and_changed_priority() {
     let db = TestDb::start();

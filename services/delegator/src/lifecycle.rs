@@ -153,8 +153,8 @@ impl Store {
         Ok(())
     }
 
-    /// Running jobs whose every chunk is closed become `done` (each under its lock, so an
-    /// import or retry either comes first and keeps it running, or comes after and re-opens it).
+    /// Running jobs whose every chunk is closed become `done` (the sweeper's pass; a job's
+    /// last completed lease marks it at once, see `mark_done_job`).
     pub async fn mark_done(&self) -> ServiceResult<u64> {
         let finished: Vec<i64> = sqlx::query_scalar(
             "SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.total_urls > 0
@@ -164,19 +164,38 @@ impl Store {
         .await?;
         let mut marked = 0;
         for job_id in finished {
-            let mut tx = self.pool.begin().await?;
-            job_lock(&mut tx, job_id, true).await?;
-            marked += sqlx::query(
-                "UPDATE jobs j SET state = 'done' WHERE j.id = $1 AND j.state = 'running'
-                   AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state <> 'done')",
-            )
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
+            marked += u64::from(self.mark_done_job(job_id).await?);
         }
         Ok(marked)
+    }
+
+    /// The job becomes `done` if it runs and every chunk is closed (under its lock, so an
+    /// import or retry either comes first and keeps it running, or comes after and re-opens
+    /// it). One probe of the open-chunks index: cheap enough after every completed lease.
+    pub async fn mark_done_job(&self, job_id: i64) -> ServiceResult<bool> {
+        // Unlocked probe first: the exclusive lock below waits for every completion of the
+        // job in flight, so it is taken only when the job looks finished.
+        let finished: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = $1 AND c.state <> 'done')",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?;
+        if !finished {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await?;
+        job_lock(&mut tx, job_id, true).await?;
+        let marked = sqlx::query(
+            "UPDATE jobs j SET state = 'done' WHERE j.id = $1 AND j.state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = j.id AND c.state <> 'done')",
+        )
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(marked > 0)
     }
 
     /// Finishes cancels and deletes that were interrupted (a delegator killed mid-way).

@@ -195,6 +195,13 @@ impl DelegatorService for DelegatorSvc {
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let done = self.store.complete(&lease).await?;
         crate::metrics::LEASES_COMPLETED.with_label_values(&[if done { "true" } else { "false" }]).inc();
+        // The job's last chunk: `done` now, not at the sweeper's next pass (`jobs` right
+        // after `run` would still say running). Best effort: the sweeper retries.
+        if done {
+            if let Err(e) = self.store.mark_done_job(lease.job_id).await {
+                tracing::warn!(error = %e, job_id = lease.job_id, "marking a finished job failed");
+            }
+        }
         Ok(Response::new(CompleteLeaseResponse { done }))
     }
 
