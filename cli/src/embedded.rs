@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use facesweep_common::discovery::Target;
-use facesweep_fetcher::models::parse_model_target;
+use facesweep_fetcher::detectors::parse_model_target;
 
 use crate::options::MeshOptions;
 

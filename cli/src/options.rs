@@ -96,8 +96,8 @@ pub struct FetcherKnobs {
 }
 
 /// `MODEL=TARGET`, checked as the fetcher checks it.
-fn model_target(s: &str) -> Result<String, facesweep_fetcher::models::ModelTargetError> {
-    facesweep_fetcher::models::parse_model_target(s).map(|_| s.to_string())
+fn model_target(s: &str) -> Result<String, facesweep_fetcher::detectors::ModelTargetError> {
+    facesweep_fetcher::detectors::parse_model_target(s).map(|_| s.to_string())
 }
 
 impl MeshOptions {

@@ -30,7 +30,7 @@ pub struct Args {
     pub detector: Target,
     /// Detectors of other models (jobs naming a model, A/B): MODEL=TARGET, several separated
     /// by `;`, e.g. `retinaface-mnet025-320-v1=10.0.0.7:50052`.
-    #[arg(long, env = "FETCHER_MODEL_DETECTORS", value_delimiter = ';', value_parser = crate::models::parse_model_target)]
+    #[arg(long, env = "FETCHER_MODEL_DETECTORS", value_delimiter = ';', value_parser = crate::detectors::parse_model_target)]
     pub model_detector: Vec<(String, Target)>,
     /// Results replicas, balanced: host:port[,host:port…] or consul://<service>.
     #[arg(long, env = "FETCHER_RESULTS", default_value = "127.0.0.1:50053")]

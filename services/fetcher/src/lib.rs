@@ -5,11 +5,11 @@ mod config;
 pub mod decode;
 mod delegators;
 mod detect_client;
+pub mod detectors;
 pub mod download;
 mod exif;
 pub mod fetch;
 pub mod metrics;
-pub mod models;
 pub mod net;
 pub mod outcome;
 mod pool;
@@ -83,16 +83,16 @@ async fn detector_models(
     tls: Option<facesweep_common::tls::Tls>,
     discovery_stop: &Shutdown,
     shutdown: &Shutdown,
-) -> anyhow::Result<models::Models> {
+) -> anyhow::Result<detectors::Models> {
     let (consul, stop) = (config.consul.clone(), discovery_stop.clone());
-    let connect: models::Connect = Box::new(move |t: &Target| {
+    let connect: detectors::Connect = Box::new(move |t: &Target| {
         let found = discovery::members(t, &consul, stop.clone())?;
         Ok(DetectorServiceClient::new(discovery::balanced(found, tls.clone(), "detector"))
             .max_decoding_message_size(64 << 20))
     });
     let detector = connect(&config.detector)?;
     let info = loop {
-        match models::ask_info(&detector, &config.detector).await {
+        match detectors::ask_info(&detector, &config.detector).await {
             Ok(i) => break i,
             Err(e) if shutdown.is_cancelled() => anyhow::bail!("shut down before a detector answered: {e}"),
             Err(e) => {
@@ -102,7 +102,7 @@ async fn detector_models(
         }
     };
     let explicit = config.model_detector.iter().cloned().collect();
-    Ok(models::Models::new(config.detector.clone(), detector, &info, explicit, config.wire, connect))
+    Ok(detectors::Models::new(config.detector.clone(), detector, &info, explicit, config.wire, connect))
 }
 
 /// Works until `shutdown` is cancelled.

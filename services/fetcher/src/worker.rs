@@ -21,8 +21,8 @@ use tracing::field::Empty;
 use tracing::{info_span, Instrument};
 
 use crate::delegators::Delegators;
+use crate::detectors::{Lanes, Models, NoLane};
 use crate::fetch::Fetcher;
-use crate::models::{Lanes, Models, NoLane};
 use crate::outcome::Failure;
 use crate::renewal::{rotated, Renewal};
 
