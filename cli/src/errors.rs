@@ -129,6 +129,16 @@ pub fn some_ok(s: &crate::RunSummary, out: &std::path::Path) -> anyhow::Result<(
     Err(AllFailed { urls: s.export.lines, statuses: statuses.join(" "), out: out.to_path_buf() }.into())
 }
 
+/// Whether `e` is a write to a closed pipe (stdout read by `head`, which stopped reading).
+pub fn broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind)
+                == Some(BrokenPipe)
+    })
+}
+
 /// The exit status for a failed command's error.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<AllFailed>().is_some() {
@@ -162,6 +172,17 @@ mod tests {
         assert_eq!(text, "a facesweep service failed: boom");
         let e = anyhow::Error::from(tonic::Status::failed_precondition("job is cancelled"));
         assert_eq!(explain(&e, None), "job is cancelled");
+    }
+
+    #[test]
+    fn a_closed_stdout_is_a_broken_pipe_and_nothing_else_is() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(broken_pipe(&anyhow::Error::from(pipe).context("write")));
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!broken_pipe(&anyhow::Error::from(other)));
+        assert!(!broken_pipe(&anyhow::anyhow!("broken pipe")));
+        let json = serde_json::Error::io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(broken_pipe(&anyhow::Error::from(json)));
     }
 
     /// Service wording (code prefixes, request field names) never reaches the user.

@@ -226,9 +226,10 @@ struct FetcherArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RUST_LOG").is_none() {
-        // Progress bars, not logs, for interactive commands.
-        // A mesh stopping at the end of a command is not news: no health-change warnings.
-        let quiet = "warn,facesweep_common::grpc=error";
+        // Progress bars, not logs, for interactive commands: the services a command runs
+        // in-process (drain notices, pool releases, health changes) are not news to its user;
+        // what matters reaches them as the command's own error line.
+        let quiet = "error";
         std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { quiet });
     }
     if let Some(t) = &cli.admin_token {
@@ -258,7 +259,15 @@ async fn main() -> ExitCode {
         addr: addr.clone(),
         job,
     });
-    let result = dispatch(cmd, &cli.data_dir).await;
+    // Ctrl-C during a run: say how to go on (the embedded mesh stops as it is dropped).
+    let interruptible = matches!(cmd, Cmd::Run { dry_run: false, .. });
+    let result = tokio::select! {
+        r = dispatch(cmd, &cli.data_dir) => r,
+        _ = tokio::signal::ctrl_c(), if interruptible => Err(Interrupted.into()),
+    };
+    if result.as_ref().is_err_and(|e| e.is::<Interrupted>()) {
+        return interrupted();
+    }
     if let Some(s) = started {
         if let Err(e) = s.stop().await {
             eprintln!("warning: stopping the services started for this command: {e:#}");
@@ -270,8 +279,34 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C ended the command.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted — run the same command again to resume (finished URLs are kept)")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Clears the progress bar's line, says how to resume, and ends as a shell does for SIGINT.
+fn interrupted() -> ExitCode {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    eprintln!("{Interrupted}");
+    ExitCode::from(130)
+}
+
 /// Prints what went wrong and what to do (errors.rs), and the exit status to end with.
+/// A closed stdout (`| head`) is a normal end, as for other command-line tools.
 fn fail(e: &anyhow::Error, target: Option<&errors::Target>) -> ExitCode {
+    if errors::broken_pipe(e) {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("error: {}", errors::explain(e, target));
     ExitCode::from(errors::exit_code(e))
 }
@@ -363,6 +398,7 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Export { job, out, format, model, results } => {
+            facesweep_cli::output::check_out(&out, format)?;
             let what = facesweep_proto::ExportResultsRequest { job, model_id: model.unwrap_or_default() };
             let sum = facesweep_cli::export(&results, what, &out, Format::for_path(&out, format)).await?;
             // Not on stdout when the export itself goes there.
@@ -377,6 +413,8 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
                 println!("{}: {} (dry run: nothing started)", file.name, counts.describe());
                 return Ok(());
             }
+            // A bad --out is refused now, not after the whole job ran.
+            facesweep_cli::output::check_out(&out, format)?;
             let job = job.unwrap_or_else(|| file.job_name());
             let input = client::UrlInput::File(file.path.clone());
             let s = in_mesh(mesh, data_dir, "run", &job, &input, Out::new(&out, format)).await?;

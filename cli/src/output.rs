@@ -46,6 +46,47 @@ impl Format {
     }
 }
 
+/// Extensions `--out` may have without `--format` (none at all: JSON Lines too).
+const KNOWN_EXTENSIONS: [&str; 4] = ["jsonl", "json", "ndjson", "parquet"];
+
+/// Refuses an `--out` that could not be written before any work starts: an unknown extension
+/// without `--format` (`r.csv` would silently get JSON Lines), a directory, a missing or
+/// unwritable folder. `-` and existing devices/FIFOs are fine.
+pub fn check_out(out: &Path, format: Option<Format>) -> anyhow::Result<()> {
+    if out == Path::new("-") {
+        return Ok(());
+    }
+    let ext = out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if let (None, Some(ext)) = (format, &ext) {
+        anyhow::ensure!(
+            KNOWN_EXTENSIONS.contains(&ext.as_str()),
+            "--out {}: unknown extension .{ext}; name it .jsonl (or .json, .ndjson) or .parquet, \
+             or pass --format jsonl|parquet",
+            out.display()
+        );
+    }
+    match std::fs::metadata(out) {
+        Ok(m) if m.is_dir() => anyhow::bail!("--out {} is a directory: give a file name", out.display()),
+        Ok(m) if !m.is_file() => return Ok(()),
+        _ => {}
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        parent.is_dir(),
+        "--out {}: folder {} does not exist; create it or choose another --out",
+        out.display(),
+        parent.display()
+    );
+    // The export is written beside `out` and renamed: a probe there proves it can be.
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let probe = parent.join(format!(".{name}.{}.probe", std::process::id()));
+    std::fs::File::create(&probe).with_context(|| {
+        format!("--out {}: cannot write in {}; choose another --out", out.display(), parent.display())
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// An export's destination and format.
 #[derive(Clone, Copy, Debug)]
 pub struct Out<'a> {
@@ -248,6 +289,25 @@ mod tests {
         assert_eq!(Format::for_path(Path::new("a.jsonl"), None), Format::Jsonl);
         assert_eq!(Format::for_path(Path::new("-"), None), Format::Jsonl);
         assert_eq!(Format::for_path(Path::new("a.parquet"), Some(Format::Jsonl)), Format::Jsonl);
+    }
+
+    #[test]
+    fn a_bad_out_is_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = |p: &Path, f| check_out(p, f).map_err(|e| e.to_string());
+        assert!(ok(Path::new("-"), None).is_ok());
+        assert!(ok(Path::new("/dev/null"), None).is_ok());
+        for name in ["r.jsonl", "r.JSON", "r.ndjson", "r.parquet", "results"] {
+            assert!(ok(&dir.path().join(name), None).is_ok(), "{name}");
+        }
+        let e = ok(&dir.path().join("r.csv"), None).unwrap_err();
+        assert!(e.contains("unknown extension .csv") && e.contains("--format"), "{e}");
+        assert!(ok(&dir.path().join("r.csv"), Some(Format::Jsonl)).is_ok());
+        let e = ok(&dir.path().join("missing/r.jsonl"), None).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = ok(dir.path(), Some(Format::Jsonl)).unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe is removed");
     }
 
     #[test]

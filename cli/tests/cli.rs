@@ -324,6 +324,21 @@ async fn after_run_client_commands_start_the_data_dir_on_demand() {
     assert_plain(&err);
 }
 
+/// A bad --out is refused at once: no data dir made, no mesh started.
+#[test]
+fn a_bad_out_is_refused_before_anything_starts() {
+    let tmp = tempfile::Builder::new().prefix("facesweep-badout").tempdir_in("/tmp").unwrap();
+    std::fs::write(tmp.path().join("u.txt"), "http://127.0.0.1:9/a.jpg\n").unwrap();
+    for (out, said) in
+        [("missing/r.jsonl", "folder missing does not exist"), ("r.csv", "unknown extension .csv")]
+    {
+        let (code, _, err) = outcome(bin_in(tmp.path()).args(["run", "u.txt", "--out", out]));
+        assert_eq!(code, Some(1), "{out}: {err}");
+        assert!(err.contains(said), "{out}: {err}");
+    }
+    assert!(!tmp.path().join(".facesweep").exists(), "a mesh was started for a bad --out");
+}
+
 #[test]
 fn commands_against_nothing_say_what_to_run() {
     let tmp = tempfile::Builder::new().prefix("facesweep-nothing").tempdir_in("/tmp").unwrap();

@@ -39,7 +39,10 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     crate::propagation::install();
     // Logs follow RUST_LOG; spans for tracing are kept at INFO whatever the log level.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    // Colour codes only for a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter);
     let provider = otlp_provider(service_name)?;
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
