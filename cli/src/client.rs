@@ -151,7 +151,14 @@ pub async fn import(
 
 fn spinner(what: &str) -> ProgressBar {
     let b = ProgressBar::new_spinner();
-    b.set_style(ProgressStyle::with_template("{prefix:>8} {pos} URLs {per_sec}").expect("template"));
+    // indicatif's {per_sec} prints every digit it has (182,145.6817/s): live::rate's instead.
+    let style = ProgressStyle::with_template("{prefix:>8} {pos} URLs {rate}/s").expect("template").with_key(
+        "rate",
+        |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}", crate::live::rate(s.per_sec()));
+        },
+    );
+    b.set_style(style);
     b.set_prefix(what.to_string());
     b
 }

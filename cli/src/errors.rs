@@ -113,7 +113,8 @@ pub struct AllFailed {
 impl std::fmt::Display for AllFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Self { urls, statuses, out } = self;
-        write!(f, "all {urls} URLs failed ({statuses}); each line of {} says why", out.display())
+        let all = if *urls == 1 { "the only URL".to_string() } else { format!("all {urls} URLs") };
+        write!(f, "{all} failed ({statuses}); each line of {} says why", out.display())
     }
 }
 

@@ -48,6 +48,20 @@ impl Rate {
     }
 }
 
+/// "1 URL", "3 URLs".
+pub fn urls(n: impl Into<i64>) -> String {
+    count(n.into(), "URL")
+}
+
+/// "1 face", "0 faces": `what` with an `s` unless there is one.
+pub fn count(n: i64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// A rate with sensible digits: 0.42, 7.5, 1234.
 pub fn rate(r: f64) -> String {
     match r {
@@ -87,6 +101,8 @@ mod tests {
         assert_eq!(rate(0.4213), "0.42");
         assert_eq!(rate(7.54), "7.5");
         assert_eq!(rate(1234.4), "1234");
+        assert_eq!(rate(182_145.681_7), "182146");
+        assert_eq!((urls(1), urls(0), urls(3)), ("1 URL".into(), "0 URLs".into(), "3 URLs".into()));
         assert_eq!(eta(Duration::from_secs(41)), "41s");
         assert_eq!(eta(Duration::from_secs(185)), "3m05s");
         assert_eq!(eta(Duration::from_secs(7620)), "2h07m");

@@ -8,7 +8,7 @@ use facesweep_cli::bench;
 use facesweep_cli::datadir::InUse;
 use facesweep_cli::ondemand::{self, Need};
 use facesweep_cli::output::{Format, Out};
-use facesweep_cli::{client, errors, httpserve, inputs, run_job, Mesh, MeshOptions};
+use facesweep_cli::{client, errors, httpserve, inputs, live, run_job, Mesh, MeshOptions};
 use facesweep_common::config::parse_flags_only;
 
 #[derive(Parser)]
@@ -371,7 +371,7 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
             let r = client::import(&delegator, &job, &input, opts).await?;
             let resumed =
                 if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
-            println!("job {job}: received {} URLs, {} new{resumed}", r.received, r.inserted);
+            println!("job {job}: received {}, {} new{resumed}", live::urls(r.received), r.inserted);
             println!("{}: {}", file.name, counts.describe());
             Ok(())
         }
@@ -387,14 +387,14 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
         Cmd::Retry { job, status, force, delegator } => {
             let req = facesweep_proto::RetryUrlsRequest { job: job.clone(), status: status.clone(), force };
             let n = client::delegator(&delegator).await?.retry_urls(req).await?.into_inner().requeued;
-            println!("job {job}: {n} URLs with status {status} re-queued");
+            println!("job {job}: {} with status {status} re-queued", live::urls(n));
             Ok(())
         }
         Cmd::Lifecycle(cmd) => facesweep_cli::jobs::run(cmd).await,
         Cmd::Delete { job, delegator } => {
             let req = facesweep_proto::DeleteJobRequest { job: job.clone() };
             let n = client::delegator(&delegator).await?.delete_job(req).await?.into_inner().urls_deleted;
-            println!("job {job}: deleted with its {n} URLs");
+            println!("job {job}: deleted with its {}", live::urls(n));
             Ok(())
         }
         Cmd::Export { job, out, format, model, results } => {
@@ -583,10 +583,10 @@ fn print_line(l: &serde_json::Value) {
 
 fn print_summary(s: &facesweep_cli::RunSummary, out: &std::path::Path) {
     let done = format!(
-        "job {}: {} URLs, {} faces in {:.1} s -> {}",
+        "job {}: {}, {} in {:.1} s -> {}",
         s.job,
-        s.export.lines,
-        s.export.faces,
+        live::urls(s.export.lines as i64),
+        live::count(s.export.faces as i64, "face"),
         s.seconds,
         out.display()
     );

@@ -24,16 +24,22 @@ fn ok(c: &mut Command) -> String {
     text
 }
 
-/// Four consecutive free ports for `up --port`.
+/// Free ports for `up --port` (its services and their /metrics), below Linux's ephemeral
+/// range (32768+) so that no outgoing connection of another test takes one meanwhile.
 fn free_base() -> u16 {
     loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base < 60000 && (0..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        let base = 20_000 + (rand_u16() % 12_000);
+        // `up` binds base..base+3 and its /metrics on base+10..base+13.
+        let ports = (0..4).chain(10..14);
+        if ports.into_iter().all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
+}
+
+fn rand_u16() -> u16 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    (t.subsec_nanos() ^ std::process::id().wrapping_mul(2_654_435_761)) as u16
 }
 
 struct Up(Child);
@@ -270,7 +276,7 @@ async fn run_works_from_any_folder_and_fails_when_every_url_failed() {
     std::fs::write(tmp.path().join("one.txt"), format!("http://{addr}/astronaut.png\n")).unwrap();
     let (code, out, err) = outcome(bin_in(tmp.path()).args(["run", "one.txt", "--out", "one.jsonl"]));
     assert_eq!(code, Some(0), "run from {}: {out}\n{err}", tmp.path().display());
-    assert!(out.contains("job one: 1 URLs, 1 faces"), "{out}");
+    assert!(out.contains("job one: 1 URL, 1 face"), "{out}");
     // Every URL failed: the summary, then a line saying so, and exit status 3.
     std::fs::write(tmp.path().join("bad.txt"), format!("http://{addr}/a.jpg\nhttp://{addr}/b.jpg\n"))
         .unwrap();
@@ -311,7 +317,7 @@ async fn after_run_client_commands_start_the_data_dir_on_demand() {
     assert!(code == Some(0) && out.contains("mixed") && out.contains(" -3 "), "{out}\n{err}");
     let (code, out, err) =
         outcome(bin_in(tmp.path()).args(["retry", "--job", "mixed", "--status", "http_error"]));
-    assert!(code == Some(0) && out.contains("1 URLs with status http_error re-queued"), "{out}\n{err}");
+    assert!(code == Some(0) && out.contains("1 URL with status http_error re-queued"), "{out}\n{err}");
     // Waiting needs URLs processed: the whole mesh is started, and the re-queued URL is done again.
     let (code, out, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "mixed", "--wait"]));
     assert!(code == Some(0) && out.contains("2/2 URLs done") && out.contains("http_error=1"), "{out}\n{err}");
