@@ -92,7 +92,7 @@ pub async fn run(cmd: LifecycleCmd) -> anyhow::Result<()> {
         LifecycleCmd::Cancel { job, delegator } => {
             let r =
                 client::delegator(&delegator).await?.cancel_job(CancelJobRequest { job }).await?.into_inner();
-            println!("{} URLs marked cancelled", r.urls_cancelled);
+            println!("{} marked cancelled", crate::live::urls(r.urls_cancelled));
             r.job
         }
         LifecycleCmd::Priority { job, priority, delegator } => {
@@ -116,7 +116,7 @@ async fn watch(results: &str, job: String, after: String) -> anyhow::Result<()> 
         let line = ExportResultsResponse { url: msg.url, result: msg.result, ..Default::default() };
         let mut v = client::export_line(&line);
         v["cursor"] = msg.cursor.into();
-        writeln!(out, "{v}")?;
+        writeln!(out, "{}", crate::output::ordered(&v))?;
         out.flush()?;
     }
     Ok(())

@@ -2,8 +2,9 @@
 //! extension), to a file (complete or not at all: temp + rename), to stdout (`-`), or in
 //! place into anything that is not a regular file (a device, a FIFO: never replaced).
 //!
-//! Carried input columns become top-level fields after the result's own; one whose name is
-//! taken by a result field (`url`, `status`, ...) is written as `input_<name>`.
+//! Carried input columns become top-level fields after the result's own (JSON Lines: by
+//! name, `ordered`); one whose name is taken by a result field (`url`, `status`, ...) is
+//! written as `input_<name>`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -209,7 +210,7 @@ pub async fn jsonl(
     while let Some(r) = stream.next().await {
         let line = export_line(&r?);
         let w = sink.writer();
-        serde_json::to_writer(&mut *w, &line)?;
+        w.write_all(ordered(&line).as_bytes())?;
         w.write_all(b"\n")?;
         sum.lines += 1;
         sum.faces += line["faces"].as_array().map_or(0, Vec::len) as u64;
@@ -217,6 +218,33 @@ pub async fn jsonl(
     }
     sink.finish()?;
     Ok(sum)
+}
+
+/// The fields of a face, in the documented order.
+const FACE_FIELDS: [&str; 3] = ["box", "score", "landmarks"];
+
+/// An export line as compact JSON in the documented key order (serde_json's map sorts by
+/// name): the result's fields, then the carried columns (and `cursor`) by name.
+pub fn ordered(line: &Value) -> String {
+    let Some(obj) = line.as_object() else { return line.to_string() };
+    let face = |f: &Value| {
+        f.as_object().map_or_else(|| f.to_string(), |o| object(o, &FACE_FIELDS, &|v| v.to_string()))
+    };
+    object(obj, &RESULT_FIELDS, &|v| match v.as_array() {
+        Some(faces) if faces.iter().all(Value::is_object) => {
+            format!("[{}]", faces.iter().map(face).collect::<Vec<_>>().join(","))
+        }
+        _ => v.to_string(),
+    })
+}
+
+/// `{…}` with the keys of `first` in that order, then the others by name; values by `value`.
+fn object(obj: &Map<String, Value>, first: &[&str], value: &dyn Fn(&Value) -> String) -> String {
+    let known = first.iter().filter_map(|k| obj.get_key_value(*k));
+    let rest = obj.iter().filter(|(k, _)| !first.contains(&k.as_str()));
+    let parts: Vec<String> =
+        known.chain(rest).map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), value(v))).collect();
+    format!("{{{}}}", parts.join(","))
 }
 
 /// A pixel coordinate to 0.1 px.
@@ -346,6 +374,21 @@ mod tests {
             result: Some(UrlResult { url_id: 8, status: UrlStatus::Timeout as i32, ..Default::default() }),
             ..Default::default()
         };
+        // Written in the documented order: the result's fields, then carried columns by name.
+        let text = ordered(&v);
+        assert!(
+            text.starts_with(r#"{"url_id":7,"url":"http://x/a.jpg","status":"ok","reason":null,"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""faces":[{"box":[417.2,2.0,3.0,4.0],"score":0.9877,"landmarks":["#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#""caption":"a cat","input_input_status":"x","input_status":"y"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
         let v = export_line(&failed);
         assert!(v["width"].is_null() && v["height"].is_null() && v["http_status"].is_null(), "{v}");
     }
