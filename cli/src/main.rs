@@ -261,9 +261,11 @@ async fn main() -> ExitCode {
     });
     // Ctrl-C during a run: say how to go on (the embedded mesh stops as it is dropped).
     let interruptible = matches!(cmd, Cmd::Run { dry_run: false, .. });
+    // Biased: the handler is installed before the run starts (Postgres starts blocking).
     let result = tokio::select! {
-        r = dispatch(cmd, &cli.data_dir) => r,
+        biased;
         _ = tokio::signal::ctrl_c(), if interruptible => Err(Interrupted.into()),
+        r = dispatch(cmd, &cli.data_dir) => r,
     };
     if result.as_ref().is_err_and(|e| e.is::<Interrupted>()) {
         return interrupted();
