@@ -44,6 +44,19 @@ for i in $(seq 240); do
   sleep 0.5
 done
 $BIN progress --job ops --wait --delegator "127.0.0.1:$base" >/dev/null
+# The job `slow`: a server that accepts and never answers, so the job is still running
+# (not done) while the operator lines below pause, resume, reweight and cancel it.
+python3 -c 'import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+print(s.getsockname()[1], flush=True)
+held = []
+while True: held.append(s.accept())' >"$data/silent.port" 2>/dev/null </dev/null &
+silent=$!
+trap 'kill -INT $up 2>/dev/null; kill $silent 2>/dev/null; wait $up 2>/dev/null; rm -rf "$data"' EXIT
+for i in $(seq 50); do [ -s "$data/silent.port" ] && break; sleep 0.1; done
+silent_port=$(cat "$data/silent.port")
+printf "http://127.0.0.1:$silent_port/a.jpg\nhttp://127.0.0.1:$silent_port/b.jpg\n" > "$data/slow.txt"
+$BIN import --job slow --delegator "127.0.0.1:$base" "$data/slow.txt" >/dev/null
 n=0
 while IFS= read -r line; do
   cmd="${line%%# expect:*}"
