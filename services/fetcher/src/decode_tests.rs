@@ -1,0 +1,73 @@
+//! Decoding and letterboxing on real and generated images (`decode.rs`).
+
+use super::*;
+
+fn encode(img: &DynamicImage, f: image::ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), f).unwrap();
+    out
+}
+
+fn solid(w: u32, h: u32) -> DynamicImage {
+    DynamicImage::ImageRgb8(image::RgbImage::from_pixel(w, h, image::Rgb([200, 10, 10])))
+}
+
+fn px(lb: &Letterboxed, x: u32, y: u32) -> [u8; 3] {
+    let i = ((y * lb.width + x) * 3) as usize;
+    [lb.data[i], lb.data[i + 1], lb.data[i + 2]]
+}
+
+#[test]
+fn letterbox_keeps_aspect_and_centres() {
+    let lb = decode_letterbox(&encode(&solid(200, 100), image::ImageFormat::Png), 64, 64, 1 << 30).unwrap();
+    assert_eq!((lb.width, lb.height, lb.scale), (64, 64, 0.32));
+    assert_eq!((lb.offset_x, lb.offset_y), (0.0, 16.0));
+    assert_eq!(px(&lb, 0, 0), [0, 0, 0], "padding is black");
+    assert_eq!(px(&lb, 32, 32), [200, 10, 10]);
+    assert_eq!((lb.original_width, lb.original_height), (200, 100));
+}
+
+#[test]
+fn large_jpegs_take_the_dct_scaled_path_and_keep_their_geometry() {
+    let jpg = encode(&solid(3000, 2000), image::ImageFormat::Jpeg);
+    let mut d = Decoder::default();
+    let lb = d.decode_letterbox(&jpg, 640, 640, 1 << 30).unwrap();
+    assert_eq!((lb.original_width, lb.original_height), (3000, 2000));
+    assert_eq!((lb.offset_x, lb.offset_y), (0.0, 106.0));
+    // 1/4 scale (750x500) is the smallest that still covers 640x427.
+    assert_eq!(d.raw.len(), 750 * 500 * 3);
+    let c = px(&lb, 320, 320);
+    assert!(c[0] > 180 && c[1] < 40 && c[2] < 40, "{c:?}");
+}
+
+#[test]
+fn bad_bodies_get_their_class() {
+    let f = |b: &[u8]| decode_letterbox(b, 64, 64, 1 << 30).unwrap_err().status;
+    assert_eq!(f(b""), UrlStatus::NotAnImage);
+    assert_eq!(f(b"<!doctype html><html></html>"), UrlStatus::NotAnImage);
+    let p = encode(&solid(10, 10), image::ImageFormat::Png);
+    assert_eq!(f(&p[..p.len() / 2]), UrlStatus::DecodeError);
+    let j = encode(&solid(64, 64), image::ImageFormat::Jpeg);
+    assert_eq!(f(&j[..j.len() / 2]), UrlStatus::DecodeError);
+    let big = encode(&solid(100, 100), image::ImageFormat::Png);
+    assert_eq!(decode_letterbox(&big, 64, 64, 5_000).unwrap_err().status, UrlStatus::TooLarge);
+    let bigj = encode(&solid(100, 100), image::ImageFormat::Jpeg);
+    assert_eq!(decode_letterbox(&bigj, 64, 64, 5_000).unwrap_err().status, UrlStatus::TooLarge);
+}
+
+#[test]
+fn alpha_is_composited_on_black_and_16_bit_and_gray_work() {
+    let mut rgba = image::RgbaImage::from_pixel(8, 8, image::Rgba([255, 255, 255, 0]));
+    rgba.put_pixel(4, 4, image::Rgba([255, 255, 255, 255]));
+    let lb =
+        decode_letterbox(&encode(&DynamicImage::ImageRgba8(rgba), image::ImageFormat::Png), 8, 8, 1 << 20)
+            .unwrap();
+    assert_eq!(px(&lb, 0, 0), [0, 0, 0], "transparent white must become black");
+    let g16 = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(8, 8, image::Rgb([65535u16, 0, 0])));
+    let lb = decode_letterbox(&encode(&g16, image::ImageFormat::Png), 8, 8, 1 << 20).unwrap();
+    assert_eq!(px(&lb, 4, 4), [255, 0, 0]);
+    let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(16, 16, image::Luma([128])));
+    let lb = decode_letterbox(&encode(&gray, image::ImageFormat::Jpeg), 16, 16, 1 << 20).unwrap();
+    let c = px(&lb, 8, 8);
+    assert!(c.iter().all(|v| (120..=136).contains(v)), "{c:?}");
+}
