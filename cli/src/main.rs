@@ -153,21 +153,7 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
     match cmd {
         Cmd::Up { mesh, port } => up(mesh, data_dir, port).await,
         Cmd::Import { job, file, dry_run, models, delegator } => {
-            let file = inputs::resolve(&file)?;
-            let counts = file.check()?;
-            if dry_run {
-                println!("{}: {} (dry run: nothing imported)", file.name, counts.describe());
-                return Ok(());
-            }
-            let input = client::UrlInput::File(file.path.clone());
-            Mesh::check_served(data_dir, &delegator, models.split().as_ref())?;
-            let opts = client::ImportOptions { models: models.split(), ..Default::default() };
-            let r = client::import(&delegator, &job, &input, opts).await?;
-            let resumed =
-                if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
-            println!("job {job}: received {}, {} new{resumed}", live::urls(r.received), r.inserted);
-            println!("{}: {}", file.name, counts.describe());
-            Ok(())
+            import(data_dir, &job, &file, dry_run, &models, &delegator).await
         }
         Cmd::Progress { job, wait, delegator } => {
             let p = if wait {
@@ -200,21 +186,7 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run { file, out, format, dry_run, job, mesh } => {
-            // The whole input is checked before anything starts: a bad one leaves no job.
-            let file = inputs::resolve(&file)?;
-            let counts = file.check()?;
-            if dry_run {
-                println!("{}: {} (dry run: nothing started)", file.name, counts.describe());
-                return Ok(());
-            }
-            // A bad --out is refused now, not after the whole job ran.
-            facesweep_cli::output::check_out(&out, format)?;
-            let job = job.unwrap_or_else(|| file.job_name());
-            let input = client::UrlInput::File(file.path.clone());
-            let s = in_mesh(mesh, data_dir, "run", &job, &input, Out::new(&out, format)).await?;
-            print_summary(&s, &out);
-            say(&out, &format!("{}: {}", file.name, counts.describe()));
-            errors::some_ok(&s, &out)
+            run(mesh, data_dir, job, &file, dry_run, (&out, format)).await
         }
         Cmd::Sheet(args) => {
             let s = facesweep_cli::sheet::run(&args).await?;
@@ -232,6 +204,57 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
         Cmd::Bench(b) => bench_cmd(b).await,
         Cmd::Demo { mesh, samples, out } => demo(mesh, data_dir, samples, out).await,
     }
+}
+
+/// `facesweep import`: the whole input checked first (`--dry-run` stops there).
+async fn import(
+    data_dir: &Path,
+    job: &str,
+    file: &Path,
+    dry_run: bool,
+    models: &client::ModelArgs,
+    delegator: &str,
+) -> anyhow::Result<()> {
+    let file = inputs::resolve(file)?;
+    let counts = file.check()?;
+    if dry_run {
+        println!("{}: {} (dry run: nothing imported)", file.name, counts.describe());
+        return Ok(());
+    }
+    let input = client::UrlInput::File(file.path.clone());
+    Mesh::check_served(data_dir, delegator, models.split().as_ref())?;
+    let opts = client::ImportOptions { models: models.split(), ..Default::default() };
+    let r = client::import(delegator, job, &input, opts).await?;
+    let resumed = if r.skipped > 0 { format!(", resumed after {}", r.skipped) } else { String::new() };
+    println!("job {job}: received {}, {} new{resumed}", live::urls(r.received), r.inserted);
+    println!("{}: {}", file.name, counts.describe());
+    Ok(())
+}
+
+/// `facesweep run`: the input and --out are checked before anything starts (a bad input
+/// leaves no job; a bad --out is not found only after the whole job ran), then the job runs
+/// in a mesh and is exported.
+async fn run(
+    mesh: MeshArgs,
+    data_dir: &Path,
+    job: Option<String>,
+    file: &Path,
+    dry_run: bool,
+    (out, format): (&Path, Option<Format>),
+) -> anyhow::Result<()> {
+    let file = inputs::resolve(file)?;
+    let counts = file.check()?;
+    if dry_run {
+        println!("{}: {} (dry run: nothing started)", file.name, counts.describe());
+        return Ok(());
+    }
+    facesweep_cli::output::check_out(out, format)?;
+    let job = job.unwrap_or_else(|| file.job_name());
+    let input = client::UrlInput::File(file.path.clone());
+    let s = in_mesh(mesh, data_dir, "run", &job, &input, Out::new(out, format)).await?;
+    print_summary(&s, out);
+    say(out, &format!("{}: {}", file.name, counts.describe()));
+    errors::some_ok(&s, out)
 }
 
 /// `facesweep up`: the four services on fixed ports until a signal.
