@@ -35,7 +35,7 @@ check: setup
 integration: setup
 	@echo "== tier 2 (integration) started $$(date +%T)"
 	$(ENV) cargo build --workspace --bins
-	$(ENV) cargo test --workspace --test '*' -- --test-threads=2
+	$(ENV) cargo test --workspace --no-fail-fast --test '*' -- --test-threads=2
 	scripts/python_client_test.sh
 	$(ENV) scripts/check_operations.sh
 	@echo "== tier 2 (integration) done $$(date +%T)"

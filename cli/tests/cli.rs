@@ -407,7 +407,7 @@ async fn an_unknown_model_is_refused_at_import_and_fetcher_knobs_reach_up() {
     assert!(!jobs.lines().any(|l| l.starts_with("m ")), "a refused import left a job: {jobs}");
     let (code, out, err) = import("other-v1");
     assert_eq!(code, Some(0), "a model given to up with --model-detector is accepted: {err}");
-    assert!(out.contains("received 1 URLs, 1 new"), "{out}");
+    assert!(out.contains("received 1 URL, 1 new"), "{out}");
 }
 
 // Inputs and outputs (#21): stdin, TSV with a BOM, Parquet, carried columns, skipped-line
