@@ -234,11 +234,7 @@ impl Worker {
         let mut outcomes = futures::stream::iter(lease.urls)
             .map(|u| self.process_url(lanes, job_id, u))
             .buffer_unordered(self.cfg.concurrency);
-        let grace = self.cfg.drain_grace;
-        let drained = async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
+        let drained = drained(shutdown, self.cfg.drain_grace);
         tokio::pin!(drained);
         let mut run = LeaseRun { recorded: 0, left_open: None };
         let mut batch = Batch::new(self.cfg.record_batch, self.cfg.record_interval);
@@ -486,6 +482,12 @@ fn detector_error(code: i32, error: String) -> LeftOpen {
 
 fn failed(f: Failure, base: UrlResult) -> UrlResult {
     UrlResult { status: f.status as i32, reason: f.reason, http_status: f.http_status, ..base }
+}
+
+/// Resolves when shutdown's grace period for work in progress is over.
+async fn drained(shutdown: &Shutdown, grace: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(grace).await;
 }
 
 async fn idle(shutdown: &Shutdown, d: Duration) {
