@@ -245,12 +245,7 @@ impl Decoder {
         // Target size in stored (pre-rotation) orientation.
         let (rw, rh) =
             if exif::swaps_axes(orientation) { (at.height, at.width) } else { (at.width, at.height) };
-        let factor = DOWNSCALES
-            .iter()
-            .copied()
-            .filter(|f| f.scale(w as usize) >= rw as usize && f.scale(h as usize) >= rh as usize)
-            .min_by_key(|f| f.scale(w as usize) * f.scale(h as usize))
-            .unwrap_or(turbojpeg::ScalingFactor::ONE);
+        let factor = dct_scale((w, h), (rw, rh));
         if tj.set_scaling_factor(factor).is_err() {
             return None;
         }
@@ -474,6 +469,17 @@ fn i420_content(data: Vec<u8>, at: Placement, o: u8, (w, h): (u32, u32)) -> Lett
         original_width,
         original_height,
     }
+}
+
+/// The smallest DCT scale whose output still covers `(rw, rh)`: decoding fewer pixels is
+/// the cheapest resize there is.
+fn dct_scale((w, h): (u32, u32), (rw, rh): (u32, u32)) -> turbojpeg::ScalingFactor {
+    DOWNSCALES
+        .iter()
+        .copied()
+        .filter(|f| f.scale(w as usize) >= rw as usize && f.scale(h as usize) >= rh as usize)
+        .min_by_key(|f| f.scale(w as usize) * f.scale(h as usize))
+        .unwrap_or(turbojpeg::ScalingFactor::ONE)
 }
 
 fn too_many_pixels(w: u32, h: u32, max: u64) -> Failure {
