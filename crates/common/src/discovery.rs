@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
@@ -18,7 +19,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::consul::{Consul, ConsulConfig, ConsulError};
-use crate::metrics as m;
+use crate::metrics::Registry;
 use crate::tls::Tls;
 use crate::Shutdown;
 
@@ -105,17 +106,39 @@ pub enum DiscoveryError {
     Consul(#[from] ConsulError),
 }
 
+/// Discovery's metrics, in the registry of the component that discovers (its port serves them).
+#[derive(Clone)]
+pub struct DiscoveryMetrics {
+    members: IntGaugeVec,
+    errors: IntCounterVec,
+}
+
+impl DiscoveryMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let help = "Servers known for a target (static or passing in Consul).";
+        DiscoveryMetrics {
+            members: registry.gauge_vec("facesweep_discovery_members", help, &["target"]),
+            errors: registry.counter_vec(
+                "facesweep_discovery_errors_total",
+                "Failed Consul health queries.",
+                &["target"],
+            ),
+        }
+    }
+}
+
 /// The live member set of `target`: fixed for a static list, or watched with Consul blocking
 /// queries until `shutdown` (the last known set stays in place after that or while Consul is down).
 pub fn members(
     target: &Target,
     consul: &ConsulConfig,
     shutdown: Shutdown,
+    metrics: &DiscoveryMetrics,
 ) -> Result<watch::Receiver<BTreeSet<String>>, DiscoveryError> {
     match target {
         Target::Static(addrs) => {
             let set: BTreeSet<String> = addrs.iter().cloned().collect();
-            m::DISCOVERY_MEMBERS.with_label_values(&[&target.to_string()]).set(set.len() as i64);
+            metrics.members.with_label_values(&[&target.to_string()]).set(set.len() as i64);
             Ok(watch::channel(set).1)
         }
         Target::Consul { service, tag } => {
@@ -123,7 +146,10 @@ pub fn members(
             let consul = Consul::with_token(addr, consul.token.as_deref())?;
             let (tx, rx) = watch::channel(BTreeSet::new());
             let query = (service.clone(), tag.clone());
-            tokio::spawn(watch_consul(consul, query, target.to_string(), tx, shutdown));
+            let label = target.to_string();
+            let metrics =
+                (metrics.members.with_label_values(&[&label]), metrics.errors.with_label_values(&[&label]));
+            tokio::spawn(watch_consul(consul, query, metrics, tx, shutdown));
             Ok(rx)
         }
     }
@@ -132,12 +158,10 @@ pub fn members(
 async fn watch_consul(
     consul: Consul,
     (name, tag): (String, Option<String>),
-    label: String,
+    (members, errors): (IntGauge, IntCounter),
     tx: watch::Sender<BTreeSet<String>>,
     stop: Shutdown,
 ) {
-    let members = m::DISCOVERY_MEMBERS.with_label_values(&[&label]);
-    let errors = m::DISCOVERY_ERRORS.with_label_values(&[&label]);
     let mut index = 0;
     let mut backoff = Duration::from_millis(250);
     while !stop.is_cancelled() {
@@ -279,5 +303,17 @@ mod tests {
         assert_eq!(" , ".parse::<Target>(), Err(TargetError::Empty));
         assert_eq!("consul://".parse::<Target>(), Err(TargetError::Consul("consul://".into())));
         assert_eq!(consul("x", None).to_string(), "consul://x");
+    }
+
+    #[test]
+    fn members_are_counted_in_the_discovering_components_registry_only() {
+        let (mine, other) = (Registry::default(), Registry::default());
+        let (m, _o) = (DiscoveryMetrics::new(&mine), DiscoveryMetrics::new(&other));
+        let t: Target = "a:1,b:2".parse().unwrap();
+        let set = members(&t, &ConsulConfig::default(), Shutdown::new(), &m).unwrap();
+        assert_eq!(set.borrow().len(), 2);
+        let (rm, ro) = (mine.render(), other.render());
+        assert!(rm.contains(r#"facesweep_discovery_members{target="a:1,b:2"} 2"#), "{rm}");
+        assert!(!ro.contains("facesweep_discovery_members"), "{ro}");
     }
 }

@@ -1,12 +1,12 @@
-//! Prometheus plumbing: a `Registry` per component, metric constructors that register in it,
-//! and the `GET /metrics` server for one registry. Each component defines and registers its
-//! own metrics (the services' `metrics.rs`), so in an embedded mesh (`facesweep up/run`) each
-//! service's port serves its own series only. Discovery's metrics are defined here (discovery
-//! lives here) and registered by the component that discovers. Names: docs/operations.md.
+//! Prometheus plumbing: a `Registry` per component instance, metric constructors that
+//! register in it, and the `GET /metrics` server for one registry. Each service's `spawn`
+//! builds its own metrics struct (the services' `metrics.rs`) and hands it to the parts that
+//! record, so when one process runs several instances (the embedded mesh of `facesweep
+//! up/run`, the integration tests) each port serves that instance's series, never a
+//! process-wide sum. No metric lives in a `static`. Names: docs/operations.md.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,8 +18,8 @@ use prometheus::{
 
 use crate::Shutdown;
 
-/// One component's metrics: what its `/metrics` port serves.
-#[derive(Default)]
+/// One component instance's metrics: what its `/metrics` port serves. Clones share series.
+#[derive(Clone, Default)]
 pub struct Registry(prometheus::Registry);
 
 impl Registry {
@@ -78,35 +78,16 @@ pub fn seconds() -> Vec<f64> {
     prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")
 }
 
-// Discovery: created unregistered; `register_discovery` puts them in the discovering
-// component's registry.
-pub static DISCOVERY_MEMBERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    let opts =
-        Opts::new("facesweep_discovery_members", "Servers known for a target (static or passing in Consul).");
-    IntGaugeVec::new(opts, &["target"]).expect("valid metric")
-});
-pub static DISCOVERY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new("facesweep_discovery_errors_total", "Failed Consul health queries.");
-    IntCounterVec::new(opts, &["target"]).expect("valid metric")
-});
-
 /// Serves `registry` on `addr` when given; for a service's `run`.
 pub async fn maybe_serve(
     addr: Option<SocketAddr>,
-    registry: &'static Registry,
+    registry: &Registry,
     shutdown: Shutdown,
 ) -> anyhow::Result<Option<SocketAddr>> {
     match addr {
-        Some(a) => Ok(Some(serve(a, registry, shutdown).await?)),
+        Some(a) => Ok(Some(serve(a, registry.clone(), shutdown).await?)),
         None => Ok(None),
     }
-}
-
-/// Registers discovery's metrics in `into` (the discovering component's registry), so they
-/// appear (at zero) on its port before their first event.
-pub fn register_discovery(into: &Registry) {
-    into.add(&*DISCOVERY_MEMBERS);
-    into.add(&*DISCOVERY_ERRORS);
 }
 
 const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -138,12 +119,20 @@ impl Accept for tokio::net::TcpListener {
     }
 }
 
-/// Serves `registry` as `GET /metrics` on `addr` until shutdown; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    registry: &'static Registry,
-    shutdown: Shutdown,
-) -> anyhow::Result<SocketAddr> {
+/// `GET path`'s answer: the registry on /metrics, 404 elsewhere.
+fn respond(registry: &Registry, path: &str) -> hyper::Response<Full<Bytes>> {
+    let (status, body) =
+        if path == "/metrics" { (200, registry.render()) } else { (404, "see /metrics\n".into()) };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// Serves `registry` as `GET /metrics` on `addr` (port 0 picks a free one) until shutdown;
+/// returns the bound address. Bound before returning: a scrape right after cannot miss it.
+pub async fn serve(addr: SocketAddr, registry: Registry, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -152,22 +141,11 @@ pub async fn serve(
                 _ = shutdown.cancelled() => return,
                 s = accept_or_pause(&listener) => match s { Some(s) => s, None => continue },
             };
+            let registry = registry.clone();
             tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                        let (status, body) = if req.uri().path() == "/metrics" {
-                            (200, registry.render())
-                        } else {
-                            (404, "see /metrics\n".into())
-                        };
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(body)))
-                                .expect("valid response"),
-                        )
-                    });
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    std::future::ready(Ok::<_, Infallible>(respond(&registry, req.uri().path())))
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
                 // A scraper that never finishes its request does not keep a task forever.
@@ -198,13 +176,18 @@ mod tests {
         let (a, b) = (Registry::default(), Registry::default());
         a.counter("facesweep_test_a_total", "a").inc();
         b.gauge("facesweep_test_b", "b").set(2);
-        register_discovery(&b);
-        DISCOVERY_MEMBERS.with_label_values(&["test"]).set(1);
         let (ra, rb) = (a.render(), b.render());
         assert!(ra.contains("facesweep_test_a_total 1") && !ra.contains("facesweep_test_b"), "{ra}");
         assert!(rb.contains("facesweep_test_b 2") && !rb.contains("facesweep_test_a"), "{rb}");
-        assert!(rb.contains("facesweep_discovery_members{target=\"test\"} 1"), "{rb}");
-        assert!(!ra.contains("facesweep_discovery_members"), "{ra}");
+    }
+
+    #[test]
+    fn two_instances_of_one_metric_count_apart() {
+        let (a, b) = (Registry::default(), Registry::default());
+        let (ca, _cb) = (a.counter("facesweep_test_total", "t"), b.counter("facesweep_test_total", "t"));
+        ca.inc_by(3);
+        assert!(a.render().contains("facesweep_test_total 3"), "{}", a.render());
+        assert!(b.render().contains("facesweep_test_total 0"), "{}", b.render());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! A failed chunk waits before its next lease (`Limits::backoff`), whoever asks for it.
 
 use facesweep_common::error::ServiceResult;
+use prometheus::IntCounter;
 use sqlx::{Postgres, Transaction};
 
 use std::time::Duration;
@@ -30,10 +31,12 @@ pub struct FailedLease {
     pub lease_last: Option<i64>,
 }
 
-/// Counts a failure against the chunk and, for single-URL leases, against the URL.
+/// Counts a failure against the chunk and, for single-URL leases, against the URL (an
+/// abandoned URL also in `abandoned`).
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     limits: Limits,
+    abandoned: &IntCounter,
     f: &FailedLease,
     why: &str,
 ) -> ServiceResult<()> {
@@ -48,7 +51,9 @@ pub async fn record(
     .execute(&mut **tx)
     .await?;
     match (f.lease_first, f.lease_last) {
-        (Some(first), Some(last)) if first == last => against_url(tx, limits, f.job_id, first, why).await,
+        (Some(first), Some(last)) if first == last => {
+            against_url(tx, limits, abandoned, f.job_id, first, why).await
+        }
         _ => Ok(()),
     }
 }
@@ -57,6 +62,7 @@ pub async fn record(
 async fn against_url(
     tx: &mut Transaction<'_, Postgres>,
     limits: Limits,
+    abandoned: &IntCounter,
     job_id: i64,
     url_id: i64,
     why: &str,
@@ -82,7 +88,7 @@ async fn against_url(
     )
     .await?;
     if stored == 1 {
-        crate::metrics::URLS_ABANDONED.inc();
+        abandoned.inc();
     }
     tracing::warn!(url_id, %reason, "URL abandoned");
     Ok(())

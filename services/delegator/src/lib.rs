@@ -27,8 +27,8 @@ pub use store::Store;
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    metrics::register();
     config.validate()?;
+    let metrics = std::sync::Arc::new(metrics::Metrics::new());
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_store::connect(&config.database_url, config.db_connections).await?;
@@ -45,13 +45,16 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         shard.update(membership::beat(&pool, &me, timeout).await?);
         tokio::spawn(membership::run(pool.clone(), me, timeout, shard.clone(), shutdown.clone()));
     }
-    let store = Store::new(pool, shard, Duration::from_secs(config.lease_ttl_secs), limits);
+    let ttl = Duration::from_secs(config.lease_ttl_secs);
+    let store = Store::new(pool, shard, ttl, limits, metrics.urls_abandoned.clone());
     tokio::spawn(sweeper(
         store.clone(),
         Duration::from_millis((config.lease_ttl_secs * 250).clamp(200, 5_000)),
+        metrics.clone(),
         shutdown.clone(),
     ));
-    let svc = service::DelegatorSvc::new(store, config.default_chunk_size, Authorizer::new(&config.auth));
+    let auth = Authorizer::new(&config.auth);
+    let svc = service::DelegatorSvc::new(store, config.default_chunk_size, auth, metrics.clone());
     grpc::health_follows(
         front.health.clone(),
         "facesweep.v1.DelegatorService",
@@ -67,7 +70,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         .add_service(DelegatorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     tracing::info!(shard = ?config.shard(), "delegator serving");
     let metrics =
-        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone())
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics.registry, shutdown.clone())
             .await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Shards are not replicas: fetchers rotate over every delegator, so tag which is which.
@@ -86,7 +89,12 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
 /// Returns expired leases of this shard to pending, finishes interrupted cancels and
 /// deletes, marks finished jobs `done`, folds the progress counters and publishes the
 /// backlog, every `every`.
-async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
+async fn sweeper(
+    store: Store,
+    every: Duration,
+    metrics: std::sync::Arc<metrics::Metrics>,
+    shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -95,7 +103,7 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
         match store.sweep().await {
             Ok(0) => {}
             Ok(n) => {
-                crate::metrics::LEASES_EXPIRED.inc_by(n);
+                metrics.leases_expired.inc_by(n);
                 tracing::info!(expired = n, "returned expired leases")
             }
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
@@ -112,7 +120,7 @@ async fn sweeper(store: Store, every: Duration, shutdown: Shutdown) {
             tracing::warn!(error = %e, "folding progress counters failed");
         }
         match store.backlog().await {
-            Ok(n) => crate::metrics::BACKLOG_URLS.set(n),
+            Ok(n) => metrics.backlog_urls.set(n),
             Err(e) => tracing::warn!(error = %e, "reading the backlog failed"),
         }
     }

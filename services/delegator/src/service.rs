@@ -1,5 +1,7 @@
 //! gRPC surface of the delegator: validate, then call the store.
 
+use std::sync::Arc;
+
 use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_common::error::ServiceError;
 use facesweep_proto::delegator_service_server::DelegatorService;
@@ -8,6 +10,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::import;
+use crate::metrics::Metrics;
 use crate::store::{timestamp, Store};
 use facesweep_store::jobstate::Action;
 
@@ -19,11 +22,12 @@ pub struct DelegatorSvc {
     store: Store,
     default_chunk_size: u32,
     auth: Authorizer,
+    metrics: Arc<Metrics>,
 }
 
 impl DelegatorSvc {
-    pub fn new(store: Store, default_chunk_size: u32, auth: Authorizer) -> Self {
-        DelegatorSvc { store, default_chunk_size, auth }
+    pub fn new(store: Store, default_chunk_size: u32, auth: Authorizer, metrics: Arc<Metrics>) -> Self {
+        DelegatorSvc { store, default_chunk_size, auth, metrics }
     }
 
     /// The job named `name`, after an operator action on it.
@@ -160,9 +164,9 @@ impl DelegatorService for DelegatorSvc {
         }
         let max = if msg.max_urls == 0 { MAX_LEASE_URLS } else { msg.max_urls };
         let lease = self.store.acquire(&msg.fetcher_id, max as i64).await?.inspect(|g| {
-            crate::metrics::LEASES_GRANTED.inc();
+            self.metrics.leases_granted.inc();
             if g.reissued {
-                crate::metrics::LEASES_REISSUED.inc();
+                self.metrics.leases_reissued.inc();
             }
         });
         let lease = lease.map(|g| Lease {
@@ -184,7 +188,7 @@ impl DelegatorService for DelegatorSvc {
     ) -> Result<Response<RenewLeaseResponse>, Status> {
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let at = self.store.renew(&lease).await?;
-        crate::metrics::LEASES_RENEWED.inc();
+        self.metrics.leases_renewed.inc();
         Ok(Response::new(RenewLeaseResponse { expires_at: Some(timestamp(at)) }))
     }
 
@@ -194,7 +198,7 @@ impl DelegatorService for DelegatorSvc {
     ) -> Result<Response<CompleteLeaseResponse>, Status> {
         let lease = lease_ref(&self.auth, &req, req.get_ref().lease.clone())?;
         let done = self.store.complete(&lease).await?;
-        crate::metrics::LEASES_COMPLETED.with_label_values(&[if done { "true" } else { "false" }]).inc();
+        self.metrics.leases_completed.with_label_values(&[if done { "true" } else { "false" }]).inc();
         // The job's last chunk: `done` now, not at the sweeper's next pass (`jobs` right
         // after `run` would still say running). Best effort: the sweeper retries.
         if done {
@@ -215,7 +219,7 @@ impl DelegatorService for DelegatorSvc {
             return Err(invalid("failure reason must be at most 1000 bytes"));
         }
         self.store.release(&lease, &msg.failure).await?;
-        crate::metrics::LEASES_RELEASED.inc();
+        self.metrics.leases_released.inc();
         Ok(Response::new(ReleaseLeaseResponse {}))
     }
 

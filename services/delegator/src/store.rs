@@ -28,6 +28,8 @@ pub struct Store {
     pub(crate) shard: std::sync::Arc<ShardCell>,
     ttl: Duration,
     pub(crate) limits: Limits,
+    /// `facesweep_urls_abandoned_total` of this delegator, counted where the status is written.
+    pub(crate) abandoned: prometheus::IntCounter,
 }
 
 #[derive(Debug)]
@@ -47,8 +49,15 @@ pub struct GrantedLease {
 }
 
 impl Store {
-    pub fn new(pool: PgPool, shard: std::sync::Arc<ShardCell>, ttl: Duration, limits: Limits) -> Self {
-        Store { pool, shard, ttl, limits }
+    /// `abandoned` counts the URLs this store gives the terminal status `abandoned`.
+    pub fn new(
+        pool: PgPool,
+        shard: std::sync::Arc<ShardCell>,
+        ttl: Duration,
+        limits: Limits,
+        abandoned: prometheus::IntCounter,
+    ) -> Self {
+        Store { pool, shard, ttl, limits, abandoned }
     }
 
     fn ttl_secs(&self) -> f64 {
@@ -311,8 +320,8 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if open {
-                failures::record(&mut tx, self.limits, &closed.lease, "lease completed with URLs unresolved")
-                    .await?;
+                let why = "lease completed with URLs unresolved";
+                failures::record(&mut tx, self.limits, &self.abandoned, &closed.lease, why).await?;
             }
         }
         tx.commit().await?;
@@ -334,7 +343,7 @@ impl Store {
             .await?
             .ok_or_else(|| lost(lease))?;
         if !failure.is_empty() {
-            failures::record(&mut tx, self.limits, &released, failure).await?;
+            failures::record(&mut tx, self.limits, &self.abandoned, &released, failure).await?;
         }
         tx.commit().await?;
         Ok(())

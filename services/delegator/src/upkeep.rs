@@ -25,7 +25,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for f in &expired {
-            failures::record(&mut tx, self.limits, f, "lease expired").await?;
+            failures::record(&mut tx, self.limits, &self.abandoned, f, "lease expired").await?;
         }
         tx.commit().await?;
         Ok(expired.len() as u64)

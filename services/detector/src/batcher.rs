@@ -14,6 +14,7 @@ use facesweep_proto::Face;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::input::ImageInput;
+use crate::metrics::Metrics;
 use crate::model::Model;
 
 /// What the caller gets back for one image.
@@ -66,6 +67,8 @@ pub struct Batcher {
     /// False once the model thread has stopped or the device failed for good (TEI's habit:
     /// health is fed by the backend, so probes and Consul take a broken detector out).
     healthy: Arc<AtomicBool>,
+    /// The metrics of the detector this batcher serves (its queue depth among them).
+    metrics: Arc<Metrics>,
 }
 
 /// Queue limits of one batcher.
@@ -97,17 +100,25 @@ fn sticky(error: &str) -> bool {
 }
 
 impl Batcher {
-    /// Starts the model thread. `max_delay` bounds how long the first image of a batch waits.
-    pub fn start(model: Model, max_batch: usize, max_delay: Duration, queue: QueueLimits) -> Self {
+    /// Starts the model thread. `max_delay` bounds how long the first image of a batch waits;
+    /// `metrics` are the detector's, recorded by this batcher.
+    pub fn start(
+        model: Model,
+        max_batch: usize,
+        max_delay: Duration,
+        queue: QueueLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
         let healthy = Arc::new(AtomicBool::new(true));
         let alive = healthy.clone();
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("detector-model".into())
             .spawn(move || {
                 // Set on any exit of the thread, a panic included.
                 let _down = DownOnDrop(alive.clone());
-                model_loop(model, rx, max_batch.max(1), max_delay, &alive)
+                model_loop(model, rx, (max_batch.max(1), max_delay), &alive, &m)
             })
             .expect("spawn model thread");
         let kib_total = queue.bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS as u64) as u32;
@@ -117,6 +128,7 @@ impl Batcher {
             kib: Arc::new(Semaphore::new(kib_total as usize)),
             kib_total,
             healthy,
+            metrics,
         }
     }
 
@@ -166,7 +178,7 @@ impl Batcher {
             return Err(SubmitError::Closed);
         }
         let (reply, rx) = oneshot::channel();
-        crate::metrics::DETECTOR_QUEUE_DEPTH.inc();
+        self.metrics.queue_depth.inc();
         let span = tracing::info_span!("image", height = image.height, width = image.width);
         let req = Request { image, reply, queued: Instant::now(), span, _permits: permits };
         self.tx.send(req).map_err(|_| SubmitError::Closed)?;
@@ -185,9 +197,9 @@ impl Drop for DownOnDrop {
 fn model_loop(
     model: Model,
     rx: mpsc::Receiver<Request>,
-    max_batch: usize,
-    max_delay: Duration,
+    (max_batch, max_delay): (usize, Duration),
     healthy: &AtomicBool,
+    metrics: &Metrics,
 ) {
     let mut pending: VecDeque<Request> = VecDeque::new();
     loop {
@@ -226,11 +238,11 @@ fn model_loop(
         // A caller that gave up (deadline, cancelled stream) costs no GPU time.
         let before = batch.len();
         batch.retain(|r| !r.reply.is_closed());
-        crate::metrics::DETECTOR_QUEUE_DEPTH.sub((before - batch.len()) as i64);
+        metrics.queue_depth.sub((before - batch.len()) as i64);
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = run_batch(&model, batch) {
+        if let Err(e) = run_batch(&model, batch, metrics) {
             if e.is_sticky() {
                 tracing::error!(error = %e, "device unusable: reporting NOT_SERVING");
                 healthy.store(false, Ordering::Relaxed);
@@ -242,7 +254,7 @@ fn model_loop(
 /// Runs one batch and answers its requests; the error, when the batch failed. A failed
 /// batch of several images is run again one image at a time (unless the device is gone), so
 /// one bad image fails alone instead of taking its batch-mates with it.
-fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), DetectError> {
+fn run_batch(model: &Model, batch: Vec<Request>, m: &Metrics) -> Result<(), DetectError> {
     let started = Instant::now();
     let images: Vec<&ImageInput> = batch.iter().map(|r| &r.image).collect();
     let span = tracing::info_span!(parent: None, "detect_batch", size = images.len());
@@ -250,15 +262,12 @@ fn run_batch(model: &Model, batch: Vec<Request>) -> Result<(), DetectError> {
     let result = span.in_scope(|| detect_guarded(model, &images));
     let inference = started.elapsed();
     let n = batch.len() as u32;
-    {
-        use crate::metrics as m;
-        m::DETECTOR_IMAGES.inc_by(n as u64);
-        m::DETECTOR_BATCH_SIZE.observe(n as f64);
-        m::DETECTOR_INFERENCE_SECONDS.observe(inference.as_secs_f64());
-        m::DETECTOR_QUEUE_DEPTH.sub(n as i64);
-        for r in &batch {
-            m::DETECTOR_QUEUE_SECONDS.observe(started.duration_since(r.queued).as_secs_f64());
-        }
+    m.images.inc_by(n as u64);
+    m.batch_size.observe(n as f64);
+    m.inference_seconds.observe(inference.as_secs_f64());
+    m.queue_depth.sub(n as i64);
+    for r in &batch {
+        m.queue_seconds.observe(started.duration_since(r.queued).as_secs_f64());
     }
     let results: Vec<Result<Vec<Face>, DetectError>> = match result {
         Ok(faces) => faces.into_iter().map(Ok).collect(),

@@ -4,7 +4,7 @@ mod batcher;
 mod config;
 mod error;
 pub mod input;
-mod metrics;
+pub mod metrics;
 pub mod model;
 pub mod nms;
 mod service;
@@ -27,14 +27,14 @@ pub use model::{Model, ModelConfig};
 
 /// Loads and warms the model, then serves in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    metrics::register();
     config.validate()?;
+    let metrics = Arc::new(metrics::Metrics::new());
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     front.health.set_not_serving::<DetectorServiceServer<service::DetectorSvc>>().await;
-    let cfg = config.clone();
+    let (cfg, m) = (config.clone(), metrics.clone());
     // Loading and warm-up block for seconds: keep them off the async workers.
-    let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg)).await??;
+    let (batchers, info) = tokio::task::spawn_blocking(move || load(&cfg, m)).await??;
     let model_id = info.model_id.clone();
     let batchers = Arc::new(batchers);
     let svc = service::DetectorSvc {
@@ -49,17 +49,20 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         "facesweep.v1.DetectorService",
         Duration::from_secs(1),
         shutdown.clone(),
-        move || {
-            let up = batchers.iter().any(Batcher::healthy);
-            metrics::DETECTOR_SERVING.set(up as i64);
-            async move { up }
+        {
+            let serving = metrics.serving.clone();
+            move || {
+                let up = batchers.iter().any(Batcher::healthy);
+                serving.set(up as i64);
+                async move { up }
+            }
         },
     );
     let router = front
         .router(&["facesweep.v1.DetectorService"])?
         .add_service(DetectorServiceServer::new(svc).max_decoding_message_size(64 << 20));
     let metrics =
-        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone())
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics.registry, shutdown.clone())
             .await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     // Registered only now, with the model warm: Consul's first check can pass at once. The
@@ -79,7 +82,10 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
 pub static BENCH_SKIP_MODEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Loads and warms one model per device (every GPU under `auto`), each behind its batcher.
-fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
+fn load(
+    config: &Config,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
     let cuda = model::preload_cuda();
     let device = config.torch_device()?;
     if config.threads > 0 {
@@ -101,7 +107,7 @@ fn load(config: &Config) -> anyhow::Result<(Vec<Batcher>, ModelInfoResponse)> {
         info.get_or_insert_with(|| model_info(&model, config));
         let delay = Duration::from_micros(config.max_delay_us);
         let limits = QueueLimits { images: config.queue, bytes: config.queue_mib << 20 };
-        batchers.push(Batcher::start(model, config.max_batch, delay, limits));
+        batchers.push(Batcher::start(model, config.max_batch, delay, limits, metrics.clone()));
     }
     Ok((batchers, info.expect("one device at least")))
 }

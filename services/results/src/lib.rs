@@ -35,8 +35,8 @@ async fn summarize_faces(pool: sqlx::PgPool, shutdown: Shutdown) {
 
 /// Starts serving in the background; returns once the port is bound and Postgres is ready.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    metrics::register();
     config.validate()?;
+    let metrics = std::sync::Arc::new(metrics::Metrics::new());
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let listener = grpc::bind(config.listen).await?;
     let pool = facesweep_store::connect(&config.database_url, config.db_connections).await?;
@@ -56,11 +56,12 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         Store::new(pool),
         Authorizer::new(&config.auth),
         shutdown.clone(),
+        metrics.clone(),
     ))
     .max_decoding_message_size(64 << 20);
     let router = front.router(&["facesweep.v1.ResultsService"])?.add_service(svc);
     let metrics =
-        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown.clone())
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics.registry, shutdown.clone())
             .await?;
     let running = grpc::spawn_router(router, listener, shutdown.clone());
     let consul = register_self(&config.consul, front.announce("results", running.addr), shutdown)?;

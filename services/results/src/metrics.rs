@@ -1,33 +1,38 @@
-//! The results service's Prometheus metrics, in its own registry (served by
-//! `facesweep_common::metrics` on its `--metrics-listen`).
-
-use std::sync::LazyLock;
+//! One results service's Prometheus metrics, in its own registry (served by
+//! `facesweep_common::metrics` on its `--metrics-listen`). Built per instance by `spawn`.
 
 use facesweep_common::metrics::{seconds, Registry};
 use prometheus::{Gauge, Histogram, IntCounter};
 
-pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+pub struct Metrics {
+    pub registry: Registry,
+    pub persisted: IntCounter,
+    pub duplicates: IntCounter,
+    pub persist_seconds: Histogram,
+    pub watch_lag_seconds: Gauge,
+}
 
-pub static RESULTS_PERSISTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    REGISTRY.counter("facesweep_results_persisted_total", "URL results stored (first writer).")
-});
-pub static RESULTS_DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
-    REGISTRY
-        .counter("facesweep_results_duplicates_total", "URL results ignored because the URL already had one.")
-});
-pub static RESULTS_PERSIST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    REGISTRY.histogram("facesweep_results_persist_seconds", "Time to persist one Record batch.", seconds())
-});
-
-pub static WATCH_LAG_SECONDS: LazyLock<Gauge> = LazyLock::new(|| {
-    REGISTRY.float_gauge(
-        "facesweep_results_watch_lag_seconds",
-        "Age of the oldest facesweep transaction in progress, which WatchResults streams wait \
-         for (0 when none); as of the last watch poll.",
-    )
-});
-
-/// Registers every metric now, so each appears (at zero) before its first event.
-pub fn register() {
-    let _ = (&*RESULTS_PERSISTED, &*RESULTS_DUPLICATES, &*RESULTS_PERSIST_SECONDS, &*WATCH_LAG_SECONDS);
+impl Metrics {
+    /// Every metric registered now, so each appears (at zero) before its first event.
+    pub fn new() -> Self {
+        let r = Registry::default();
+        Metrics {
+            persisted: r.counter("facesweep_results_persisted_total", "URL results stored (first writer)."),
+            duplicates: r.counter(
+                "facesweep_results_duplicates_total",
+                "URL results ignored because the URL already had one.",
+            ),
+            persist_seconds: r.histogram(
+                "facesweep_results_persist_seconds",
+                "Time to persist one Record batch.",
+                seconds(),
+            ),
+            watch_lag_seconds: r.float_gauge(
+                "facesweep_results_watch_lag_seconds",
+                "Age of the oldest facesweep transaction in progress, which WatchResults streams wait \
+                 for (0 when none); as of the last watch poll.",
+            ),
+            registry: r,
+        }
+    }
 }

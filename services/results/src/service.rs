@@ -1,6 +1,7 @@
 //! gRPC surface of the results service: validation, then the store.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use facesweep_common::auth::{Access, Authorizer, FETCHER};
 use facesweep_common::error::ServiceError;
@@ -13,6 +14,7 @@ use facesweep_proto::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::Metrics;
 use crate::store::{ExportRow, Store};
 
 /// Largest batch one `Record` call may carry.
@@ -24,11 +26,12 @@ pub struct ResultsSvc {
     auth: Authorizer,
     /// Ends watch streams on shutdown (they would hold the drain open otherwise).
     shutdown: Shutdown,
+    metrics: Arc<Metrics>,
 }
 
 impl ResultsSvc {
-    pub fn new(store: Store, auth: Authorizer, shutdown: Shutdown) -> Self {
-        ResultsSvc { store, auth, shutdown }
+    pub fn new(store: Store, auth: Authorizer, shutdown: Shutdown, metrics: Arc<Metrics>) -> Self {
+        ResultsSvc { store, auth, shutdown, metrics }
     }
 }
 
@@ -100,11 +103,12 @@ impl ResultsService for ResultsSvc {
         let lease = lease.ok_or_else(|| ServiceError::InvalidArgument("lease is required".into()))?;
         facesweep_store::lease::check_presented(&lease)?;
         let rejected = replace_bad_rows(&mut results);
-        let timer = crate::metrics::RESULTS_PERSIST_SECONDS.start_timer();
+        let m = &self.metrics;
+        let timer = m.persist_seconds.start_timer();
         let out = self.store.record(&lease, &results).await?;
         timer.observe_duration();
-        crate::metrics::RESULTS_PERSISTED.inc_by(out.inserted as u64);
-        crate::metrics::RESULTS_DUPLICATES.inc_by(out.duplicates as u64);
+        m.persisted.inc_by(out.inserted as u64);
+        m.duplicates.inc_by(out.duplicates as u64);
         tracing::debug!(inserted = out.inserted, duplicates = out.duplicates, "recorded");
         Ok(Response::new(RecordResponse {
             inserted: out.inserted,
@@ -145,7 +149,8 @@ impl ResultsService for ResultsSvc {
         let after = crate::watch::Cursor::parse(&msg.after)?;
         let job_id = self.store.job_id(&msg.job).await?;
         let (tx, rx) = crate::watch::channel();
-        tokio::spawn(crate::watch::pump(self.store.clone(), job_id, after, tx, self.shutdown.clone()));
+        let lag = self.metrics.watch_lag_seconds.clone();
+        tokio::spawn(crate::watch::pump(self.store.clone(), job_id, after, tx, self.shutdown.clone(), lag));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 

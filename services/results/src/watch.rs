@@ -11,10 +11,10 @@ use std::time::Duration;
 use facesweep_common::error::{ServiceError, ServiceResult};
 use facesweep_common::Shutdown;
 use facesweep_proto::WatchResultsResponse;
+use prometheus::Gauge;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::metrics::WATCH_LAG_SECONDS;
 use crate::store::Store;
 
 /// One message of a watch stream.
@@ -60,12 +60,11 @@ struct Horizon {
 }
 
 impl Store {
-    /// The next visible results after `after`, in cursor order.
-    async fn watch_page(&self, job_id: i64, after: Cursor) -> ServiceResult<Vec<Cursor>> {
+    /// The next visible results after `after`, in cursor order, and the horizon's lag (s).
+    async fn watch_page(&self, job_id: i64, after: Cursor) -> ServiceResult<(Vec<Cursor>, f64)> {
         // Two statements, in this order: the page's snapshot must be taken after the horizon
         // was read (see `horizon`).
         let horizon = self.horizon().await?;
-        WATCH_LAG_SECONDS.set(horizon.lag_s);
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT tx::text::bigint, url_id FROM url_results
              WHERE job_id = $1 AND (tx, url_id) > ($2::text::xid8, $3) AND tx < $5::text::xid8
@@ -78,7 +77,7 @@ impl Store {
         .bind(horizon.tx.to_string())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(tx, url_id)| Cursor { tx, url_id }).collect())
+        Ok((rows.into_iter().map(|(tx, url_id)| Cursor { tx, url_id }).collect(), horizon.lag_s))
     }
 
     /// The oldest xid of a facesweep transaction in progress (`db::APP_NAME`), or the
@@ -129,9 +128,16 @@ impl Store {
 
 /// Feeds `tx` from `after` until the job is finished, the client goes away, or the service
 /// shuts down (then the client resumes elsewhere from its last cursor). A failure ends the
-/// stream with its status.
-pub async fn pump(store: Store, job_id: i64, after: Cursor, tx: mpsc::Sender<Reply>, stop: Shutdown) {
-    if let Err(e) = follow(&store, job_id, after, &tx, &stop).await {
+/// stream with its status. Each poll sets `lag` (this service's watch lag gauge).
+pub async fn pump(
+    store: Store,
+    job_id: i64,
+    after: Cursor,
+    tx: mpsc::Sender<Reply>,
+    stop: Shutdown,
+    lag: Gauge,
+) {
+    if let Err(e) = follow(&store, job_id, after, &tx, &stop, &lag).await {
         let _ = tx.send(Err(e)).await;
     }
 }
@@ -142,12 +148,14 @@ async fn follow(
     mut after: Cursor,
     tx: &mpsc::Sender<Reply>,
     stop: &Shutdown,
+    lag: &Gauge,
 ) -> Result<(), Status> {
     loop {
         if stop.is_cancelled() {
             return Err(Status::unavailable("results service shutting down: resume from the last cursor"));
         }
-        let page = store.watch_page(job_id, after).await?;
+        let (page, lag_s) = store.watch_page(job_id, after).await?;
+        lag.set(lag_s);
         let Some(last) = page.last().copied() else {
             if store.watch_finished(job_id, after).await? {
                 return Ok(());

@@ -83,7 +83,7 @@ async fn a_page_spanning_the_job_reads_only_its_own_faces() {
     sqlx::query("SELECT brin_summarize_new_values('faces_url_id')").execute(&pool).await.unwrap();
 
     let before = faces_read(&pool).await;
-    let page = store.watch_page(1, Cursor::START).await.unwrap();
+    let (page, _) = store.watch_page(1, Cursor::START).await.unwrap();
     assert_eq!((page.len(), page[1].url_id), (PAGE as usize, url_id(1, n - 1)));
     let (tx, mut rx) = channel();
     send_page(&store, &page, &tx).await.unwrap();
@@ -97,6 +97,11 @@ async fn a_page_spanning_the_job_reads_only_its_own_faces() {
     assert_eq!(sent, PAGE);
     // The ids' BRIN ranges (16 pages, ~1,000 faces each), not the 20,000 faces between them.
     assert!(read <= 4_000, "one page of {PAGE} URLs read {read} face rows of {n}");
+}
+
+/// A watch lag gauge of no service.
+fn lag() -> prometheus::Gauge {
+    prometheus::Gauge::new("lag", "unregistered").unwrap()
 }
 
 /// Receives until `want` results came or `within` passed; their URL ids, in stream order.
@@ -127,7 +132,7 @@ async fn an_unrelated_long_transaction_does_not_hold_watchers_back() {
 
     let (tx, mut rx) = channel();
     let stop = Shutdown::new();
-    tokio::spawn(pump(store, 1, Cursor::START, tx, stop.clone()));
+    tokio::spawn(pump(store, 1, Cursor::START, tx, stop.clone(), lag()));
     let ids = receive(&mut rx, 100, Duration::from_secs(5)).await;
     assert_eq!(ids, (0..100).map(|o| url_id(1, o)).collect::<Vec<_>>(), "all within 5 s, once, in order");
     let end = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
@@ -152,7 +157,7 @@ async fn a_slow_facesweep_writer_is_waited_for_and_its_result_sent_once() {
 
     let (tx, mut rx) = channel();
     let stop = Shutdown::new();
-    tokio::spawn(pump(store.clone(), 1, Cursor::START, tx, stop.clone()));
+    tokio::spawn(pump(store.clone(), 1, Cursor::START, tx, stop.clone(), lag()));
     let mut ids = receive(&mut rx, 11, Duration::from_secs(3)).await;
     // Later commits sort after the slow writer's row: sending them now would skip it.
     assert_eq!(ids, (0..10).map(|o| url_id(1, o)).collect::<Vec<_>>());
