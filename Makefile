@@ -66,7 +66,7 @@ bench-results: setup
 # Chaos at full size: 10,000 URLs, 20 kill -9s (CI runs 2,000 / 5 inside `make test`).
 chaos: setup
 	$(ENV) cargo build --workspace --bins
-	$(ENV) CHAOS_URLS=10000 CHAOS_KILLS=20 cargo test -p facesweep-tests --test chaos -- --nocapture
+	$(ENV) CHAOS_URLS=10000 CHAOS_KILLS=20 cargo test -p facesweep-tests --test it chaos::killing -- --nocapture
 
 .PHONY: chaos-net
 # Network chaos as root: each service in its own network namespace (198.18.0.0/15), cuts,
@@ -74,7 +74,7 @@ chaos: setup
 # of partitions (`make test` runs a short version: CHAOS_NET_SECS=45, 600 URLs).
 chaos-net: setup
 	$(ENV) cargo build --workspace --bins
-	$(ENV) CHAOS_NET_SECS=600 CHAOS_NET_URLS=6000 cargo test -p facesweep-tests --test chaos_net -- --nocapture
+	$(ENV) CHAOS_NET_SECS=600 CHAOS_NET_URLS=6000 cargo test -p facesweep-tests --test it chaos_net:: -- --nocapture
 
 .PHONY: bench-scale
 # The control plane at scale (release build, durable Postgres): SCALE_URLS=1000000 by default;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, http_get, repo_root, ConsulAgent};
+use crate::{bin, free_port, http_get, ConsulAgent};
 
 pub struct DetectorProcess {
     child: Child,
@@ -15,7 +15,7 @@ impl DetectorProcess {
     pub fn start(agent: &ConsulAgent, dir: &Path, name: &str, model: &Path) -> DetectorProcess {
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(repo_root().join("target/debug/facesweep-detector"))
+        let child = Command::new(bin("facesweep-detector"))
             .arg("--model")
             .arg(model)
             .args(["--device", "cpu", "--threads", "1", "--max-batch", "8", "--listen", "127.0.0.1:0"])
@@ -25,7 +25,7 @@ impl DetectorProcess {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("target/debug/facesweep-detector (make test builds it)");
+            .expect("spawn facesweep-detector");
         DetectorProcess { child, metrics }
     }
 

@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests: paths, fixtures, an ephemeral Postgres.
 
+pub mod bins;
 pub mod check;
 pub mod detector;
 pub mod hostile;
@@ -10,6 +11,10 @@ pub mod operator;
 pub mod rogue;
 pub mod services;
 pub mod site;
+pub mod wait;
+
+pub use bins::bin;
+pub use wait::*;
 
 use std::path::PathBuf;
 
@@ -80,21 +85,6 @@ pub fn tmp_dir() -> tempfile::TempDir {
 /// when the server is unreachable, slow (5 s) or answers anything else.
 pub use facesweep_cli::httpserve::get_text as http_get;
 
-/// Polls `cond` every 100 ms until it holds; how long that took. Panics naming `what`
-/// after `secs`: every wait of a test is bounded.
-pub async fn wait_until<F, Fut>(what: &str, secs: u64, mut cond: F) -> std::time::Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = std::time::Instant::now();
-    while !cond().await {
-        assert!(started.elapsed() < std::time::Duration::from_secs(secs), "{what}: not within {secs} s");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    started.elapsed()
-}
-
 /// The real model at 256×256 input, in `dir`: the same network, several times faster on a
 /// CPU (the chaos tests' detector).
 pub fn small_model(dir: &std::path::Path) -> PathBuf {
@@ -108,8 +98,16 @@ pub fn small_model(dir: &std::path::Path) -> PathBuf {
     model
 }
 
+/// A port that was free a moment ago, for an external process that must be told a number
+/// (Consul, Postgres, podman): another may take it before the process binds, so a user
+/// retries with a new one when its process exits. In-process servers bind `:0` instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether process `pid` has exited (a zombie not yet waited for counts).
+pub fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
 }
 
 /// A real `consul agent -dev` on loopback with its own ports; killed on drop.
@@ -124,8 +122,18 @@ impl ConsulAgent {
         Self::start_with(&[]).await
     }
 
-    /// With extra agent flags, e.g. `-hcl` for an ACL set-up.
+    /// With extra agent flags, e.g. `-hcl` for an ACL set-up. Its four ports are picked
+    /// free; when one was taken before the agent bound it, the agent exits and we retry.
     pub async fn start_with(extra: &[&str]) -> ConsulAgent {
+        for _ in 0..3 {
+            if let Some(agent) = Self::try_start(extra).await {
+                return agent;
+            }
+        }
+        panic!("consul agent exited three times on start (see its consul.log)");
+    }
+
+    async fn try_start(extra: &[&str]) -> Option<ConsulAgent> {
         let dir = tmp_dir();
         let http = free_port();
         let port = |flag: &str| format!("-{flag}={}", free_port());
@@ -144,16 +152,18 @@ impl ConsulAgent {
             .stderr(log)
             .spawn()
             .expect("consul on PATH (scripts/setup.sh installs it)");
-        let agent = ConsulAgent { child, http: format!("127.0.0.1:{http}"), _dir: dir };
+        let (pid, addr) = (child.id(), format!("127.0.0.1:{http}"));
+        let agent = ConsulAgent { child, http: addr.clone(), _dir: dir };
         // Ready once a leader is elected: registration and health queries work from then on.
-        for _ in 0..200 {
-            let leader = http_get(&agent.http, "/v1/status/leader").await.unwrap_or_default();
-            if leader.contains(':') {
-                return agent;
+        let ready = wait_for("consul agent elects itself leader", 20, || async {
+            if exited(pid) {
+                return Some(false);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("consul agent did not elect itself leader in 20 s");
+            let leader = http_get(&addr, "/v1/status/leader").await.unwrap_or_default();
+            leader.contains(':').then_some(true)
+        })
+        .await;
+        ready.then_some(agent)
     }
 }
 

@@ -12,7 +12,6 @@ use facesweep_common::tls::TlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose, SanType};
 
 use crate::netns::{Net, Node};
-use crate::repo_root;
 
 pub const PG_PORT: u16 = 5432;
 pub const CONSUL_PORT: u16 = 8500;
@@ -88,9 +87,7 @@ impl Ca {
 fn bin(dir: &Path, name: &str) -> PathBuf {
     let copy = dir.join(name);
     if !copy.exists() {
-        let p = repo_root().join("target/debug").join(name);
-        assert!(p.exists(), "{} missing: cargo build --workspace --bins first (make test does)", p.display());
-        std::fs::copy(&p, &copy).unwrap();
+        std::fs::copy(crate::bin(name), &copy).unwrap();
     }
     copy
 }

@@ -2,8 +2,6 @@
 //! of running jobs without a result, as served on a real delegator's /metrics. Its own test
 //! binary: the metrics registry is per process.
 
-use std::time::{Duration, Instant};
-
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
 use facesweep_tests::services::{acquire, lref, results};
@@ -16,30 +14,24 @@ async fn backlog(metrics: &str) -> Option<i64> {
 
 /// Waits (bounded: the sweeper publishes every 200 ms here) for the gauge to read `want`.
 async fn expect_backlog(metrics: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = backlog(metrics).await;
-        if last == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("facesweep_backlog_urls is {last:?}, want {want}");
+    let what = format!("facesweep_backlog_urls reads {want}");
+    wait_until(&what, 20, || async { backlog(metrics).await == Some(want) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_counts_unfinished_urls_of_running_jobs_only() {
     let db = TestDb::start();
     let stop = Shutdown::new();
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let tweak = |c: &mut facesweep_delegator::Config| {
-        c.lease_ttl_secs = 1;
-        c.metrics_listen = Some(metrics.parse().unwrap());
+    let cfg = facesweep_delegator::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        lease_ttl_secs: 1,
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..facesweep_delegator::Config::new(db.pg.url())
     };
-    let addr = services::delegator_tweaked(&db, tweak, &stop).await;
+    let running = facesweep_delegator::spawn(cfg, stop.clone()).await.unwrap();
+    let metrics = running.metrics.unwrap().to_string();
     let mut d = delegator_service_client::DelegatorServiceClient::new(
-        facesweep_common::grpc::channel(&addr).unwrap(),
+        facesweep_common::grpc::channel(&running.addr.to_string()).unwrap(),
     );
     expect_backlog(&metrics, 0).await;
     for job in ["a", "b"] {

@@ -111,17 +111,14 @@ json.dump(cfg, open(sys.argv[1][:-3] + ".json", "w"))
     pt
 }
 
-/// Whether the detector's health reaches `want` within 5 s.
-async fn reaches(ch: &Channel, want: tonic_health::pb::health_check_response::ServingStatus) -> bool {
+/// Waits until the detector's health reads `want`.
+async fn reach(ch: &Channel, want: tonic_health::pb::health_check_response::ServingStatus, what: &str) {
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-    for _ in 0..50 {
+    wait_until(what, 20, || async {
         let req = HealthCheckRequest { service: "facesweep.v1.DetectorService".into() };
-        if HealthClient::new(ch.clone()).check(req).await.unwrap().into_inner().status() == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+        HealthClient::new(ch.clone()).check(req).await.unwrap().into_inner().status() == want
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -131,12 +128,12 @@ async fn a_broken_device_takes_the_detector_out_of_service() {
     let dir = tmp_dir();
     let model = failing_model(dir.path(), "CUDA error: an illegal memory access was encountered");
     let (client, ch) = start(config(model, 8, 64), &stop).await;
-    assert!(reaches(&ch, ServingStatus::Serving).await, "the detector never became ready");
+    reach(&ch, ServingStatus::Serving, "the detector becomes ready").await;
     let mut white = image(1);
     white.data = vec![255u8; 640 * 640 * 3].into();
     let e = client.clone().detect_one(DetectOneRequest { image: Some(white) }).await.unwrap_err();
     assert!(e.message().contains("illegal memory access"), "{e:?}");
-    assert!(reaches(&ch, ServingStatus::NotServing).await, "health still SERVING after the device broke");
+    reach(&ch, ServingStatus::NotServing, "health NOT_SERVING after the device broke").await;
     // New work is refused at once instead of failing image by image.
     let e = client.clone().detect_one(DetectOneRequest { image: Some(image(2)) }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
@@ -195,17 +192,18 @@ async fn full_queue_waits_for_streams_and_refuses_unary_calls() {
     assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
     // The abandoned image holds the only queue slot until the model thread discards it;
     // until then refusals are RESOURCE_EXHAUSTED, and then the service answers again.
-    let mut answered = false;
-    for _ in 0..100 {
-        match client.clone().detect_one(DetectOneRequest { image: Some(image(100)) }).await {
-            Ok(_) => {
-                answered = true;
-                break;
+    wait_until("the detector answers again after a deadline", 30, || {
+        let mut c = client.clone();
+        async move {
+            match c.detect_one(DetectOneRequest { image: Some(image(100)) }).await {
+                Ok(_) => true,
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                    false
+                }
             }
-            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(answered, "the detector never recovered after a deadline");
+    })
+    .await;
     stop.cancel();
 }

@@ -1,11 +1,9 @@
 //! Lease semantics against a real Postgres and real delegator instances over gRPC.
 
-use std::time::Duration;
-
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
 use facesweep_tests::services::*;
-use facesweep_tests::TestDb;
+use facesweep_tests::{wait_until_sql, TestDb};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,7 +40,9 @@ async fn expired_leases_are_reissued_and_fencing_rejects_the_old_holder() {
     let first = acquire(&mut d, "a").await.expect("a lease");
     assert_eq!(first.urls.len(), 5);
     assert!(acquire(&mut d, "b").await.is_none(), "a live lease must not be handed out again");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The sweeper (every 250 ms at this TTL) returns it once expired, counted as expired.
+    let swept = "SELECT bool_and(state = 'pending' AND expired = 1) FROM chunks";
+    wait_until_sql("the lease expired and was swept", 10, &db.pool().await, swept).await;
     let second = acquire(&mut d, "b").await.expect("the expired lease is re-issued");
     assert_eq!(second.chunk_no, first.chunk_no);
     assert!(second.fencing_token > first.fencing_token);
@@ -300,7 +300,10 @@ async fn progress_counters_equal_the_chunk_rows_through_every_transition() {
     d.release_lease(ReleaseLeaseRequest { lease: lref(&leases[3]), failure: String::new() }).await.unwrap();
     assert_counts_match(&mut d, &pool, "after completing and releasing").await;
     // Two leases expire; new URLs open a new chunk; a failure class re-opens a done one.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let swept =
+        "SELECT count(*) FILTER (WHERE expired > 0) = 2 AND count(*) FILTER (WHERE state = 'leased') = 0
+                 FROM chunks";
+    wait_until_sql("the two leases expired and were swept", 20, &pool, swept).await;
     let more = AppendUrlsRequest {
         job: "counts".into(),
         first_ordinal: 100,
@@ -313,10 +316,8 @@ async fn progress_counters_equal_the_chunk_rows_through_every_transition() {
     let p = assert_counts_match(&mut d, &pool, "after expiry, append and retry").await;
     assert_eq!((p.chunks_pending, p.chunks_leased, p.chunks_done, p.leases_expired), (10, 0, 1, 2));
     // Upkeep folds a job's deltas into one row; deleting the job leaves none.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM job_chunk_counts").fetch_one(&pool).await.unwrap();
-    assert_eq!(rows, 1, "folded into one row per job");
+    let folded = "SELECT count(*) = 1 FROM job_chunk_counts";
+    wait_until_sql("upkeep folds the counters into one row per job", 20, &pool, folded).await;
     assert_counts_match(&mut d, &pool, "after folding").await;
     d.delete_job(DeleteJobRequest { job: "counts".into() }).await.unwrap();
     let rows: i64 =

@@ -3,8 +3,6 @@
 //! machine (retry on a cancelled job, interrupted cancel/delete finished by the sweeper,
 //! finished jobs `done`). Race windows are opened by observing the database, not by sleeping.
 
-use std::time::Duration;
-
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
 use facesweep_tests::services::*;
@@ -90,22 +88,12 @@ async fn a_lease_is_authorized_by_its_secret_and_holder_not_its_token() {
     stop.cancel();
 }
 
-/// Waits until some backend of `pool`'s server waits on a lock while running `like`.
-async fn wait_blocked(pool: &sqlx::PgPool, like: &str) {
-    let like = like.to_string();
-    wait_until("a statement blocked on a lock", 20, || {
-        let (pool, like) = (pool.clone(), like.clone());
-        async move {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1)",
-            )
-            .bind(format!("%{like}%"))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    })
-    .await;
+/// Backends of `pool`'s server waiting on a lock (row, transaction or advisory).
+async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,8 +123,12 @@ async fn delete_job_racing_a_record_in_flight_leaves_nothing_behind() {
         let mut d = d.clone();
         async move { d.delete_job(DeleteJobRequest { job: "racy".into() }).await }
     });
-    // Either the delete waits for the Record's lease lock (fixed) or it runs to the end.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Either the delete waits for the Record's lease lock (fixed: a second lock waiter) or it
+    // runs to the end.
+    wait_until("the delete blocked or finished", 20, || async {
+        deleting.is_finished() || lock_waiters(&pool).await >= 2
+    })
+    .await;
     blocker.rollback().await.unwrap();
     let recorded = recording.await.unwrap();
     deleting.await.unwrap().unwrap();

@@ -4,7 +4,7 @@
 //! names another role are all refused; grpc.health.v1 alone is also served plaintext.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facesweep_cli::httpserve::{serve, Routes};
 use facesweep_common::discovery::Target;
@@ -88,14 +88,25 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     )
     .await
     .unwrap();
-    let mut delegator_cfg =
-        facesweep_delegator::Config { listen: local, ..facesweep_delegator::Config::new(db.pg.url()) };
-    let health_port = free_port();
-    delegator_cfg.tls = TlsConfig {
-        plaintext_health_listen: Some(format!("127.0.0.1:{health_port}").parse().unwrap()),
-        ..tls("delegator")
+    // The plaintext health port is a number the test must know: picked free, and picked
+    // again in the rare case another took it before the delegator bound it.
+    let (delegator, health_port) = 'bound: {
+        for _ in 0..3 {
+            let health_port = free_port();
+            let cfg = facesweep_delegator::Config {
+                listen: local,
+                tls: TlsConfig {
+                    plaintext_health_listen: Some(format!("127.0.0.1:{health_port}").parse().unwrap()),
+                    ..tls("delegator")
+                },
+                ..facesweep_delegator::Config::new(db.pg.url())
+            };
+            if let Ok(running) = facesweep_delegator::spawn(cfg, stop.clone()).await {
+                break 'bound (running, health_port);
+            }
+        }
+        panic!("the delegator could not bind a plaintext health port three times");
     };
-    let delegator = facesweep_delegator::spawn(delegator_cfg, stop.clone()).await.unwrap();
     let detector_cfg = facesweep_detector::Config {
         listen: local,
         device: "cpu".into(),
@@ -134,11 +145,10 @@ async fn services_speak_mutual_tls_and_refuse_everyone_else() {
     }]))
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while progress(channel_to(&d_addr, Some(&client), "delegator").unwrap()).await.unwrap().done_urls < n {
-        assert!(Instant::now() < deadline, "job over mTLS did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until("the job over mTLS finishes", 120, || async {
+        progress(channel_to(&d_addr, Some(&client), "delegator").unwrap()).await.unwrap().done_urls == n
+    })
+    .await;
     // Every photo went fetcher → detector → results over mTLS and came back with faces.
     let r_ch = channel_to(&results.addr.to_string(), Some(&client), "results").unwrap();
     let mut export = ResultsServiceClient::new(r_ch)

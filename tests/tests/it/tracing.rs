@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
 use facesweep_common::grpc::channel;
@@ -52,16 +51,6 @@ impl TraceService for Receiver {
     }
 }
 
-fn bin(name: &str) -> std::path::PathBuf {
-    let p = repo_root().join("target/debug").join(name);
-    assert!(p.exists(), "{} missing: build the binaries first (make test does)", p.display());
-    p
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_trace_per_lease_spans_all_four_services() {
     let receiver = Receiver::default();
@@ -83,7 +72,7 @@ async fn one_trace_per_lease_spans_all_four_services() {
     let mut routes = Routes::default();
     let photos = routes.add_dir(&samples_dir()).unwrap();
     let (http, _srv) = serve(routes).await.unwrap();
-    let (d, det, res, fet) = (port(), port(), port(), port());
+    let (d, det, res, fet) = (free_port(), free_port(), free_port(), free_port());
     let spawn = |name: &str, args: Vec<String>| -> Child {
         Command::new(bin(name))
             .args(args)
@@ -116,20 +105,12 @@ async fn one_trace_per_lease_spans_all_four_services() {
         ),
     ];
     let mut client = DelegatorServiceClient::new(channel(&format!("127.0.0.1:{d}")).unwrap());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while client
-        .create_job(CreateJobRequest {
-            name: "traced".into(),
-            chunk_size: 10,
-            priority: 1,
-            ..Default::default()
-        })
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "delegator did not come up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let job = CreateJobRequest { name: "traced".into(), chunk_size: 10, priority: 1, ..Default::default() };
+    wait_until("the delegator comes up and creates the job", 120, || {
+        let (mut c, job) = (client.clone(), job.clone());
+        async move { c.create_job(job).await.is_ok() }
+    })
+    .await;
     let urls: Vec<String> = photos.iter().take(2).map(|p| format!("http://{http}/{p}")).collect();
     client
         .append_urls(futures::stream::iter(vec![AppendUrlsRequest {
@@ -157,14 +138,14 @@ async fn one_trace_per_lease_spans_all_four_services() {
             "100",
         ]),
     );
-    loop {
-        let p = client.get_progress(GetProgressRequest { job: "traced".into() }).await.unwrap().into_inner();
-        if p.done_urls == 2 && p.chunks_done == 1 {
-            break;
+    wait_until("the traced job finishes", 120, || {
+        let mut c = client.clone();
+        async move {
+            let p = c.get_progress(GetProgressRequest { job: "traced".into() }).await.unwrap().into_inner();
+            p.done_urls == 2 && p.chunks_done == 1
         }
-        assert!(Instant::now() < deadline, "job did not finish: {p:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     // SIGTERM flushes the exporters; the fetcher first, as in production.
     procs.insert(0, fetcher);
     for p in &mut procs {

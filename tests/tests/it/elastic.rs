@@ -21,23 +21,34 @@ struct Member {
     client: DelegatorServiceClient<Channel>,
 }
 
+/// A delegator process on a port picked free; when another took the port first, the process
+/// exits and we try another.
 async fn start(db: &TestDb, name: &str) -> Member {
-    let port = free_port();
-    let bin = repo_root().join("target/debug/facesweep-delegator");
-    assert!(bin.exists(), "{} missing: build the binaries first (make test does)", bin.display());
-    let child = Command::new(bin)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", &db.pg.url()])
-        .args(["--membership-timeout-secs", &TIMEOUT_SECS.to_string(), "--member-id", name])
-        .args(["--lease-ttl-secs", "5", "--default-chunk-size", "10", "--failure-backoff-ms", "0"])
-        .spawn()
-        .unwrap();
-    let client = DelegatorServiceClient::new(channel(&format!("127.0.0.1:{port}")).unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.clone().list_jobs(ListJobsRequest {}).await.is_err() {
-        assert!(Instant::now() < deadline, "delegator {name} did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let port = free_port();
+        let child = Command::new(bin("facesweep-delegator"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", &db.pg.url()])
+            .args(["--membership-timeout-secs", &TIMEOUT_SECS.to_string(), "--member-id", name])
+            .args(["--lease-ttl-secs", "5", "--default-chunk-size", "10", "--failure-backoff-ms", "0"])
+            .spawn()
+            .unwrap();
+        let client = DelegatorServiceClient::new(channel(&format!("127.0.0.1:{port}")).unwrap());
+        let pid = child.id();
+        let up = wait_for(&format!("delegator {name} comes up"), 30, || {
+            let mut c = client.clone();
+            async move {
+                if exited(pid) {
+                    return Some(false);
+                }
+                c.list_jobs(ListJobsRequest {}).await.is_ok().then_some(true)
+            }
+        })
+        .await;
+        if up {
+            return Member { child, client };
+        }
     }
-    Member { child, client }
+    panic!("delegator {name} exited on start three times");
 }
 
 /// Leases from each live member in turn, records and completes; returns URL ids recorded and

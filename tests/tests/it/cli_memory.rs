@@ -19,7 +19,7 @@ const PARQUET_OVER_MIB: u64 = 96;
 
 /// Runs the `facesweep` binary, sampling its peak RSS (VmHWM) until it exits.
 async fn run_measured(args: &[&str]) -> (String, u64) {
-    let bin = repo_root().join("target/debug/facesweep");
+    let bin = bin("facesweep");
     let child = Command::new(&bin).args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let sampler = tokio::spawn(async move {

@@ -8,7 +8,7 @@ use facesweep_common::Shutdown;
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::*;
 use facesweep_tests::services::*;
-use facesweep_tests::TestDb;
+use facesweep_tests::{wait_in_pg_sleep, TestDb};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -83,7 +83,7 @@ async fn restarts_and_drains_never_count_against_a_healthy_url() {
 }
 
 /// Makes every completion that decides `done` wait 1 s after taking its snapshot, so another
-/// transaction can run inside that window.
+/// transaction can run inside that window (the test sees it open: a backend in `pg_sleep`).
 async fn widen_completion_window(pool: &sqlx::PgPool) {
     sqlx::raw_sql(
         "CREATE FUNCTION slow_done() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -101,7 +101,8 @@ async fn completion_cannot_close_a_chunk_that_retry_or_append_reopened() {
     let stop = Shutdown::new();
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     let mut r = results(&db, &stop).await;
-    widen_completion_window(&db.pool().await).await;
+    let pool = db.pool().await;
+    widen_completion_window(&pool).await;
     import(&mut d, "race", 2, 4).await;
     let l = acquire(&mut d, "f").await.unwrap();
     let slow = UrlResult { status: UrlStatus::Timeout as i32, reason: "slow".into(), ..ok(l.urls[1].id) };
@@ -110,7 +111,7 @@ async fn completion_cannot_close_a_chunk_that_retry_or_append_reopened() {
     let mut d2 = d.clone();
     let completing =
         tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&l) }).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_in_pg_sleep(&pool).await;
     let retry = RetryUrlsRequest { job: "race".into(), status: "timeout".into(), force: false };
     assert_eq!(d.retry_urls(retry).await.unwrap().into_inner().requeued, 1);
     completing.await.unwrap().unwrap();
@@ -121,7 +122,7 @@ async fn completion_cannot_close_a_chunk_that_retry_or_append_reopened() {
     let mut d2 = d.clone();
     let completing =
         tokio::spawn(async move { d2.complete_lease(CompleteLeaseRequest { lease: lref(&again) }).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_in_pg_sleep(&pool).await;
     let more = AppendUrlsRequest {
         job: "race".into(),
         first_ordinal: 2,

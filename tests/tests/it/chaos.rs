@@ -39,9 +39,7 @@ const KINDS: [&str; 7] =
 fn bin(dir: &Path, name: &str) -> PathBuf {
     let copy = dir.join(name);
     if !copy.exists() {
-        let p = repo_root().join("target/debug").join(name);
-        assert!(p.exists(), "{} missing: build the binaries first (make test does)", p.display());
-        std::fs::copy(&p, &copy).unwrap();
+        std::fs::copy(facesweep_tests::bin(name), &copy).unwrap();
     }
     copy
 }
@@ -240,7 +238,11 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     let deadline = Instant::now() + Duration::from_secs(900);
     // Reference: the same URLs without chaos.
     let clean_deadline = deadline;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until("the first delegator answers", 60, || {
+        let mut d = c.delegator();
+        async move { d.list_jobs(ListJobsRequest {}).await.is_ok() }
+    })
+    .await;
     import(&c, "clean", &urls).await;
     let clean = wait_done(&c, "clean", clean_deadline).await;
     assert_eq!(clean.done_urls, n as i64, "the clean run did not finish; logs in {}", dir.display());
@@ -284,14 +286,10 @@ async fn killing_processes_loses_and_duplicates_nothing() {
     eprintln!("kill plan: {plan:?}");
     for (i, kind) in plan.iter().enumerate() {
         let at = (n * (i + 1) / (plan.len() + 2)) as i64;
-        loop {
-            let done = progress(&c, "chaos").await.map(|p| p.done_urls).unwrap_or(0);
-            if done >= at {
-                break;
-            }
-            assert!(Instant::now() < deadline, "stalled before kill {i} ({kind}); logs in {}", dir.display());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{at} URLs done before kill {i} ({kind}); logs in {}", dir.display());
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        wait_until(&what, left, || async { progress(&c, "chaos").await.is_some_and(|p| p.done_urls >= at) })
+            .await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
         c.kill9(kind);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1500))).await;
@@ -380,14 +378,9 @@ async fn killing_processes_loses_and_duplicates_nothing() {
         }
         for k in group {
             let mut child = c.procs.remove(k).unwrap();
-            let start = Instant::now();
-            let status = loop {
-                if let Some(s) = child.try_wait().unwrap() {
-                    break s;
-                }
-                assert!(start.elapsed() < Duration::from_secs(30), "{k} did not exit within 30 s of SIGTERM");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
+            let pid = child.id();
+            wait_until(&format!("{k} exits after SIGTERM"), 30, || async move { exited(pid) }).await;
+            let status = child.wait().unwrap();
             assert!(
                 status.success(),
                 "{k} exited with {status} after SIGTERM; see {}",

@@ -1,0 +1,7 @@
+//! The `facesweep` command line's tests, as modules of one test binary (one link of LibTorch);
+//! each runs the real binary (`CARGO_BIN_EXE_facesweep`) as a child process.
+
+mod cli;
+mod sheet;
+mod terminal;
+mod ux;
