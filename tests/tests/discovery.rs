@@ -21,9 +21,9 @@ fn consul_args(agent: &ConsulAgent) -> ConsulConfig {
     ConsulConfig { addr: Some(agent.http.clone()), check_interval_secs: 1, ..Default::default() }
 }
 
-/// The fetcher's (in-process) view: its `facesweep_discovery_members` gauge for detectors.
-fn known_detectors() -> Option<i64> {
-    let metrics = facesweep_fetcher::metrics::REGISTRY.render();
+/// The fetcher's view: the `facesweep_discovery_members` gauge for detectors on its port.
+async fn known_detectors(fetcher_metrics: std::net::SocketAddr) -> Option<i64> {
+    let metrics = http_get(&fetcher_metrics.to_string(), "/metrics").await?;
     let line = r#"facesweep_discovery_members{target="consul://facesweep-detector"} "#;
     metrics.lines().find_map(|l| l.strip_prefix(line)).map(|v| v.trim().parse().unwrap())
 }
@@ -127,16 +127,19 @@ async fn detectors_come_and_go_through_consul() {
         concurrency: 4,
         idle_poll_ms: 100,
         consul: consul_args(&agent),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Default::default()
     };
     let fetcher = facesweep_fetcher::spawn(fetcher_cfg, fetcher_stop.clone()).await.unwrap();
+    let fetcher_metrics = fetcher.metrics.expect("the fetcher's metrics port");
+    let detectors = || known_detectors(fetcher_metrics);
     wait_until("fetcher registered", 30, || async { passing(&consul, "facesweep-fetcher").await.len() == 1 })
         .await;
 
     let mut d = DelegatorServiceClient::new(channel(&delegator.addr.to_string()).unwrap());
     let mut r = ResultsServiceClient::new(channel(&results.addr.to_string()).unwrap());
 
-    wait_until("fetcher sees two detectors", 30, || async { known_detectors() == Some(2) }).await;
+    wait_until("fetcher sees two detectors", 30, || async { detectors().await == Some(2) }).await;
 
     // 1. Two detectors: p2c over in-flight streams gives both of them leases' images.
     run_job(&mut d, &photos, "both", 40).await;
@@ -151,7 +154,7 @@ async fn detectors_come_and_go_through_consul() {
         passing(&consul, "facesweep-detector").await.len() == 1
     })
     .await;
-    wait_until("fetcher drops the killed detector", 30, || async { known_detectors() == Some(1) }).await;
+    wait_until("fetcher drops the killed detector", 30, || async { detectors().await == Some(1) }).await;
     run_job(&mut d, &photos, "one", 40).await;
     assert_all_ok(&mut r, "one", 40).await;
     assert!(b.images().await >= b1 + 40, "the survivor ran the whole job: {} -> {}", b1, b.images().await);
@@ -162,7 +165,7 @@ async fn detectors_come_and_go_through_consul() {
         passing(&consul, "facesweep-detector").await.len() == 2
     })
     .await;
-    wait_until("fetcher sees the new detector", 30, || async { known_detectors() == Some(2) }).await;
+    wait_until("fetcher sees the new detector", 30, || async { detectors().await == Some(2) }).await;
     run_job(&mut d, &photos, "again", 40).await;
     assert_all_ok(&mut r, "again", 40).await;
     eprintln!("job 'again': detector b at {}, new detector c ran {}", b.images().await, c.images().await);

@@ -135,6 +135,7 @@ fn respond(registry: &Registry, path: &str) -> hyper::Response<Full<Bytes>> {
 pub async fn serve(addr: SocketAddr, registry: Registry, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving /metrics");
     tokio::spawn(async move {
         loop {
             let stream = tokio::select! {

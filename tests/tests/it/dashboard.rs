@@ -157,3 +157,39 @@ fn loose_promql_parsing_finds_names_and_histogram_families() {
     let counter = BTreeMap::from([("facesweep_c".to_string(), "counter".to_string())]);
     assert_eq!(family_of("facesweep_c_sum", &counter), None);
 }
+
+/// `facesweep_leases_granted_total` as scraped from `metrics`.
+async fn leases_granted(metrics: std::net::SocketAddr) -> u64 {
+    let text = http_get(&metrics.to_string(), "/metrics").await.expect("a scrape");
+    let value = text.lines().find_map(|l| l.strip_prefix("facesweep_leases_granted_total "));
+    value.unwrap_or_else(|| panic!("no leases_granted on {metrics}:\n{text}")).parse().unwrap()
+}
+
+/// Two delegators in one process (as in an embedded mesh, or this test binary): each port
+/// counts its own instance's leases, not the process's sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_delegators_in_one_process_each_count_their_own_leases() {
+    let db = TestDb::start();
+    let stop = facesweep_common::Shutdown::new();
+    let start = || {
+        let cfg = facesweep_delegator::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..facesweep_delegator::Config::new(db.pg.url())
+        };
+        facesweep_delegator::spawn(cfg, stop.clone())
+    };
+    let (a, b) = (start().await.unwrap(), start().await.unwrap());
+    let (a_metrics, b_metrics) = (a.metrics.expect("a's port"), b.metrics.expect("b's port"));
+    assert_ne!(a_metrics, b_metrics);
+    let channel = facesweep_common::grpc::channel(&a.addr.to_string()).unwrap();
+    let mut d = facesweep_proto::delegator_service_client::DelegatorServiceClient::new(channel);
+    let n = 5;
+    services::import(&mut d, "apart", n * 10, 10).await;
+    for _ in 0..n {
+        services::acquire(&mut d, "f").await.expect("a chunk to lease");
+    }
+    assert_eq!(leases_granted(a_metrics).await, n as u64, "the delegator that granted them");
+    assert_eq!(leases_granted(b_metrics).await, 0, "the other delegator granted none");
+    stop.cancel();
+}
