@@ -199,8 +199,8 @@ pub(crate) enum BenchCmd {
         #[arg(long, default_value_t = 640)]
         size: u32,
         /// How the images would travel to the detector.
-        #[arg(long, value_enum, default_value_t = facesweep_fetcher::decode::Wire::I420)]
-        wire: facesweep_fetcher::decode::Wire,
+        #[arg(long, value_enum, default_value_t = facesweep_imagefetch::decode::Wire::I420)]
+        wire: facesweep_imagefetch::decode::Wire,
     },
     /// The control plane alone at scale: real delegator and results on a durable Postgres,
     /// synthetic fetchers (no HTTP, no detector). `make bench-scale`.

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use facesweep_fetcher::decode::Shape;
-use facesweep_fetcher::fetch::Fetcher;
+use facesweep_imagefetch::decode::Shape;
+use facesweep_imagefetch::fetch::Fetcher;
 use futures::StreamExt;
 
 /// Peak resident memory of this process, MiB (VmHWM).
@@ -48,7 +48,7 @@ pub async fn fetch(
     // No detector to ask: `auto` means what a GPU detector prefers.
     let wire = config.wire.resolve(&[facesweep_proto::PixelFormat::I420 as i32]);
     let shape = Shape { width: target.0, height: target.1, wire };
-    let fetcher = Arc::new(Fetcher::new(config.fetch_config())?);
+    let fetcher = Arc::new(Fetcher::new(config.fetch_config(), Arc::new(()))?);
     let started = Instant::now();
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
     let results: Vec<_> = futures::stream::iter(urls)
@@ -79,7 +79,7 @@ pub async fn decode(
     passes: usize,
     threads: usize,
     target: (u32, u32),
-    wire: facesweep_fetcher::decode::Wire,
+    wire: facesweep_imagefetch::decode::Wire,
 ) -> anyhow::Result<(usize, f64)> {
     let mut files = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -101,7 +101,7 @@ pub async fn decode(
         .map(|_| {
             let (files, next) = (files.clone(), next.clone());
             std::thread::spawn(move || {
-                let mut d = facesweep_fetcher::decode::Decoder::default();
+                let mut d = facesweep_imagefetch::decode::Decoder::default();
                 let mut failed = 0;
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

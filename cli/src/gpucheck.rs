@@ -11,7 +11,7 @@ use std::time::Instant;
 use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
 use facesweep_detector::{ImageInput, Model};
-use facesweep_fetcher::decode::{Decoder, Wire};
+use facesweep_imagefetch::decode::{Decoder, Wire};
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::*;
 use futures::StreamExt;

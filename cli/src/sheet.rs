@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use facesweep_fetcher::decode::Shape;
-use facesweep_fetcher::fetch::Fetcher;
+use facesweep_imagefetch::decode::Shape;
+use facesweep_imagefetch::fetch::Fetcher;
 use facesweep_proto::{ExportResultsRequest, Face};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -198,7 +198,7 @@ async fn fetch_tiles(args: &SheetArgs, samples: &[Sampled]) -> anyhow::Result<Ve
         timeout_ms: args.timeout_secs * 1000,
         ..Default::default()
     };
-    let fetcher = Fetcher::new(cfg.fetch_config())?;
+    let fetcher = Fetcher::new(cfg.fetch_config(), std::sync::Arc::new(()))?;
     let (shape, limit) = (Shape::canvas(args.tile, args.tile), Duration::from_secs(args.timeout_secs));
     let tiles = futures::stream::iter(samples)
         .map(|s| {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use facesweep_fetcher::decode::Letterboxed;
+use facesweep_imagefetch::decode::Letterboxed;
 use facesweep_proto::Face;
 use image::{Rgb, RgbImage};
 

@@ -32,7 +32,7 @@ fn share_near(img: &RgbImage, (x0, y0): (u32, u32), (x1, y1): (u32, u32), want: 
 /// The first face of an export line as a box in tile pixels (the letterbox the fetcher makes).
 fn tile_box(line: &serde_json::Value) -> [u32; 4] {
     let (w, h) = (line["width"].as_u64().unwrap() as u32, line["height"].as_u64().unwrap() as u32);
-    let p = facesweep_fetcher::decode::fit(w, h, TILE, TILE);
+    let p = facesweep_imagefetch::decode::fit(w, h, TILE, TILE);
     let b: Vec<f64> =
         line["faces"][0]["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let at = |v: f64, off: u32| (v * p.scale as f64 + off as f64).round() as u32;

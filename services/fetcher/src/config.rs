@@ -8,10 +8,10 @@ use facesweep_common::consul::{ConsulArgs, ConsulConfig};
 use facesweep_common::discovery::Target;
 use facesweep_common::tls::{TlsArgs, TlsConfig};
 
-use crate::download::DownloadConfig;
-use crate::fetch::FetchConfig;
-use crate::net::IpPolicy;
 use crate::{worker, WireChoice};
+use facesweep_imagefetch::download::DownloadConfig;
+use facesweep_imagefetch::fetch::FetchConfig;
+use facesweep_imagefetch::net::IpPolicy;
 
 /// Fetcher configuration (`facesweep-fetcher --help`).
 #[derive(Clone, Debug, clap::Parser)]

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::decode::Letterboxed;
+use facesweep_imagefetch::decode::Letterboxed;
 
 type Reply = Result<DetectResponse, StreamError>;
 

@@ -14,9 +14,9 @@ use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::{Lease, ModelInfoRequest, ModelInfoResponse};
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::decode::Shape;
 use crate::detect_client::DetectStream;
 use crate::WireChoice;
+use facesweep_imagefetch::decode::Shape;
 
 /// Longest a pool's ModelInfo may take before the lease goes on without it.
 const INFO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,22 +1,13 @@
-//! Fetcher: leases URLs, downloads, decodes, letterboxes, detects, records.
+//! Fetcher: leases URLs, fetches them (download, decode, letterbox: `facesweep_imagefetch`),
+//! detects, records.
 
-mod budget;
 mod config;
-pub mod decode;
 mod delegators;
 mod detect_client;
 pub mod detectors;
-pub mod download;
-mod exif;
-pub mod fetch;
 pub mod metrics;
-pub mod net;
-pub mod outcome;
-mod pool;
 mod renewal;
-mod webp;
 mod worker;
-mod yuv;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +19,8 @@ use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::results_service_client::ResultsServiceClient;
 
 pub use config::{Args, Config};
-use decode::Wire;
-use fetch::Fetcher;
+use facesweep_imagefetch::decode::Wire;
+use facesweep_imagefetch::fetch::Fetcher;
 
 /// Starts the lease workers and the health server in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
@@ -44,14 +35,15 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     // when start-up fails and this guard drops).
     let discovery_stop = Shutdown::new();
     let stop_discovery = discovery_stop.clone().drop_guard();
-    let members = |t: &Target| discovery::members(t, &config.consul, discovery_stop.clone());
+    let members =
+        |t: &Target| discovery::members(t, &config.consul, discovery_stop.clone(), &metrics::DISCOVERY);
     let models = detector_models(&config, tls.clone(), &discovery_stop, &shutdown).await?;
     let worker = Arc::new(worker::Worker::new(
         config.worker_config(),
         delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
         models,
         ResultsServiceClient::new(discovery::balanced(members(&config.results)?, tls.clone(), "results")),
-        Fetcher::new(config.fetch_config())?,
+        Fetcher::new(config.fetch_config(), Arc::new(metrics::FetchMetrics))?,
     ));
     worker.reclaim().await;
     grpc::health_follows(front.health.clone(), "", Duration::from_secs(5), shutdown.clone(), || async {
@@ -86,7 +78,7 @@ async fn detector_models(
 ) -> anyhow::Result<detectors::Models> {
     let (consul, stop) = (config.consul.clone(), discovery_stop.clone());
     let connect: detectors::Connect = Box::new(move |t: &Target| {
-        let found = discovery::members(t, &consul, stop.clone())?;
+        let found = discovery::members(t, &consul, stop.clone(), &metrics::DISCOVERY)?;
         Ok(DetectorServiceClient::new(discovery::balanced(found, tls.clone(), "detector"))
             .max_decoding_message_size(64 << 20))
     });

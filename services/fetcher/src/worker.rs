@@ -22,9 +22,9 @@ use tracing::{info_span, Instrument};
 
 use crate::delegators::Delegators;
 use crate::detectors::{Lanes, Models, NoLane};
-use crate::fetch::Fetcher;
-use crate::outcome::Failure;
 use crate::renewal::{rotated, Renewal};
+use facesweep_imagefetch::fetch::Fetcher;
+use facesweep_imagefetch::outcome::Failure;
 
 /// How a worker paces and bounds itself (from the fetcher's `Config`).
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
-use facesweep_fetcher::decode::decode_letterbox;
+use facesweep_imagefetch::decode::decode_letterbox;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::*;
 use facesweep_tests::*;

@@ -4,7 +4,7 @@
 
 use facesweep_common::grpc::channel;
 use facesweep_common::Shutdown;
-use facesweep_fetcher::decode::{Decoder, Wire};
+use facesweep_imagefetch::decode::{Decoder, Wire};
 use facesweep_proto::detector_service_client::DetectorServiceClient;
 use facesweep_proto::*;
 use facesweep_tests::*;

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesweep_fetcher::decode::Shape;
-use facesweep_fetcher::download::DownloadConfig;
-use facesweep_fetcher::fetch::{FetchConfig, Fetcher};
-use facesweep_fetcher::net::IpPolicy;
+use facesweep_imagefetch::decode::Shape;
+use facesweep_imagefetch::download::DownloadConfig;
+use facesweep_imagefetch::fetch::{FetchConfig, Fetcher};
+use facesweep_imagefetch::net::IpPolicy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_proxies_never_carry_a_download() {
@@ -45,7 +45,7 @@ async fn environment_proxies_never_carry_a_download() {
         body_budget_bytes: 4 << 20,
         decode_timeout: Duration::from_secs(5),
     };
-    let f = Fetcher::new(cfg).unwrap();
+    let f = Fetcher::new(cfg, Arc::new(())).unwrap();
     for url in ["http://localhost/x.jpg", "http://metadata.invalid/latest/", "https://example.invalid/a.jpg"]
     {
         let (r, _) = f.fetch(url, Shape::canvas(16, 16)).await;

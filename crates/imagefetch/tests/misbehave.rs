@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use facesweep_fetcher::decode::{Shape, Wire};
-use facesweep_fetcher::download::DownloadConfig;
-use facesweep_fetcher::fetch::{FetchConfig, Fetcher};
-use facesweep_fetcher::net::IpPolicy;
+use facesweep_imagefetch::decode::{Shape, Wire};
+use facesweep_imagefetch::download::DownloadConfig;
+use facesweep_imagefetch::fetch::{FetchConfig, Fetcher};
+use facesweep_imagefetch::net::IpPolicy;
 use facesweep_proto::UrlStatus;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -252,7 +252,7 @@ fn config(allow: &[&str]) -> FetchConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_misbehaviour_gets_its_class_and_a_reason() {
     let (addr, state) = server().await;
-    let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
+    let f = Fetcher::new(config(&["127.0.0.1/32"]), Arc::new(())).unwrap();
     let url = |p: &str| format!("http://{addr}{p}");
     let cases: Vec<(String, UrlStatus, &str)> = vec![
         (url("/huge-declared"), UrlStatus::TooLarge, "cap"),
@@ -293,7 +293,7 @@ async fn many_bodies_without_a_length_never_wait_on_each_other() {
     cfg.download.max_body_bytes = 4 << 20;
     cfg.download.total_timeout = Duration::from_secs(20);
     cfg.per_host = 64;
-    let f = Fetcher::new(cfg).unwrap();
+    let f = Fetcher::new(cfg, Arc::new(())).unwrap();
     let url = format!("http://{addr}/chunked-big.jpg");
     let all = futures::future::join_all((0..24).map(|_| f.fetch(&url, Shape::canvas(64, 64))));
     let results =
@@ -307,7 +307,7 @@ async fn many_bodies_without_a_length_never_wait_on_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_after_is_honoured_and_per_host_limit_holds() {
     let (addr, state) = server().await;
-    let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
+    let f = Fetcher::new(config(&["127.0.0.1/32"]), Arc::new(())).unwrap();
     let started = std::time::Instant::now();
     let (r, st) = f.fetch(&format!("http://{addr}/busy-then-ok"), Shape::canvas(64, 64)).await;
     assert!(r.is_ok(), "{r:?}");
@@ -323,7 +323,7 @@ async fn retry_after_is_honoured_and_per_host_limit_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_addresses_are_refused_by_default() {
     let (addr, state) = server().await;
-    let f = Fetcher::new(config(&[])).unwrap();
+    let f = Fetcher::new(config(&[]), Arc::new(())).unwrap();
     for u in [
         format!("http://{addr}/ok.jpg"),
         format!("http://localhost:{}/ok.jpg", addr.port()),
@@ -339,8 +339,8 @@ async fn private_addresses_are_refused_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_images_decode_correctly() {
     let (addr, _) = server().await;
-    let f = Fetcher::new(config(&["127.0.0.1/32"])).unwrap();
-    let px = |lb: &facesweep_fetcher::decode::Letterboxed, x: u32, y: u32| {
+    let f = Fetcher::new(config(&["127.0.0.1/32"]), Arc::new(())).unwrap();
+    let px = |lb: &facesweep_imagefetch::decode::Letterboxed, x: u32, y: u32| {
         let i = ((y * lb.width + x) * 3) as usize;
         [lb.data[i], lb.data[i + 1], lb.data[i + 2]]
     };

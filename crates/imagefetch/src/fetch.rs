@@ -1,5 +1,6 @@
 //! One URL from address to letterboxed tensor: politeness, download, decode.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -32,8 +33,21 @@ pub struct Stats {
     pub decode: Duration,
 }
 
+/// Hears of every fetch (to count them, say); each method's default does nothing. The caller
+/// owns it and hands it to [`Fetcher::new`], so two fetchers in one process count apart.
+pub trait FetchObserver: Send + Sync {
+    /// A fetch began.
+    fn started(&self) {}
+    /// A fetch ended: `failure` is `None` for an image, and `stats` what it measured.
+    fn finished(&self, _failure: Option<&Failure>, _stats: &Stats) {}
+}
+
+/// Observes nothing: for callers that count no fetches.
+impl FetchObserver for () {}
+
 pub struct Fetcher {
     client: reqwest::Client,
+    observer: Arc<dyn FetchObserver>,
     cfg: FetchConfig,
     hosts: HostLimits,
     budget: BodyBudget,
@@ -41,7 +55,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(cfg: FetchConfig) -> anyhow::Result<Self> {
+    pub fn new(cfg: FetchConfig, observer: Arc<dyn FetchObserver>) -> anyhow::Result<Self> {
         let threads = if cfg.decode_threads == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
@@ -51,6 +65,7 @@ impl Fetcher {
         let budget_bytes = cfg.body_budget_bytes.max(cfg.download.max_body_bytes * 2);
         Ok(Fetcher {
             client: download::client(&cfg.download)?,
+            observer,
             hosts: HostLimits::new(cfg.per_host),
             // Waiting for memory is bounded like the download itself.
             budget: BodyBudget::new(budget_bytes, cfg.download.total_timeout),
@@ -61,20 +76,9 @@ impl Fetcher {
 
     /// Downloads and letterboxes `url` for a detector pool taking `shape`.
     pub async fn fetch(&self, url: &str, shape: Shape) -> (Result<Letterboxed, Failure>, Stats) {
-        use crate::metrics as m;
-        m::FETCH_IN_FLIGHT.inc();
+        self.observer.started();
         let (r, stats) = self.fetch_inner(url, shape).await;
-        m::FETCH_IN_FLIGHT.dec();
-        let status = match &r {
-            Ok(_) => "ok",
-            Err(f) => f.status.short_name(),
-        };
-        m::FETCH_RESULTS.with_label_values(&[status]).inc();
-        if stats.bytes > 0 {
-            m::FETCH_BYTES.inc_by(stats.bytes);
-            m::FETCH_DOWNLOAD_SECONDS.observe(stats.download.as_secs_f64());
-            m::FETCH_DECODE_SECONDS.observe(stats.decode.as_secs_f64());
-        }
+        self.observer.finished(r.as_ref().err(), &stats);
         (r, stats)
     }
 
@@ -110,5 +114,61 @@ impl Fetcher {
         drop(got);
         stats.decode = started.elapsed();
         (r, stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use facesweep_proto::UrlStatus;
+
+    use super::*;
+    use crate::net::IpPolicy;
+
+    /// Records each event as a line.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl FetchObserver for Log {
+        fn started(&self) {
+            self.0.lock().unwrap().push("started".into());
+        }
+        fn finished(&self, failure: Option<&Failure>, stats: &Stats) {
+            let status = failure.map_or("ok", |f| f.status.short_name());
+            self.0.lock().unwrap().push(format!("finished {status} {}", stats.bytes));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_hears_a_fetch_begin_and_end_with_its_failure() {
+        let second = Duration::from_secs(1);
+        let download = DownloadConfig {
+            connect_timeout: second,
+            first_byte_timeout: second,
+            total_timeout: second,
+            max_body_bytes: 1 << 20,
+            max_redirects: 0,
+            user_agent: "test".into(),
+            retries: 0,
+            retry_base: second,
+            max_retry_after: second,
+            policy: IpPolicy::default(),
+            proxy: None,
+        };
+        let cfg = FetchConfig {
+            download,
+            max_pixels: 1 << 20,
+            decode_threads: 1,
+            per_host: 1,
+            body_budget_bytes: 1 << 21,
+            decode_timeout: second,
+        };
+        let log = Arc::new(Log::default());
+        let f = Fetcher::new(cfg, log.clone()).unwrap();
+        let (r, _) = f.fetch("ftp://example.com/a.jpg", Shape::canvas(8, 8)).await;
+        assert_eq!(r.unwrap_err().status, UrlStatus::InvalidUrl);
+        let want = ["started".to_string(), format!("finished {} 0", UrlStatus::InvalidUrl.short_name())];
+        assert_eq!(*log.0.lock().unwrap(), want);
     }
 }

@@ -1,0 +1,15 @@
+//! The fetch pipeline without gRPC: one URL from address to letterboxed image — address
+//! policy and resolver, per-host politeness, bounded download, memory budget, and the decode
+//! pool (JPEG via libjpeg-turbo, WebP via libwebp, the rest via `image`). The fetcher service
+//! leases and detects around it; `facesweep bench` and `facesweep sheet` use it alone.
+
+mod budget;
+pub mod decode;
+pub mod download;
+mod exif;
+pub mod fetch;
+pub mod net;
+pub mod outcome;
+mod pool;
+mod webp;
+mod yuv;
