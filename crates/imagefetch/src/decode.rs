@@ -13,7 +13,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::outcome::Failure;
-use crate::{exif, webp, yuv};
+use crate::{exif, jpegscan, webp, yuv};
 
 /// How pixels travel to the detector (`PixelFormat` in detector.proto).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +85,9 @@ pub struct Decoder {
     tj: Option<turbojpeg::Decompressor>,
     raw: Vec<u8>,
     upright: Vec<u8>,
+    /// A progressive JPEG without the scans a reduced-scale decode can do without.
+    spliced: Vec<u8>,
+    splice_scans: bool,
     resizer: Resizer,
 }
 
@@ -96,6 +99,8 @@ impl Default for Decoder {
                 .and_then(|mut tj| tj.set_scan_limit(MAX_JPEG_SCANS).ok().map(|_| tj)),
             raw: Vec::new(),
             upright: Vec::new(),
+            spliced: Vec::new(),
+            splice_scans: true,
             resizer: Resizer::new(),
         }
     }
@@ -155,6 +160,13 @@ struct Decoded {
 }
 
 impl Decoder {
+    /// Whether progressive JPEGs decoded at half size or less lose their final-bit refinement
+    /// scans first (`jpegscan.rs`; on by default: a third less CPU for them, same faces).
+    pub fn with_scan_splicing(mut self, on: bool) -> Self {
+        self.splice_scans = on;
+        self
+    }
+
     /// Decodes `bytes`, applies EXIF orientation, letterboxes into `tw`×`th` (black padding).
     pub fn decode_letterbox(
         &mut self,
@@ -182,6 +194,9 @@ impl Decoder {
         }
         if self.upright.capacity() > KEEP_SCRATCH_BYTES {
             self.upright = Vec::new();
+        }
+        if self.spliced.capacity() > KEEP_SCRATCH_BYTES {
+            self.spliced = Vec::new();
         }
         result
     }
@@ -253,6 +268,8 @@ impl Decoder {
         let _large = ((sw * sh) as u64 > LARGE_DECODE_PIXELS)
             .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
         let stored = (w, h);
+        let bytes =
+            if self.splice_scans { jpegscan::splice(bytes, factor, &mut self.spliced) } else { bytes };
         if wire == Wire::I420 {
             // The file's own planes, resized: no YCbCr → RGB → YUV round trip (issue #24).
             let planes = match yuv::JpegPlanes::decompress(tj, bytes, (sw, sh), header.subsamp, &mut self.raw)

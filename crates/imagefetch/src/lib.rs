@@ -8,6 +8,7 @@ pub mod decode;
 pub mod download;
 mod exif;
 pub mod fetch;
+mod jpegscan;
 pub mod net;
 pub mod outcome;
 mod pool;

@@ -1,0 +1,206 @@
+//! Progressive JPEG scans a reduced-scale decode can do without, spliced out before libjpeg-turbo
+//! sees the bytes (issue #24: progressive entropy decoding was the largest decode cost).
+//!
+//! A progressive JPEG with scans missing still decodes: coefficients no scan delivered stay
+//! zero. Two kinds of scans go, and never one that a kept later scan refines:
+//! - AC scans whose whole band lies outside the coefficients the scaled IDCT reads and those
+//!   (1..=9) libjpeg's block smoothing looks at (exact);
+//! - when decoding at half size or less, the final-bit refinements (Ah > 0, Al = 0): the last
+//!   bit of every coefficient, DC included. They are the costliest scans of libjpeg's standard
+//!   script (a third of its decode CPU), and the downscale all but erases that bit (the
+//!   detector's faces do not move: tests/tests/it/progressive.rs). At 5/8–7/8 the loss shows
+//!   more (Y PSNR down to 32 dB on the web corpus, vs ≥ 36 dB at ≤ 1/2) and those files are
+//!   small and cheap anyway, so they keep it.
+//!
+//! Anything unexpected (baseline, arithmetic coding, malformed markers, truncation) returns
+//! the input untouched, so libjpeg-turbo decides about it as before.
+
+/// Files with more scans go to the decoder untouched, which refuses them: splicing must not
+/// let one in.
+const MAX_SCANS: usize = crate::decode::MAX_JPEG_SCANS as usize;
+
+/// One SOS segment and its entropy-coded data: `bytes[start..end]`.
+#[derive(Debug, Clone, PartialEq)]
+struct Scan {
+    start: usize,
+    end: usize,
+    /// Component indices (positions in the frame header), not ids.
+    comps: Vec<usize>,
+    ss: u8,
+    se: u8,
+    ah: u8,
+    al: u8,
+}
+
+/// A frame component's sampling factors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Component {
+    id: u8,
+    h: u8,
+    v: u8,
+}
+
+/// Final-bit refinements go only at this scale (in eighths) or below.
+const LAST_BIT_MAX_EIGHTHS: u32 = 4;
+
+/// The highest zigzag index libjpeg's block smoothing reads (`SAVED_COEFS` - 1): dropping any
+/// of them would change what it estimates, even for coefficients the IDCT reads.
+const SMOOTHING_READS: u8 = 9;
+
+/// Row-major position of each zigzag index.
+const ZIGZAG_TO_NATURAL: [u8; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7,
+    14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39,
+    46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// `bytes` without the scans a decode at `scale` (≤ 1) does not need (see the module doc),
+/// written into `out`; `bytes` itself when nothing goes or the file is not a plain
+/// progressive Huffman JPEG.
+pub fn splice<'a>(bytes: &'a [u8], scale: turbojpeg::ScalingFactor, out: &'a mut Vec<u8>) -> &'a [u8] {
+    let Some((comps, scans)) = parse(bytes) else { return bytes };
+    let eighths = (scale.num() * 8 / scale.denom().max(1)).clamp(1, 8) as u32;
+    let keep = kept(&comps, &scans, eighths);
+    if keep.iter().all(|&k| k) {
+        return bytes;
+    }
+    out.clear();
+    let mut from = 0;
+    for (scan, _) in scans.iter().zip(&keep).filter(|(_, &k)| !k) {
+        out.extend_from_slice(&bytes[from..scan.start]);
+        from = scan.end;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out
+}
+
+/// Which scans stay. Decided last to first: a scan may go only if no kept later scan of the
+/// same component covers any of its coefficients (that scan would refine what is missing).
+fn kept(comps: &[Component], scans: &[Scan], eighths: u32) -> Vec<bool> {
+    // Block smoothing (jdcoefct.c) reads coefficients 1..=9 to decide what to estimate.
+    let need: Vec<u8> =
+        comps.iter().map(|c| highest_needed(idct_size(comps, c, eighths)).max(SMOOTHING_READS)).collect();
+    let mut keep = vec![true; scans.len()];
+    for i in (0..scans.len()).rev() {
+        let s = &scans[i];
+        let unread = s.comps.iter().all(|&c| s.ss > need[c]);
+        let last_bit = eighths <= LAST_BIT_MAX_EIGHTHS && s.ah > 0 && s.al == 0;
+        if !(unread || last_bit) {
+            continue;
+        }
+        let refined_later = scans[i + 1..].iter().zip(&keep[i + 1..]).any(|(later, &k)| {
+            k && later.comps.iter().any(|c| s.comps.contains(c)) && later.ss <= s.se && s.ss <= later.se
+        });
+        keep[i] = refined_later;
+    }
+    keep
+}
+
+/// The IDCT size libjpeg-turbo gives component `c` at `eighths`/8 (jdmaster.c: subsampled
+/// components are scaled up by the IDCT, in powers of two, rather than upsampled).
+fn idct_size(comps: &[Component], c: &Component, eighths: u32) -> u32 {
+    let max_h = comps.iter().map(|c| c.h as u32).max().unwrap_or(1);
+    let max_v = comps.iter().map(|c| c.v as u32).max().unwrap_or(1);
+    let mut size = eighths;
+    while size < 8
+        && (max_h * eighths).is_multiple_of(c.h as u32 * size * 2)
+        && (max_v * eighths).is_multiple_of(c.v as u32 * size * 2)
+    {
+        size *= 2;
+    }
+    size
+}
+
+/// The highest zigzag index an IDCT of `size`×`size` output reads. The 3/5/6/7-point IDCTs
+/// (jidctint.c) read the top-left corner only; the 2- and 4-point ones (jidctred.c) read odd
+/// rows and columns up to 7, so everything counts for them.
+fn highest_needed(size: u32) -> u8 {
+    match size {
+        1 => 0,
+        3 | 5 | 6 | 7 => (0..64u8)
+            .filter(|&z| {
+                let n = ZIGZAG_TO_NATURAL[z as usize] as u32;
+                n / 8 < size && n % 8 < size
+            })
+            .max()
+            .unwrap_or(63),
+        _ => 63,
+    }
+}
+
+/// The frame's components and the scans of a progressive Huffman JPEG; None for anything else
+/// or anything malformed. Every step moves forward, so it ends on any input.
+fn parse(bytes: &[u8]) -> Option<(Vec<Component>, Vec<Scan>)> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let (mut pos, mut comps, mut scans) = (2, None, Vec::new());
+    loop {
+        let start = pos;
+        if *bytes.get(pos)? != 0xFF {
+            return None;
+        }
+        while *bytes.get(pos)? == 0xFF {
+            pos += 1;
+        }
+        let marker = bytes[pos];
+        pos += 1;
+        match marker {
+            0xD9 => return Some((comps?, scans)),
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let len = u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]) as usize;
+        let seg = bytes.get(pos + 2..pos + len.checked_sub(2)? + 2)?;
+        pos += len;
+        match marker {
+            0xC2 => comps = Some(frame_components(seg)?),
+            0xC0 | 0xC1 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+            0xDA => {
+                if scans.len() == MAX_SCANS {
+                    return None;
+                }
+                let end = entropy_end(bytes, pos)?;
+                scans.push(scan_header(seg, comps.as_deref()?, start, end)?);
+                pos = end;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn frame_components(seg: &[u8]) -> Option<Vec<Component>> {
+    let n = *seg.get(5)? as usize;
+    let list = seg.get(6..6 + 3 * n)?;
+    let comps: Vec<Component> =
+        list.chunks(3).map(|c| Component { id: c[0], h: c[1] >> 4, v: c[1] & 15 }).collect();
+    comps.iter().all(|c| (1..=4).contains(&c.h) && (1..=4).contains(&c.v)).then_some(comps)
+}
+
+fn scan_header(seg: &[u8], frame: &[Component], start: usize, end: usize) -> Option<Scan> {
+    let n = *seg.first()? as usize;
+    let ids = seg.get(1..1 + 2 * n)?;
+    let comps =
+        ids.chunks(2).map(|c| frame.iter().position(|f| f.id == c[0])).collect::<Option<Vec<usize>>>()?;
+    let tail = seg.get(1 + 2 * n..4 + 2 * n)?;
+    let (ss, se, ah, al) = (tail[0], tail[1], tail[2] >> 4, tail[2] & 15);
+    (n > 0 && ss <= se && se < 64).then_some(Scan { start, end, comps, ss, se, ah, al })
+}
+
+/// Where a scan's entropy-coded data starting at `from` ends: the first marker that is neither
+/// a stuffed zero nor a restart marker (fill 0xFF bytes may precede it). None if truncated.
+fn entropy_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        i += bytes.get(i..)?.iter().position(|&b| b == 0xFF)?;
+        match *bytes.get(i + 1)? {
+            0x00 | 0xD0..=0xD7 => i += 2,
+            0xFF => i += 1,
+            _ => return Some(i),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "jpegscan_tests.rs"]
+mod tests;

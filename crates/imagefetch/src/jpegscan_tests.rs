@@ -1,0 +1,127 @@
+use super::*;
+use turbojpeg::ScalingFactor;
+
+fn eighths(n: usize) -> ScalingFactor {
+    ScalingFactor::new(n, 8)
+}
+
+/// A 256×192 photo-like picture (smooth gradients plus texture) as JPEG, 4:2:0, quality 90.
+fn jpeg(progressive: bool) -> Vec<u8> {
+    let (w, h) = (256usize, 192usize);
+    let mut px = vec![0u8; w * h * 3];
+    let mut seed = 7u32;
+    for (i, p) in px.iter_mut().enumerate() {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let (x, y, c) = ((i / 3) % w, (i / 3) / w, i % 3);
+        *p = ((x * (c + 1) + y * 2) / 3 % 256) as u8 ^ ((seed >> 28) as u8);
+    }
+    let mut c = turbojpeg::Compressor::new().unwrap();
+    c.set_quality(90).unwrap();
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+    c.set_progressive(progressive).unwrap();
+    let image = turbojpeg::Image {
+        pixels: &px[..],
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    c.compress_to_vec(image).unwrap()
+}
+
+/// Decodes at `eighths`/8 to grey; Err if libjpeg-turbo reports an error or a warning.
+fn grey(bytes: &[u8], eighths: usize) -> Result<Vec<u8>, turbojpeg::Error> {
+    let mut d = turbojpeg::Decompressor::new()?;
+    let factor = turbojpeg::ScalingFactor::new(eighths, 8);
+    d.set_scaling_factor(factor)?;
+    let header = d.read_header(bytes)?;
+    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
+    let mut px = vec![0u8; w * h];
+    let out = turbojpeg::Image {
+        pixels: &mut px[..],
+        width: w,
+        pitch: w,
+        height: h,
+        format: turbojpeg::PixelFormat::GRAY,
+    };
+    d.decompress(bytes, out)?;
+    Ok(px)
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.len() as f64;
+    10.0 * (255.0 * 255.0 / mse.max(1e-9)).log10()
+}
+
+#[test]
+fn a_spliced_progressive_jpeg_decodes_cleanly_and_close_to_the_whole_file() {
+    let full = jpeg(true);
+    let mut out = Vec::new();
+    let spliced = splice(&full, eighths(3), &mut out).to_vec();
+    // libjpeg's standard script: 10 scans, the last four the final-bit refinements (DC, Cr,
+    // Cb, Y).
+    let (full_scans, kept_scans) = (parse(&full).unwrap().1, parse(&spliced).unwrap().1);
+    assert_eq!(full_scans.len(), 10);
+    assert!(full_scans[6..].iter().all(|s| s.ah == 1 && s.al == 0), "{full_scans:?}");
+    assert_eq!(kept_scans.len(), 6);
+    assert!(spliced.len() < full.len() * 9 / 10, "{} of {} bytes", spliced.len(), full.len());
+    let (a, b) = (grey(&full, 3).unwrap(), grey(&spliced, 3).unwrap());
+    let p = psnr(&a, &b);
+    assert!(p > 30.0, "PSNR {p:.1} dB");
+}
+
+#[test]
+fn nothing_goes_above_half_size_and_baseline_files_stay_untouched() {
+    let (prog, base) = (jpeg(true), jpeg(false));
+    let mut out = Vec::new();
+    // Above 1/2 only unread bands could go, and every AC scan of libjpeg's standard script
+    // touches coefficients 1..=9 (block smoothing reads them).
+    for (bytes, n) in [(&prog, 8), (&prog, 5), (&base, 3), (&base, 1)] {
+        let got = splice(bytes, eighths(n), &mut out);
+        assert!(std::ptr::eq(got, &bytes[..]), "{n}/8: input not returned as is");
+    }
+}
+
+fn scan(comp: usize, ss: u8, se: u8, ah: u8, al: u8) -> Scan {
+    Scan { start: 0, end: 0, comps: vec![comp], ss, se, ah, al }
+}
+
+#[test]
+fn a_scan_that_a_kept_later_scan_refines_is_kept() {
+    let frame = [Component { id: 1, h: 1, v: 1 }];
+    // At 3/8 the IDCT reads zigzag 0..=12: band 13-63 alone is unread, but the kept refinement
+    // 1-63 (Al = 1, not the final bit) refines it, so it must stay; the final bit may go.
+    let scans = [scan(0, 0, 0, 0, 0), scan(0, 13, 63, 0, 2), scan(0, 1, 63, 2, 1), scan(0, 1, 63, 1, 0)];
+    assert_eq!(kept(&frame, &scans, 3), [true, true, true, false]);
+    // Without the refinement at Al = 1, band 13-63 goes with the final bit that refines it.
+    let scans = [scan(0, 0, 0, 0, 0), scan(0, 1, 12, 0, 1), scan(0, 13, 63, 0, 1), scan(0, 1, 63, 1, 0)];
+    assert_eq!(kept(&frame, &scans, 3), [true, true, false, false]);
+    // Above half size the final bit stays, and with it the band it refines.
+    assert_eq!(kept(&frame, &scans, 5), [true; 4]);
+    // The 4-point IDCT (jidctred.c) reads odd rows and columns up to 7: 13-63 is read there.
+    assert_eq!(kept(&frame, &scans, 4), [true, true, true, false]);
+    // At 1/8 the IDCT reads DC alone, but smoothing reads 1..=9: only 13-63 could go alone.
+    let scans = [scan(0, 0, 0, 0, 0), scan(0, 1, 9, 0, 0), scan(0, 10, 63, 0, 0)];
+    assert_eq!(kept(&frame, &scans, 1), [true, true, false]);
+}
+
+#[test]
+fn truncated_or_garbage_input_never_panics_and_comes_back_as_is() {
+    let full = jpeg(true);
+    let mut out = Vec::new();
+    for cut in 0..full.len() - 1 {
+        let head = &full[..cut];
+        assert!(std::ptr::eq(splice(head, eighths(3), &mut out), head), "cut at {cut}");
+    }
+    let mut seed = 1u32;
+    for n in 0..300 {
+        let mut junk: Vec<u8> = full[..2 + n * 7 % 600].to_vec();
+        for b in junk.iter_mut().skip(2 + n % 50) {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = if seed >> 30 == 0 { 0xFF } else { (seed >> 16) as u8 };
+        }
+        splice(&junk, eighths(1 + n % 8), &mut out);
+    }
+    let ff = [0xFF; 64];
+    assert!(std::ptr::eq(splice(&ff, eighths(3), &mut out), &ff[..]));
+}
