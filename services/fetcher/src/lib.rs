@@ -12,7 +12,7 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use facesweep_common::discovery::{self, Target};
+use facesweep_common::discovery::{self, DiscoveryMetrics, Target};
 use facesweep_common::grpc::{self, Frontend, Running};
 use facesweep_common::Shutdown;
 use facesweep_proto::detector_service_client::DetectorServiceClient;
@@ -24,8 +24,8 @@ use facesweep_imagefetch::fetch::Fetcher;
 
 /// Starts the lease workers and the health server in the background.
 pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    metrics::register();
     config.validate()?;
+    let metrics = Arc::new(metrics::Metrics::new());
     let front = Frontend::start(&config.tls, &shutdown).await?;
     let tls = front.tls.clone();
     let listener = grpc::bind(config.listen).await?;
@@ -36,14 +36,15 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
     let discovery_stop = Shutdown::new();
     let stop_discovery = discovery_stop.clone().drop_guard();
     let members =
-        |t: &Target| discovery::members(t, &config.consul, discovery_stop.clone(), &metrics::DISCOVERY);
-    let models = detector_models(&config, tls.clone(), &discovery_stop, &shutdown).await?;
+        |t: &Target| discovery::members(t, &config.consul, discovery_stop.clone(), &metrics.discovery);
+    let models =
+        detector_models(&config, tls.clone(), &discovery_stop, &metrics.discovery, &shutdown).await?;
     let worker = Arc::new(worker::Worker::new(
         config.worker_config(),
         delegators::Delegators::new(members(&config.delegator)?, tls.clone()),
         models,
         ResultsServiceClient::new(discovery::balanced(members(&config.results)?, tls.clone(), "results")),
-        Fetcher::new(config.fetch_config(), Arc::new(metrics::FetchMetrics))?,
+        Fetcher::new(config.fetch_config(), metrics.clone())?,
     ));
     worker.reclaim().await;
     grpc::health_follows(front.health.clone(), "", Duration::from_secs(5), shutdown.clone(), || async {
@@ -63,7 +64,7 @@ pub async fn spawn(config: Config, shutdown: Shutdown) -> anyhow::Result<Running
         server.join().await
     });
     let metrics =
-        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics::REGISTRY, shutdown_metrics)
+        facesweep_common::metrics::maybe_serve(config.metrics_listen, &metrics.registry, shutdown_metrics)
             .await?;
     Ok(Running { addr, task, metrics }.also_awaiting(registration))
 }
@@ -74,11 +75,12 @@ async fn detector_models(
     config: &Config,
     tls: Option<facesweep_common::tls::Tls>,
     discovery_stop: &Shutdown,
+    counted: &DiscoveryMetrics,
     shutdown: &Shutdown,
 ) -> anyhow::Result<detectors::Models> {
-    let (consul, stop) = (config.consul.clone(), discovery_stop.clone());
+    let (consul, stop, counted) = (config.consul.clone(), discovery_stop.clone(), counted.clone());
     let connect: detectors::Connect = Box::new(move |t: &Target| {
-        let found = discovery::members(t, &consul, stop.clone(), &metrics::DISCOVERY)?;
+        let found = discovery::members(t, &consul, stop.clone(), &counted)?;
         Ok(DetectorServiceClient::new(discovery::balanced(found, tls.clone(), "detector"))
             .max_decoding_message_size(64 << 20))
     });
