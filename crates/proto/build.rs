@@ -3,7 +3,10 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Vendored protoc: a fresh machine needs no system protobuf-compiler.
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!: cargo reuses a compiled build script across
+    // checkouts of the same sources (a second worktree sharing target/), and a baked-in path
+    // would point at the first checkout.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<PathBuf> = ["common", "delegator", "detector", "results"]
         .iter()
         .map(|f| root.join(format!("facesweep/v1/{f}.proto")))
