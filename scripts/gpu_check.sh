@@ -33,7 +33,9 @@ if [ -n "$BIN" ]; then
     fi
 else
     source scripts/env.sh
-    cargo build -q -p facesweep
+    # The workspace's package set, as `make test`'s other builds use: `-p facesweep` alone
+    # resolves features differently and compiled 22 crates a second time.
+    cargo build -q --workspace --bins
     BIN=target/debug/facesweep
 fi
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then

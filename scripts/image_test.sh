@@ -32,4 +32,5 @@ missing=$(podman run --rm "$CUDA" bash -c 'cd /opt/facesweep/lib && for l in lib
 [ -z "$missing" ] || { echo "image-test: the CUDA image lacks: $missing" >&2; exit 1; }
 echo "image-test: $CUDA resolves every CUDA library but the driver's libcuda.so.1"
 # 4. The mesh and the CLI as containers.
-FACESWEEP_IMAGE=$CPU cargo test -q -p facesweep-tests --test it image:: -- --ignored --test-threads=1
+# --workspace: the package set tier 2 built the test binary with, so nothing compiles again.
+FACESWEEP_IMAGE=$CPU cargo test -q --workspace --test it image:: -- --ignored --test-threads=1

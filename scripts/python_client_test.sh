@@ -15,9 +15,12 @@ if ! cmp -s "$REQ" "$VENV/.facesweep-req"; then
 fi
 # Rebuilt every run: the stubs are generated from proto/ as it is now.
 "$VENV/bin/pip" install -q --force-reinstall --no-deps ./clients/python
-export FACESWEEP_BIN="${FACESWEEP_BIN:-$PWD/target/debug/facesweep}"
-if [ ! -x "$FACESWEEP_BIN" ]; then
+if [ -z "${FACESWEEP_BIN:-}" ]; then
+  # Built (a no-op after `make test`'s tier 2) so that a stale binary is never the one tested;
+  # the workspace's package set so that cargo reuses that build.
   source scripts/env.sh
-  cargo build -p facesweep
+  cargo build -q --workspace --bins
+  FACESWEEP_BIN=$PWD/target/debug/facesweep
 fi
+export FACESWEEP_BIN
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
