@@ -24,6 +24,7 @@ mod mtls;
 mod operator_races;
 mod outages;
 mod parquet;
+mod progressive;
 mod tracing;
 mod watch;
 mod wire;

@@ -11,7 +11,7 @@ use facesweep_tests::*;
 use futures::StreamExt;
 use tonic::transport::Channel;
 
-async fn detector(stop: &Shutdown) -> DetectorServiceClient<Channel> {
+pub(crate) async fn detector(stop: &Shutdown) -> DetectorServiceClient<Channel> {
     let cfg = facesweep_detector::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         device: "cpu".into(),
@@ -24,7 +24,10 @@ async fn detector(stop: &Shutdown) -> DetectorServiceClient<Channel> {
         .max_decoding_message_size(64 << 20)
 }
 
-async fn detect(d: &mut DetectorServiceClient<Channel>, reqs: Vec<DetectRequest>) -> Vec<DetectResponse> {
+pub(crate) async fn detect(
+    d: &mut DetectorServiceClient<Channel>,
+    reqs: Vec<DetectRequest>,
+) -> Vec<DetectResponse> {
     let mut out: Vec<DetectResponse> =
         d.detect(futures::stream::iter(reqs)).await.unwrap().into_inner().map(|r| r.unwrap()).collect().await;
     out.sort_by_key(|r| r.id);
@@ -78,7 +81,7 @@ async fn i420_content_finds_the_faces_the_rgb_canvas_finds_in_a_third_of_the_byt
     stop.cancel();
 }
 
-fn boxf(f: &Face) -> [f64; 4] {
+pub(crate) fn boxf(f: &Face) -> [f64; 4] {
     [f.x1 as f64, f.y1 as f64, f.x2 as f64, f.y2 as f64]
 }
 
