@@ -4,7 +4,7 @@
 //! the work goes on with the other; a new one is added and receives work; SIGTERM deregisters.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facesweep_cli::httpserve::{serve, Routes};
 use facesweep_common::consul::{Consul, ConsulConfig};
@@ -45,15 +45,14 @@ async fn run_job(
     let urls = (0..n).map(|i| format!("{}?{name}-{i}", photos[i % photos.len()])).collect();
     let msg = AppendUrlsRequest { job: name.into(), first_ordinal: 0, urls, ..Default::default() };
     d.append_urls(futures::stream::iter(vec![msg])).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let p = d.get_progress(GetProgressRequest { job: name.into() }).await.unwrap().into_inner();
-        if p.done_urls == n as i64 {
-            return;
+    wait_until(&format!("job {name}: {n} URLs done"), 240, || {
+        let mut d = d.clone();
+        async move {
+            let p = d.get_progress(GetProgressRequest { job: name.into() }).await.unwrap().into_inner();
+            p.done_urls == n as i64
         }
-        assert!(Instant::now() < deadline, "job {name} stuck at {}/{n}", p.done_urls);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
 }
 
 /// Every URL of `job` ended `ok`: no image was failed because a detector went away.

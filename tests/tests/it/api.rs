@@ -133,7 +133,7 @@ async fn every_service_rejects_malformed_requests_and_serves_health_and_reflecti
         assert_eq!(services, reflection_v1alpha(ch(addr)).await, "{name}: v1 and v1alpha disagree");
     }
     // Every service serves its own /metrics (delegator, detector, results, fetcher); the
-    // detector ran images above, so its counters moved. tests/tests/dashboard.rs checks
+    // detector ran images above, so its counters moved. tests/tests/it/dashboard.rs checks
     // that no port serves another service's series.
     assert_eq!(mesh.metrics.len(), 4);
     let own = [

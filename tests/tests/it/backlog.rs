@@ -1,6 +1,6 @@
 //! The backlog gauge that fetcher autoscaling follows (the chart's KEDA ScaledObject): URLs
-//! of running jobs without a result, as served on a real delegator's /metrics. Its own test
-//! binary: the metrics registry is per process.
+//! of running jobs without a result, as served on a real delegator's /metrics (its own
+//! registry: no other delegator of the test binary moves this gauge).
 
 use facesweep_common::Shutdown;
 use facesweep_proto::*;
