@@ -13,7 +13,7 @@ Usage: export_model.py OUT_DIR [REFERENCE_JSON]
   writes retinaface_mnet025.pt and retinaface_mnet025.json, and the same weights as a second
   model at 320x320 input (retinaface_mnet025_320.*: ~4x cheaper, lower recall on small faces;
   the speed/recall side of an A/B job); with REFERENCE_JSON also the reference outputs that
-  tests/tests/model.rs compares with a tolerance (on any CPU).
+  tests/tests/it/model.rs compares with a tolerance (on any CPU).
 """
 import hashlib
 import json
@@ -203,7 +203,7 @@ def weights_sha256(module) -> str:
 
 def reference_input() -> torch.Tensor:
     """scikit-image's astronaut (512x512 PNG: lossless, so decoded bit for bit everywhere), as
-    BGR minus the mean: whole numbers, rebuilt exactly in Rust (tests/tests/model.rs)."""
+    BGR minus the mean: whole numbers, rebuilt exactly in Rust (tests/tests/it/model.rs)."""
     from skimage import data
 
     rgb = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).to(torch.float32)

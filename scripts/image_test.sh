@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make image-test`: builds both images (make image), checks that they cache as layers should
 # and that the CUDA image resolves every library the detector loads, then runs the mesh and
-# the CLI as real containers (tests/tests/image.rs).
+# the CLI as real containers (tests/tests/it/image.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/image.sh

@@ -21,7 +21,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-# A real terminal for the progress-bar test (cli/tests/terminal.rs).
+# A real terminal for the progress-bar test (cli/tests/it/terminal.rs).
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 # Consul (discovery tests) is packaged only up to bullseye: add that suite pinned low so
 # nothing else is taken from it.
