@@ -154,8 +154,10 @@ fn parse(bytes: &[u8]) -> Option<(Vec<Component>, Vec<Scan>)> {
         let seg = bytes.get(pos + 2..pos + len.checked_sub(2)? + 2)?;
         pos += len;
         match marker {
-            0xC2 => comps = Some(frame_components(seg)?),
-            0xC0 | 0xC1 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+            // A second frame (libjpeg refuses it) would leave earlier scans' indices dangling.
+            0xC2 if comps.is_none() => comps = Some(frame_components(seg)?),
+            // DHT, DAC, DQT, DNL, DRI, APPn, COM: what libjpeg reads by their length.
+            0xC4 | 0xCC | 0xDB..=0xDD | 0xE0..=0xEF | 0xFE => {}
             0xDA => {
                 if scans.len() == MAX_SCANS {
                     return None;
@@ -164,7 +166,9 @@ fn parse(bytes: &[u8]) -> Option<(Vec<Component>, Vec<Scan>)> {
                 scans.push(scan_header(seg, comps.as_deref()?, start, end)?);
                 pos = end;
             }
-            _ => {}
+            // Anything else libjpeg refuses, or skips some other way (FF 00 as stuffing):
+            // walking it by a length could disagree with libjpeg about where scans are.
+            _ => return None,
         }
     }
 }
@@ -178,13 +182,23 @@ fn frame_components(seg: &[u8]) -> Option<Vec<Component>> {
 }
 
 fn scan_header(seg: &[u8], frame: &[Component], start: usize, end: usize) -> Option<Scan> {
+    // libjpeg's own checks (jdmarker.c get_sos, jdphuff.c start_pass): a scan it would refuse
+    // must not be spliced away and the file let through, and `kept` is quadratic in components.
     let n = *seg.first()? as usize;
-    let ids = seg.get(1..1 + 2 * n)?;
+    if !(1..=4).contains(&n) || seg.len() != 2 * n + 4 {
+        return None;
+    }
+    let ids = &seg[1..1 + 2 * n];
     let comps =
         ids.chunks(2).map(|c| frame.iter().position(|f| f.id == c[0])).collect::<Option<Vec<usize>>>()?;
-    let tail = seg.get(1 + 2 * n..4 + 2 * n)?;
-    let (ss, se, ah, al) = (tail[0], tail[1], tail[2] >> 4, tail[2] & 15);
-    (n > 0 && ss <= se && se < 64).then_some(Scan { start, end, comps, ss, se, ah, al })
+    let distinct = comps.iter().enumerate().all(|(i, c)| !comps[..i].contains(c));
+    let tables = ids.chunks(2).all(|c| c[1] >> 4 < 4 && c[1] & 15 < 4);
+    let blocks: u32 = comps.iter().map(|&c| frame[c].h as u32 * frame[c].v as u32).sum();
+    let (ss, se, ah, al) = (seg[1 + 2 * n], seg[2 + 2 * n], seg[3 + 2 * n] >> 4, seg[3 + 2 * n] & 15);
+    let band = if ss == 0 { se == 0 } else { ss <= se && se < 64 && n == 1 };
+    let bits = (ah == 0 || al + 1 == ah) && al <= 13;
+    let ok = distinct && tables && (n == 1 || blocks <= 10) && band && bits;
+    ok.then_some(Scan { start, end, comps, ss, se, ah, al })
 }
 
 /// Where a scan's entropy-coded data starting at `from` ends: the first marker that is neither
@@ -204,3 +218,7 @@ fn entropy_end(bytes: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 #[path = "jpegscan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "jpegscan_fuzz.rs"]
+mod fuzz;

@@ -30,7 +30,7 @@ fn jpeg(progressive: bool) -> Vec<u8> {
 }
 
 /// Decodes at `eighths`/8 to grey; Err if libjpeg-turbo reports an error or a warning.
-fn grey(bytes: &[u8], eighths: usize) -> Result<Vec<u8>, turbojpeg::Error> {
+pub(super) fn grey(bytes: &[u8], eighths: usize) -> Result<Vec<u8>, turbojpeg::Error> {
     let mut d = turbojpeg::Decompressor::new()?;
     let factor = turbojpeg::ScalingFactor::new(eighths, 8);
     d.set_scaling_factor(factor)?;
@@ -48,7 +48,7 @@ fn grey(bytes: &[u8], eighths: usize) -> Result<Vec<u8>, turbojpeg::Error> {
     Ok(px)
 }
 
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
+pub(super) fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let mse = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.len() as f64;
     10.0 * (255.0 * 255.0 / mse.max(1e-9)).log10()
 }
