@@ -94,9 +94,7 @@ pub struct Decoder {
 impl Default for Decoder {
     fn default() -> Self {
         Decoder {
-            tj: turbojpeg::Decompressor::new()
-                .ok()
-                .and_then(|mut tj| tj.set_scan_limit(MAX_JPEG_SCANS).ok().map(|_| tj)),
+            tj: new_tj(),
             raw: Vec::new(),
             upright: Vec::new(),
             spliced: Vec::new(),
@@ -104,6 +102,13 @@ impl Default for Decoder {
             resizer: Resizer::new(),
         }
     }
+}
+
+/// A libjpeg-turbo handle with the scan limit set; `None` if libjpeg-turbo cannot start.
+fn new_tj() -> Option<turbojpeg::Decompressor> {
+    let mut tj = turbojpeg::Decompressor::new().ok()?;
+    tj.set_scan_limit(MAX_JPEG_SCANS).ok()?;
+    Some(tj)
 }
 
 /// Progressive JPEGs with more scans fail: each scan re-walks the whole image, so thousands of
@@ -217,7 +222,13 @@ impl Decoder {
                 // Decoders would fill the missing scans with grey instead of failing.
                 return Err(Failure::new(UrlStatus::DecodeError, "truncated JPEG (no end-of-image marker)"));
             }
-            if let Some(r) = self.jpeg(bytes, tw, th, max_pixels, wire) {
+            let r = self.jpeg(bytes, tw, th, max_pixels, wire);
+            if !matches!(r, Some(Ok(_))) {
+                // libjpeg-turbo keeps state from a file it failed on, and the next file decoded
+                // differently (decode_tests.rs): a failure costs a fresh handle, not the crawl.
+                self.tj = new_tj();
+            }
+            if let Some(r) = r {
                 return r;
             }
             // libjpeg-turbo declined (CMYK/YCCK, arithmetic coding…): the generic path may not.

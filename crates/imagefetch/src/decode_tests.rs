@@ -71,3 +71,17 @@ fn alpha_is_composited_on_black_and_16_bit_and_gray_work() {
     let c = px(&lb, 8, 8);
     assert!(c.iter().all(|v| (120..=136).contains(v)), "{c:?}");
 }
+
+/// A thread's decoder lives for the whole crawl: a file libjpeg-turbo fails on must not change
+/// how the next one decodes (this fixture, found by jpegscan's fuzz, did: 50 dB off).
+#[test]
+fn a_failed_jpeg_leaves_the_decoder_as_fresh() {
+    let bad =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pollutes_decoder.jpg")).unwrap();
+    let good = crate::jpegscan::fuzz::progressive(96, 64, turbojpeg::Subsamp::Sub2x2);
+    let fresh = Decoder::default().decode(&good, 24, 24, 1 << 30, Wire::Canvas).unwrap();
+    let mut reused = Decoder::default();
+    let _ = reused.decode(&bad, 200, 200, 1 << 30, Wire::I420);
+    let after = reused.decode(&good, 24, 24, 1 << 30, Wire::Canvas).unwrap();
+    assert!(after.data == fresh.data, "the decoder kept state from a failed file");
+}

@@ -221,4 +221,4 @@ mod tests;
 
 #[cfg(test)]
 #[path = "jpegscan_fuzz.rs"]
-mod fuzz;
+pub(crate) mod fuzz;

@@ -27,7 +27,7 @@ impl Rng {
 }
 
 /// A small textured progressive JPEG (libjpeg's standard script: 10 scans, 6 for grey).
-fn progressive(w: usize, h: usize, subsamp: turbojpeg::Subsamp) -> Vec<u8> {
+pub(crate) fn progressive(w: usize, h: usize, subsamp: turbojpeg::Subsamp) -> Vec<u8> {
     let mut rng = Rng(w as u64 * 31 + h as u64);
     let px: Vec<u8> =
         (0..w * h * 3).map(|i| ((i / 3 % w + i / 3 / w) as u8) ^ (rng.next() >> 60) as u8).collect();
