@@ -12,73 +12,10 @@ use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
+pub use crate::canvas::{fit, Letterboxed, Placement, Shape, Wire};
+pub use crate::jpegscan::MAX_JPEG_SCANS;
 use crate::outcome::Failure;
 use crate::{exif, jpegscan, webp, yuv};
-
-/// How pixels travel to the detector (`PixelFormat` in detector.proto).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Wire {
-    /// The whole letterboxed canvas as RGB (1.2 MB at 640x640); every detector takes it.
-    #[default]
-    Canvas,
-    /// Only the resized content as YUV 4:2:0 (1.5 bytes per content pixel, ~0.4 MB for a
-    /// 3:2 photo), converted and padded on the detector's device.
-    I420,
-}
-
-/// What a detector pool takes: its model's input size and the wire its detectors prefer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
-    pub width: u32,
-    pub height: u32,
-    pub wire: Wire,
-}
-
-impl Shape {
-    /// `width`×`height` as the whole RGB canvas (every detector takes it).
-    pub fn canvas(width: u32, height: u32) -> Self {
-        Shape { width, height, wire: Wire::Canvas }
-    }
-}
-
-/// An image ready for the detector: `data` is the whole letterboxed canvas (HWC RGB) or, when
-/// `canvas` is set, only the resized content in `format`, placed at the offsets.
-#[derive(Debug, Clone)]
-pub struct Letterboxed {
-    pub data: Vec<u8>,
-    /// Size of `data`'s picture.
-    pub width: u32,
-    pub height: u32,
-    pub format: PixelFormat,
-    /// The canvas (width, height) the detector pads the content into; None: `data` is it.
-    pub canvas: Option<(u32, u32)>,
-    pub scale: f32,
-    pub offset_x: f32,
-    pub offset_y: f32,
-    pub original_width: u32,
-    pub original_height: u32,
-}
-
-impl Letterboxed {
-    /// The detector request carrying this tensor (zero-copy: the buffer moves into `Bytes`).
-    pub fn into_request(self, id: u64) -> facesweep_proto::DetectRequest {
-        facesweep_proto::DetectRequest {
-            id,
-            data: self.data.into(),
-            height: self.height,
-            width: self.width,
-            channels: 3,
-            scale: self.scale,
-            offset_x: self.offset_x,
-            offset_y: self.offset_y,
-            original_width: self.original_width,
-            original_height: self.original_height,
-            format: self.format as i32,
-            canvas_width: self.canvas.map_or(0, |c| c.0),
-            canvas_height: self.canvas.map_or(0, |c| c.1),
-        }
-    }
-}
 
 /// Per-thread decoder: the libjpeg-turbo handle and scratch buffers are reused across images.
 pub struct Decoder {
@@ -111,10 +48,6 @@ fn new_tj() -> Option<turbojpeg::Decompressor> {
     Some(tj)
 }
 
-/// Progressive JPEGs with more scans fail: each scan re-walks the whole image, so thousands of
-/// tiny scans hold a decode thread for minutes (libjpeg-turbo's own advice is a limit of ~500).
-pub const MAX_JPEG_SCANS: u32 = 500;
-
 /// Full-size decodes (non-JPEG, or JPEG without DCT scaling) above this many pixels run one at
 /// a time process-wide: two 25 MP PNGs at once would cost ~200 MB by themselves.
 const LARGE_DECODE_PIXELS: u64 = 4_000_000;
@@ -131,28 +64,6 @@ const KEEP_SCRATCH_BYTES: usize = 16 << 20;
 
 fn decode_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(UrlStatus::DecodeError, e.to_string())
-}
-
-/// Where an image lands in the letterbox canvas.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Placement {
-    /// The canvas: the model's input size.
-    pub canvas: (u32, u32),
-    /// Canvas pixels per original pixel.
-    pub scale: f32,
-    /// The resized image inside the canvas and its top-left corner.
-    pub width: u32,
-    pub height: u32,
-    pub x: u32,
-    pub y: u32,
-}
-
-/// Where a `w`×`h` (upright) image lands in a `tw`×`th` letterbox, centred.
-pub fn fit(w: u32, h: u32, tw: u32, th: u32) -> Placement {
-    let scale = (tw as f32 / w as f32).min(th as f32 / h as f32);
-    let width = ((w as f32 * scale).round() as u32).clamp(1, tw);
-    let height = ((h as f32 * scale).round() as u32).clamp(1, th);
-    Placement { canvas: (tw, th), scale, width, height, x: (tw - width) / 2, y: (th - height) / 2 }
 }
 
 /// Pixels decoded into `Decoder::raw`: their size and EXIF orientation as stored, and the

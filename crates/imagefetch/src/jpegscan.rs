@@ -15,9 +15,13 @@
 //! Anything unexpected (baseline, arithmetic coding, malformed markers, truncation) returns
 //! the input untouched, so libjpeg-turbo decides about it as before.
 
+/// Progressive JPEGs with more scans fail: each scan re-walks the whole image, so thousands of
+/// tiny scans hold a decode thread for minutes (libjpeg-turbo's own advice is a limit of ~500).
+pub const MAX_JPEG_SCANS: u32 = 500;
+
 /// Files with more scans go to the decoder untouched, which refuses them: splicing must not
 /// let one in.
-const MAX_SCANS: usize = crate::decode::MAX_JPEG_SCANS as usize;
+const MAX_SCANS: usize = MAX_JPEG_SCANS as usize;
 
 /// One SOS segment and its entropy-coded data: `bytes[start..end]`.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,6 +4,7 @@
 //! leases and detects around it; `facesweep bench` and `facesweep sheet` use it alone.
 
 mod budget;
+mod canvas;
 pub mod decode;
 pub mod download;
 mod exif;
