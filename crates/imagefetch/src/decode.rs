@@ -164,18 +164,10 @@ impl Decoder {
     ) -> Option<Result<Letterboxed, Failure>> {
         let tj = self.tj.as_mut()?;
         let header = tj.read_header(bytes).ok()?;
-        if header.colorspace == turbojpeg::Colorspace::CMYK
-            || header.colorspace == turbojpeg::Colorspace::YCCK
-        {
-            return None;
-        }
-        let (w, h) = (header.width as u32, header.height as u32);
-        if w == 0 || h == 0 {
-            return Some(Err(decode_err("JPEG with a zero dimension")));
-        }
-        if w as u64 * h as u64 > max_pixels {
-            return Some(Err(too_many_pixels(w, h, max_pixels)));
-        }
+        let (w, h) = match jpeg_size(&header, max_pixels)? {
+            Ok(size) => size,
+            Err(e) => return Some(Err(e)),
+        };
         let orientation = exif::jpeg_orientation(bytes);
         let (uw, uh) = if exif::swaps_axes(orientation) { (h, w) } else { (w, h) };
         let at = fit(uw, uh, tw, th);
@@ -419,6 +411,22 @@ fn dct_scale((w, h): (u32, u32), (rw, rh): (u32, u32)) -> turbojpeg::ScalingFact
         .filter(|f| f.scale(w as usize) >= rw as usize && f.scale(h as usize) >= rh as usize)
         .min_by_key(|f| f.scale(w as usize) * f.scale(h as usize))
         .unwrap_or(turbojpeg::ScalingFactor::ONE)
+}
+
+/// The stored size of a JPEG libjpeg-turbo should decode: `None` for what it declines
+/// (CMYK/YCCK), an error for a size refused outright.
+fn jpeg_size(header: &turbojpeg::DecompressHeader, max_pixels: u64) -> Option<Result<(u32, u32), Failure>> {
+    if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
+        return None;
+    }
+    let (w, h) = (header.width as u32, header.height as u32);
+    if w == 0 || h == 0 {
+        return Some(Err(decode_err("JPEG with a zero dimension")));
+    }
+    if w as u64 * h as u64 > max_pixels {
+        return Some(Err(too_many_pixels(w, h, max_pixels)));
+    }
+    Some(Ok((w, h)))
 }
 
 fn too_many_pixels(w: u32, h: u32, max: u64) -> Failure {
