@@ -51,7 +51,7 @@ fn new_tj() -> Option<turbojpeg::Decompressor> {
 /// Full-size decodes (non-JPEG, or JPEG without DCT scaling) above this many pixels run one at
 /// a time process-wide: two 25 MP PNGs at once would cost ~200 MB by themselves.
 const LARGE_DECODE_PIXELS: u64 = 4_000_000;
-static LARGE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static LARGE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// libjpeg-turbo's downscaling factors (≤ 1), asked once rather than per image.
 static DOWNSCALES: std::sync::LazyLock<Vec<turbojpeg::ScalingFactor>> = std::sync::LazyLock::new(|| {
     turbojpeg::Decompressor::supported_scaling_factors()
