@@ -433,10 +433,33 @@ fn too_many_pixels(w: u32, h: u32, max: u64) -> Failure {
     Failure::new(UrlStatus::TooLarge, format!("{w}x{h} exceeds the {max}-pixel cap"))
 }
 
+/// Whether an end-of-image marker follows the first scan. Junk of any length after EOI is
+/// common on the web; an EXIF thumbnail's own EOI sits before the first scan, so it does not
+/// hide a cut file. A header that cannot be walked is left to libjpeg-turbo.
 fn has_jpeg_end(bytes: &[u8]) -> bool {
-    // Some encoders append padding after EOI; look at the tail only.
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+    let Some(scan) = first_scan(bytes) else { return true };
+    bytes[scan..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
+}
+
+/// Offset of the first SOS marker, walking the header's segments by their lengths.
+fn first_scan(b: &[u8]) -> Option<usize> {
+    let mut i = 2;
+    loop {
+        while b.get(i..i + 2)? == [0xFF, 0xFF] {
+            i += 1; // fill bytes
+        }
+        if b[i] != 0xFF {
+            return None;
+        }
+        if b[i + 1] == 0xDA {
+            return Some(i);
+        }
+        let len = u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]) as usize;
+        if len < 2 {
+            return None;
+        }
+        i += 2 + len;
+    }
 }
 
 /// One-off convenience (tests, tools); hot paths keep a `Decoder` per thread.

@@ -85,3 +85,29 @@ fn a_failed_jpeg_leaves_the_decoder_as_fresh() {
     let after = reused.decode(&good, 24, 24, 1 << 30, Wire::Canvas).unwrap();
     assert!(after.data == fresh.data, "the decoder kept state from a failed file");
 }
+
+/// Junk after the end-of-image marker is common on the web and of any length; a file cut
+/// short is refused even when an EXIF thumbnail (a JPEG of its own, EOI included) precedes
+/// its scans.
+#[test]
+fn junk_after_the_end_is_fine_and_a_cut_file_is_refused_despite_its_thumbnail() {
+    let photo = encode(&solid(96, 64), image::ImageFormat::Jpeg);
+    for junk in [vec![0u8; 5000], (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect()] {
+        let padded = [photo.clone(), junk].concat();
+        assert!(
+            decode_letterbox(&padded, 32, 32, 1 << 20).is_ok(),
+            "{} junk bytes after EOI",
+            padded.len() - photo.len()
+        );
+    }
+    let thumb = encode(&solid(8, 8), image::ImageFormat::Jpeg);
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend_from_slice(&((thumb.len() + 2 + 6) as u16).to_be_bytes());
+    app1.extend_from_slice(b"Exif\0\0");
+    app1.extend_from_slice(&thumb);
+    let with_thumb = [&photo[..2], &app1[..], &photo[2..]].concat();
+    assert!(decode_letterbox(&with_thumb, 32, 32, 1 << 20).is_ok());
+    let cut = &with_thumb[..with_thumb.len() - 40];
+    let err = decode_letterbox(cut, 32, 32, 1 << 20).expect_err("a cut file decodes grey, not whole");
+    assert!(err.reason.contains("truncated"), "{}", err.reason);
+}
