@@ -119,7 +119,7 @@ pub(crate) enum Cmd {
         #[arg(long, env = "FACESWEEP_DELEGATOR", default_value = "127.0.0.1:50051")]
         delegator: String,
     },
-    /// Export a job as JSON Lines, one line per URL.
+    /// Export a job, one row per URL: JSON Lines, or Parquet for a `.parquet` --out (or --format).
     Export {
         /// Job name (`facesweep jobs` lists them).
         #[arg(long)]

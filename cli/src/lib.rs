@@ -19,6 +19,7 @@ pub mod output;
 pub mod parquet_out;
 pub mod scale;
 pub mod sheet;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 

@@ -33,14 +33,8 @@ async fn main() -> ExitCode {
         Err(e) => return fail(&e, None),
     };
     let mut cmd = cli.cmd;
-    // A bad input file is refused before any service starts for the import (a file is read
-    // again by the import; stdin is checked there).
-    if let Cmd::Import { file, dry_run: false, .. } = &cmd {
-        if file != Path::new("-") {
-            if let Err(e) = inputs::check(file) {
-                return fail(&e, None);
-            }
-        }
+    if let Err(e) = precheck(&cmd) {
+        return fail(&e, None);
     }
     let started = match on_demand(&mut cmd, &cli.data_dir).await {
         Ok(s) => s,
@@ -132,6 +126,19 @@ fn client_target(cmd: &mut Cmd) -> Option<(&'static str, &mut String, Option<Str
     })
 }
 
+/// What can be refused before the data dir's services start on demand for a command: a bad
+/// input file (read again by the import; stdin is checked there), a bad `--out`, a status
+/// `retry` cannot re-queue.
+fn precheck(cmd: &Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Import { file, dry_run: false, .. } if file != Path::new("-") => inputs::check(file).map(drop),
+        Cmd::Export { out, format, .. } => facesweep_cli::output::check_out(out, *format),
+        Cmd::Retry { status, .. } => facesweep_cli::status::retryable(status),
+        Cmd::Sheet(a) => a.status.as_deref().map_or(Ok(()), |s| facesweep_cli::status::parse(s).map(drop)),
+        _ => Ok(()),
+    }
+}
+
 /// For a client command whose service does not answer at its default address: the data
 /// dir's services, started for the command or published by the process holding it.
 async fn on_demand(cmd: &mut Cmd, data_dir: &Path) -> anyhow::Result<Option<ondemand::Services>> {
@@ -178,7 +185,6 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Export { job, out, format, model, results } => {
-            facesweep_cli::output::check_out(&out, format)?;
             let what = facesweep_proto::ExportResultsRequest { job, model_id: model.unwrap_or_default() };
             let sum = facesweep_cli::export(&results, what, &out, Format::for_path(&out, format)).await?;
             // Not on stdout when the export itself goes there.

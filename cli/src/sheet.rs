@@ -135,7 +135,7 @@ pub async fn sample(args: &SheetArgs, seed: u64) -> anyhow::Result<(Vec<Sampled>
     let mut r = Reservoir::new(args.n, seed);
     while let Some(row) = stream.next().await {
         let row = row?;
-        let status = row.result.as_ref().map_or("pending", |res| res.status().short_name());
+        let status = row.result.as_ref().map_or(crate::status::PENDING, |res| res.status().short_name());
         if args.status.as_deref().is_some_and(|s| s != status) {
             continue;
         }
@@ -174,6 +174,9 @@ pub async fn run(args: &SheetArgs) -> anyhow::Result<SheetSummary> {
     anyhow::ensure!((32..=2048).contains(&args.tile), "--tile must be between 32 and 2048 pixels");
     anyhow::ensure!(args.timeout_secs >= 1, "--timeout-secs must be at least 1 (every wait is bounded)");
     let format = tile::OutFormat::for_path(&args.out)?;
+    if let Some(s) = &args.status {
+        crate::status::parse(s)?;
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let (samples, seen) = sample(args, seed).await?;
     if samples.is_empty() {

@@ -310,6 +310,16 @@ async fn after_run_client_commands_start_the_data_dir_on_demand() {
     assert!(err.contains("started the database and services of .facesweep"), "{err}");
     let read = |f: &str| std::fs::read_to_string(tmp.path().join(f)).unwrap();
     assert_eq!(read("again.jsonl"), read("run.jsonl"));
+    // What can be refused without the services is refused before they start.
+    for (args, said) in [
+        (["export", "--job", "mixed", "--out", "r.csv"], "unknown extension .csv"),
+        (["export", "--job", "mixed", "--out", "/nonexist/r.jsonl"], "folder /nonexist does not exist"),
+        (["retry", "--job", "mixed", "--status", "pending"], "pending URLs have not finished yet"),
+    ] {
+        let (code, _, err) = outcome(bin_in(tmp.path()).args(args));
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(said) && !err.contains("started the database"), "{args:?}: {err}");
+    }
     let (code, out, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "mixed"]));
     assert!(code == Some(0) && out.contains("2/2 URLs done"), "{out}\n{err}");
     let (code, out, err) =
