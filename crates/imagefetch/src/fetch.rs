@@ -113,6 +113,8 @@ impl Fetcher {
             .await;
         drop(got);
         stats.decode = started.elapsed();
+        // The server's answer is part of a decode failure's record (it was 200, the body bad).
+        let r = r.map_err(|f| Failure { http_status: stats.http_status, ..f });
         (r, stats)
     }
 }
