@@ -153,6 +153,10 @@ async fn killing_run_at_any_moment_then_rerunning_loses_and_duplicates_nothing()
     let run = || {
         let mut c = bin();
         c.arg("run").arg(&list).arg("--out").arg(&out).arg("--data-dir").arg(&data);
+        // A URL's 20 s decode deadline counts its wait in the decode queue: 64 URLs in flight
+        // (the default) queued on two decode threads of a starved 2-core CI machine past it,
+        // and a good photo ended decode_error. Eight in flight keep that queue short.
+        c.args(["--concurrency", "8"]);
         c.stdout(Stdio::null()).stderr(Stdio::null());
         c
     };
