@@ -18,6 +18,8 @@ pub struct Target {
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status of a `run`/`demo` that finished with no URL ok (every URL failed).
 pub const EXIT_ALL_FAILED: u8 = 3;
+/// Exit status of a `run` ended by Ctrl-C (SIGINT), as a shell reports one (128 + 2).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The line to print for `e`, a failed command's error.
 pub fn explain(e: &anyhow::Error, t: Option<&Target>) -> String {

@@ -54,7 +54,9 @@ async fn main() -> ExitCode {
         r = dispatch(cmd, &cli.data_dir) => r,
     };
     if result.as_ref().is_err_and(|e| e.is::<Interrupted>()) {
-        return interrupted();
+        // `select!` has dropped the run, and with it the mesh: Postgres is stopped.
+        drop(_telemetry);
+        interrupted();
     }
     if let Some(s) = started {
         if let Err(e) = s.stop().await {
@@ -80,13 +82,19 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Clears the progress bar's line, says how to resume, and ends as a shell does for SIGINT.
-fn interrupted() -> ExitCode {
-    use std::io::IsTerminal;
+fn interrupted() -> ! {
+    use std::io::{IsTerminal, Write};
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
     eprintln!("{Interrupted}");
-    ExitCode::from(130)
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // Not a return from main: the detector's model thread (not joinable, possibly mid
+    // forward pass) would run on while exit() runs LibTorch's static destructors, and
+    // the process died with SIGSEGV. _exit runs no destructors; nothing left needs one.
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(errors::EXIT_INTERRUPTED.into()) }
 }
 
 /// Prints what went wrong and what to do (errors.rs), and the exit status to end with.

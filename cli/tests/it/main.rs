@@ -2,6 +2,7 @@
 //! each runs the real binary (`CARGO_BIN_EXE_facesweep`) as a child process.
 
 mod cli;
+mod interrupt;
 mod sheet;
 mod terminal;
 mod ux;
