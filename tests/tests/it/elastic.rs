@@ -26,7 +26,7 @@ struct Member {
 async fn start(db: &TestDb, name: &str) -> Member {
     for _ in 0..3 {
         let port = free_port();
-        let child = Command::new(bin("facesweep-delegator"))
+        let mut child = Command::new(bin("facesweep-delegator"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", &db.pg.url()])
             .args(["--membership-timeout-secs", &TIMEOUT_SECS.to_string(), "--member-id", name])
             .args(["--lease-ttl-secs", "5", "--default-chunk-size", "10", "--failure-backoff-ms", "0"])
@@ -47,6 +47,7 @@ async fn start(db: &TestDb, name: &str) -> Member {
         if up {
             return Member { child, client };
         }
+        let _ = child.wait(); // it exited (port taken): reap it
     }
     panic!("delegator {name} exited on start three times");
 }
