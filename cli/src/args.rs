@@ -204,10 +204,10 @@ pub(crate) enum BenchCmd {
     },
     /// The control plane alone at scale: real delegator and results on a durable Postgres,
     /// synthetic fetchers (no HTTP, no detector). `make bench-scale`.
-    Scale(facesweep_cli::scale::ScaleOptions),
+    Scale(facesweep_cli::bench::scale::ScaleOptions),
     /// Every detector-tier measurement in one run (`make gpu-check`): fp16 parity, batch
     /// sweep, gRPC throughput and ingest ceiling, the whole mesh; report.md + report.json.
-    Gpu(facesweep_cli::gpucheck::GpuCheckOptions),
+    Gpu(facesweep_cli::bench::gpu::GpuCheckOptions),
 }
 
 /// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.

@@ -6,8 +6,6 @@ pub mod connect;
 pub mod datadir;
 pub mod embedded;
 pub mod errors;
-pub mod gpucheck;
-mod gpureport;
 pub mod httpserve;
 pub mod inputs;
 pub mod jobs;
@@ -17,7 +15,6 @@ pub mod ondemand;
 pub mod options;
 pub mod output;
 pub mod parquet_out;
-pub mod scale;
 pub mod sheet;
 pub mod status;
 

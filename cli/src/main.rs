@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use facesweep_cli::bench;
+use facesweep_cli::bench::{self, fetch as fetch_bench};
 use facesweep_cli::datadir::InUse;
 use facesweep_cli::ondemand::{self, Need};
 use facesweep_cli::output::{Format, Out};
@@ -341,10 +341,10 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
             let args = std::iter::once("fetcher".to_string()).chain(fetcher.extra);
             let config = parse_flags_only::<facesweep_fetcher::Args>(args)?.into_config()?;
             // This CLI links LibTorch (the detector); the fetcher service binary does not.
-            let before = bench::rss_mib();
-            let bench::FetchRun { ok, failed, secs, wire_bytes } =
-                bench::fetch(list, config, (size, size)).await?;
-            let peak = bench::peak_rss_mib();
+            let before = fetch_bench::rss_mib();
+            let fetch_bench::FetchRun { ok, failed, secs, wire_bytes } =
+                fetch_bench::fetch(list, config, (size, size)).await?;
+            let peak = fetch_bench::peak_rss_mib();
             println!(
                 "peak RSS {peak:.0} MiB, {before:.0} MiB before fetching: fetch tier {:.0} MiB",
                 peak - before
@@ -356,15 +356,15 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
             println!("to the detector: {:.0} bytes/image on average", wire_bytes as f64 / ok.max(1) as f64);
         }
         BenchCmd::Scale(o) => {
-            facesweep_cli::scale::run(&o).await?;
+            bench::scale::run(&o).await?;
         }
         BenchCmd::Gpu(o) => {
-            facesweep_cli::gpucheck::run(&o).await?;
+            bench::gpu::run(&o).await?;
             println!("report: {}", o.out.join("report.md").display());
         }
         BenchCmd::Decode { dir, passes, size, wire } => {
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-            let (n, secs) = bench::decode(&dir, passes, threads, (size, size), wire).await?;
+            let (n, secs) = fetch_bench::decode(&dir, passes, threads, (size, size), wire).await?;
             println!("decoded {n} images on {threads} threads in {secs:.2} s: {:.1} img/s", n as f64 / secs);
         }
     }

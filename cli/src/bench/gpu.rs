@@ -74,7 +74,7 @@ pub async fn run(o: &GpuCheckOptions) -> anyhow::Result<Value> {
         report[name] = value;
     }
     std::fs::write(o.out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    std::fs::write(o.out.join("report.md"), crate::gpureport::markdown(&report))?;
+    std::fs::write(o.out.join("report.md"), super::gpureport::markdown(&report))?;
     Ok(report)
 }
 
@@ -94,8 +94,8 @@ impl Part {
             Part::Mesh => {
                 let samples = o.samples.clone().unwrap_or_else(crate::default_samples_dir);
                 let run =
-                    crate::gpureport::MeshRun { urls: o.mesh_urls, samples, model: &o.model, out: &o.out };
-                crate::gpureport::mesh(run, device).await
+                    super::gpureport::MeshRun { urls: o.mesh_urls, samples, model: &o.model, out: &o.out };
+                super::gpureport::mesh(run, device).await
             }
         }
     }
