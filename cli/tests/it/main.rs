@@ -2,6 +2,8 @@
 //! each runs the real binary (`CARGO_BIN_EXE_facesweep`) as a child process.
 
 mod cli;
+mod harness;
+mod inputs;
 mod interrupt;
 mod sheet;
 mod terminal;

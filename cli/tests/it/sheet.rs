@@ -2,7 +2,6 @@
 //! sheet's pixels show each detected face's box where it lies in its tile, and a failed
 //! URL as a grey tile.
 
-use std::path::Path;
 use std::process::Command;
 
 use facesweep_cli::client::UrlInput;
@@ -11,12 +10,9 @@ use facesweep_cli::sheet::{Layout, BOX_COLOUR, FAILED_GREY};
 use facesweep_cli::{default_samples_dir, run_job, Mesh, MeshOptions};
 use image::{Rgb, RgbImage};
 
-const TILE: u32 = 200;
+use crate::harness::model;
 
-fn model() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    root.join("models/retinaface_mnet025.pt").display().to_string()
-}
+const TILE: u32 = 200;
 
 /// Close to `want` after JPEG: each channel within 70.
 fn near(p: &Rgb<u8>, want: Rgb<u8>) -> bool {

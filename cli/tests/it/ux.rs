@@ -7,23 +7,18 @@ use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
 
+use crate::harness::{model, outcome};
+
 /// The binary in `dir` with the repository's model and the default log level.
 fn bin_in(dir: &Path) -> Command {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_facesweep"));
     c.env_remove("RUST_LOG")
-        .env("FACESWEEP_MODEL", root.join("models/retinaface_mnet025.pt"))
+        .env("FACESWEEP_MODEL", model())
         .env_remove("FACESWEEP_DATA_DIR")
         .env_remove("FACESWEEP_DELEGATOR")
         .env_remove("FACESWEEP_RESULTS")
         .current_dir(dir);
     c
-}
-
-fn outcome(c: &mut Command) -> (Option<i32>, String, String) {
-    let out = c.output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 /// Waits (bounded) for `done`.
