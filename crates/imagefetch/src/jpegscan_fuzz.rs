@@ -80,13 +80,7 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) {
             b.splice(to..to, copy);
         }
         5 => {
-            let marker = rng.pick(&[
-                0x00, 0x01, 0xC0, 0xC2, 0xC4, 0xC8, 0xD0, 0xD8, 0xD9, 0xDA, 0xDC, 0xDD, 0xE1, 0xF0, 0xFE,
-            ]);
-            let r = rng.next() as u16 % 64;
-            let len: u16 = rng.pick(&[0, 1, 2, 3, 8, 0xFFFF, r]);
-            let mut ins = vec![0xFF, marker, (len >> 8) as u8, len as u8];
-            ins.extend((0..rng.below(12)).map(|_| rng.next() as u8));
+            let ins = stray_segment(rng);
             let to = at(rng);
             b.splice(to..to, ins);
         }
@@ -98,21 +92,34 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) {
                 l.copy_from_slice(&len.to_be_bytes());
             }
         }
-        7 => {
-            // An SOS header field: component count, a selector, Ss, Se or Ah/Al.
-            let sos: Vec<usize> = m.iter().copied().filter(|&i| b[i + 1] == 0xDA).collect();
-            if let Some(&i) = sos.get(rng.below(sos.len())) {
-                let j = (i + 4 + rng.below(10)).min(b.len() - 1);
-                let r = rng.next() as u8;
-                b[j] = rng.pick(&[0, 1, 4, 5, 13, 14, 63, 64, 255, r]);
-            }
-        }
+        7 => poke_sos_header(rng, b, &m),
         _ => {
             // Many copies of one scan: the scan cap.
             let (s, e) = seg(rng);
             let copy = b[s..e].repeat(rng.pick(&[2, 50, 600]));
             b.splice(e..e, copy);
         }
+    }
+}
+
+/// A marker segment of a random kind with a length that may lie about its size.
+fn stray_segment(rng: &mut Rng) -> Vec<u8> {
+    let marker =
+        rng.pick(&[0x00, 0x01, 0xC0, 0xC2, 0xC4, 0xC8, 0xD0, 0xD8, 0xD9, 0xDA, 0xDC, 0xDD, 0xE1, 0xF0, 0xFE]);
+    let r = rng.next() as u16 % 64;
+    let len: u16 = rng.pick(&[0, 1, 2, 3, 8, 0xFFFF, r]);
+    let mut ins = vec![0xFF, marker, (len >> 8) as u8, len as u8];
+    ins.extend((0..rng.below(12)).map(|_| rng.next() as u8));
+    ins
+}
+
+/// One SOS header field set to an edge value: component count, a selector, Ss, Se or Ah/Al.
+fn poke_sos_header(rng: &mut Rng, b: &mut [u8], markers: &[usize]) {
+    let sos: Vec<usize> = markers.iter().copied().filter(|&i| b[i + 1] == 0xDA).collect();
+    if let Some(&i) = sos.get(rng.below(sos.len())) {
+        let j = (i + 4 + rng.below(10)).min(b.len() - 1);
+        let r = rng.next() as u8;
+        b[j] = rng.pick(&[0, 1, 4, 5, 13, 14, 63, 64, 255, r]);
     }
 }
 
