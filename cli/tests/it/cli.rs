@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
 
-use crate::harness::{bin, free_base, ok, outcome, photo_server, Up};
+use crate::harness::{bin, free_base, ok, outcome, photo_server, Up, NO_ARGS};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_import_progress_export() {
@@ -20,28 +20,9 @@ async fn up_import_progress_export() {
         ),
     )
     .unwrap();
-    let base = free_base();
-    let up = bin()
-        .args(["up", "--port", &base.to_string(), "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _up = Up(up);
-    let delegator = format!("127.0.0.1:{base}");
-    let results = format!("127.0.0.1:{}", base + 2);
-    // `up` is ready when import succeeds.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let imported = loop {
-        let out =
-            bin().args(["import", "--job", "cli", "--delegator", &delegator]).arg(&list).output().unwrap();
-        if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).to_string();
-        }
-        assert!(Instant::now() < deadline, "up never became ready");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let up = Up::start(bin().arg("--data-dir").arg(tmp.path().join("data")), NO_ARGS).await;
+    let (delegator, results) = (up.delegator.clone(), up.results.clone());
+    let imported = ok(bin().args(["import", "--job", "cli", "--delegator", &delegator]).arg(&list));
     assert!(imported.contains("received 3 URLs, 3 new"), "{imported}");
     let again = ok(bin().args(["import", "--job", "cli", "--delegator", &delegator]).arg(&list));
     assert!(again.contains("received 3 URLs, 0 new"), "{again}");
@@ -163,18 +144,8 @@ async fn a_second_process_on_a_data_dir_in_use_attaches_or_is_refused_and_stops_
     let data = tmp.path().join("data");
     let list = tmp.path().join("shared.txt");
     std::fs::write(&list, format!("http://{addr}/astronaut.png\nhttp://{addr}/hopper.jpg\n")).unwrap();
-    let base = free_base();
-    let mut up = bin();
-    up.args(["up", "--port", &base.to_string(), "--data-dir"]).arg(&data);
-    let up = up.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let up_pid = up.id();
-    let _up = Up(up);
-    let delegator = format!("127.0.0.1:{base}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !bin().args(["jobs", "--delegator", &delegator]).output().unwrap().status.success() {
-        assert!(Instant::now() < deadline, "up never became ready");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let up = Up::start(bin().arg("--data-dir").arg(&data), NO_ARGS).await;
+    let (up_pid, delegator) = (up.pid(), up.delegator.clone());
     // `run` on the same dir goes through up's services, and leaves its database running.
     let out = tmp.path().join("out.jsonl");
     let mut run = bin();
@@ -328,20 +299,9 @@ async fn an_unknown_model_is_refused_at_import_and_fetcher_knobs_reach_up() {
     let tmp = tempfile::Builder::new().prefix("facesweep-models").tempdir_in("/tmp").unwrap();
     let list = tmp.path().join("m.txt");
     std::fs::write(&list, "http://127.0.0.1:9/a.jpg\n").unwrap();
-    let base = free_base();
-    let mut up = bin_in(tmp.path());
-    up.args(["up", "--port", &base.to_string(), "--concurrency", "4", "--per-host", "2"]);
-    up.args(["--model-detector", "other-v1=127.0.0.1:9"]);
-    let _up = Up(up.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let delegator = format!("127.0.0.1:{base}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while facesweep_cli::datadir::read_owner(&tmp.path().join(".facesweep"))
-        .and_then(|o| o.delegator)
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "up never published its services");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let knobs = ["--concurrency", "4", "--per-host", "2", "--model-detector", "other-v1=127.0.0.1:9"];
+    let up = Up::start(&mut bin_in(tmp.path()), knobs).await;
+    let delegator = up.delegator.clone();
     let import = |model: &str| {
         outcome(
             bin_in(tmp.path())

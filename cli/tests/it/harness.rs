@@ -1,8 +1,11 @@
 //! What the CLI's tests share: the binary as users run it, the repository's model, a run's
-//! outcome, and a loopback server of the sample photos.
+//! outcome, a loopback server of the sample photos, and `facesweep up` as a guard.
 
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
 
@@ -66,14 +69,71 @@ fn rand_u16() -> u16 {
     (t.subsec_nanos() ^ std::process::id().wrapping_mul(2_654_435_761)) as u16
 }
 
-/// A running `facesweep up`, interrupted and reaped when dropped.
-pub struct Up(pub Child);
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = nix_kill(self.0.id());
-        let _ = self.0.wait();
+/// `Up::start` with no arguments after `up --port P`.
+pub const NO_ARGS: [&str; 0] = [];
+
+/// A running `facesweep up` on free ports, interrupted and reaped when dropped.
+pub struct Up {
+    child: Option<Child>,
+    pub delegator: String,
+    pub results: String,
+}
+
+impl Up {
+    /// `cmd up --port P ARGS…` (cmd: `bin()` or one made like it, with any global flags), once
+    /// it says it is up (its first line, printed when the mesh has started; at most 120 s).
+    pub async fn start<S: AsRef<OsStr>>(cmd: &mut Command, args: impl IntoIterator<Item = S>) -> Up {
+        let base = free_base();
+        cmd.args(["up", "--port", &base.to_string()]).args(args);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let (said, first) = std::sync::mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        // Reads to the end, so that `up` never writes into a closed pipe.
+        std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|l| drop(said.send(l))));
+        let delegator = format!("127.0.0.1:{base}");
+        let up = Up { child: Some(child), results: format!("127.0.0.1:{}", base + 2), delegator };
+        let line = tokio::task::spawn_blocking(move || first.recv_timeout(Duration::from_secs(120)));
+        let line = line.await.unwrap().unwrap_or_else(|e| panic!("up never said it was up: {e}"));
+        assert!(line.starts_with("facesweep up:") && line.contains(&up.delegator), "{line}");
+        up
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Ctrl-C, then how it ended; panics (after SIGKILL) if it runs on `secs` later.
+    pub async fn interrupt(mut self, secs: u64) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = nix_kill(child.id());
+        let ended = tokio::task::spawn_blocking(move || wait_at_most(&mut child, secs)).await.unwrap();
+        ended.unwrap_or_else(|| panic!("up still running {secs} s after SIGINT"))
     }
 }
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix_kill(child.id());
+            let _ = wait_at_most(&mut child, 60);
+        }
+    }
+}
+
+/// The child's exit status within `secs`, or None after killing it.
+fn wait_at_most(child: &mut Child, secs: u64) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 /// SIGINT, as a user's Ctrl-C.
 pub fn nix_kill(pid: u32) -> std::io::Result<()> {
     Command::new("kill").arg("-INT").arg(pid.to_string()).status().map(|_| ())

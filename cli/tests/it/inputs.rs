@@ -2,9 +2,8 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::harness::{bin, free_base, jsonl, ok, photo_server, Up};
+use crate::harness::{bin, jsonl, ok, photo_server, Up, NO_ARGS};
 
 // Inputs and outputs (#21): stdin, TSV with a BOM, Parquet, carried columns, skipped-line
 // counts, dry runs, bad inputs refused before anything starts, `--out -` and devices.
@@ -64,21 +63,8 @@ fn parquet_rows(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> 
 async fn inputs_of_every_kind_carry_their_columns_to_every_output() {
     let (addr, _srv) = photo_server().await;
     let tmp = tempfile::Builder::new().prefix("facesweep-cli").tempdir_in("/tmp").unwrap();
-    let base = free_base();
-    let up = bin()
-        .args(["up", "--port", &base.to_string(), "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _up = Up(up);
-    let (delegator, results) = (format!("127.0.0.1:{base}"), format!("127.0.0.1:{}", base + 2));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !bin().args(["jobs", "--delegator", &delegator]).output().unwrap().status.success() {
-        assert!(Instant::now() < deadline, "up never became ready");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let up = Up::start(bin().arg("--data-dir").arg(tmp.path().join("data")), NO_ARGS).await;
+    let (delegator, results) = (up.delegator.clone(), up.results.clone());
     // A bad input is refused naming the file and line; no job is left behind.
     let bad = tmp.path().join("bad.csv");
     std::fs::write(&bad, format!("id,url\n1,http://{addr}/astronaut.png\n2,http://{addr}/x.jpg,oops\n"))

@@ -1,4 +1,4 @@
-//! Ctrl-C during a `run` whose detector is busy: the process ends as a shell expects.
+//! Ctrl-C during a `run` or an `up` whose detector is busy: the process ends as a shell expects.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -6,18 +6,13 @@ use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
 
+use crate::harness::{bin, ok, Up, NO_ARGS};
+
 /// SIGINT while the model thread runs batches: exit 130 and the resume line, not a death by
 /// SIGSEGV (the model thread ran on while exit() ran LibTorch's static destructors).
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_during_a_busy_run_exits_130_with_the_resume_line() {
-    let mut routes = Routes::default();
-    let names = routes.add_dir(&facesweep_cli::default_samples_dir()).unwrap();
-    let (addr, _srv) = serve(routes).await.unwrap();
-    let tmp = tempfile::Builder::new().prefix("facesweep-int").tempdir_in("/tmp").unwrap();
-    // Distinct URLs of face photos: more than the run can finish before the signal.
-    let urls: Vec<String> =
-        (0..300).map(|i| format!("http://{addr}/{}?i={i}", names[i % names.len()])).collect();
-    std::fs::write(tmp.path().join("urls.txt"), urls.join("\n")).unwrap();
+    let (_srv, tmp) = photos_to_fetch().await;
     let c = Command::new(env!("CARGO_BIN_EXE_facesweep"))
         .args(["run", "urls.txt", "--out", "r.jsonl"])
         .env("RUST_LOG", "error")
@@ -36,15 +31,7 @@ async fn ctrl_c_during_a_busy_run_exits_130_with_the_resume_line() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Some URLs done: batches are on the model thread (the crash needed one mid-forward).
-    loop {
-        let done = facesweep_cli::client::progress(&delegator, "urls").await.map_or(0, |p| p.done_urls);
-        if done >= 30 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "fewer than 30 URLs done in 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    busy(&delegator, "urls").await;
     Command::new("kill").args(["-INT", &c.id().to_string()]).status().unwrap();
     let pid = c.id();
     let waited = tokio::task::spawn_blocking(move || c.wait_with_output());
@@ -63,73 +50,39 @@ async fn ctrl_c_during_a_busy_run_exits_130_with_the_resume_line() {
 /// has stopped, not a death by signal (the same race as `run`'s, on the graceful path).
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_on_a_busy_up_stops_it_cleanly() {
+    let (_srv, tmp) = photos_to_fetch().await;
+    let up = Up::start(bin().arg("--data-dir").arg(tmp.path().join("data")), NO_ARGS).await;
+    let list = tmp.path().join("urls.txt");
+    ok(bin().args(["import", "--job", "busy", "--delegator", &up.delegator]).arg(&list));
+    busy(&up.delegator, "busy").await;
+    let status = up.interrupt(90).await;
+    assert_eq!(status.signal(), None, "up died of a signal");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A loopback server of the sample photos and a folder with `urls.txt`: 300 distinct URLs of
+/// face photos, more than a run finishes before the signal.
+async fn photos_to_fetch() -> (tokio::task::JoinHandle<()>, tempfile::TempDir) {
     let mut routes = Routes::default();
     let names = routes.add_dir(&facesweep_cli::default_samples_dir()).unwrap();
-    let (addr, _srv) = serve(routes).await.unwrap();
+    let (addr, srv) = serve(routes).await.unwrap();
     let tmp = tempfile::Builder::new().prefix("facesweep-int").tempdir_in("/tmp").unwrap();
     let urls: Vec<String> =
         (0..300).map(|i| format!("http://{addr}/{}?i={i}", names[i % names.len()])).collect();
     std::fs::write(tmp.path().join("urls.txt"), urls.join("\n")).unwrap();
-    let base = crate::harness::free_base();
-    let delegator = format!("127.0.0.1:{base}");
-    let c = crate::harness::bin()
-        .args(["up", "--port", &base.to_string(), "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(Some(c.id()));
+    (srv, tmp)
+}
+
+/// Returns once 30 URLs of `job` are done (at most 120 s): batches are on the model thread
+/// (the crash needed one mid-forward).
+async fn busy(delegator: &str, job: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let import = crate::harness::bin()
-            .args(["import", "--job", "busy", "--delegator", &delegator])
-            .arg(tmp.path().join("urls.txt"))
-            .output()
-            .unwrap();
-        if import.status.success() {
-            break;
-        }
-        let why = String::from_utf8_lossy(&import.stderr).to_string();
-        assert!(Instant::now() < deadline, "up never became ready: {why}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    loop {
-        let done = facesweep_cli::client::progress(&delegator, "busy").await.map_or(0, |p| p.done_urls);
+        let done = facesweep_cli::client::progress(delegator, job).await.map_or(0, |p| p.done_urls);
         if done >= 30 {
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "fewer than 30 URLs done in 120 s");
+        assert!(Instant::now() < deadline, "fewer than 30 URLs of {job} done in 120 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Command::new("kill").args(["-INT", &c.id().to_string()]).status().unwrap();
-    let pid = c.id();
-    let waited = tokio::task::spawn_blocking(move || c.wait_with_output());
-    let out = tokio::time::timeout(Duration::from_secs(90), waited)
-        .await
-        .unwrap_or_else(|_| panic!("up pid {pid} still running 90 s after SIGINT"))
-        .unwrap()
-        .unwrap();
-    guard.disarm();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), None, "up died of a signal: {err}");
-    assert_eq!(out.status.code(), Some(0), "{err}");
-}
-
-/// Kills a child left running by a failed assertion (until disarmed once it was reaped).
-struct KillOnDrop(Option<u32>);
-
-impl KillOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
     }
 }
