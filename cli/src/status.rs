@@ -1,7 +1,7 @@
 //! The status names users type (`--status` of `sheet` and `retry`): a URL's result status by
 //! its short name (`ok`, `http_error`, ...), or `pending` for a URL without a result yet.
 
-use facesweep_proto::{UrlStatus, ALL_STATUSES};
+use facesweep_proto::UrlStatus;
 
 /// The name of a URL that has no result yet (exports, sheets).
 pub const PENDING: &str = "pending";
@@ -39,8 +39,7 @@ pub fn retryable(s: &str) -> anyhow::Result<()> {
 
 /// Every name, comma-separated.
 fn names() -> String {
-    let done = ALL_STATUSES.iter().filter(|s| **s != UrlStatus::Unspecified).map(|s| s.short_name());
-    done.chain([PENDING]).collect::<Vec<_>>().join(", ")
+    UrlStatus::finished_names().chain([PENDING]).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -33,6 +33,12 @@ impl UrlStatus {
     pub fn from_short_name(s: &str) -> Option<Self> {
         ALL_STATUSES.iter().copied().find(|st| st.short_name() == s)
     }
+
+    /// The short names a finished URL can have (all but `unspecified`), in proto order: what
+    /// an error about an unknown status lists.
+    pub fn finished_names() -> impl Iterator<Item = &'static str> {
+        ALL_STATUSES.iter().filter(|st| **st != UrlStatus::Unspecified).map(|st| st.short_name())
+    }
 }
 
 pub const ALL_STATUSES: [UrlStatus; 13] = [
@@ -68,6 +74,8 @@ mod tests {
             assert_eq!(UrlStatus::from_short_name(st.short_name()), Some(st));
         }
         assert_eq!(UrlStatus::from_short_name("nope"), None);
+        let names: Vec<_> = UrlStatus::finished_names().collect();
+        assert_eq!((names.len(), names[0], names[11]), (12, "ok", "cancelled"));
     }
 
     #[test]

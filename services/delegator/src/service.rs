@@ -268,10 +268,8 @@ impl DelegatorService for DelegatorSvc {
         self.auth.check(&req, Access::Admin)?;
         let msg = req.into_inner();
         if UrlStatus::from_short_name(&msg.status).is_none_or(|s| s == UrlStatus::Unspecified) {
-            return Err(invalid(format!(
-                "unknown status {:?} (e.g. timeout, http_error, abandoned)",
-                msg.status
-            )));
+            let names = UrlStatus::finished_names().collect::<Vec<_>>().join(", ");
+            return Err(invalid(format!("unknown status {:?}; the statuses are {names}", msg.status)));
         }
         if msg.status == UrlStatus::Ok.short_name() && !msg.force {
             return Err(invalid("retrying status ok deletes stored faces: set force to do it"));

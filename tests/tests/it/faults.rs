@@ -196,6 +196,11 @@ async fn malformed_admin_requests_are_refused_not_panicked_on() {
     assert!(e.message().contains("force"), "{e}");
     let forced = RetryUrlsRequest { job: "bad".into(), status: "ok".into(), force: true };
     assert_eq!(d.retry_urls(forced).await.unwrap().into_inner().requeued, 0);
+    // An unknown status names every status there is, so a grpcurl user can pick one.
+    let e = d.retry_urls(RetryUrlsRequest { job: "bad".into(), status: "timeouts".into(), force: false });
+    let e = e.await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("the statuses are ok, http_error, timeout,"), "{e}");
     // The server is still up and the job intact.
     let p = d.get_progress(GetProgressRequest { job: "bad".into() }).await.unwrap().into_inner();
     assert_eq!(p.total_urls, 3);
