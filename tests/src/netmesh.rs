@@ -83,15 +83,6 @@ impl Ca {
     }
 }
 
-/// Copies a service binary into the run's folder: rebuilds during the run cannot swap it.
-fn bin(dir: &Path, name: &str) -> PathBuf {
-    let copy = dir.join(name);
-    if !copy.exists() {
-        std::fs::copy(crate::bin(name), &copy).unwrap();
-    }
-    copy
-}
-
 pub struct Mesh {
     // Declared first: processes die before their namespaces go.
     pub procs: HashMap<String, Child>,
@@ -138,7 +129,7 @@ impl Mesh {
 
     fn spawn(&mut self, name: &str, mut c: Command) {
         c.stdin(Stdio::null()).stdout(self.log(name)).stderr(self.log(name));
-        let child = c.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let child = crate::bins::spawn(&mut c).unwrap_or_else(|e| panic!("start {name}: {e}"));
         self.procs.insert(name.to_string(), child);
     }
 
@@ -189,7 +180,7 @@ impl Mesh {
     pub fn start_service(&mut self, name: &str) {
         let node = self.node(name);
         let role = role(name).to_string();
-        let exe = bin(&self.dir, &format!("facesweep-{role}"));
+        let exe = crate::bins::copy_into(&self.dir, &format!("facesweep-{role}"));
         let mut c = node.command(exe);
         let addr = node.ip;
         c.arg("--listen").arg(format!("{addr}:{}", grpc_port(name)));

@@ -14,7 +14,7 @@
 //! CHAOS_URLS (default 2000) and CHAOS_KILLS (default 5); `make chaos` runs 10000 / 20.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use facesweep_common::grpc::channel;
 use facesweep_pgembed::{Durability, PgEmbed};
 use facesweep_proto::delegator_service_client::DelegatorServiceClient;
 use facesweep_proto::*;
+use facesweep_tests::bins::copy_into;
 use facesweep_tests::hostile::{corpus, poisoned_model};
 use facesweep_tests::operator::Operator;
 use facesweep_tests::rogue::Rogue;
@@ -34,15 +35,6 @@ use rand::{Rng, SeedableRng};
 
 const KINDS: [&str; 7] =
     ["delegator-0", "delegator-1", "fetcher-0", "fetcher-1", "detector", "results", "postgres"];
-
-/// Copies a service binary into the run's folder: rebuilds during a long run cannot swap it.
-fn bin(dir: &Path, name: &str) -> PathBuf {
-    let copy = dir.join(name);
-    if !copy.exists() {
-        std::fs::copy(facesweep_tests::bin(name), &copy).unwrap();
-    }
-    copy
-}
 
 struct Cluster {
     dir: PathBuf,
@@ -60,7 +52,7 @@ impl Cluster {
         let listen = format!("127.0.0.1:{}", self.ports[kind]);
         let mut c = match kind {
             "delegator-0" | "delegator-1" => {
-                let mut c = Command::new(bin(&self.dir, "facesweep-delegator"));
+                let mut c = Command::new(copy_into(&self.dir, "facesweep-delegator"));
                 c.args([
                     "--shard-index",
                     &kind[10..],
@@ -75,14 +67,14 @@ impl Cluster {
                 ]);
                 c
             }
-            "results" => Command::new(bin(&self.dir, "facesweep-results")),
+            "results" => Command::new(copy_into(&self.dir, "facesweep-results")),
             "detector" => {
-                let mut c = Command::new(bin(&self.dir, "facesweep-detector"));
+                let mut c = Command::new(copy_into(&self.dir, "facesweep-detector"));
                 c.arg("--model").arg(&self.model).args(["--max-batch", "16", "--device", "cpu"]);
                 c
             }
             _ => {
-                let mut c = Command::new(bin(&self.dir, "facesweep-fetcher"));
+                let mut c = Command::new(copy_into(&self.dir, "facesweep-fetcher"));
                 let delegators =
                     format!("127.0.0.1:{},127.0.0.1:{}", port("delegator-0"), port("delegator-1"));
                 c.args([
@@ -133,7 +125,7 @@ impl Cluster {
             self.db_url = pg.url();
             self.pg = Some(pg);
         } else {
-            let child = self.command(kind).spawn().unwrap();
+            let child = facesweep_tests::bins::spawn(&mut self.command(kind)).unwrap();
             self.procs.insert(kind, child);
         }
     }
