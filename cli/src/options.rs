@@ -129,11 +129,11 @@ impl MeshOptions {
 pub fn resolve_model(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         anyhow::ensure!(p.is_file(), "model {} not found (--model / FACESWEEP_MODEL)", p.display());
-        return Ok(p.to_path_buf());
+        return with_contract(p);
     }
     let places = model_places();
     if let Some(found) = places.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
+        return with_contract(found);
     }
     let looked: Vec<String> = places.iter().map(|p| format!("  {}", p.display())).collect();
     anyhow::bail!(
@@ -142,6 +142,18 @@ pub fn resolve_model(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         looked.join("\n"),
         crate::cache_dir().join("models").display()
     )
+}
+
+/// `pt` if its contract (`<model>.json` beside it) reads, checked before anything starts:
+/// the detector would refuse the model only after the data dir and Postgres were set up.
+fn with_contract(pt: &Path) -> anyhow::Result<PathBuf> {
+    facesweep_detector::ModelConfig::for_model(pt).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; a model is a .pt with its .json contract beside it (scripts/export_model.py \
+             writes both; scripts/setup.sh installs the default pair)"
+        )
+    })?;
+    Ok(pt.to_path_buf())
 }
 
 /// Where the default model may be, in the order looked at.
@@ -182,5 +194,17 @@ mod tests {
         let places = model_places();
         assert!(places.iter().any(|p| p.starts_with(IMAGE_MODELS)), "{places:?}");
         assert!(places.iter().all(|p| !p.to_string_lossy().contains("..")), "{places:?}");
+    }
+
+    #[test]
+    fn a_model_without_its_contract_is_refused_saying_what_a_model_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let pt = dir.path().join("m.pt");
+        std::fs::write(&pt, b"not read").unwrap();
+        let e = resolve_model(Some(&pt)).unwrap_err().to_string();
+        assert!(e.contains("m.json") && e.contains("beside it"), "{e}");
+        std::fs::write(dir.path().join("m.json"), b"{").unwrap();
+        let e = resolve_model(Some(&pt)).unwrap_err().to_string();
+        assert!(e.contains("m.json") && e.contains("scripts/export_model.py"), "{e}");
     }
 }
