@@ -9,6 +9,9 @@ use facesweep_fetcher::detectors::parse_model_target;
 
 use crate::options::MeshOptions;
 
+/// How long `facesweep up` lets URLs in flight finish after Ctrl-C.
+pub const UP_DRAIN_GRACE_SECS: u64 = 10;
+
 /// Loopback address `base + offset` (port 0: ephemeral).
 pub fn addr(base: u16, offset: u16) -> SocketAddr {
     let port = if base == 0 { 0 } else { base + offset };
@@ -73,7 +76,7 @@ pub fn fetcher(
         id: Some(format!("embedded-{}", stable_id(&o.data_dir))),
         // `up` lets leases in progress finish on Ctrl-C; a `run` whose job is done holds only
         // other jobs' leases, given back at once (at no cost to their URLs) so it exits fast.
-        drain_grace_secs: if o.command == "up" { 10 } else { 1 },
+        drain_grace_secs: if o.command == "up" { UP_DRAIN_GRACE_SECS } else { 1 },
         leases: k.leases.unwrap_or(o.fetcher_leases),
         concurrency,
         per_host: k.per_host.unwrap_or(concurrency),

@@ -22,7 +22,8 @@ async fn main() -> ExitCode {
         // in-process (drain notices, pool releases, health changes) are not news to its user;
         // what matters reaches them as the command's own error line.
         let quiet = "error";
-        std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { "info" } else { quiet });
+        let up = facesweep_common::telemetry::DEFAULT_LOG;
+        std::env::set_var("RUST_LOG", if matches!(cli.cmd, Cmd::Up { .. }) { up } else { quiet });
     }
     if let Some(t) = &cli.admin_token {
         // Read by every client this process makes (client::AdminToken).
@@ -284,6 +285,10 @@ async fn up(mesh: MeshArgs, data_dir: &Path, port: u16) -> anyhow::Result<()> {
     );
     println!("database: {}", m.database_url);
     facesweep_common::shutdown::signal().await;
+    let grace = facesweep_cli::embedded::UP_DRAIN_GRACE_SECS;
+    println!(
+        "facesweep up: stopping — URLs in flight get {grace} s to finish, the rest of their leases go back"
+    );
     m.stop().await
 }
 

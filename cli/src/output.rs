@@ -72,12 +72,13 @@ pub fn check_out(out: &Path, format: Option<Format>) -> anyhow::Result<()> {
         _ => {}
     }
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    anyhow::ensure!(
-        parent.is_dir(),
-        "--out {}: folder {} does not exist; create it or choose another --out",
-        out.display(),
-        parent.display()
-    );
+    if !parent.is_dir() {
+        let (o, p) = (out.display(), parent.display());
+        if parent.exists() {
+            anyhow::bail!("--out {o}: {p} is a file, not a folder; choose another --out");
+        }
+        anyhow::bail!("--out {o}: folder {p} does not exist; create it or choose another --out");
+    }
     // The export is written beside `out` and renamed: a probe there proves it can be.
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let probe = parent.join(format!(".{name}.{}.probe", std::process::id()));
@@ -336,6 +337,9 @@ mod tests {
         let e = ok(dir.path(), Some(Format::Jsonl)).unwrap_err();
         assert!(e.contains("is a directory"), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe is removed");
+        std::fs::write(dir.path().join("f.txt"), b"").unwrap();
+        let e = ok(&dir.path().join("f.txt/r.jsonl"), None).unwrap_err();
+        assert!(e.contains("f.txt is a file, not a folder"), "{e}");
     }
 
     #[test]
