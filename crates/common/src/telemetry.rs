@@ -33,12 +33,16 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The log filter without RUST_LOG: INFO, less Postgres NOTICEs (an `IF NOT EXISTS` that
+/// skipped is not news to an operator).
+pub const DEFAULT_LOG: &str = "info,sqlx::postgres::notice=warn";
+
 /// Installs the global subscriber once; later calls in the same process are no-ops.
 /// An OTLP endpoint that is set but unusable is an error for the caller to report.
 pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     crate::propagation::install();
     // Logs follow RUST_LOG; spans for tracing are kept at INFO whatever the log level.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     // Colour codes only for a terminal: a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt =
