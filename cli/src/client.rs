@@ -279,6 +279,18 @@ pub async fn wait_for(
 }
 
 /// The job's state from `ListJobs`; `None` when it cannot be read (the wait goes on).
+/// What `progress` adds for a job that is not leasing: paused (with the way on) or cancelled;
+/// its rate and ETA are those of the last minutes, not of what comes.
+pub async fn state_note(addr: &str, job: &str) -> Option<String> {
+    match job_state(addr, job).await? {
+        JobState::Paused => Some(Paused(job.into()).to_string()),
+        JobState::Cancelled | JobState::Cancelling => {
+            Some(format!("job {job} is cancelled: nothing more is leased; its finished URLs are kept"))
+        }
+        _ => None,
+    }
+}
+
 async fn job_state(addr: &str, job: &str) -> Option<JobState> {
     let jobs = delegator(addr).await.ok()?.list_jobs(ListJobsRequest {}).await.ok()?.into_inner().jobs;
     let j = jobs.into_iter().find(|j| j.job.as_ref().is_some_and(|x| x.name == job))?;

@@ -178,6 +178,9 @@ async fn dispatch(cmd: Cmd, data_dir: &Path) -> anyhow::Result<()> {
                 client::progress(&delegator, &job).await?
             };
             println!("{}", client::describe(&p));
+            if let Some(note) = client::state_note(&delegator, &job).await {
+                println!("{note}");
+            }
             Ok(())
         }
         Cmd::Retry { job, status, force, delegator } => {

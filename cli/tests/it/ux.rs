@@ -70,6 +70,10 @@ async fn a_run_is_quiet_paused_jobs_say_so_ctrl_c_says_how_to_resume_and_head_en
     let (code, _, err) = outcome(bin_in(tmp.path()).args(["run", "later.txt", "--job", "later"]));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("job later is paused — `facesweep resume --job later`"), "{err}");
+    // `progress` says so too: its rate and ETA are those of the past.
+    let (code, out, err) = outcome(bin_in(tmp.path()).args(["progress", "--job", "later"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("job later is paused — `facesweep resume --job later`"), "{out}");
 
     // Ctrl-C during a run (the mesh is up: its services are published): a line, exit 130.
     // Its URL is on a listener that never answers: the run cannot end by itself meanwhile.
