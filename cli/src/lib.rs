@@ -60,6 +60,12 @@ pub async fn run_job_at<'a>(
         client::UrlInput::List(_) => None,
     };
     client::import(delegator, job, input, client::ImportOptions { digest, quiet, models: None }).await?;
+    let before = client::progress(delegator, job).await?;
+    if !quiet && before.done_urls > 0 {
+        // A rerun: the bar starts part way, and the summary counts the whole job.
+        let (done, total) = (before.done_urls, before.total_urls);
+        eprintln!("job {job}: resuming — {done} of {} already done", live::urls(total));
+    }
     let progress = client::wait_for(delegator, job, quiet, client::OnPause::Fail).await?;
     let export = export(results, job, out.path, out.format).await?;
     Ok(RunSummary { job: job.into(), export, progress, seconds: started.elapsed().as_secs_f64() })

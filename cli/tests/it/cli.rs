@@ -58,6 +58,10 @@ async fn run_twice_on_the_same_data_dir_resumes_without_duplicates() {
     assert!(first.contains("job photos: 2 URLs, 2 faces"), "{first}");
     let second = run("b.jsonl");
     assert!(second.contains("job photos: 2 URLs, 2 faces"), "{second}");
+    let mut again = bin();
+    again.arg("run").arg(&list).arg("--out").arg(tmp.path().join("c.jsonl"));
+    let (_, _, err) = outcome(again.arg("--data-dir").arg(tmp.path().join("data")));
+    assert!(err.contains("job photos: resuming — 2 of 2 URLs already done"), "{err}");
     let a = std::fs::read_to_string(tmp.path().join("a.jsonl")).unwrap();
     let b = std::fs::read_to_string(tmp.path().join("b.jsonl")).unwrap();
     assert_eq!(a, b);
