@@ -278,7 +278,6 @@ pub async fn wait_for(
     }
 }
 
-/// The job's state from `ListJobs`; `None` when it cannot be read (the wait goes on).
 /// What `progress` adds for a job that is not leasing: paused (with the way on) or cancelled;
 /// its rate and ETA are those of the last minutes, not of what comes.
 pub async fn state_note(addr: &str, job: &str) -> Option<String> {
@@ -291,6 +290,7 @@ pub async fn state_note(addr: &str, job: &str) -> Option<String> {
     }
 }
 
+/// The job's state from `ListJobs`; `None` when it cannot be read (the wait goes on).
 async fn job_state(addr: &str, job: &str) -> Option<JobState> {
     let jobs = delegator(addr).await.ok()?.list_jobs(ListJobsRequest {}).await.ok()?.into_inner().jobs;
     let j = jobs.into_iter().find(|j| j.job.as_ref().is_some_and(|x| x.name == job))?;

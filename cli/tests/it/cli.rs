@@ -2,11 +2,11 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use facesweep_cli::httpserve::{serve, Routes};
 
-use crate::harness::{bin, free_base, ok, outcome, photo_server, Up, NO_ARGS};
+use crate::harness::{bin, free_base, ok, outcome, photo_server, wait_at_most, Up, NO_ARGS};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_import_progress_export() {
@@ -117,18 +117,7 @@ async fn killing_run_at_any_moment_then_rerunning_loses_and_duplicates_nothing()
 
 /// Waits (bounded) for `c` to exit; kills it if it does not. Its exit status, stdout, stderr.
 fn finish_within(mut c: Child, secs: u64) -> (Option<std::process::ExitStatus>, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_at_most(&mut c, secs);
     let read = |r: Option<&mut dyn std::io::Read>| {
         let mut s = String::new();
         if let Some(r) = r {

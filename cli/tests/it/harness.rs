@@ -121,7 +121,7 @@ impl Drop for Up {
 }
 
 /// The child's exit status within `secs`, or None after killing it.
-fn wait_at_most(child: &mut Child, secs: u64) -> Option<ExitStatus> {
+pub fn wait_at_most(child: &mut Child, secs: u64) -> Option<ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {

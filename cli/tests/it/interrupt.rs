@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use facesweep_cli::httpserve::{serve, Routes};
 
-use crate::harness::{bin, ok, Up, NO_ARGS};
+use crate::harness::{bin, nix_kill, ok, Up, NO_ARGS};
 
 /// SIGINT while the model thread runs batches: exit 130 and the resume line, not a death by
 /// SIGSEGV (the model thread ran on while exit() ran LibTorch's static destructors).
@@ -32,7 +32,7 @@ async fn ctrl_c_during_a_busy_run_exits_130_with_the_resume_line() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     busy(&delegator, "urls").await;
-    Command::new("kill").args(["-INT", &c.id().to_string()]).status().unwrap();
+    nix_kill(c.id()).unwrap();
     let pid = c.id();
     let waited = tokio::task::spawn_blocking(move || c.wait_with_output());
     let out = tokio::time::timeout(Duration::from_secs(60), waited)
