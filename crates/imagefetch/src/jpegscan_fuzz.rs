@@ -127,6 +127,8 @@ fn poke_sos_header(rng: &mut Rng, b: &mut [u8], markers: &[usize]) {
 struct Tally {
     cases: usize,
     spliced: usize,
+    /// Spliced files also rescaled (every kept scan with Al ≥ 1).
+    rescaled: usize,
     both_ok: usize,
     /// Refused whole, accepted spliced: what went held only the refusal (corrupt entropy
     /// data or a bogus progression in a dropped scan).
@@ -137,21 +139,41 @@ struct Tally {
 /// The invariants on one input at one scale.
 fn check_splice(bytes: &[u8], eighths: usize, t: &mut Tally) {
     let f = ScalingFactor::new(eighths, 8);
-    if let Some((_, scans)) = parse(bytes) {
+    if let Some(Parsed { scans, .. }) = parse(bytes) {
         assert!(scans.len() <= MAX_SCANS);
         assert!(scans.iter().all(|s| (1..=4).contains(&s.comps.len())), "{scans:?}");
     }
     let mut out = Vec::new();
-    let got = splice(bytes, f, &mut out);
+    let got = splice_as(bytes, f, &mut out, false);
     assert!(got.len() <= bytes.len());
+    let mut r = Vec::new();
+    let rescaled = splice(bytes, f, &mut r);
     if std::ptr::eq(got, bytes) {
+        assert!(std::ptr::eq(rescaled, bytes), "rescaled a file it spliced nothing from");
         return;
     }
     t.spliced += 1;
     let once = got.to_vec();
     assert!(out.capacity() <= 2 * bytes.len(), "{} for {} bytes", out.capacity(), bytes.len());
     let mut again = Vec::new();
-    assert!(std::ptr::eq(splice(&once, f, &mut again), &once[..]), "splicing twice removed more");
+    assert!(std::ptr::eq(splice_as(&once, f, &mut again, false), &once[..]), "splicing twice removed more");
+    check_rescaled(&once, rescaled, t);
+}
+
+/// Rescaling touches headers only: the same scans, each with Ah/Al one lower, and DQT
+/// segments at most twice as long (8 → 16 bits).
+fn check_rescaled(spliced: &[u8], rescaled: &[u8], t: &mut Tally) {
+    if rescaled == spliced {
+        return;
+    }
+    t.rescaled += 1;
+    assert!(rescaled.len() <= 2 * spliced.len(), "{} from {}", rescaled.len(), spliced.len());
+    let (a, b) = (parse(spliced).expect("spliced parses"), parse(rescaled).expect("rescaled parses"));
+    assert_eq!(a.scans.len(), b.scans.len());
+    for (x, y) in a.scans.iter().zip(&b.scans) {
+        assert_eq!((&x.comps, x.ss, x.se), (&y.comps, y.ss, y.se));
+        assert_eq!((x.ah.saturating_sub(1), x.al - 1), (y.ah, y.al));
+    }
 }
 
 /// Spliced and whole decodes agree: same geometry, nearly the same pixels, and the splice
@@ -204,7 +226,8 @@ fn mutated_progressive_jpegs_never_panic_grow_or_break_the_decode() {
     }
     eprintln!("{t:?}");
     // The mutations must reach the interesting paths, or the test proves nothing.
-    assert!(t.spliced > CASES / 20 && t.both_ok > CASES / DECODE_EVERY / 20, "{t:?}");
+    assert!(t.spliced > CASES / 20 && t.rescaled > CASES / 40, "{t:?}");
+    assert!(t.both_ok > CASES / DECODE_EVERY / 20, "{t:?}");
     assert!(t.worst_psnr > 25.0, "{t:?}");
 }
 

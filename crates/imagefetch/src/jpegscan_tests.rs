@@ -60,7 +60,7 @@ fn a_spliced_progressive_jpeg_decodes_cleanly_and_close_to_the_whole_file() {
     let spliced = splice(&full, eighths(3), &mut out).to_vec();
     // libjpeg's standard script: 10 scans, the last four the final-bit refinements (DC, Cr,
     // Cb, Y).
-    let (full_scans, kept_scans) = (parse(&full).unwrap().1, parse(&spliced).unwrap().1);
+    let (full_scans, kept_scans) = (parse(&full).unwrap().scans, parse(&spliced).unwrap().scans);
     assert_eq!(full_scans.len(), 10);
     assert!(full_scans[6..].iter().all(|s| s.ah == 1 && s.al == 0), "{full_scans:?}");
     assert_eq!(kept_scans.len(), 6);
@@ -68,6 +68,50 @@ fn a_spliced_progressive_jpeg_decodes_cleanly_and_close_to_the_whole_file() {
     let (a, b) = (grey(&full, 3).unwrap(), grey(&spliced, 3).unwrap());
     let p = psnr(&a, &b);
     assert!(p > 30.0, "PSNR {p:.1} dB");
+}
+
+#[test]
+fn without_its_final_bits_a_file_is_rescaled_so_libjpeg_sees_it_whole() {
+    let full = jpeg(true);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let plain = splice_as(&full, eighths(3), &mut a, false).to_vec();
+    let rescaled = splice(&full, eighths(3), &mut b).to_vec();
+    let (p, r) = (parse(&plain).unwrap(), parse(&rescaled).unwrap());
+    // Every kept scan one bit lower (the Y refinement 2→1 becomes 1→0), every table 16-bit.
+    let bits = |s: &Scan| (s.ah, s.al);
+    assert_eq!(p.scans.iter().map(bits).collect::<Vec<_>>(), [(0, 1), (0, 2), (0, 1), (0, 1), (0, 2), (2, 1)]);
+    assert_eq!(r.scans.iter().map(bits).collect::<Vec<_>>(), [(0, 0), (0, 1), (0, 0), (0, 0), (0, 1), (1, 0)]);
+    assert!(r.tables.iter().all(|t| rescaled[t.start + 4] >> 4 == 1), "{:?}", r.tables);
+    // The same coefficients reach the IDCT; only libjpeg's block smoothing (estimating the
+    // missing bit) no longer runs, and the picture stays as close to the whole file.
+    let (whole, plain, rescaled) = (grey(&full, 3).unwrap(), grey(&plain, 3).unwrap(), grey(&rescaled, 3).unwrap());
+    assert_ne!(plain, rescaled, "smoothing should have changed something");
+    let (pp, pr) = (psnr(&whole, &plain), psnr(&whole, &rescaled));
+    assert!(psnr(&plain, &rescaled) > 40.0 && pr > pp - 1.0, "whole vs plain {pp:.1} dB, vs rescaled {pr:.1} dB");
+}
+
+/// A table the rescale cannot double (a 16-bit quantizer over 32767) leaves the file spliced
+/// but not rescaled; so does a DQT after the first scan.
+#[test]
+fn tables_that_cannot_be_doubled_leave_the_splice_as_it_was() {
+    assert_eq!(doubled_dqt(&[0xFF, 0xDB, 0, 3, 0x10]), None, "short table");
+    let mut wide = vec![0xFF, 0xDB, 0, 2 + 1 + 128, 0x11];
+    wide.extend([0x7F, 0xFF].repeat(64));
+    let doubled = doubled_dqt(&wide).unwrap();
+    assert_eq!(&doubled[5..7], &[0xFF, 0xFE]);
+    wide[5] = 0x80;
+    assert_eq!(doubled_dqt(&wide), None, "0x80FF doubled overflows 16 bits");
+    let eight = [&[0xFF, 0xDB, 0, 67, 0x01][..], &[255; 64]].concat();
+    let doubled = doubled_dqt(&eight).unwrap();
+    assert_eq!((doubled[3], doubled[4], &doubled[5..7]), (2 + 129, 0x11, &[1, 0xFE][..]));
+    // A table redefined between scans: libjpeg latched the old one for the first scan.
+    let full = jpeg(true);
+    let p = parse(&full).unwrap();
+    let at = p.scans[1].start;
+    let late = [&full[..at], &full[p.tables[0].clone()], &full[at..]].concat();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    assert_eq!(splice(&late, eighths(3), &mut a), splice_as(&late, eighths(3), &mut b, false));
+    assert!(parse(&late).unwrap().late_tables);
 }
 
 #[test]
@@ -83,7 +127,7 @@ fn nothing_goes_above_half_size_and_baseline_files_stay_untouched() {
 }
 
 fn scan(comp: usize, ss: u8, se: u8, ah: u8, al: u8) -> Scan {
-    Scan { start: 0, end: 0, comps: vec![comp], ss, se, ah, al }
+    Scan { start: 0, end: 0, comps: vec![comp], ss, se, ah, al, ahal_at: 0 }
 }
 
 #[test]
