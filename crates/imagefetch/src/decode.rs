@@ -1,7 +1,7 @@
 //! Decode and letterbox to the model input, as fast as the CPU allows:
 //! JPEG through libjpeg-turbo with DCT-domain downscaling (decode at 1/8…1 of the size, the
 //! smallest that still covers the target), then a SIMD resize straight into the letterbox
-//! canvas. Still WebP through libwebp, scaled while decoding (`webp.rs`). Other formats (PNG,
+//! canvas. Still WebP through libwebp (`webp.rs`). Other formats (PNG,
 //! GIF, BMP, animated WebP) go through the `image` crate. The format is sniffed from the
 //! bytes, never taken from Content-Type.
 
@@ -16,6 +16,7 @@ pub use crate::canvas::{fit, Letterboxed, Placement, Shape, Wire};
 pub use crate::jpegscan::MAX_JPEG_SCANS;
 use crate::outcome::Failure;
 use crate::{exif, jpegscan, webp, yuv};
+use turbojpeg::Subsamp::Sub2x2;
 
 /// Per-thread decoder: the libjpeg-turbo handle and scratch buffers are reused across images.
 pub struct Decoder {
@@ -48,10 +49,15 @@ fn new_tj() -> Option<turbojpeg::Decompressor> {
     Some(tj)
 }
 
-/// Full-size decodes (non-JPEG, or JPEG without DCT scaling) above this many pixels run one at
-/// a time process-wide: two 25 MP PNGs at once would cost ~200 MB by themselves.
-const LARGE_DECODE_PIXELS: u64 = 4_000_000;
+/// Decodes whose full-size buffer is above this (4 MP of RGB) run one at a time process-wide:
+/// two 25 MP PNGs at once would cost ~200 MB by themselves.
+const LARGE_DECODE_BYTES: u64 = 12_000_000;
 pub(crate) static LARGE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The process-wide turn for a decode into a buffer of `bytes`, if it is that large.
+fn large_decode(bytes: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (bytes > LARGE_DECODE_BYTES).then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()))
+}
 /// libjpeg-turbo's downscaling factors (≤ 1), asked once rather than per image.
 static DOWNSCALES: std::sync::LazyLock<Vec<turbojpeg::ScalingFactor>> = std::sync::LazyLock::new(|| {
     turbojpeg::Decompressor::supported_scaling_factors()
@@ -179,15 +185,13 @@ impl Decoder {
             return None;
         }
         let (sw, sh) = (factor.scale(w as usize), factor.scale(h as usize));
-        let _large = ((sw * sh) as u64 > LARGE_DECODE_PIXELS)
-            .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
+        let _large = large_decode(sw as u64 * sh as u64 * 3);
         let stored = (w, h);
         let bytes =
             if self.splice_scans { jpegscan::splice(bytes, factor, &mut self.spliced) } else { bytes };
         if wire == Wire::I420 {
             // The file's own planes, resized: no YCbCr → RGB → YUV round trip (issue #24).
-            let planes = match yuv::JpegPlanes::decompress(tj, bytes, (sw, sh), header.subsamp, &mut self.raw)
-            {
+            let planes = match yuv::Planes::decompress(tj, bytes, (sw, sh), header.subsamp, &mut self.raw) {
                 Ok(p) => p,
                 Err(e) => return Some(Err(decode_err(format!("JPEG: {e}")))),
             };
@@ -237,7 +241,7 @@ impl Decoder {
         Some(self.webp_still(bytes, info, (tw, th), wire))
     }
 
-    /// libwebp scales while decoding, straight to the content's size (stored orientation).
+    /// A still WebP through libwebp, to I420 planes or scaled RGB.
     fn webp_still(
         &mut self,
         bytes: &[u8],
@@ -250,19 +254,19 @@ impl Decoder {
         let swap = exif::swaps_axes(o);
         let at = if swap { fit(h, w, tw, th) } else { fit(w, h, tw, th) };
         let (rw, rh) = if swap { (at.height, at.width) } else { (at.width, at.height) };
-        // Lossy pictures stream through the scaler; lossless ones and alpha planes are whole.
-        let whole = info.lossless || info.has_alpha;
-        let _large = (whole && w as u64 * h as u64 > LARGE_DECODE_PIXELS)
-            .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
-        if wire == Wire::I420 && !info.has_alpha {
-            let mut data = vec![0u8; yuv::i420_len(at.width, at.height)];
-            if o <= 1 {
-                webp::decode_i420(bytes, (rw, rh), &mut data).map_err(decode_err)?;
-            } else {
-                self.upright.resize(yuv::i420_len(rw, rh), 0);
-                webp::decode_i420(bytes, (rw, rh), &mut self.upright).map_err(decode_err)?;
-                yuv::orient_i420(&mut self.upright, (rw, rh), o, &mut data, (at.width, at.height));
-            }
+        // For the I420 wire, pictures without alpha decode whole to planes for the SIMD resizer;
+        // for RGB, lossy ones stream through libwebp's scaler. Lossless and alpha are whole.
+        let to_planes = wire == Wire::I420 && !info.has_alpha;
+        let whole = to_planes || info.lossless || info.has_alpha;
+        // Planes take 1.5 bytes a pixel, RGB 3 (4 with alpha, briefly).
+        let _large = whole.then(|| large_decode(w as u64 * h as u64 * if to_planes { 3 } else { 6 } / 2));
+        if to_planes {
+            webp::decode_planes(bytes, (w, h), (rw, rh), &mut self.raw).map_err(decode_err)?;
+            let planes =
+                yuv::Planes { pixels: &self.raw, width: w as usize, height: h as usize, subsamp: Sub2x2 };
+            let mut data =
+                yuv::planes_to_i420(&planes, (at.width, at.height), o, &mut self.resizer, &mut self.upright)
+                    .map_err(decode_err)?;
             yuv::studio_to_full(&mut data, at.width, at.height);
             return Ok(i420_content(data, at, o, (w, h)));
         }
@@ -340,8 +344,7 @@ impl Decoder {
         if w as u64 * h as u64 > max_pixels {
             return Err(too_many_pixels(w, h, max_pixels));
         }
-        let _large = (w as u64 * h as u64 > LARGE_DECODE_PIXELS)
-            .then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()));
+        let _large = large_decode(w as u64 * h as u64 * 3);
         let mut limits = Limits::default();
         limits.max_alloc = Some(max_pixels * 8);
         decoder.set_limits(limits).map_err(|e| Failure::new(UrlStatus::TooLarge, e.to_string()))?;

@@ -79,15 +79,25 @@ fn without_its_final_bits_a_file_is_rescaled_so_libjpeg_sees_it_whole() {
     let (p, r) = (parse(&plain).unwrap(), parse(&rescaled).unwrap());
     // Every kept scan one bit lower (the Y refinement 2→1 becomes 1→0), every table 16-bit.
     let bits = |s: &Scan| (s.ah, s.al);
-    assert_eq!(p.scans.iter().map(bits).collect::<Vec<_>>(), [(0, 1), (0, 2), (0, 1), (0, 1), (0, 2), (2, 1)]);
-    assert_eq!(r.scans.iter().map(bits).collect::<Vec<_>>(), [(0, 0), (0, 1), (0, 0), (0, 0), (0, 1), (1, 0)]);
+    assert_eq!(
+        p.scans.iter().map(bits).collect::<Vec<_>>(),
+        [(0, 1), (0, 2), (0, 1), (0, 1), (0, 2), (2, 1)]
+    );
+    assert_eq!(
+        r.scans.iter().map(bits).collect::<Vec<_>>(),
+        [(0, 0), (0, 1), (0, 0), (0, 0), (0, 1), (1, 0)]
+    );
     assert!(r.tables.iter().all(|t| rescaled[t.start + 4] >> 4 == 1), "{:?}", r.tables);
     // The same coefficients reach the IDCT; only libjpeg's block smoothing (estimating the
     // missing bit) no longer runs, and the picture stays as close to the whole file.
-    let (whole, plain, rescaled) = (grey(&full, 3).unwrap(), grey(&plain, 3).unwrap(), grey(&rescaled, 3).unwrap());
+    let (whole, plain, rescaled) =
+        (grey(&full, 3).unwrap(), grey(&plain, 3).unwrap(), grey(&rescaled, 3).unwrap());
     assert_ne!(plain, rescaled, "smoothing should have changed something");
     let (pp, pr) = (psnr(&whole, &plain), psnr(&whole, &rescaled));
-    assert!(psnr(&plain, &rescaled) > 40.0 && pr > pp - 1.0, "whole vs plain {pp:.1} dB, vs rescaled {pr:.1} dB");
+    assert!(
+        psnr(&plain, &rescaled) > 40.0 && pr > pp - 1.0,
+        "whole vs plain {pp:.1} dB, vs rescaled {pr:.1} dB"
+    );
 }
 
 /// A table the rescale cannot double (a 16-bit quantizer over 32767) leaves the file spliced

@@ -1,7 +1,7 @@
-//! WebP through libwebp (`libwebp-sys`, C built from source): the decoder scales while it
-//! decodes, straight to the letterbox content's size, as YUV 4:2:0 planes (the I420 wire; no
-//! RGB round trip) or RGB (the canvas wire), so no full-size picture is ever held for lossy
-//! files. About 4x less CPU than the `image` crate's pure-Rust decoder on web WebPs (#24).
+//! WebP through libwebp (`libwebp-sys`, C built from source): to YUV 4:2:0 planes at full
+//! size for the I420 wire (no RGB round trip; resized by the JPEG planes' SIMD resizer), or
+//! scaled while decoding to RGB for the canvas wire. About 5x less CPU than the `image`
+//! crate's pure-Rust decoder on web WebPs (#24).
 //!
 //! Every `unsafe` block of the fetcher's WebP path is in this module. libwebp only reads
 //! `bytes` within the length given and only writes into the external buffers we describe to
@@ -50,24 +50,34 @@ pub fn info(bytes: &[u8]) -> Result<Info, String> {
     })
 }
 
-/// Decodes `bytes` scaled to `w`×`h` into `out` as I420 (Y, then U and V at
-/// ceil(w/2)×ceil(h/2), tightly packed) in libwebp's studio range (Y 16–235): the caller
-/// converts to full range. Alpha is ignored: callers send files with alpha to `decode_rgb`.
-pub fn decode_i420(bytes: &[u8], (w, h): (u32, u32), out: &mut [u8]) -> Result<(), String> {
-    let (cw, ch) = (w.div_ceil(2) as usize, h.div_ceil(2) as usize);
-    let ysize = w as usize * h as usize;
-    if out.len() != ysize + 2 * cw * ch {
-        return Err(format!("WebP: I420 buffer of {} bytes for {w}x{h}", out.len()));
-    }
-    let (y, uv) = out.split_at_mut(ysize);
+/// Decodes `bytes` (`w`×`h`, as stored) at full size into `out` as YUV 4:2:0 planes in
+/// libjpeg-turbo's layout (`yuv::Planes`: Y at an even width and height, then U and V at
+/// half that), in libwebp's studio range (Y 16–235): the caller resizes them with the JPEG
+/// planes' SIMD resizer and converts to full range. libwebp's own rescaler, which would
+/// scale while decoding, is scalar C for single planes and cost a fifth of the decode (#24).
+/// Alpha is ignored: callers send files with alpha to `decode_rgb`. For a picture shrunk to
+/// `to` below 3/4 on both axes the in-loop deblocking filter is skipped, as libwebp's own
+/// scaled decode does (io_dec.c): the downscale erases what it would smooth.
+pub fn decode_planes(
+    bytes: &[u8],
+    (w, h): (u32, u32),
+    to: (u32, u32),
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let (yw, yh) = (w.next_multiple_of(2) as usize, h.next_multiple_of(2) as usize);
+    let (cw, ch) = (yw / 2, yh / 2);
+    out.clear();
+    out.resize(yw * yh + 2 * cw * ch, 0);
+    let (y, uv) = out.split_at_mut(yw * yh);
     let (u, v) = uv.split_at_mut(cw * ch);
-    decode_with(bytes, (w, h), sys::WEBP_CSP_MODE::MODE_YUV, |buf| {
+    let unfiltered = to.0 < w * 3 / 4 && to.1 < h * 3 / 4;
+    decode_with(bytes, (w, h), (false, unfiltered), sys::WEBP_CSP_MODE::MODE_YUV, |buf| {
         buf.YUVA = sys::WebPYUVABuffer {
             y: y.as_mut_ptr(),
             u: u.as_mut_ptr(),
             v: v.as_mut_ptr(),
             a: std::ptr::null_mut(),
-            y_stride: w as c_int,
+            y_stride: yw as c_int,
             u_stride: cw as c_int,
             v_stride: cw as c_int,
             a_stride: 0,
@@ -87,7 +97,7 @@ pub fn decode_rgb(bytes: &[u8], (w, h): (u32, u32), alpha: bool, out: &mut Vec<u
     out.clear();
     out.resize(w as usize * h as usize * channels, 0);
     let stride = w as usize * channels;
-    decode_with(bytes, (w, h), mode, |buf| {
+    decode_with(bytes, (w, h), (true, false), mode, |buf| {
         buf.RGBA = sys::WebPRGBABuffer { rgba: out.as_mut_ptr(), stride: stride as c_int, size: out.len() };
     })?;
     if alpha {
@@ -100,10 +110,13 @@ pub fn decode_rgb(bytes: &[u8], (w, h): (u32, u32), alpha: bool, out: &mut Vec<u
     Ok(())
 }
 
-/// One `WebPDecode` with scaling into caller-owned memory that `describe` points the output at.
+/// One `WebPDecode` (scaled to `w`×`h` if `scale`, else `w`×`h` is the stored size; without
+/// the deblocking filter if `unfiltered`) into caller-owned memory that `describe` points
+/// the output at.
 fn decode_with(
     bytes: &[u8],
     (w, h): (u32, u32),
+    (scale, unfiltered): (bool, bool),
     mode: sys::WEBP_CSP_MODE,
     describe: impl FnOnce(&mut sys::WebPDecBuffer__bindgen_ty_1),
 ) -> Result<(), String> {
@@ -111,7 +124,8 @@ fn decode_with(
         return Err(format!("WebP: bad output size {w}x{h}"));
     }
     let mut config = sys::WebPDecoderConfig::new().map_err(|_| "libwebp: ABI version mismatch")?;
-    config.options.use_scaling = 1;
+    config.options.use_scaling = scale as c_int;
+    config.options.bypass_filtering = unfiltered as c_int;
     config.options.scaled_width = w as c_int;
     config.options.scaled_height = h as c_int;
     config.output.colorspace = mode;
@@ -230,6 +244,8 @@ mod tests {
             ("lossy", lossy.clone(), (640, 427)),
             ("lossless", lossless, (640, 427)),
             ("lossy, EXIF 6", with_orientation(&lossy, (901, 601), 6), (427, 640)),
+            // Odd planes, shrunk 2.8× without the deblocking filter.
+            ("lossy, large", self::lossy(&picture(1801, 1201)), (640, 427)),
         ] {
             let got = d.decode(&file, 640, 640, 1 << 30, Wire::I420).unwrap();
             assert_eq!((got.width, got.height), size, "{name}");

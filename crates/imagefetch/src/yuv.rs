@@ -10,16 +10,17 @@ use turbojpeg::{Subsamp, YuvImage};
 
 use crate::exif;
 
-/// A JPEG decoded by libjpeg-turbo to its own planes (`decompress_to_yuv`, row alignment 1):
+/// A picture as YUV planes in libjpeg-turbo's layout (`decompress_to_yuv`, row alignment 1):
 /// Y, then Cb and Cr at the file's subsampling (none when grey), each padded to whole MCUs.
-pub struct JpegPlanes<'a> {
+/// JPEGs decode to it; so do lossy WebPs (`webp::decode_planes`, 4:2:0).
+pub struct Planes<'a> {
     pub pixels: &'a [u8],
     pub width: usize,
     pub height: usize,
     pub subsamp: Subsamp,
 }
 
-impl<'a> JpegPlanes<'a> {
+impl<'a> Planes<'a> {
     /// Decompresses `jpeg` (`width`×`height` at `tj`'s scaling factor, as its header says) into
     /// `buf`, which is reused across images.
     pub fn decompress(
@@ -31,7 +32,7 @@ impl<'a> JpegPlanes<'a> {
     ) -> Result<Self, turbojpeg::Error> {
         buf.resize(turbojpeg::yuv_pixels_len(width, 1, height, subsamp)?, 0);
         tj.decompress_to_yuv(jpeg, YuvImage { pixels: &mut buf[..], width, align: 1, height, subsamp })?;
-        Ok(JpegPlanes { pixels: buf, width, height, subsamp })
+        Ok(Planes { pixels: buf, width, height, subsamp })
     }
 
     fn layout(&self) -> YuvImage<()> {
@@ -39,10 +40,10 @@ impl<'a> JpegPlanes<'a> {
     }
 }
 
-/// Resizes JPEG planes to a `w`×`h` (upright) I420 picture, turned upright per EXIF `o`;
+/// Resizes YUV planes to a `w`×`h` (upright) I420 picture, turned upright per EXIF `o`;
 /// `scratch` holds the stored-orientation planes when `o` turns or flips.
 pub fn planes_to_i420(
-    src: &JpegPlanes,
+    src: &Planes,
     (w, h): (u32, u32),
     o: u8,
     resizer: &mut Resizer,
@@ -101,7 +102,7 @@ fn split_i420(buf: &mut [u8], w: u32, h: u32) -> (&mut [u8], &mut [u8], &mut [u8
 /// Each plane resized on its own (bilinear, SIMD); only the picture's part of the MCU padding
 /// is read, so the geometry is exact for any size and subsampling. Grey gets neutral chroma.
 fn resize_planes(
-    src: &JpegPlanes,
+    src: &Planes,
     (w, h): (u32, u32),
     resizer: &mut Resizer,
     out: &mut [u8],
@@ -112,14 +113,14 @@ fn resize_planes(
     let (dy, du, dv) = split_i420(out, w, h);
     let (dcw, dch) = (w.div_ceil(2), h.div_ceil(2));
     let (iw, ih) = (src.width as f64, src.height as f64);
-    let y_plane = src.pixels.get(..yw * yh).ok_or("JPEG planes: short buffer")?;
+    let y_plane = src.pixels.get(..yw * yh).ok_or("YUV planes: short buffer")?;
     resize_plane(resizer, (y_plane, yw, yh), (iw, ih), (dy, w, h))?;
     if src.subsamp == Subsamp::Gray {
         du.fill(128);
         dv.fill(128);
         return Ok(());
     }
-    let chroma = src.pixels.get(yw * yh..yw * yh + 2 * cw * ch).ok_or("JPEG planes: short buffer")?;
+    let chroma = src.pixels.get(yw * yh..yw * yh + 2 * cw * ch).ok_or("YUV planes: short buffer")?;
     let (u, v) = chroma.split_at(cw * ch);
     // The picture's extent in chroma samples (e.g. 50.5 for 101 pixels at 2:1).
     let used = (iw / src.subsamp.width() as f64, ih / src.subsamp.height() as f64);
