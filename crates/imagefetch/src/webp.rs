@@ -64,8 +64,8 @@ pub fn decode_planes(
     to: (u32, u32),
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let (yw, yh) = (w.next_multiple_of(2) as usize, h.next_multiple_of(2) as usize);
-    let (cw, ch) = (yw / 2, yh / 2);
+    let ((yw, yh), (cw, ch)) = crate::yuv::Planes::sizes_420(w as usize, h as usize);
+    // Cleared: the resizer's kernel may reach into the padding, which must not be stale.
     out.clear();
     out.resize(yw * yh + 2 * cw * ch, 0);
     let (y, uv) = out.split_at_mut(yw * yh);

@@ -38,6 +38,13 @@ impl<'a> Planes<'a> {
     fn layout(&self) -> YuvImage<()> {
         YuvImage { pixels: (), width: self.width, align: 1, height: self.height, subsamp: self.subsamp }
     }
+
+    /// The Y and the chroma plane sizes of a `w`×`h` 4:2:0 picture in this layout (Y padded to
+    /// an even size), for decoders other than libjpeg-turbo that write into it.
+    pub fn sizes_420(w: usize, h: usize) -> ((usize, usize), (usize, usize)) {
+        let layout = YuvImage { pixels: (), width: w, align: 1, height: h, subsamp: Subsamp::Sub2x2 };
+        (layout.y_size(), layout.uv_size())
+    }
 }
 
 /// Resizes YUV planes to a `w`×`h` (upright) I420 picture, turned upright per EXIF `o`;
