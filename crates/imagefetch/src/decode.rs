@@ -1,8 +1,8 @@
 //! Decode and letterbox to the model input, as fast as the CPU allows:
 //! JPEG through libjpeg-turbo with DCT-domain downscaling (decode at 1/8…1 of the size, the
 //! smallest that still covers the target), then a SIMD resize straight into the letterbox
-//! canvas. Still WebP through libwebp (`webp.rs`). Other formats (PNG,
-//! GIF, BMP, animated WebP) go through the `image` crate. The format is sniffed from the
+//! canvas. Still WebP through libwebp (`webp.rs`), the common PNG through libdeflate
+//! (`png.rs`). Other formats (GIF, BMP, animated WebP, unusual PNGs) go through the `image` crate. The format is sniffed from the
 //! bytes, never taken from Content-Type.
 
 use std::io::Cursor;
@@ -15,7 +15,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 pub use crate::canvas::{fit, Letterboxed, Placement, Shape, Wire};
 pub use crate::jpegscan::MAX_JPEG_SCANS;
 use crate::outcome::Failure;
-use crate::{exif, jpegscan, webp, yuv};
+use crate::{exif, jpegscan, png, webp, yuv};
 use turbojpeg::Subsamp::Sub2x2;
 
 /// Per-thread decoder: the libjpeg-turbo handle and scratch buffers are reused across images.
@@ -26,6 +26,7 @@ pub struct Decoder {
     /// A progressive JPEG without the scans a reduced-scale decode can do without.
     spliced: Vec<u8>,
     splice_scans: bool,
+    png: png::Scratch,
     resizer: Resizer,
 }
 
@@ -37,6 +38,7 @@ impl Default for Decoder {
             upright: Vec::new(),
             spliced: Vec::new(),
             splice_scans: true,
+            png: png::Scratch::default(),
             resizer: Resizer::new(),
         }
     }
@@ -120,6 +122,7 @@ impl Decoder {
         if self.spliced.capacity() > KEEP_SCRATCH_BYTES {
             self.spliced = Vec::new();
         }
+        self.png.trim(KEEP_SCRATCH_BYTES);
         result
     }
 
@@ -330,6 +333,9 @@ impl Decoder {
         max_pixels: u64,
         wire: Wire,
     ) -> Result<Letterboxed, Failure> {
+        if let Some(r) = self.png(bytes, tw, th, max_pixels, wire) {
+            return r;
+        }
         let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(decode_err)?;
         let Some(format) = reader.format() else {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(16)]).into_owned();
@@ -359,6 +365,27 @@ impl Decoder {
         let decoded = Decoded { width: iw, height: ih, orientation: 1, stored: (iw, ih) };
         self.place(decoded, fit(iw, ih, tw, th), wire)
     }
+
+    /// The common PNG through `png.rs`; `None` leaves it (and its errors) to the generic route.
+    fn png(
+        &mut self,
+        bytes: &[u8],
+        tw: u32,
+        th: u32,
+        max_pixels: u64,
+        wire: Wire,
+    ) -> Option<Result<Letterboxed, Failure>> {
+        let h = png::header(bytes)?;
+        let pixels = h.width as u64 * h.height as u64;
+        if pixels > max_pixels {
+            return None;
+        }
+        let _large = large_decode(pixels * 3);
+        png::decode(bytes, h, &mut self.png, &mut self.raw)?;
+        let decoded =
+            Decoded { width: h.width, height: h.height, orientation: 1, stored: (h.width, h.height) };
+        Some(self.place(decoded, fit(h.width, h.height, tw, th), wire))
+    }
 }
 
 /// 8-bit RGB of any decoded image; transparency is composited on black (what the letterbox
@@ -370,12 +397,7 @@ fn flatten_rgb(img: DynamicImage) -> Vec<u8> {
     let rgba = img.into_rgba8();
     let mut out = Vec::with_capacity((rgba.width() * rgba.height() * 3) as usize);
     for p in rgba.pixels() {
-        let a = p[3] as u16;
-        out.extend([
-            (p[0] as u16 * a / 255) as u8,
-            (p[1] as u16 * a / 255) as u8,
-            (p[2] as u16 * a / 255) as u8,
-        ]);
+        out.extend(png::over_black(p.0));
     }
     out
 }

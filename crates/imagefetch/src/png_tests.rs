@@ -1,0 +1,84 @@
+//! The PNG fast path against the `image` crate's decode, byte for byte (PNG is lossless).
+
+use super::*;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
+
+/// A picture with edges, gradients and noise, so every filter has something to predict.
+fn pixels(w: u32, h: u32, bpp: usize) -> Vec<u8> {
+    let mut s = 0x9E37_79B9u32;
+    let mut v = Vec::with_capacity((w * h) as usize * bpp);
+    for y in 0..h {
+        for x in 0..w {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let noise = (s % 7) as u8;
+            for ch in 0..bpp as u32 {
+                let base = if (x / 9 + y / 5) % 2 == 0 { x * 3 + ch * 40 } else { y * 2 + ch * 90 };
+                v.push((base as u8).wrapping_add(noise));
+            }
+        }
+    }
+    v
+}
+
+fn encode(w: u32, h: u32, bpp: usize, filter: FilterType) -> Vec<u8> {
+    let mut out = Vec::new();
+    let color = if bpp == 3 { ExtendedColorType::Rgb8 } else { ExtendedColorType::Rgba8 };
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, filter)
+        .write_image(&pixels(w, h, bpp), w, h, color)
+        .unwrap();
+    out
+}
+
+fn via_image(bytes: &[u8]) -> Vec<u8> {
+    let img = image::load_from_memory(bytes).unwrap();
+    if !img.color().has_alpha() {
+        return img.into_rgb8().into_raw();
+    }
+    img.into_rgba8().pixels().flat_map(|p| over_black(p.0)).collect()
+}
+
+#[test]
+fn every_filter_and_both_colour_types_match_the_image_crate() {
+    let filters = [FilterType::NoFilter, FilterType::Sub, FilterType::Up, FilterType::Avg, FilterType::Paeth];
+    for filter in filters.into_iter().chain([FilterType::Adaptive]) {
+        for bpp in [3, 4] {
+            for (w, h) in [(1, 1), (1, 7), (37, 23), (200, 3)] {
+                let png = encode(w, h, bpp, filter);
+                let hd = header(&png).unwrap_or_else(|| panic!("{filter:?} {bpp} {w}x{h}: no header"));
+                assert_eq!((hd.width, hd.height), (w, h));
+                let mut ours = vec![9; 5]; // a kept buffer: its old bytes must not show
+                decode(&png, hd, &mut Scratch::default(), &mut ours).expect("fast path declined a plain PNG");
+                assert_eq!(ours, via_image(&png), "{filter:?} bpp {bpp} {w}x{h}");
+            }
+        }
+    }
+}
+
+#[test]
+fn anything_unusual_is_left_to_the_generic_route() {
+    let png = encode(40, 30, 3, FilterType::Paeth);
+    let hd = header(&png).unwrap();
+    // Truncated: the stream no longer inflates to the header's size.
+    assert_eq!(decode(&png[..png.len() / 2], hd, &mut Scratch::default(), &mut Vec::new()), None);
+    // A greyscale PNG is not taken at all.
+    let mut grey = Vec::new();
+    PngEncoder::new(&mut grey).write_image(&[7; 12], 4, 3, ExtendedColorType::L8).unwrap();
+    assert_eq!(header(&grey), None);
+    // Interlaced (byte 12 of IHDR's data) and a colour key (tRNS) are declined.
+    let mut laced = png.clone();
+    laced[8 + 8 + 12] = 1;
+    assert_eq!(header(&laced), None);
+    let iend = png.len() - 12;
+    let mut keyed = png[..iend].to_vec();
+    keyed.extend_from_slice(&[0, 0, 0, 6, b't', b'R', b'N', b'S', 0, 1, 0, 2, 0, 3, 0, 0, 0, 0]);
+    keyed.extend_from_slice(&png[iend..]);
+    assert_eq!(decode(&keyed, hd, &mut Scratch::default(), &mut Vec::new()), None);
+    // A bad filter byte.
+    assert_eq!(unfilter::<3>(5, &[], &mut [1, 2, 3]), None);
+    // Not a PNG, and a chunk length past the end.
+    assert_eq!(header(b"GIF89a"), None);
+    assert_eq!(header(&png[..20]), None);
+}
