@@ -272,17 +272,38 @@ impl Store {
         .await?)
     }
 
-    /// Extends a lease still held under `lease.fencing_token`.
+    /// Extends a lease still held under `lease.fencing_token`. A paused job's lease is handed
+    /// back instead (pending again, no failure counted): pause stops work within a renewal
+    /// interval, not at the end of every chunk in hand.
     pub async fn renew(&self, lease: &LeaseRef) -> ServiceResult<DateTime<Utc>> {
         let sql = format!(
             "UPDATE chunks c SET expires_at = now() + make_interval(secs => $6), updated_at = now()
-             WHERE {LEASE_HELD} RETURNING expires_at"
+             FROM jobs j WHERE j.id = c.job_id AND j.state <> 'paused' AND {LEASE_HELD}
+             RETURNING c.expires_at"
         );
-        bind_lease!(sqlx::query_scalar(&sql), lease)
+        let renewed = bind_lease!(sqlx::query_scalar(&sql), lease)
             .bind(self.ttl_secs())
             .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| lost(lease))
+            .await?;
+        if let Some(at) = renewed {
+            return Ok(at);
+        }
+        let sql = format!(
+            "UPDATE chunks c SET state = 'pending', lease_owner = NULL, expires_at = NULL,
+                 secret_hash = NULL, updated_at = now()
+             FROM jobs j WHERE j.id = c.job_id AND j.state = 'paused' AND {LEASE_HELD}
+             RETURNING j.name"
+        );
+        let paused: Option<String> =
+            bind_lease!(sqlx::query_scalar(&sql), lease).fetch_optional(&self.pool).await?;
+        Err(match paused {
+            Some(job) => ServiceError::FailedPrecondition(format!(
+                "job {job:?} is paused: chunk {} was handed back and its URLs without a result \
+                 will be leased again after `facesweep resume {job}`",
+                lease.chunk_no
+            )),
+            None => lost(lease),
+        })
     }
 
     /// Closes a lease: `done` only if every URL of the chunk has a result, else back to

@@ -68,7 +68,8 @@ impl Renewal {
             match within(self.rpc_timeout.min(ttl / 3), d.renew_lease(req)).await {
                 Ok(_) => return Ok(true),
                 Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                    tracing::warn!(error = %e, "lease lost");
+                    // The delegator's words (lost, revoked, or its job paused), not tonic's.
+                    tracing::warn!(reason = e.message(), "lease given up");
                     return Err(());
                 }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed"),

@@ -1,5 +1,5 @@
-//! Job lifecycle on real delegator and results services: pause keeps leases out but hands out
-//! none, resume hands out again, cancel revokes leases and ends every unprocessed URL with
+//! Job lifecycle on real delegator and results services: pause hands out no lease and takes
+//! back those out at their next renewal, resume hands out again, cancel revokes leases and ends every unprocessed URL with
 //! `cancelled` (exactly one terminal status each), ListJobs and priorities.
 
 use facesweep_common::Shutdown;
@@ -23,17 +23,28 @@ async fn pause_stops_new_leases_and_resume_restarts_them() {
     let mut d = delegator(&db, 0, 1, 60, &stop).await;
     let mut r = results(&db, &stop).await;
     import(&mut d, "pausable", 30, 10).await;
-    let out = acquire(&mut d, "f").await.unwrap();
+    let (out, held) = (acquire(&mut d, "f").await.unwrap(), acquire(&mut d, "g").await.unwrap());
     let paused = d.pause_job(PauseJobRequest { job: "pausable".into() }).await.unwrap().into_inner();
     assert_eq!(paused.job.unwrap().state(), JobState::Paused);
     assert!(acquire(&mut d, "f").await.is_none(), "a paused job hands out no lease");
-    // The lease already out finishes normally.
+    // A lease already out that finishes before its next renewal completes normally.
     r.record(ok(&out, 10)).await.unwrap();
     assert!(d.complete_lease(CompleteLeaseRequest { lease: lref(&out) }).await.unwrap().into_inner().done);
+    // One still working is handed back at its next renewal: pause does not wait for chunks.
+    r.record(ok(&held, 3)).await.unwrap();
+    let e = d.renew_lease(RenewLeaseRequest { lease: lref(&held) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("paused") && e.message().contains("resume"), "{}", e.message());
+    let e = r.record(ok(&held, 10)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "a handed-back lease records nothing more");
     let e = d.resume_job(ResumeJobRequest { job: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     d.resume_job(ResumeJobRequest { job: "pausable".into() }).await.unwrap();
-    assert!(acquire(&mut d, "f").await.is_some(), "resumed: leases again");
+    let (x, y) = (acquire(&mut d, "f").await.unwrap(), acquire(&mut d, "f").await.unwrap());
+    let again = if x.chunk_no == held.chunk_no { x } else { y };
+    assert_eq!(again.chunk_no, held.chunk_no, "resumed: the handed-back chunk is leased again");
+    let open: Vec<i64> = again.urls.iter().map(|u| u.id).collect();
+    assert_eq!(open, held.urls[3..].iter().map(|u| u.id).collect::<Vec<_>>(), "only URLs without a result");
     // Asking for the state a job is in is a no-op, not an error.
     let again = d.resume_job(ResumeJobRequest { job: "pausable".into() }).await.unwrap().into_inner();
     assert_eq!(again.job.unwrap().state(), JobState::Running);
