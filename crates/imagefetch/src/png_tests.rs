@@ -45,7 +45,7 @@ fn every_filter_and_both_colour_types_match_the_image_crate() {
     let filters = [FilterType::NoFilter, FilterType::Sub, FilterType::Up, FilterType::Avg, FilterType::Paeth];
     for filter in filters.into_iter().chain([FilterType::Adaptive]) {
         for bpp in [3, 4] {
-            for (w, h) in [(1, 1), (1, 7), (37, 23), (200, 3)] {
+            for (w, h) in [(1, 1), (1, 7), (2, 2), (37, 23), (200, 3), (5, 64)] {
                 let png = encode(w, h, bpp, filter);
                 let hd = header(&png).unwrap_or_else(|| panic!("{filter:?} {bpp} {w}x{h}: no header"));
                 assert_eq!((hd.width, hd.height), (w, h));
