@@ -239,12 +239,14 @@ pub async fn wait_for(
     let mut p = progress(addr, job).await?;
     let bar = if quiet { ProgressBar::hidden() } else { crate::live::bar(p.total_urls as u64, "detect") };
     let rate = crate::live::Rate::new(p.done_urls);
+    let mut lines = crate::live::Lines::new(quiet);
     let mut last_answer = std::time::Instant::now();
     let (mut polls, mut said) = (0u32, false);
     loop {
         bar.set_length(p.total_urls as u64);
         bar.set_position(p.done_urls as u64);
         bar.set_message(rate.describe(p.done_urls, p.total_urls));
+        lines.note("detect", p.done_urls, p.total_urls, &rate);
         if p.done_urls >= p.total_urls {
             bar.finish_and_clear();
             return Ok(p);

@@ -48,6 +48,35 @@ impl Rate {
     }
 }
 
+/// How often a log gets a progress line while URLs finish.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Progress as plain lines where the bar draws nothing (stderr a file or a pipe: CI logs,
+/// `nohup`, systemd): the first reading, then a line per `LINE_EVERY` while URLs finish, and
+/// the last.
+pub struct Lines {
+    on: bool,
+    last: Option<(Instant, i64)>,
+}
+
+impl Lines {
+    pub fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        Lines { on: !quiet && !std::io::stderr().is_terminal(), last: None }
+    }
+
+    pub fn note(&mut self, what: &str, done: i64, total: i64, rate: &Rate) {
+        let due = match self.last {
+            None => true,
+            Some((at, was)) => was != done && (done >= total || at.elapsed() >= LINE_EVERY),
+        };
+        if self.on && due {
+            eprintln!("{what} {done}/{total} URLs, {}", rate.describe(done, total));
+            self.last = Some((Instant::now(), done));
+        }
+    }
+}
+
 /// "1 URL", "3 URLs".
 pub fn urls(n: impl Into<i64>) -> String {
     count(n.into(), "URL")

@@ -185,6 +185,8 @@ async fn run_works_from_any_folder_and_fails_when_every_url_failed() {
     let (code, out, err) = outcome(bin_in(tmp.path()).args(["run", "one.txt", "--out", "one.jsonl"]));
     assert_eq!(code, Some(0), "run from {}: {out}\n{err}", tmp.path().display());
     assert!(out.contains("job one: 1 URL, 1 face"), "{out}");
+    // stderr is a pipe here, where the bar draws nothing: progress comes as plain lines.
+    assert!(err.contains("detect 1/1 URLs"), "{err}");
     // Every URL failed: the summary, then a line saying so, and exit status 3.
     std::fs::write(tmp.path().join("bad.txt"), format!("http://{addr}/a.jpg\nhttp://{addr}/b.jpg\n"))
         .unwrap();
