@@ -69,6 +69,8 @@ static DOWNSCALES: std::sync::LazyLock<Vec<turbojpeg::ScalingFactor>> = std::syn
 });
 /// Scratch buffers above this are dropped after use rather than kept per thread.
 const KEEP_SCRATCH_BYTES: usize = 16 << 20;
+/// The largest inflated PNG stream decoded whole (`png.rs`); bigger ones stream.
+const PNG_WHOLE_BYTES: usize = 64 << 20;
 
 fn decode_err(e: impl std::fmt::Display) -> Failure {
     Failure::new(UrlStatus::DecodeError, e.to_string())
@@ -377,10 +379,11 @@ impl Decoder {
     ) -> Option<Result<Letterboxed, Failure>> {
         let h = png::header(bytes)?;
         let pixels = h.width as u64 * h.height as u64;
-        // Above the kept scratch, the `image` crate's row-by-row inflate wins: a whole inflated
-        // copy of a 24 MP PNG cost +70 MB of RSS and 2x the time in page faults (bench_fetch's
-        // adversarial set).
-        if pixels > max_pixels || h.inflated_len() > KEEP_SCRATCH_BYTES {
+        // Up to ~16 MP the whole inflated copy pays (10 MP photos: −13% CPU, one at a time
+        // behind the large-decode turn, +64 MiB and the file of RSS at most); above, the `image` crate's
+        // row-by-row inflate wins: whole, a flat 24 MP PNG (bench_fetch's adversarial set)
+        // cost +70 MB of RSS and twice the time, in page faults.
+        if pixels > max_pixels || h.inflated_len() > PNG_WHOLE_BYTES {
             return None;
         }
         let _large = large_decode(pixels * 3);
