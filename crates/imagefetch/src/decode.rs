@@ -380,9 +380,9 @@ impl Decoder {
         let h = png::header(bytes)?;
         let pixels = h.width as u64 * h.height as u64;
         // Up to ~16 MP the whole inflated copy pays (10 MP photos: −13% CPU, one at a time
-        // behind the large-decode turn, +64 MiB and the file of RSS at most); above, the `image` crate's
-        // row-by-row inflate wins: whole, a flat 24 MP PNG (bench_fetch's adversarial set)
-        // cost +70 MB of RSS and twice the time, in page faults.
+        // behind the large-decode turn, at most 64 MiB and the file's size more RSS); above,
+        // the `image` crate's row-by-row inflate wins: whole, a flat 24 MP PNG
+        // (bench_fetch's adversarial set) cost +70 MB of RSS and twice the time, in page faults.
         if pixels > max_pixels || h.inflated_len() > PNG_WHOLE_BYTES {
             return None;
         }
