@@ -276,6 +276,10 @@ impl Store {
     /// back instead (pending again, no failure counted): pause stops work within a renewal
     /// interval, not at the end of every chunk in hand.
     pub async fn renew(&self, lease: &LeaseRef) -> ServiceResult<DateTime<Utc>> {
+        let mut tx = self.pool.begin().await?;
+        // Shared against pause and resume (exclusive): both statements see one job state, so a
+        // resume between them cannot make a held lease look lost.
+        joblock::job_lock(&mut tx, lease.job_id, false).await?;
         let sql = format!(
             "UPDATE chunks c SET expires_at = now() + make_interval(secs => $6), updated_at = now()
              FROM jobs j WHERE j.id = c.job_id AND j.state <> 'paused' AND {LEASE_HELD}
@@ -283,9 +287,10 @@ impl Store {
         );
         let renewed = bind_lease!(sqlx::query_scalar(&sql), lease)
             .bind(self.ttl_secs())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(at) = renewed {
+            tx.commit().await?;
             return Ok(at);
         }
         let sql = format!(
@@ -295,7 +300,8 @@ impl Store {
              RETURNING j.name"
         );
         let paused: Option<String> =
-            bind_lease!(sqlx::query_scalar(&sql), lease).fetch_optional(&self.pool).await?;
+            bind_lease!(sqlx::query_scalar(&sql), lease).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
         Err(match paused {
             Some(job) => ServiceError::FailedPrecondition(format!(
                 "job {job:?} is paused: chunk {} was handed back and its URLs without a result \
