@@ -3,8 +3,9 @@
 //! the rows are unfiltered in place and written as RGB, alpha composited on black on the way.
 //! The `image` crate's streaming route spent 36% of a PNG in inflate, 32% in Paeth and 6% in a
 //! separate alpha pass (#24). Anything else — other depths, palettes, interlace, tRNS, EXIF, a
-//! stream that does not inflate to exactly the header's size — returns `None`, and the generic
-//! route decodes it (and words its errors), so this path only ever changes speed.
+//! stream that does not inflate to exactly the header's size, and whatever the `png` crate
+//! would refuse that we can see up front (a bad CRC, IDATs apart, an unknown critical chunk, no
+//! IEND) — returns `None`, and the generic route decodes it (and words its errors).
 
 /// What the header says, read before any pixel buffer is allocated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,16 +25,44 @@ impl Header {
     }
 }
 
-/// The chunks of `bytes` as (type, data), up to IEND or the first malformed one.
-fn chunks(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+/// The chunks of `bytes` as (type, data, CRC correct), IEND included, up to the first that
+/// runs past the end.
+fn chunks(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], bool)> {
     let mut at = SIGNATURE.len();
     std::iter::from_fn(move || {
         let len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-        let kind = bytes.get(at + 4..at + 8)?;
-        let data = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
-        at += 12 + len;
-        (kind != b"IEND").then_some((kind, data))
+        let end = (at + 8).checked_add(len)?;
+        let (kind, data) = (bytes.get(at + 4..at + 8)?, bytes.get(at + 8..end)?);
+        let crc = u32::from_be_bytes(bytes.get(end..end + 4)?.try_into().ok()?);
+        at = end + 4;
+        Some((kind, data, crc32fast::hash(&bytes[end - len - 4..end]) == crc))
     })
+}
+
+/// The IDAT data, concatenated, if every chunk is one the fast path may ignore.
+fn idat_stream(bytes: &[u8], stream: &mut Vec<u8>) -> Option<()> {
+    stream.clear();
+    let (mut in_idat, mut idat_ended) = (false, false);
+    for (kind, data, crc_ok) in chunks(bytes) {
+        if !crc_ok {
+            return None;
+        }
+        match kind {
+            b"IEND" => return Some(()),
+            b"IDAT" if idat_ended => return None, // the png crate refuses a restarted sequence
+            b"IDAT" => {
+                in_idat = true;
+                stream.extend_from_slice(data)
+            }
+            // A colour key or EXIF orientation: the generic route applies them.
+            b"tRNS" | b"eXIf" => return None,
+            b"IHDR" | b"PLTE" => idat_ended = in_idat,
+            // An unknown critical chunk (upper-case first letter): the png crate refuses it.
+            k if k[0].is_ascii_uppercase() => return None,
+            _ => idat_ended = in_idat,
+        }
+    }
+    None // no IEND
 }
 
 /// The header, if this is a PNG the fast path takes.
@@ -41,7 +70,7 @@ pub(crate) fn header(bytes: &[u8]) -> Option<Header> {
     if !bytes.starts_with(SIGNATURE) {
         return None;
     }
-    let (kind, d) = chunks(bytes).next()?;
+    let (kind, d, _) = chunks(bytes).next()?;
     if kind != b"IHDR" || d.len() != 13 {
         return None;
     }
@@ -78,15 +107,7 @@ impl Scratch {
 /// The pixels as 8-bit RGB (`width`×`height`×3) into `out`, or `None` for the generic route.
 pub(crate) fn decode(bytes: &[u8], h: Header, scratch: &mut Scratch, out: &mut Vec<u8>) -> Option<()> {
     let Scratch { stream, rows } = scratch;
-    stream.clear();
-    for (kind, data) in chunks(bytes) {
-        match kind {
-            b"IDAT" => stream.extend_from_slice(data),
-            // A colour key or EXIF orientation: the generic route applies them.
-            b"tRNS" | b"eXIf" => return None,
-            _ => {}
-        }
-    }
+    idat_stream(bytes, stream)?;
     // Every byte of both is written below (inflate checks its length), so resizing a kept
     // buffer zeroes only what it grows by.
     rows.resize(h.inflated_len(), 0);
