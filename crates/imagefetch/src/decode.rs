@@ -15,6 +15,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 pub use crate::canvas::{fit, Letterboxed, Placement, Shape, Wire};
 pub use crate::jpegscan::MAX_JPEG_SCANS;
 use crate::outcome::Failure;
+use crate::planescale::PlaneResizer;
 use crate::{exif, jpegscan, png, webp, yuv};
 use turbojpeg::Subsamp::Sub2x2;
 
@@ -28,6 +29,7 @@ pub struct Decoder {
     splice_scans: bool,
     png: png::Scratch,
     resizer: Resizer,
+    planes: PlaneResizer,
 }
 
 impl Default for Decoder {
@@ -40,6 +42,7 @@ impl Default for Decoder {
             splice_scans: true,
             png: png::Scratch::default(),
             resizer: Resizer::new(),
+            planes: PlaneResizer::default(),
         }
     }
 }
@@ -204,7 +207,7 @@ impl Decoder {
                 &planes,
                 (at.width, at.height),
                 orientation,
-                &mut self.resizer,
+                &mut self.planes,
                 &mut self.upright,
             );
             return Some(data.map_err(decode_err).map(|d| i420_content(d, at, orientation, stored)));
@@ -270,7 +273,7 @@ impl Decoder {
             let planes =
                 yuv::Planes { pixels: &self.raw, width: w as usize, height: h as usize, subsamp: Sub2x2 };
             let mut data =
-                yuv::planes_to_i420(&planes, (at.width, at.height), o, &mut self.resizer, &mut self.upright)
+                yuv::planes_to_i420(&planes, (at.width, at.height), o, &mut self.planes, &mut self.upright)
                     .map_err(decode_err)?;
             yuv::studio_to_full(&mut data, at.width, at.height);
             return Ok(i420_content(data, at, o, (w, h)));

@@ -12,6 +12,7 @@ pub mod fetch;
 mod jpegscan;
 pub mod net;
 pub mod outcome;
+mod planescale;
 mod png;
 mod pool;
 mod webp;

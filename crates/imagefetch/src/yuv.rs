@@ -4,11 +4,10 @@
 //! planes at the DCT scale (`planes_to_i420`: no colour conversion, no chroma upsampling, no
 //! full-size RGB buffer); other formats as RGB (`rgb_to_i420`).
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use turbojpeg::{Subsamp, YuvImage};
 
 use crate::exif;
+use crate::planescale::PlaneResizer;
 
 /// A picture as YUV planes in libjpeg-turbo's layout (`decompress_to_yuv`, row alignment 1):
 /// Y, then Cb and Cr at the file's subsampling (none when grey), each padded to whole MCUs.
@@ -53,7 +52,7 @@ pub fn planes_to_i420(
     src: &Planes,
     (w, h): (u32, u32),
     o: u8,
-    resizer: &mut Resizer,
+    resizer: &mut PlaneResizer,
     scratch: &mut Vec<u8>,
 ) -> Result<Vec<u8>, String> {
     let mut out = vec![0u8; i420_len(w, h)];
@@ -106,12 +105,12 @@ fn split_i420(buf: &mut [u8], w: u32, h: u32) -> (&mut [u8], &mut [u8], &mut [u8
     (y, u, v)
 }
 
-/// Each plane resized on its own (bilinear, SIMD); only the picture's part of the MCU padding
+/// Each plane resized on its own (bilinear, SIMD: `planescale.rs`); only the picture's part of the MCU padding
 /// is read, so the geometry is exact for any size and subsampling. Grey gets neutral chroma.
 fn resize_planes(
     src: &Planes,
     (w, h): (u32, u32),
-    resizer: &mut Resizer,
+    resizer: &mut PlaneResizer,
     out: &mut [u8],
 ) -> Result<(), String> {
     let layout = src.layout();
@@ -121,7 +120,7 @@ fn resize_planes(
     let (dcw, dch) = (w.div_ceil(2), h.div_ceil(2));
     let (iw, ih) = (src.width as f64, src.height as f64);
     let y_plane = src.pixels.get(..yw * yh).ok_or("YUV planes: short buffer")?;
-    resize_plane(resizer, (y_plane, yw, yh), (iw, ih), (dy, w, h))?;
+    resizer.resize((y_plane, yw, yh), (iw, ih), (dy, w, h))?;
     if src.subsamp == Subsamp::Gray {
         du.fill(128);
         dv.fill(128);
@@ -131,22 +130,8 @@ fn resize_planes(
     let (u, v) = chroma.split_at(cw * ch);
     // The picture's extent in chroma samples (e.g. 50.5 for 101 pixels at 2:1).
     let used = (iw / src.subsamp.width() as f64, ih / src.subsamp.height() as f64);
-    resize_plane(resizer, (u, cw, ch), used, (du, dcw, dch))?;
-    resize_plane(resizer, (v, cw, ch), used, (dv, dcw, dch))
-}
-
-fn resize_plane(
-    resizer: &mut Resizer,
-    (src, sw, sh): (&[u8], usize, usize),
-    (used_w, used_h): (f64, f64),
-    (dst, dw, dh): (&mut [u8], u32, u32),
-) -> Result<(), String> {
-    let src = ImageRef::new(sw as u32, sh as u32, src, PixelType::U8).map_err(|e| e.to_string())?;
-    let mut dst = Image::from_slice_u8(dw, dh, dst, PixelType::U8).map_err(|e| e.to_string())?;
-    let opts = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
-        .crop(0.0, 0.0, used_w, used_h);
-    resizer.resize(&src, &mut dst, &opts).map_err(|e| e.to_string())
+    resizer.resize((u, cw, ch), used, (du, dcw, dch))?;
+    resizer.resize((v, cw, ch), used, (dv, dcw, dch))
 }
 
 /// `rgb` is `w`×`h` HWC; returns the Y plane, then U and V at ceil(w/2)×ceil(h/2), each
