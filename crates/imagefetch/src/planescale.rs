@@ -4,7 +4,7 @@
 //! at the JPEG planes' ratios (1–1.33: two or three taps) that loop was 5.6% of the fetch
 //! tier's CPU (#24). Here one AVX2 gather fetches four source bytes for each of 8 output
 //! pixels at once. fir still does the vertical pass (it is already SIMD across the row), and
-//! everything when AVX2 is missing or a shrink needs more than 8 taps.
+//! everything when AVX2 is missing or a shrink needs more than 16 taps (beyond 8×).
 //!
 //! The one `unsafe` block outside the AVX2 kernel is its call, behind the runtime check; the
 //! kernel's reads stay inside `temp` (padded by `MAX_TAPS` bytes past its last row).
@@ -12,8 +12,8 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-/// Most taps the gather kernel handles: two 4-byte gathers per output pixel (shrinks < 4×).
-const MAX_TAPS: usize = 8;
+/// Most taps the gather kernel handles: four 4-byte gathers per output pixel (shrinks < 8×).
+const MAX_TAPS: usize = 16;
 
 /// An 8-bit plane: its bytes, width and height.
 pub type Plane<'a> = (&'a [u8], usize, usize);
