@@ -88,6 +88,24 @@ fn anything_unusual_is_left_to_the_generic_route() {
     let second = with_chunk(&png, iend, b"IDAT", &[]);
     let apart = with_chunk(&second, iend, b"tEXt", b"a\0b");
     assert!(declined(&apart), "image data restarted after another chunk");
+    // The zlib header is checked (a preset dictionary is declined); Adler-32 is not, as in
+    // the png crate, so a wrong one still decodes, the same on both routes.
+    let (at, len) = idat(&png);
+    let patched = |i: usize, v: u8| {
+        let mut p = png.clone();
+        p[at + 8 + i] = v;
+        let crc = crc32fast::hash(&p[at + 4..at + 8 + len]);
+        p[at + 8 + len..at + 12 + len].copy_from_slice(&crc.to_be_bytes());
+        p
+    };
+    let dict = (png[at + 9] | 0x20) & 0xE0; // FDICT set, FCHECK made valid again
+    let dict = dict + (31 - ((png[at + 8] as u16) << 8 | dict as u16) % 31) as u8 % 31;
+    assert!(declined(&patched(1, dict)), "a preset dictionary");
+    assert!(declined(&patched(0, 0x79)), "not DEFLATE");
+    let adler = patched(len - 1, png[at + 8 + len - 1] ^ 0x55);
+    let mut ours = Vec::new();
+    decode(&adler, hd, &mut Scratch::default(), &mut ours).expect("a wrong Adler-32 is ignored");
+    assert_eq!(ours, via_image(&adler));
     // A bad filter byte.
     assert_eq!(unfilter::<3>(5, &[], &mut [1, 2, 3]), None);
     // Not a PNG, and a chunk length past the end.
