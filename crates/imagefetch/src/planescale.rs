@@ -130,9 +130,10 @@ impl Taps {
         (self.key, self.precision, self.width) = (key, precision, width);
     }
 
-    /// The source columns the pass reads: `[first start, end)`.
+    /// The source columns the pass reads: `[lowest start, end)` (the starts rise with the
+    /// output column; the minimum keeps the kernel's reads in bounds even if they did not).
     fn columns(&self) -> (u32, u32) {
-        (self.starts.first().map_or(0, |&s| s as u32), self.end)
+        (self.starts.iter().min().map_or(0, |&s| s as u32), self.end)
     }
 }
 
