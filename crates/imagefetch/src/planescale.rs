@@ -2,12 +2,14 @@
 //! coefficients, the same fixed-point rounding: byte-identical output, tested against it) and
 //! a faster horizontal pass. fir's u8 horizontal kernel computes one output pixel at a time;
 //! at the JPEG planes' ratios (1–1.33: two or three taps) that loop was 5.6% of the fetch
-//! tier's CPU (#24). Here one AVX2 gather fetches four source bytes for each of 8 output
-//! pixels at once. fir still does the vertical pass (it is already SIMD across the row), and
+//! tier's CPU (#24). Here 8 output pixels are computed per step from four source bytes each:
+//! one 16-byte load and a byte shuffle where the 8 fit in 16 bytes (up to ~1.5×), AVX2
+//! gathers otherwise. fir still does the vertical pass (it is already SIMD across the row), and
 //! everything when AVX2 is missing or a shrink needs more than 16 taps (beyond 8×).
 //!
 //! The one `unsafe` block outside the AVX2 kernel is its call, behind the runtime check; the
-//! kernel's reads stay inside `temp` (padded by `MAX_TAPS` bytes past its last row).
+//! kernel's reads stay inside `temp`, padded by `MAX_TAPS` (16) bytes past its last row: a
+//! start is at most `tw - 1`, and no read goes further than 16 bytes from a start.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -39,6 +41,7 @@ impl Default for PlaneResizer {
 
 impl PlaneResizer {
     /// Resizes the top-left `used` part of `src` (fractional for chroma planes) to all of `dst`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub fn resize(&mut self, src: Plane, used: (f64, f64), dst: (&mut [u8], u32, u32)) -> Result<(), String> {
         let (sw, sh) = (src.1 as u32, src.2 as u32);
         let ok = |u: f64, s: u32| u > 0.0 && u <= s as f64;
@@ -60,8 +63,8 @@ impl PlaneResizer {
         fir_resize(&mut self.fir, src, (x0 as f64, tw as f64), used.1, (temp, tw, dh))?;
         let (out, dw) = (dst.0, dst.1 as usize);
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 was detected at run time; `horizontal_avx2` reads `temp` only at
-        // row + start + up to `width` (≤ MAX_TAPS) bytes, inside its MAX_TAPS padding.
+        // SAFETY: AVX2 was detected at run time; `horizontal_avx2` reads `temp` only within
+        // 16 bytes of row + start (start ≤ tw - 1), inside its MAX_TAPS padding.
         unsafe {
             horizontal_avx2(&self.temp, tw as usize, &self.taps, x0, out, dw)
         };
@@ -88,6 +91,7 @@ fn fir_resize(
 /// One horizontal pass's coefficients, as fir's `precompute_coefficients` (bilinear, adaptive
 /// kernel) and `Normalizer16` make them; kept while the sizes repeat.
 #[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Taps {
     key: (u32, u64, u32),
     precision: u8,
@@ -99,6 +103,9 @@ struct Taps {
     width: usize,
     /// In groups of 4 taps: group g of output o at `g * 4 * n + 4 * o`, n = outputs.
     coefs: Vec<i16>,
+    /// When every block of 8 outputs (4 taps) reads within 16 bytes from its first start:
+    /// per block, the byte shuffle that spreads those 16 bytes to its 8×4 taps.
+    shuffles: Vec<[u8; 32]>,
 }
 
 impl Taps {
@@ -128,6 +135,7 @@ impl Taps {
         self.starts = bounds.iter().map(|b| b.0 as i32).collect();
         self.end = bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
         (self.key, self.precision, self.width) = (key, precision, width);
+        self.shuffles = if width == 4 { shuffles(&self.starts) } else { Vec::new() };
     }
 
     /// The source columns the pass reads: `[lowest start, end)` (the starts rise with the
@@ -135,6 +143,27 @@ impl Taps {
     fn columns(&self) -> (u32, u32) {
         (self.starts.iter().min().map_or(0, |&s| s as u32), self.end)
     }
+}
+
+/// For each whole block of 8 outputs, the `vpshufb` control that takes output i's 4 taps
+/// from a 16-byte window at the block's first start (the window is in both 128-bit lanes:
+/// outputs 0–3 from the low one, 4–7 from the high); empty when some block reaches further.
+fn shuffles(starts: &[i32]) -> Vec<[u8; 32]> {
+    let mut out = Vec::with_capacity(starts.len() / 8);
+    for block in starts.chunks_exact(8) {
+        let mut mask = [0u8; 32];
+        for (i, &s) in block.iter().enumerate() {
+            let off = s - block[0];
+            if !(0..=12).contains(&off) {
+                return Vec::new();
+            }
+            for t in 0..4 {
+                mask[4 * i + t] = (off as usize + t) as u8;
+            }
+        }
+        out.push(mask);
+    }
+    out
 }
 
 /// fir's `precompute_coefficients` for the bilinear filter over `[0, extent)` of `in_size`
@@ -177,7 +206,7 @@ fn weights(in_size: u32, extent: f64, out: u32) -> (Vec<f64>, Vec<(u32, u32)>, u
 }
 
 /// The horizontal pass over `temp` (`tw` columns starting at source column `x0`, one row per
-/// output row) into `out` (`dw` wide): 8 output pixels per step, 4 taps per gather.
+/// output row) into `out` (`dw` wide): 8 output pixels per step, 4 taps per shuffle or gather.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_avx2(temp: &[u8], tw: usize, taps: &Taps, x0: u32, out: &mut [u8], dw: usize) {
@@ -194,7 +223,15 @@ unsafe fn horizontal_avx2(temp: &[u8], tw: usize, taps: &Taps, x0: u32, out: &mu
             let idx = _mm256_loadu_si256(starts.as_ptr().add(o).cast());
             let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for g in 0..groups {
-                let px = _mm256_i32gather_epi32::<1>(row.add(4 * g).cast(), idx);
+                let px = match taps.shuffles.get(o / 8) {
+                    // One load and one shuffle: gathers are slow on some CPUs (AMD Zen 2/3,
+                    // Intel with the Downfall microcode fix), and slower than this anywhere.
+                    Some(mask) => _mm256_shuffle_epi8(
+                        _mm256_broadcastsi128_si256(_mm_loadu_si128(row.add(starts[o] as usize).cast())),
+                        _mm256_loadu_si256(mask.as_ptr().cast()),
+                    ),
+                    None => _mm256_i32gather_epi32::<1>(row.add(4 * g).cast(), idx),
+                };
                 let c = taps.coefs.as_ptr().add(g * 4 * n + 4 * o);
                 let p_lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(px));
                 let p_hi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(px));
