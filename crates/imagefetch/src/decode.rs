@@ -9,7 +9,7 @@ use std::io::Cursor;
 
 use facesweep_proto::{PixelFormat, UrlStatus};
 use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 pub use crate::canvas::{fit, Letterboxed, Placement, Shape, Wire};
@@ -28,8 +28,8 @@ pub struct Decoder {
     spliced: Vec<u8>,
     splice_scans: bool,
     png: png::Scratch,
-    resizer: Resizer,
-    planes: PlaneResizer,
+    /// fir for RGB, its plane path for YUV planes: one fir `Resizer` and its buffers.
+    resizer: PlaneResizer,
 }
 
 impl Default for Decoder {
@@ -41,8 +41,7 @@ impl Default for Decoder {
             spliced: Vec::new(),
             splice_scans: true,
             png: png::Scratch::default(),
-            resizer: Resizer::new(),
-            planes: PlaneResizer::default(),
+            resizer: PlaneResizer::default(),
         }
     }
 }
@@ -207,7 +206,7 @@ impl Decoder {
                 &planes,
                 (at.width, at.height),
                 orientation,
-                &mut self.planes,
+                &mut self.resizer,
                 &mut self.upright,
             );
             return Some(data.map_err(decode_err).map(|d| i420_content(d, at, orientation, stored)));
@@ -273,7 +272,7 @@ impl Decoder {
             let planes =
                 yuv::Planes { pixels: &self.raw, width: w as usize, height: h as usize, subsamp: Sub2x2 };
             let mut data =
-                yuv::planes_to_i420(&planes, (at.width, at.height), o, &mut self.planes, &mut self.upright)
+                yuv::planes_to_i420(&planes, (at.width, at.height), o, &mut self.resizer, &mut self.upright)
                     .map_err(decode_err)?;
             yuv::studio_to_full(&mut data, at.width, at.height);
             return Ok(i420_content(data, at, o, (w, h)));
@@ -296,13 +295,13 @@ impl Decoder {
         if o <= 1 {
             let mut canvas = Image::from_slice_u8(pw, ph, &mut data, PixelType::U8x3).map_err(decode_err)?;
             let mut view = CroppedImageMut::new(&mut canvas, px, py, nw, nh).map_err(decode_err)?;
-            self.resizer.resize(&src, &mut view, &opts).map_err(decode_err)?;
+            self.resizer.fir().resize(&src, &mut view, &opts).map_err(decode_err)?;
         } else {
             let (rw, rh) = if exif::swaps_axes(o) { (nh, nw) } else { (nw, nh) };
             self.upright.resize((rw * rh * 3) as usize, 0);
             let mut small =
                 Image::from_slice_u8(rw, rh, &mut self.upright, PixelType::U8x3).map_err(decode_err)?;
-            self.resizer.resize(&src, &mut small, &opts).map_err(decode_err)?;
+            self.resizer.fir().resize(&src, &mut small, &opts).map_err(decode_err)?;
             let start = ((py * pw + px) * 3) as usize;
             exif::orient_into(
                 &self.upright,

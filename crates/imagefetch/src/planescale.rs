@@ -56,8 +56,7 @@ impl PlaneResizer {
             return fir_resize(&mut self.fir, src, (0.0, used.0), used.1, dst);
         }
         // Vertical pass by fir, over just the columns the horizontal taps read.
-        let (x0, x1) = self.taps.columns();
-        let (tw, dh) = (x1 - x0, dst.2);
+        let (x0, tw, dh) = (self.taps.x0, self.taps.columns, dst.2);
         self.temp.resize(tw as usize * dh as usize + MAX_TAPS, 0);
         let temp = &mut self.temp[..tw as usize * dh as usize];
         fir_resize(&mut self.fir, src, (x0 as f64, tw as f64), used.1, (temp, tw, dh))?;
@@ -66,9 +65,14 @@ impl PlaneResizer {
         // SAFETY: AVX2 was detected at run time; `horizontal_avx2` reads `temp` only within
         // 16 bytes of row + start (start ≤ tw - 1), inside its MAX_TAPS padding.
         unsafe {
-            horizontal_avx2(&self.temp, tw as usize, &self.taps, x0, out, dw)
+            horizontal_avx2(&self.temp, tw as usize, &self.taps, out, dw)
         };
         Ok(())
+    }
+
+    /// The fir resizer inside, for pictures other than planes (one per decoder).
+    pub fn fir(&mut self) -> &mut Resizer {
+        &mut self.fir
     }
 }
 
@@ -95,10 +99,11 @@ fn fir_resize(
 struct Taps {
     key: (u32, u64, u32),
     precision: u8,
-    /// First source column of each output pixel.
+    /// The first source column any output reads, and how many columns from there they read.
+    x0: u32,
+    columns: u32,
+    /// First source column of each output pixel, counted from `x0`.
     starts: Vec<i32>,
-    /// Last source column read + 1, over all outputs.
-    end: u32,
     /// Taps per output, rounded up to 4 (zero-padded).
     width: usize,
     /// In groups of 4 taps: group g of output o at `g * 4 * n + 4 * o`, n = outputs.
@@ -132,16 +137,12 @@ impl Taps {
                 self.coefs[(t / 4) * 4 * n + 4 * o + t % 4] = (v * (1u32 << precision) as f64).round() as i16;
             }
         }
-        self.starts = bounds.iter().map(|b| b.0 as i32).collect();
-        self.end = bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
+        // The minimum, not the first: the kernel's reads stay in bounds whatever the order.
+        self.x0 = bounds.iter().map(|b| b.0).min().unwrap_or(0);
+        self.columns = bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0) - self.x0;
+        self.starts = bounds.iter().map(|b| (b.0 - self.x0) as i32).collect();
         (self.key, self.precision, self.width) = (key, precision, width);
         self.shuffles = if width == 4 { shuffles(&self.starts) } else { Vec::new() };
-    }
-
-    /// The source columns the pass reads: `[lowest start, end)` (the starts rise with the
-    /// output column; the minimum keeps the kernel's reads in bounds even if they did not).
-    fn columns(&self) -> (u32, u32) {
-        (self.starts.iter().min().map_or(0, |&s| s as u32), self.end)
     }
 }
 
@@ -175,7 +176,7 @@ fn weights(in_size: u32, extent: f64, out: u32) -> (Vec<f64>, Vec<(u32, u32)>, u
     let recip = 1.0 / radius;
     let (mut weights, mut bounds) = (Vec::with_capacity(window * out as usize), Vec::new());
     for o in 0..out {
-        let in_center = 0.0 + (o as f64 + 0.5) * scale;
+        let in_center = (o as f64 + 0.5) * scale;
         let x_min = (in_center - radius).floor().max(0.) as u32;
         let x_max = (in_center + radius).ceil().min(in_size as f64) as u32;
         let (cur, center, mut ww) = (weights.len(), in_center - 0.5, 0.0);
@@ -205,22 +206,21 @@ fn weights(in_size: u32, extent: f64, out: u32) -> (Vec<f64>, Vec<(u32, u32)>, u
     (weights, bounds, window)
 }
 
-/// The horizontal pass over `temp` (`tw` columns starting at source column `x0`, one row per
+/// The horizontal pass over `temp` (`tw` columns from source column `taps.x0`, one row per
 /// output row) into `out` (`dw` wide): 8 output pixels per step, 4 taps per shuffle or gather.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn horizontal_avx2(temp: &[u8], tw: usize, taps: &Taps, x0: u32, out: &mut [u8], dw: usize) {
+unsafe fn horizontal_avx2(temp: &[u8], tw: usize, taps: &Taps, out: &mut [u8], dw: usize) {
     use std::arch::x86_64::*;
     let (groups, n) = (taps.width / 4, dw);
     let round = _mm256_set1_epi32(1 << (taps.precision - 1));
     let shift = _mm_cvtsi32_si128(taps.precision as i32);
     let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    let starts: Vec<i32> = taps.starts.iter().map(|&s| s - x0 as i32).collect();
+    let starts = &taps.starts;
     for (r, row_out) in out.chunks_exact_mut(dw).enumerate() {
         let row = temp.as_ptr().add(r * tw);
         let mut o = 0;
         while o + 8 <= dw {
-            let idx = _mm256_loadu_si256(starts.as_ptr().add(o).cast());
             let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for g in 0..groups {
                 let px = match taps.shuffles.get(o / 8) {
@@ -230,7 +230,10 @@ unsafe fn horizontal_avx2(temp: &[u8], tw: usize, taps: &Taps, x0: u32, out: &mu
                         _mm256_broadcastsi128_si256(_mm_loadu_si128(row.add(starts[o] as usize).cast())),
                         _mm256_loadu_si256(mask.as_ptr().cast()),
                     ),
-                    None => _mm256_i32gather_epi32::<1>(row.add(4 * g).cast(), idx),
+                    None => _mm256_i32gather_epi32::<1>(
+                        row.add(4 * g).cast(),
+                        _mm256_loadu_si256(starts.as_ptr().add(o).cast()),
+                    ),
                 };
                 let c = taps.coefs.as_ptr().add(g * 4 * n + 4 * o);
                 let p_lo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(px));

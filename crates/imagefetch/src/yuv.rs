@@ -105,8 +105,9 @@ fn split_i420(buf: &mut [u8], w: u32, h: u32) -> (&mut [u8], &mut [u8], &mut [u8
     (y, u, v)
 }
 
-/// Each plane resized on its own (bilinear, SIMD: `planescale.rs`); only the picture's part of the MCU padding
-/// is read, so the geometry is exact for any size and subsampling. Grey gets neutral chroma.
+/// Each plane resized on its own (bilinear, SIMD: `planescale.rs`); only the picture's part
+/// of the MCU padding is read, so the geometry is exact for any size and subsampling. Grey
+/// gets neutral chroma.
 fn resize_planes(
     src: &Planes,
     (w, h): (u32, u32),
