@@ -13,6 +13,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 pub use crate::canvas::{fit, Letterboxed, Placement, Shape, Wire};
+use crate::jpeghead::{dct_scale, has_jpeg_end};
 pub use crate::jpegscan::MAX_JPEG_SCANS;
 use crate::outcome::Failure;
 use crate::planescale::PlaneResizer;
@@ -62,13 +63,6 @@ pub(crate) static LARGE_DECODE: std::sync::Mutex<()> = std::sync::Mutex::new(())
 fn large_decode(bytes: u64) -> Option<std::sync::MutexGuard<'static, ()>> {
     (bytes > LARGE_DECODE_BYTES).then(|| LARGE_DECODE.lock().unwrap_or_else(|e| e.into_inner()))
 }
-/// libjpeg-turbo's downscaling factors (≤ 1), asked once rather than per image.
-static DOWNSCALES: std::sync::LazyLock<Vec<turbojpeg::ScalingFactor>> = std::sync::LazyLock::new(|| {
-    turbojpeg::Decompressor::supported_scaling_factors()
-        .into_iter()
-        .filter(|f| f.num() <= f.denom())
-        .collect()
-});
 /// Scratch buffers above this are dropped after use rather than kept per thread.
 const KEEP_SCRATCH_BYTES: usize = 16 << 20;
 /// The largest inflated PNG stream decoded whole (`png.rs`); bigger ones stream.
@@ -435,17 +429,6 @@ fn i420_content(data: Vec<u8>, at: Placement, o: u8, (w, h): (u32, u32)) -> Lett
     }
 }
 
-/// The smallest DCT scale whose output still covers `(rw, rh)`: decoding fewer pixels is
-/// the cheapest resize there is.
-fn dct_scale((w, h): (u32, u32), (rw, rh): (u32, u32)) -> turbojpeg::ScalingFactor {
-    DOWNSCALES
-        .iter()
-        .copied()
-        .filter(|f| f.scale(w as usize) >= rw as usize && f.scale(h as usize) >= rh as usize)
-        .min_by_key(|f| f.scale(w as usize) * f.scale(h as usize))
-        .unwrap_or(turbojpeg::ScalingFactor::ONE)
-}
-
 /// The stored size of a JPEG libjpeg-turbo should decode: `None` for what it declines
 /// (CMYK/YCCK), an error for a size refused outright.
 fn jpeg_size(header: &turbojpeg::DecompressHeader, max_pixels: u64) -> Option<Result<(u32, u32), Failure>> {
@@ -464,35 +447,6 @@ fn jpeg_size(header: &turbojpeg::DecompressHeader, max_pixels: u64) -> Option<Re
 
 fn too_many_pixels(w: u32, h: u32, max: u64) -> Failure {
     Failure::new(UrlStatus::TooLarge, format!("{w}x{h} exceeds the {max}-pixel cap"))
-}
-
-/// Whether an end-of-image marker follows the first scan. Junk of any length after EOI is
-/// common on the web; an EXIF thumbnail's own EOI sits before the first scan, so it does not
-/// hide a cut file. A header that cannot be walked is left to libjpeg-turbo.
-fn has_jpeg_end(bytes: &[u8]) -> bool {
-    let Some(scan) = first_scan(bytes) else { return true };
-    bytes[scan..].windows(2).rev().any(|w| w == [0xFF, 0xD9])
-}
-
-/// Offset of the first SOS marker, walking the header's segments by their lengths.
-fn first_scan(b: &[u8]) -> Option<usize> {
-    let mut i = 2;
-    loop {
-        while b.get(i..i + 2)? == [0xFF, 0xFF] {
-            i += 1; // fill bytes
-        }
-        if b[i] != 0xFF {
-            return None;
-        }
-        if b[i + 1] == 0xDA {
-            return Some(i);
-        }
-        let len = u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]) as usize;
-        if len < 2 {
-            return None;
-        }
-        i += 2 + len;
-    }
 }
 
 /// One-off convenience (tests, tools); hot paths keep a `Decoder` per thread.

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod download;
 mod exif;
 pub mod fetch;
+mod jpeghead;
 mod jpegscan;
 pub mod net;
 pub mod outcome;
