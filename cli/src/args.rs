@@ -179,41 +179,13 @@ pub(crate) enum Cmd {
 #[derive(Subcommand)]
 pub(crate) enum BenchCmd {
     /// Download, decode and letterbox every URL of URLS_FILE (tensors discarded).
-    Fetch {
-        /// URL list: one per line, or CSV with a `url` column.
-        urls: PathBuf,
-        /// Letterbox size (the default model's input).
-        #[arg(long, default_value_t = 640)]
-        size: u32,
-        #[command(flatten)]
-        fetcher: FetcherArgs,
-    },
+    Fetch(facesweep_fetcher::bench::FetchArgs),
     /// Decode + letterbox the images of DIR from memory on every core: the floor for `fetch`.
-    Decode {
-        /// Folder of JPEG/PNG images.
-        dir: PathBuf,
-        /// Times each image is decoded.
-        #[arg(long, default_value_t = 3)]
-        passes: usize,
-        /// Letterbox size (the default model's input).
-        #[arg(long, default_value_t = 640)]
-        size: u32,
-        /// How the images would travel to the detector.
-        #[arg(long, value_enum, default_value_t = facesweep_imagefetch::decode::Wire::I420)]
-        wire: facesweep_imagefetch::decode::Wire,
-    },
+    Decode(facesweep_fetcher::bench::DecodeArgs),
     /// The control plane alone at scale: real delegator and results on a durable Postgres,
     /// synthetic fetchers (no HTTP, no detector). `make bench-scale`.
     Scale(facesweep_cli::bench::scale::ScaleOptions),
     /// Every detector-tier measurement in one run (`make gpu-check`): fp16 parity, batch
     /// sweep, gRPC throughput and ingest ceiling, the whole mesh; report.md + report.json.
     Gpu(facesweep_cli::bench::gpu::GpuCheckOptions),
-}
-
-/// The fetcher's own flags (`facesweep-fetcher --help`), minus the service addresses.
-#[derive(Args)]
-pub(crate) struct FetcherArgs {
-    /// Extra fetcher flags, e.g. `-- --concurrency 256 --allow-networks 127.0.0.0/8`.
-    #[arg(last = true)]
-    pub(crate) extra: Vec<String>,
 }

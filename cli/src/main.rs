@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use facesweep_cli::bench::{self, fetch as fetch_bench};
+use facesweep_cli::bench;
 use facesweep_cli::datadir::InUse;
 use facesweep_cli::ondemand::{self, Need};
 use facesweep_cli::output::{Format, Out};
 use facesweep_cli::{client, errors, httpserve, inputs, live, run_job, Mesh};
-use facesweep_common::config::parse_flags_only;
 
 mod args;
 use args::*;
@@ -344,24 +343,9 @@ async fn attach(
 
 async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
     match b {
-        BenchCmd::Fetch { urls, size, fetcher } => {
-            let list = client::read_urls(&urls)?;
-            let args = std::iter::once("fetcher".to_string()).chain(fetcher.extra);
-            let config = parse_flags_only::<facesweep_fetcher::Args>(args)?.into_config()?;
-            // This CLI links LibTorch (the detector); the fetcher service binary does not.
-            let before = fetch_bench::rss_mib();
-            let fetch_bench::FetchRun { ok, failed, secs, wire_bytes } =
-                fetch_bench::fetch(list, config, (size, size)).await?;
-            let peak = fetch_bench::peak_rss_mib();
-            println!(
-                "peak RSS {peak:.0} MiB, {before:.0} MiB before fetching: fetch tier {:.0} MiB",
-                peak - before
-            );
-            println!(
-                "fetched {ok} ok, {failed} failed in {secs:.2} s: {:.1} img/s",
-                (ok + failed) as f64 / secs
-            );
-            println!("to the detector: {:.0} bytes/image on average", wire_bytes as f64 / ok.max(1) as f64);
+        BenchCmd::Fetch(a) => {
+            let list = client::read_urls(&a.urls)?;
+            a.run(list).await?;
         }
         BenchCmd::Scale(o) => {
             bench::scale::run(&o).await?;
@@ -370,11 +354,7 @@ async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
             bench::gpu::run(&o).await?;
             println!("report: {}", o.out.join("report.md").display());
         }
-        BenchCmd::Decode { dir, passes, size, wire } => {
-            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-            let (n, secs) = fetch_bench::decode(&dir, passes, threads, (size, size), wire).await?;
-            println!("decoded {n} images on {threads} threads in {secs:.2} s: {:.1} img/s", n as f64 / secs);
-        }
+        BenchCmd::Decode(a) => a.run().await?,
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Fetcher: leases URLs, fetches them (download, decode, letterbox: `facesweep_imagefetch`),
 //! detects, records.
 
+pub mod bench;
 mod config;
 mod delegators;
 mod detect_client;
