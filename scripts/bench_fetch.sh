@@ -41,8 +41,8 @@ python3 scripts/corpus_kinds.py "$CORPUS" "$tmp/c" > "$tmp/kinds.tsv"
 # The fetch tier without LibTorch, as the fetcher service runs (`facesweep bench` would add
 # the CLI's detector start-up, ~0.3 s, to each run). BIN/OLD_BIN may also be facesweep CLIs.
 if [ -z "${BIN:-}" ]; then cargo build -q --release -p facesweep-fetcher; BIN=target/release/facesweep-fetch-bench; fi
-# `bench BIN fetch|decode ARGS…`, whichever of the two binaries BIN is.
-bench() { case "$(basename "$1")" in facesweep-fetch-bench*) "$@" ;; *) "$1" bench "${@:2}" ;; esac; }
+# Sets `cmd` to what runs BIN's `fetch` and `decode`, whichever of the two binaries BIN is.
+bench_argv() { cmd=("$1"); case "$(basename "$1")" in facesweep-fetch-bench*) ;; *) cmd+=(bench) ;; esac; }
 bins=("$BIN")
 [ -n "${OLD_BIN:-}" ] && bins+=("$OLD_BIN")
 
@@ -79,7 +79,7 @@ echo "corpus: $files images ($(du -shL "$tmp/c/all" | cut -f1)) from $CORPUS; $N
 printf 'kind\tfiles\tMB\tmean MP\n'; cat "$tmp/kinds.tsv"
 
 res="$tmp/results.tsv"
-decode() { bench "$1" decode "$2" --passes "$3" --wire i420 | grep '^decoded' | sed -E 's/.*: ([0-9.]+) img\/s/\1/'; }
+decode() { bench_argv "$1"; "${cmd[@]}" decode "$2" --passes "$3" --wire i420 | grep '^decoded' | sed -E 's/.*: ([0-9.]+) img\/s/\1/'; }
 # Runs a command; its stdout to $tmp/out, its CPU seconds (user + sys, children included) printed.
 cpu_of() {
   python3 -c 'import resource, subprocess, sys
@@ -87,15 +87,14 @@ r = subprocess.run(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subproces
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(round(u.ru_utime + u.ru_stime, 2))' "$tmp/out" "$@"
 }
-# CPU ms per decode (user + sys, start-up measured with --passes 0 and taken off): steadier
-# than wall time when other work shares the machine.
+# `cpu_ms DIR PASSES BENCH_ARGV…`: CPU ms per decode (user + sys, start-up measured with
+# --passes 0 and taken off): steadier than wall time when other work shares the machine.
 cpu_ms() {
   python3 - "$@" <<'PY'
 import os, resource, subprocess, sys
-b, d, p = sys.argv[1], sys.argv[2], int(sys.argv[3])
+d, p, pre = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def cpu(passes):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    pre = [b] if os.path.basename(b).startswith("facesweep-fetch-bench") else [b, "bench"]
     subprocess.run(pre + ["decode", d, "--passes", str(passes), "--wire", "i420"], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -108,14 +107,14 @@ for r in $(seq "$ROUNDS"); do
   for b in "${bins[@]}"; do
     echo "round $r: $b"
     printf 'floor\t%s\t%s\n' "$b" "$(decode "$b" "$tmp/c/all" 2)" | tee -a "$res"
-    printf 'floor-cpu-ms\t%s\t%s\n' "$b" "$(cpu_ms "$b" "$tmp/c/all" 1)" | tee -a "$res"
+    bench_argv "$b"
+    printf 'floor-cpu-ms\t%s\t%s\n' "$b" "$(cpu_ms "$tmp/c/all" 1 "${cmd[@]}")" | tee -a "$res"
     for k in $(ls "$tmp/c/kinds"); do
       n=$(ls "$tmp/c/kinds/$k" | wc -l)
-      printf 'kind:%s\t%s\t%s\n' "$k" "$b" "$(cpu_ms "$b" "$tmp/c/kinds/$k" $(( (200 + n - 1) / n )))" | tee -a "$res"
+      printf 'kind:%s\t%s\t%s\n' "$k" "$b" "$(cpu_ms "$tmp/c/kinds/$k" $(( (200 + n - 1) / n )) "${cmd[@]}")" | tee -a "$res"
     done
     start=$(date +%s.%N)
-    pre=("$b"); case "$(basename "$b")" in facesweep-fetch-bench*) ;; *) pre+=(bench) ;; esac
-    c=$(cpu_of "${pre[@]}" fetch "$tmp/urls.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 --wire i420)
+    c=$(cpu_of "${cmd[@]}" fetch "$tmp/urls.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 --wire i420)
     end=$(date +%s.%N)
     ok=$(sed -nE 's/^fetched ([0-9]+) ok.*/\1/p' "$tmp/out")
     # Like img2dataset's below: images decoded over the whole process's wall time, start-up in.
@@ -143,7 +142,7 @@ done
 # Memory: every adversarial input 32 times, all at once.
 for i in $(seq 32); do ls "$CACHE/adversarial" | grep -v stamp | sed "s#^#http://127.0.0.1:$port/adv/#;s#\$#?r=$i#"; done > "$tmp/adv.txt"
 echo "adversarial: $(wc -l < "$tmp/adv.txt") URLs (24 MP PNGs, 30 MB non-images) at concurrency 256:"
-bench "$BIN" fetch "$tmp/adv.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 | grep -E 'peak|fetched'
+bench_argv "$BIN"; "${cmd[@]}" fetch "$tmp/adv.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 | grep -E 'peak|fetched'
 python3 - "$res" "$tmp/kinds.tsv" "$CORES" "${bins[@]}" <<'PY'
 import statistics, sys
 res, kinds, cores, bins = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
