@@ -126,14 +126,20 @@ async fn fetch(urls: Vec<String>, config: crate::Config, target: (u32, u32)) -> 
     let fetcher = Arc::new(Fetcher::new(config.fetch_config(), Arc::new(()))?);
     let started = Instant::now();
     let mut failures = std::collections::BTreeMap::<String, usize>::new();
-    let results: Vec<_> = futures::stream::iter(urls)
-        .map(|u| {
-            let f = fetcher.clone();
-            async move { f.fetch(&u, shape).await.0.map(|lb| lb.data.len()) }
-        })
-        .buffer_unordered(config.concurrency)
-        .collect()
-        .await;
+    // In a task on the runtime's workers, as the fetcher's lease loop runs (worker.rs): polled
+    // from the main thread instead, every body chunk would wake a thread outside the pool.
+    let concurrency = config.concurrency;
+    let results: Vec<_> = tokio::spawn(async move {
+        futures::stream::iter(urls)
+            .map(|u| {
+                let f = fetcher.clone();
+                async move { f.fetch(&u, shape).await.0.map(|lb| lb.data.len()) }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+    })
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let wire_bytes = results.iter().filter_map(|r| r.as_ref().ok()).map(|n| *n as u64).sum();
