@@ -79,7 +79,8 @@ echo "corpus: $files images ($(du -shL "$tmp/c/all" | cut -f1)) from $CORPUS; $N
 printf 'kind\tfiles\tMB\tmean MP\n'; cat "$tmp/kinds.tsv"
 
 res="$tmp/results.tsv"
-decode() { bench_argv "$1"; "${cmd[@]}" decode "$2" --passes "$3" --wire i420 | grep '^decoded' | sed -E 's/.*: ([0-9.]+) img\/s/\1/'; }
+# `decode DIR PASSES`: img/s of the binary `bench_argv` last set.
+decode() { "${cmd[@]}" decode "$1" --passes "$2" --wire i420 | grep '^decoded' | sed -E 's/.*: ([0-9.]+) img\/s/\1/'; }
 # Runs a command; its stdout to $tmp/out, its CPU seconds (user + sys, children included) printed.
 cpu_of() {
   python3 -c 'import resource, subprocess, sys
@@ -106,8 +107,8 @@ PY
 for r in $(seq "$ROUNDS"); do
   for b in "${bins[@]}"; do
     echo "round $r: $b"
-    printf 'floor\t%s\t%s\n' "$b" "$(decode "$b" "$tmp/c/all" 2)" | tee -a "$res"
     bench_argv "$b"
+    printf 'floor\t%s\t%s\n' "$b" "$(decode "$tmp/c/all" 2)" | tee -a "$res"
     printf 'floor-cpu-ms\t%s\t%s\n' "$b" "$(cpu_ms "$tmp/c/all" 1 "${cmd[@]}")" | tee -a "$res"
     for k in $(ls "$tmp/c/kinds"); do
       n=$(ls "$tmp/c/kinds/$k" | wc -l)

@@ -38,14 +38,15 @@ if "$HELM" template t "$CHART" | grep -q '^kind: PrometheusRule'; then
   echo "PrometheusRule rendered on a cluster without monitoring.coreos.com/v1" >&2
   exit 1
 fi
-# Fetchers size decode threads and async workers by fetcher.threads, not by the node's cores
-# (no CPU limit is set: on a 64-core node, 64 decodes at once outgrow the memory limit).
-fetcher=$("$HELM" template t "$CHART" --set fetcher.threads=3 --show-only templates/fetcher.yaml)
+# Fetchers size decode threads and async workers by their CPU request (rounded up), not by
+# the node's cores (no CPU limit is set: on a 64-core node, 64 decodes at once outgrow the
+# memory limit).
+fetcher=$("$HELM" template t "$CHART" --set fetcher.resources.requests.cpu=2500m --show-only templates/fetcher.yaml)
 for v in FETCHER_DECODE_THREADS TOKIO_WORKER_THREADS; do
   grep -A1 -- "- name: $v\$" <<<"$fetcher" | grep -q 'value: "3"' \
-    || { echo "the fetcher's $v does not follow fetcher.threads" >&2; exit 1; }
+    || { echo "the fetcher's $v does not follow its CPU request" >&2; exit 1; }
 done
-echo "fetcher: decode threads and tokio workers follow fetcher.threads"
+echo "fetcher: decode threads and tokio workers follow its CPU request"
 for values in "" ci/cpu-only.yaml ci/gpu-otlp.yaml ci/keda-cnpg.yaml; do
   out=$(mktemp)
   # As on a cluster with the Prometheus Operator, so the PrometheusRule renders and is checked.

@@ -343,10 +343,7 @@ async fn attach(
 
 async fn bench_cmd(b: BenchCmd) -> anyhow::Result<()> {
     match b {
-        BenchCmd::Fetch(a) => {
-            let list = client::read_urls(&a.urls)?;
-            a.run(list).await?;
-        }
+        BenchCmd::Fetch(a) => a.run(client::read_urls).await?,
         BenchCmd::Scale(o) => {
             bench::scale::run(&o).await?;
         }

@@ -128,3 +128,17 @@ volumes:
         csi.cert-manager.io/ca-file: ca.crt
 {{- end }}
 {{- end -}}
+
+{{/* A fetcher's decode threads and async workers: its CPU request rounded up ("1500m" is 2),
+empty without one. Left to the program both follow the node's core count (no CPU limit is
+set), and 64 decodes at once on a 64-core node would outgrow the memory limit. */}}
+{{- define "facesweep.fetcherThreads" -}}
+{{- with (.Values.fetcher.resources.requests | default dict).cpu -}}
+{{- $cpu := toString . -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- max 1 (div (add (trimSuffix "m" $cpu | int) 999) 1000) -}}
+{{- else -}}
+{{- max 1 (ceil ($cpu | float64) | int) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -43,8 +43,9 @@ pub struct DecodeArgs {
 }
 
 impl FetchArgs {
-    /// Fetches `urls` (read from `self.urls` by the caller) and prints what it cost.
-    pub async fn run(self, urls: Vec<String>) -> anyhow::Result<()> {
+    /// Fetches the URLs `read` finds in `self.urls` and prints what it cost.
+    pub async fn run(self, read: impl FnOnce(&Path) -> anyhow::Result<Vec<String>>) -> anyhow::Result<()> {
+        let urls = read(&self.urls)?;
         let args = std::iter::once("fetcher".to_string()).chain(self.fetcher);
         let config = parse_flags_only::<crate::Args>(args)?.into_config()?;
         let before = rss_mib();
@@ -125,7 +126,6 @@ async fn fetch(urls: Vec<String>, config: crate::Config, target: (u32, u32)) -> 
     let shape = Shape { width: target.0, height: target.1, wire };
     let fetcher = Arc::new(Fetcher::new(config.fetch_config(), Arc::new(()))?);
     let started = Instant::now();
-    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     // In a task on the runtime's workers, as the fetcher's lease loop runs (worker.rs): polled
     // from the main thread instead, every body chunk would wake a thread outside the pool.
     let concurrency = config.concurrency;
@@ -143,6 +143,7 @@ async fn fetch(urls: Vec<String>, config: crate::Config, target: (u32, u32)) -> 
     let secs = started.elapsed().as_secs_f64();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let wire_bytes = results.iter().filter_map(|r| r.as_ref().ok()).map(|n| *n as u64).sum();
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     for r in &results {
         if let Err(e) = r {
             *failures.entry(e.status.short_name().to_string()).or_default() += 1;

@@ -21,10 +21,7 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let r = match Cmd::parse() {
-        Cmd::Fetch(a) => match read_url_lines(&a.urls) {
-            Ok(urls) => a.run(urls).await,
-            Err(e) => Err(e),
-        },
+        Cmd::Fetch(a) => a.run(read_url_lines).await,
         Cmd::Decode(a) => a.run().await,
     };
     match r {
