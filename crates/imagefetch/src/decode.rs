@@ -82,8 +82,8 @@ struct Decoded {
 }
 
 impl Decoder {
-    /// Whether progressive JPEGs decoded at half size or less lose their final-bit refinement
-    /// scans first (`jpegscan.rs`; on by default: a third less CPU for them, same faces).
+    /// Whether progressive JPEGs decoded at half size or less lose their refinement scans
+    /// first (`jpegscan.rs`; on by default: about half the CPU for them, same faces).
     pub fn with_scan_splicing(mut self, on: bool) -> Self {
         self.splice_scans = on;
         self

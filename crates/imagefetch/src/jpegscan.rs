@@ -2,19 +2,22 @@
 //! sees the bytes (issue #24: progressive entropy decoding was the largest decode cost).
 //!
 //! A progressive JPEG with scans missing still decodes: coefficients no scan delivered stay
-//! zero. Two kinds of scans go, and never one that a kept later scan refines:
+//! zero. Scans go, never one that a kept later scan refines:
 //! - AC scans whose whole band lies outside the coefficients the scaled IDCT reads and those
 //!   (1..=9) libjpeg's block smoothing looks at (exact);
-//! - when decoding at half size or less, the final-bit refinements (Ah > 0, Al = 0): the last
-//!   bit of every coefficient, DC included. They are the costliest scans of libjpeg's standard
-//!   script (a third of its decode CPU), and the downscale all but erases that bit (the
-//!   detector's faces do not move: tests/tests/it/progressive.rs). At 5/8–7/8 the loss shows
-//!   more (Y PSNR down to 32 dB on the web corpus, vs ≥ 36 dB at ≤ 1/2) and those files are
-//!   small and cheap anyway, so they keep it.
+//! - when decoding at half size or less, the refinement scans (Ah > 0): the last bit of every
+//!   coefficient, DC included, and in libjpeg's standard script (Pillow's, most encoders')
+//!   also Y's second-last AC bit. They are its costliest scans, and the downscale all but
+//!   erases those bits (Y PSNR of the letterboxed picture ≥ 41 dB on the web corpus; the
+//!   detector's faces do not move: tests/tests/it/progressive.rs).
+//!   A script whose first scans stop above Al = 2 keeps all but its final bits. At 5/8–7/8
+//!   the loss shows more (Y PSNR down to 32 dB for the final bits alone) and those files are
+//!   small and cheap anyway, so they keep everything.
 //!
-//! A file left without its final bits is then rescaled (`halved_tables`): every kept scan one
-//! bit lower, every quantizer doubled. The IDCT gets the same products, and libjpeg no longer
-//! runs block smoothing to estimate the missing bit (a sixth of the decode CPU that was left).
+//! The kept scans are then rescaled: each one's header lowered by the bits its coefficients
+//! lost, their quantizers multiplied to match (`Plan`). The IDCT gets the same products, and
+//! libjpeg sees a complete file, so it does not run block smoothing to estimate the missing
+//! bits (a sixth of the decode CPU that was left).
 //!
 //! Anything unexpected (baseline, arithmetic coding, malformed markers, truncation) returns
 //! the input untouched, so libjpeg-turbo decides about it as before.
@@ -57,6 +60,8 @@ struct Component {
     id: u8,
     h: u8,
     v: u8,
+    /// Its quantization table.
+    tq: u8,
 }
 
 /// Final-bit refinements go only at this scale (in eighths) or below.
@@ -73,36 +78,51 @@ const ZIGZAG_TO_NATURAL: [u8; 64] = [
     46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
+/// How far a splice goes (`splice` uses `FirstScans`; the others are its fallbacks, and tests').
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Depth {
+    /// Scans dropped, headers untouched: libjpeg's block smoothing estimates what is missing.
+    Plain,
+    /// Final bits dropped, then every kept scan one bit lower and every quantizer doubled.
+    FinalBit,
+    /// Every refinement dropped, then each first scan rescaled to Al = 0 (its quantizers
+    /// multiplied by 2^Al): one bit more of the standard script's Y AC goes than `FinalBit`.
+    FirstScans,
+}
+
 /// `bytes` without the scans a decode at `scale` (≤ 1) does not need (see the module doc),
 /// written into `out`; `bytes` itself when nothing goes or the file is not a plain
 /// progressive Huffman JPEG.
 pub fn splice<'a>(bytes: &'a [u8], scale: turbojpeg::ScalingFactor, out: &'a mut Vec<u8>) -> &'a [u8] {
-    splice_as(bytes, scale, out, true)
+    splice_as(bytes, scale, out, Depth::FirstScans)
 }
 
-/// `splice`, with the rescaling of a file left without its final bits on or off (tests).
-fn splice_as<'a>(
+/// `splice`, going at most as far as `depth` (each depth falls back to the one before it
+/// when the file does not allow it).
+pub(crate) fn splice_as<'a>(
     bytes: &'a [u8],
     scale: turbojpeg::ScalingFactor,
     out: &'a mut Vec<u8>,
-    rescale: bool,
+    depth: Depth,
 ) -> &'a [u8] {
     let Some(p) = parse(bytes) else { return bytes };
     let eighths = (scale.num() * 8 / scale.denom().max(1)).clamp(1, 8) as u32;
-    let keep = kept(&p.comps, &p.scans, eighths);
-    if keep.iter().all(|&k| k) {
+    let plan = plan(bytes, &p, eighths, depth);
+    if plan.keep.iter().all(|&k| k) {
         return bytes;
     }
-    let tables = if rescale { halved_tables(bytes, &p, &keep) } else { None };
     let mut cuts: Vec<(std::ops::Range<usize>, &[u8])> = Vec::new();
-    for (range, table) in p.tables.iter().zip(tables.iter().flatten()) {
+    for (range, table) in p.tables.iter().zip(plan.tables.iter().flatten()) {
         cuts.push((range.clone(), table));
     }
-    for (s, &k) in p.scans.iter().zip(&keep) {
+    for ((s, &k), &d) in p.scans.iter().zip(&plan.keep).zip(&plan.lower) {
         if !k {
             cuts.push((s.start..s.end, &[]));
-        } else if tables.is_some() {
-            cuts.push((s.ahal_at..s.ahal_at + 1, &HALVED_AHAL[bytes[s.ahal_at] as usize..][..1]));
+        } else if d > 0 {
+            cuts.push((
+                s.ahal_at..s.ahal_at + 1,
+                &LOWERED_AHAL[d as usize - 1][bytes[s.ahal_at] as usize..][..1],
+            ));
         }
     }
     out.clear();
@@ -116,35 +136,98 @@ fn splice_as<'a>(
     out
 }
 
-/// Each Ah/Al byte with both one bit lower (Ah stays 0): what a scan's header becomes when
-/// its coefficients count in units of two.
-const HALVED_AHAL: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let (ah, al) = (i as u8 >> 4, i as u8 & 15);
-        t[i] = (ah.saturating_sub(1) << 4) | al.saturating_sub(1);
-        i += 1;
+/// The most bits a coefficient may lose to `Depth::FirstScans`: the standard script's Y AC
+/// first scans stop at Al = 2 (a script with coarser first scans keeps its refinements).
+const MAX_LOST_BITS: u8 = 2;
+
+/// Each Ah/Al byte with both `d` (1..=MAX_LOST_BITS, the index plus one) bits lower: what a
+/// scan's header becomes when its coefficients count in units of 2^d.
+const LOWERED_AHAL: [[u8; 256]; MAX_LOST_BITS as usize] = {
+    let mut t = [[0u8; 256]; MAX_LOST_BITS as usize];
+    let mut d = 0;
+    while d < MAX_LOST_BITS as usize {
+        let mut i = 0;
+        while i < 256 {
+            let (ah, al) = (i as u8 >> 4, i as u8 & 15);
+            t[d][i] = (ah.saturating_sub(d as u8 + 1) << 4) | al.saturating_sub(d as u8 + 1);
+            i += 1;
+        }
+        d += 1;
     }
     t
 };
 
-/// When every kept scan leaves its coefficients' last bit unknown (Al ≥ 1), the DQT segments
-/// with every quantizer doubled (16-bit), for scans that deliver each coefficient halved: the
-/// same products reach the IDCT, and libjpeg sees a complete file, so it skips block
-/// smoothing (jdcoefct.c), which otherwise estimates the missing bit at ~15% of the decode.
-/// None when that does not hold or a table is not plain.
-fn halved_tables(bytes: &[u8], p: &Parsed, keep: &[bool]) -> Option<Vec<Vec<u8>>> {
-    let lossy_everywhere = p.scans.iter().zip(keep).all(|(s, &k)| !k || s.al >= 1);
-    if !lossy_everywhere || p.late_tables {
-        return None;
-    }
-    p.tables.iter().map(|r| doubled_dqt(&bytes[r.clone()])).collect()
+/// Per quantization table, per zigzag index: by how many bits its quantizer grows.
+type Shifts = [[u8; 64]; 4];
+
+/// What a splice does: the scans kept, by how many bits each one's header goes lower, and
+/// the DQT segments rewritten to match (None: tables untouched).
+struct Plan {
+    keep: Vec<bool>,
+    lower: Vec<u8>,
+    tables: Option<Vec<Vec<u8>>>,
 }
 
-/// One DQT segment (fill bytes, marker, length, tables) with each table's quantizers doubled,
-/// written at 16-bit precision; None if it is malformed or a quantizer would overflow.
-fn doubled_dqt(seg: &[u8]) -> Option<Vec<u8>> {
+fn plan(bytes: &[u8], p: &Parsed, eighths: u32, depth: Depth) -> Plan {
+    let keep = kept(&p.comps, &p.scans, eighths);
+    let plain = || Plan { lower: vec![0; keep.len()], keep: keep.clone(), tables: None };
+    if depth == Depth::Plain || p.late_tables {
+        return plain();
+    }
+    if depth == Depth::FirstScans {
+        if let Some(plan) = first_scans_only(bytes, p, &keep, eighths) {
+            return plan;
+        }
+    }
+    // When every kept scan leaves its coefficients' last bit unknown (Al ≥ 1): the same
+    // products reach the IDCT, and libjpeg sees a complete file, so it skips block smoothing
+    // (jdcoefct.c), which otherwise estimates the missing bit at ~15% of the decode.
+    let lossy_everywhere = p.scans.iter().zip(&keep).all(|(s, &k)| !k || s.al >= 1);
+    match lossy_everywhere.then(|| scaled_tables(bytes, p, &[[1; 64]; 4])).flatten() {
+        Some(tables) => Plan { lower: vec![1; keep.len()], keep, tables: Some(tables) },
+        None => plain(),
+    }
+}
+
+/// `Depth::FirstScans` where it applies: at half size or less, a file whose kept scans
+/// include a refinement that is not the final bit, whose first scans stop at Al ≤
+/// MAX_LOST_BITS, and whose shared tables serve coefficients that lost the same bits.
+fn first_scans_only(bytes: &[u8], p: &Parsed, keep: &[bool], eighths: u32) -> Option<Plan> {
+    let refined = p.scans.iter().zip(keep).any(|(s, &k)| k && s.ah > 0);
+    if eighths > LAST_BIT_MAX_EIGHTHS || !refined {
+        return None;
+    }
+    let keep: Vec<bool> = p.scans.iter().zip(keep).map(|(s, &k)| k && s.ah == 0).collect();
+    let mut shifts: [[Option<u8>; 64]; 4] = [[None; 64]; 4];
+    for (s, _) in p.scans.iter().zip(&keep).filter(|(_, &k)| k) {
+        if s.al > MAX_LOST_BITS {
+            return None;
+        }
+        for &c in &s.comps {
+            for z in s.ss..=s.se {
+                let slot = &mut shifts[p.comps[c].tq as usize][z as usize];
+                if slot.is_some_and(|a| a != s.al) {
+                    return None;
+                }
+                *slot = Some(s.al);
+            }
+        }
+    }
+    let shifts = shifts.map(|t| t.map(|a| a.unwrap_or(0)));
+    let lower = p.scans.iter().zip(&keep).map(|(s, &k)| if k { s.al } else { 0 }).collect();
+    let tables = Some(scaled_tables(bytes, p, &shifts)?);
+    Some(Plan { keep, lower, tables })
+}
+
+/// Every DQT segment with its quantizers multiplied by 2^shift; None if one is not plain.
+fn scaled_tables(bytes: &[u8], p: &Parsed, shifts: &Shifts) -> Option<Vec<Vec<u8>>> {
+    p.tables.iter().map(|r| scaled_dqt(&bytes[r.clone()], shifts)).collect()
+}
+
+/// One DQT segment (fill bytes, marker, length, tables) with each table's quantizers
+/// multiplied by 2^shift, written at 16-bit precision; None if it is malformed or a
+/// quantizer would overflow.
+fn scaled_dqt(seg: &[u8], shifts: &Shifts) -> Option<Vec<u8>> {
     let at = seg.iter().position(|&b| b != 0xFF)?;
     let body = seg.get(at + 3..)?;
     if seg[at] != 0xDB || u16::from_be_bytes([seg[at + 1], seg[at + 2]]) as usize != body.len() + 2 {
@@ -159,8 +242,8 @@ fn doubled_dqt(seg: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         tables.push(0x10 | id);
-        for q in tail[..n].chunks(1 + wide as usize) {
-            let q = q.iter().fold(0u32, |v, &b| v << 8 | b as u32) * 2;
+        for (q, &shift) in tail[..n].chunks(1 + wide as usize).zip(&shifts[id as usize]) {
+            let q = q.iter().fold(0u32, |v, &b| v << 8 | b as u32) << shift;
             tables.extend_from_slice(&u16::try_from(q).ok()?.to_be_bytes());
         }
         rest = &tail[n..];
@@ -279,8 +362,8 @@ fn frame_components(seg: &[u8]) -> Option<Vec<Component>> {
     let n = *seg.get(5)? as usize;
     let list = seg.get(6..6 + 3 * n)?;
     let comps: Vec<Component> =
-        list.chunks(3).map(|c| Component { id: c[0], h: c[1] >> 4, v: c[1] & 15 }).collect();
-    comps.iter().all(|c| (1..=4).contains(&c.h) && (1..=4).contains(&c.v)).then_some(comps)
+        list.chunks(3).map(|c| Component { id: c[0], h: c[1] >> 4, v: c[1] & 15, tq: c[2] }).collect();
+    comps.iter().all(|c| (1..=4).contains(&c.h) && (1..=4).contains(&c.v) && c.tq < 4).then_some(comps)
 }
 
 /// `seg` starts at `bytes[seg_at]`; the scan with its data spans `span`.

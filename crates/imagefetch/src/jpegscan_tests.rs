@@ -59,11 +59,12 @@ fn a_spliced_progressive_jpeg_decodes_cleanly_and_close_to_the_whole_file() {
     let mut out = Vec::new();
     let spliced = splice(&full, eighths(3), &mut out).to_vec();
     // libjpeg's standard script: 10 scans, the last four the final-bit refinements (DC, Cr,
-    // Cb, Y).
+    // Cb, Y), the one before them Y's refinement 2→1; the five first scans stay.
     let (full_scans, kept_scans) = (parse(&full).unwrap().scans, parse(&spliced).unwrap().scans);
     assert_eq!(full_scans.len(), 10);
     assert!(full_scans[6..].iter().all(|s| s.ah == 1 && s.al == 0), "{full_scans:?}");
-    assert_eq!(kept_scans.len(), 6);
+    assert_eq!((full_scans[5].ah, full_scans[5].al), (2, 1));
+    assert_eq!(kept_scans.len(), 5);
     assert!(spliced.len() < full.len() * 9 / 10, "{} of {} bytes", spliced.len(), full.len());
     let (a, b) = (grey(&full, 3).unwrap(), grey(&spliced, 3).unwrap());
     let p = psnr(&a, &b);
@@ -74,8 +75,8 @@ fn a_spliced_progressive_jpeg_decodes_cleanly_and_close_to_the_whole_file() {
 fn without_its_final_bits_a_file_is_rescaled_so_libjpeg_sees_it_whole() {
     let full = jpeg(true);
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    let plain = splice_as(&full, eighths(3), &mut a, false).to_vec();
-    let rescaled = splice(&full, eighths(3), &mut b).to_vec();
+    let plain = splice_as(&full, eighths(3), &mut a, Depth::Plain).to_vec();
+    let rescaled = splice_as(&full, eighths(3), &mut b, Depth::FinalBit).to_vec();
     let (p, r) = (parse(&plain).unwrap(), parse(&rescaled).unwrap());
     // Every kept scan one bit lower (the Y refinement 2→1 becomes 1→0), every table 16-bit.
     let bits = |s: &Scan| (s.ah, s.al);
@@ -104,15 +105,15 @@ fn without_its_final_bits_a_file_is_rescaled_so_libjpeg_sees_it_whole() {
 /// but not rescaled; so does a DQT after the first scan.
 #[test]
 fn tables_that_cannot_be_doubled_leave_the_splice_as_it_was() {
-    assert_eq!(doubled_dqt(&[0xFF, 0xDB, 0, 3, 0x10]), None, "short table");
+    assert_eq!(scaled_dqt(&[0xFF, 0xDB, 0, 3, 0x10], &[[1; 64]; 4]), None, "short table");
     let mut wide = vec![0xFF, 0xDB, 0, 2 + 1 + 128, 0x11];
     wide.extend([0x7F, 0xFF].repeat(64));
-    let doubled = doubled_dqt(&wide).unwrap();
+    let doubled = scaled_dqt(&wide, &[[1; 64]; 4]).unwrap();
     assert_eq!(&doubled[5..7], &[0xFF, 0xFE]);
     wide[5] = 0x80;
-    assert_eq!(doubled_dqt(&wide), None, "0x80FF doubled overflows 16 bits");
+    assert_eq!(scaled_dqt(&wide, &[[1; 64]; 4]), None, "0x80FF doubled overflows 16 bits");
     let eight = [&[0xFF, 0xDB, 0, 67, 0x01][..], &[255; 64]].concat();
-    let doubled = doubled_dqt(&eight).unwrap();
+    let doubled = scaled_dqt(&eight, &[[1; 64]; 4]).unwrap();
     assert_eq!((doubled[3], doubled[4], &doubled[5..7]), (2 + 129, 0x11, &[1, 0xFE][..]));
     // A table redefined between scans: libjpeg latched the old one for the first scan.
     let full = jpeg(true);
@@ -120,8 +121,68 @@ fn tables_that_cannot_be_doubled_leave_the_splice_as_it_was() {
     let at = p.scans[1].start;
     let late = [&full[..at], &full[p.tables[0].clone()], &full[at..]].concat();
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    assert_eq!(splice(&late, eighths(3), &mut a), splice_as(&late, eighths(3), &mut b, false));
+    assert_eq!(splice(&late, eighths(3), &mut a), splice_as(&late, eighths(3), &mut b, Depth::Plain));
     assert!(parse(&late).unwrap().late_tables);
+}
+
+#[test]
+fn with_every_refinement_gone_each_first_scan_is_rescaled_to_its_own_bits() {
+    let full = jpeg(true);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let last_bit = splice_as(&full, eighths(3), &mut a, Depth::FinalBit).to_vec();
+    let first = splice(&full, eighths(3), &mut b).to_vec();
+    // The standard script's five first scans (DC Al 1, Y 1-5 Al 2, Cr and Cb 1-63 Al 1, Y 6-63
+    // Al 2), each now at Al 0; the Y refinement 2→1 went too.
+    let p = parse(&first).unwrap();
+    let bands = |s: &Scan| (s.comps.len(), s.ss, s.se, s.ah, s.al);
+    let got: Vec<_> = p.scans.iter().map(bands).collect();
+    assert_eq!(got, [(3, 0, 0, 0, 0), (1, 1, 5, 0, 0), (1, 1, 63, 0, 0), (1, 1, 63, 0, 0), (1, 6, 63, 0, 0)]);
+    // Y's table (0): DC doubled, AC times four; the chroma table (1) doubled. TurboJPEG
+    // writes one table per DQT segment.
+    let (was, now) = (parse(&full).unwrap().tables, p.tables);
+    let q = |seg: &[u8], id: u8, z: usize| -> u32 {
+        assert_eq!(seg[4] & 15, id);
+        if seg[4] >> 4 == 1 {
+            u16::from_be_bytes([seg[5 + 2 * z], seg[6 + 2 * z]]) as u32
+        } else {
+            seg[5 + z] as u32
+        }
+    };
+    for z in [0, 1, 12, 63] {
+        let (y, c) = (
+            (&full[was[0].clone()], &first[now[0].clone()]),
+            (&full[was[1].clone()], &first[now[1].clone()]),
+        );
+        assert_eq!(q(y.1, 0, z), q(y.0, 0, z) << if z == 0 { 1 } else { 2 }, "Y {z}");
+        assert_eq!(q(c.1, 1, z), q(c.0, 1, z) << 1, "chroma {z}");
+    }
+    let (whole, last_bit, first) =
+        (grey(&full, 3).unwrap(), grey(&last_bit, 3).unwrap(), grey(&first, 3).unwrap());
+    let (pl, pf) = (psnr(&whole, &last_bit), psnr(&whole, &first));
+    assert!(pf > 30.0 && pf < pl, "whole vs final-bit splice {pl:.1} dB, vs first scans {pf:.1} dB");
+}
+
+#[test]
+fn first_scans_stay_refined_when_they_would_lose_too_much_or_tables_disagree() {
+    let frame = [Component { id: 1, h: 1, v: 1, tq: 0 }, Component { id: 2, h: 1, v: 1, tq: 0 }];
+    let parsed =
+        |scans: Vec<Scan>| Parsed { comps: frame.to_vec(), scans, tables: vec![], late_tables: false };
+    let script = |al: u8, chroma_al: u8| {
+        vec![
+            scan(0, 0, 0, 0, 1),
+            scan(0, 1, 63, 0, al),
+            scan(1, 1, 63, 0, chroma_al),
+            scan(0, 1, 63, al, al - 1),
+        ]
+    };
+    let keep = |p: &Parsed, e: u32| first_scans_only(&[], p, &kept(&p.comps, &p.scans, e), e).map(|p| p.keep);
+    assert_eq!(keep(&parsed(script(2, 2)), 3), Some(vec![true, true, true, false]));
+    assert_eq!(keep(&parsed(script(2, 2)), 5), None, "above half size");
+    assert_eq!(keep(&parsed(script(3, 3)), 3), None, "three bits lost");
+    assert_eq!(keep(&parsed(script(2, 1)), 3), None, "one table, AC at two precisions");
+    let mut own_tables = parsed(script(2, 1));
+    own_tables.comps[1].tq = 1;
+    assert_eq!(keep(&own_tables, 3), Some(vec![true, true, true, false]));
 }
 
 #[test]
@@ -142,7 +203,7 @@ fn scan(comp: usize, ss: u8, se: u8, ah: u8, al: u8) -> Scan {
 
 #[test]
 fn a_scan_that_a_kept_later_scan_refines_is_kept() {
-    let frame = [Component { id: 1, h: 1, v: 1 }];
+    let frame = [Component { id: 1, h: 1, v: 1, tq: 0 }];
     // At 3/8 the IDCT reads zigzag 0..=12: band 13-63 alone is unread, but the kept refinement
     // 1-63 (Al = 1, not the final bit) refines it, so it must stay; the final bit may go.
     let scans = [scan(0, 0, 0, 0, 0), scan(0, 13, 63, 0, 2), scan(0, 1, 63, 2, 1), scan(0, 1, 63, 1, 0)];

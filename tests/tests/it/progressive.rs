@@ -1,4 +1,4 @@
-//! Progressive JPEGs decoded below full size lose their final-bit AC refinement scans before
+//! Progressive JPEGs decoded at half size or less lose their refinement scans before
 //! libjpeg-turbo sees them (imagefetch's `jpegscan.rs`, issue #24): the detector's faces must
 //! not move. The sample photos, re-encoded progressive by the pinned Pillow (libjpeg's standard
 //! script, as on the web), through one detector over gRPC, decoded with and without splicing.
