@@ -80,6 +80,7 @@ const ZIGZAG_TO_NATURAL: [u8; 64] = [
 
 /// How far a splice goes (`splice` uses `FirstScans`; the others are its fallbacks, and tests').
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(not(test), allow(dead_code, reason = "Plain and FinalBit are chosen by tests only"))]
 pub(crate) enum Depth {
     /// Scans dropped, headers untouched: libjpeg's block smoothing estimates what is missing.
     Plain,
