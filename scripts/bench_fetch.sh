@@ -42,7 +42,8 @@ python3 scripts/corpus_kinds.py "$CORPUS" "$tmp/c" > "$tmp/kinds.tsv"
 # the CLI's detector start-up, ~0.3 s, to each run). BIN/OLD_BIN may also be facesweep CLIs.
 if [ -z "${BIN:-}" ]; then cargo build -q --release -p facesweep-fetcher; BIN=target/release/facesweep-fetch-bench; fi
 # Sets `cmd` to what runs BIN's `fetch` and `decode`, whichever of the two binaries BIN is.
-bench_argv() { cmd=("$1"); case "$(basename "$1")" in facesweep-fetch-bench*) ;; *) cmd+=(bench) ;; esac; }
+# Asked of the binary itself, so any copy of either works whatever its file is called.
+bench_argv() { cmd=("$1"); if "$1" bench --help >/dev/null 2>&1; then cmd+=(bench); fi; }
 bins=("$BIN")
 [ -n "${OLD_BIN:-}" ] && bins+=("$OLD_BIN")
 
@@ -79,6 +80,13 @@ echo "corpus: $files images ($(du -shL "$tmp/c/all" | cut -f1)) from $CORPUS; $N
 printf 'kind\tfiles\tMB\tmean MP\n'; cat "$tmp/kinds.tsv"
 
 res="$tmp/results.tsv"
+# `row METRIC BIN COMMAND…`: appends COMMAND's output as METRIC's value; a failing command ends
+# the run (a value left empty would only vanish from the medians).
+row() {
+  local v
+  v=$("${@:3}") || { echo "bench_fetch: $1 failed for $2" >&2; exit 1; }
+  printf '%s\t%s\t%s\n' "$1" "$2" "$v" | tee -a "$res"
+}
 # `decode DIR PASSES`: img/s of the binary `bench_argv` last set.
 decode() { "${cmd[@]}" decode "$1" --passes "$2" --wire i420 | grep '^decoded' | sed -E 's/.*: ([0-9.]+) img\/s/\1/'; }
 # Runs a command; its stdout to $tmp/out, its CPU seconds (user + sys, children included) printed.
@@ -108,11 +116,11 @@ for r in $(seq "$ROUNDS"); do
   for b in "${bins[@]}"; do
     echo "round $r: $b"
     bench_argv "$b"
-    printf 'floor\t%s\t%s\n' "$b" "$(decode "$tmp/c/all" 2)" | tee -a "$res"
-    printf 'floor-cpu-ms\t%s\t%s\n' "$b" "$(cpu_ms "$tmp/c/all" 1 "${cmd[@]}")" | tee -a "$res"
+    row floor "$b" decode "$tmp/c/all" 2
+    row floor-cpu-ms "$b" cpu_ms "$tmp/c/all" 1 "${cmd[@]}"
     for k in $(ls "$tmp/c/kinds"); do
       n=$(ls "$tmp/c/kinds/$k" | wc -l)
-      printf 'kind:%s\t%s\t%s\n' "$k" "$b" "$(cpu_ms "$tmp/c/kinds/$k" $(( (200 + n - 1) / n )) "${cmd[@]}")" | tee -a "$res"
+      row "kind:$k" "$b" cpu_ms "$tmp/c/kinds/$k" $(( (200 + n - 1) / n )) "${cmd[@]}"
     done
     start=$(date +%s.%N)
     c=$(cpu_of "${cmd[@]}" fetch "$tmp/urls.txt" -- --allow-networks 127.0.0.0/8 --concurrency 256 --per-host 256 --wire i420)
