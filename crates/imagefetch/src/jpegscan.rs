@@ -16,8 +16,9 @@
 //!
 //! The kept scans are then rescaled: each one's header lowered by the bits its coefficients
 //! lost, their quantizers multiplied to match (`Plan`). The IDCT gets the same products, and
-//! libjpeg sees a complete file, so it does not run block smoothing to estimate the missing
-//! bits (a sixth of the decode CPU that was left).
+//! libjpeg sees every coefficient it gets as whole, so it does not run block smoothing to
+//! estimate the missing bits (a sixth of the decode CPU that was left; it still runs for a
+//! component that got none of coefficients 1..=9).
 //!
 //! Anything unexpected (baseline, arithmetic coding, malformed markers, truncation) returns
 //! the input untouched, so libjpeg-turbo decides about it as before.
@@ -184,7 +185,8 @@ fn plan(bytes: &[u8], p: &Parsed, eighths: u32, depth: Depth) -> Plan {
     // products reach the IDCT, and libjpeg sees a complete file, so it skips block smoothing
     // (jdcoefct.c), which otherwise estimates the missing bit at ~15% of the decode.
     let lossy_everywhere = p.scans.iter().zip(&keep).all(|(s, &k)| !k || s.al >= 1);
-    match lossy_everywhere.then(|| scaled_tables(bytes, p, &[[1; 64]; 4])).flatten() {
+    let ok = lossy_everywhere && !delivered_twice(p, &keep);
+    match ok.then(|| scaled_tables(bytes, p, &[[1; 64]; 4])).flatten() {
         Some(tables) => Plan { lower: vec![1; keep.len()], keep, tables: Some(tables) },
         None => plain(),
     }
@@ -200,6 +202,9 @@ fn first_scans_only(bytes: &[u8], p: &Parsed, keep: &[bool], eighths: u32) -> Op
     }
     let keep: Vec<bool> = p.scans.iter().zip(keep).map(|(s, &k)| k && s.ah == 0).collect();
     let mut shifts: [[Option<u8>; 64]; 4] = [[None; 64]; 4];
+    if delivered_twice(p, &keep) {
+        return None;
+    }
     for (s, _) in p.scans.iter().zip(&keep).filter(|(_, &k)| k) {
         if s.al > MAX_LOST_BITS {
             return None;
@@ -220,6 +225,20 @@ fn first_scans_only(bytes: &[u8], p: &Parsed, keep: &[bool], eighths: u32) -> Op
     Some(Plan { keep, lower, tables })
 }
 
+/// Whether two kept first scans (Ah = 0) deliver one coefficient of one component: a
+/// progression libjpeg refuses, which lowering both scans' Al could hide from it.
+fn delivered_twice(p: &Parsed, keep: &[bool]) -> bool {
+    let mut delivered = vec![0u64; p.comps.len()];
+    p.scans.iter().zip(keep).filter(|(s, &k)| k && s.ah == 0).any(|(s, _)| {
+        let band = (u64::MAX >> (63 - s.se)) & (u64::MAX << s.ss);
+        s.comps.iter().any(|&c| {
+            let had = delivered[c] & band != 0;
+            delivered[c] |= band;
+            had
+        })
+    })
+}
+
 /// Every DQT segment with its quantizers multiplied by 2^shift; None if one is not plain.
 fn scaled_tables(bytes: &[u8], p: &Parsed, shifts: &Shifts) -> Option<Vec<Vec<u8>>> {
     p.tables.iter().map(|r| scaled_dqt(&bytes[r.clone()], shifts)).collect()
@@ -227,7 +246,7 @@ fn scaled_tables(bytes: &[u8], p: &Parsed, shifts: &Shifts) -> Option<Vec<Vec<u8
 
 /// One DQT segment (fill bytes, marker, length, tables) with each table's quantizers
 /// multiplied by 2^shift, written at 16-bit precision; None if it is malformed or a
-/// quantizer would overflow.
+/// quantizer would pass 32767 (libjpeg-turbo's SIMD builds multiply by them as `short`).
 fn scaled_dqt(seg: &[u8], shifts: &Shifts) -> Option<Vec<u8>> {
     let at = seg.iter().position(|&b| b != 0xFF)?;
     let body = seg.get(at + 3..)?;
@@ -245,7 +264,7 @@ fn scaled_dqt(seg: &[u8], shifts: &Shifts) -> Option<Vec<u8>> {
         tables.push(0x10 | id);
         for (q, &shift) in tail[..n].chunks(1 + wide as usize).zip(&shifts[id as usize]) {
             let q = q.iter().fold(0u32, |v, &b| v << 8 | b as u32) << shift;
-            tables.extend_from_slice(&u16::try_from(q).ok()?.to_be_bytes());
+            tables.extend_from_slice(&i16::try_from(q).ok()?.to_be_bytes());
         }
         rest = &tail[n..];
     }
@@ -364,7 +383,12 @@ fn frame_components(seg: &[u8]) -> Option<Vec<Component>> {
     let list = seg.get(6..6 + 3 * n)?;
     let comps: Vec<Component> =
         list.chunks(3).map(|c| Component { id: c[0], h: c[1] >> 4, v: c[1] & 15, tq: c[2] }).collect();
-    comps.iter().all(|c| (1..=4).contains(&c.h) && (1..=4).contains(&c.v) && c.tq < 4).then_some(comps)
+    // Two components with one id: libjpeg matches a scan's ids to them in its own way
+    // (jdmarker.c get_sos), which `scan_header` would have to copy to know their tables.
+    let mut seen = [false; 256];
+    let distinct = comps.iter().all(|c| !std::mem::replace(&mut seen[c.id as usize], true));
+    let ok = comps.iter().all(|c| (1..=4).contains(&c.h) && (1..=4).contains(&c.v) && c.tq < 4);
+    (ok && distinct).then_some(comps)
 }
 
 /// `seg` starts at `bytes[seg_at]`; the scan with its data spans `span`.

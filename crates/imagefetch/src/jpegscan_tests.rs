@@ -107,11 +107,12 @@ fn without_its_final_bits_a_file_is_rescaled_so_libjpeg_sees_it_whole() {
 fn tables_that_cannot_be_doubled_leave_the_splice_as_it_was() {
     assert_eq!(scaled_dqt(&[0xFF, 0xDB, 0, 3, 0x10], &[[1; 64]; 4]), None, "short table");
     let mut wide = vec![0xFF, 0xDB, 0, 2 + 1 + 128, 0x11];
-    wide.extend([0x7F, 0xFF].repeat(64));
+    wide.extend([0x3F, 0xFF].repeat(64));
     let doubled = scaled_dqt(&wide, &[[1; 64]; 4]).unwrap();
-    assert_eq!(&doubled[5..7], &[0xFF, 0xFE]);
-    wide[5] = 0x80;
-    assert_eq!(scaled_dqt(&wide, &[[1; 64]; 4]), None, "0x80FF doubled overflows 16 bits");
+    assert_eq!(&doubled[5..7], &[0x7F, 0xFE]);
+    assert_eq!(scaled_dqt(&wide, &[[2; 64]; 4]), None, "0x3FFF times four passes 32767");
+    wide[5] = 0x40;
+    assert_eq!(scaled_dqt(&wide, &[[1; 64]; 4]), None, "0x40FF doubled passes 32767");
     let eight = [&[0xFF, 0xDB, 0, 67, 0x01][..], &[255; 64]].concat();
     let doubled = scaled_dqt(&eight, &[[1; 64]; 4]).unwrap();
     assert_eq!((doubled[3], doubled[4], &doubled[5..7]), (2 + 129, 0x11, &[1, 0xFE][..]));
@@ -183,6 +184,53 @@ fn first_scans_stay_refined_when_they_would_lose_too_much_or_tables_disagree() {
     let mut own_tables = parsed(script(2, 1));
     own_tables.comps[1].tq = 1;
     assert_eq!(keep(&own_tables, 3), Some(vec![true, true, true, false]));
+}
+
+/// Shifts follow each coefficient's own first scan, in the zigzag order DQT tables are
+/// written in: Y 1-5 at Al 1 and 6-63 at Al 2 on one table.
+#[test]
+fn each_quantizer_grows_by_the_bits_its_own_coefficient_lost() {
+    let bytes = [&[0xFF, 0xDB, 0, 67, 0x00][..], &(1..=64).collect::<Vec<u8>>()].concat();
+    let frame = vec![Component { id: 1, h: 1, v: 1, tq: 0 }];
+    let scans = vec![scan(0, 0, 0, 0, 0), scan(0, 1, 5, 0, 1), scan(0, 6, 63, 0, 2), scan(0, 6, 63, 2, 1)];
+    let whole = std::iter::once(0..bytes.len()).collect(); // the one DQT segment
+    let p = Parsed { comps: frame, scans, tables: whole, late_tables: false };
+    let plan = first_scans_only(&bytes, &p, &kept(&p.comps, &p.scans, 3), 3).unwrap();
+    assert_eq!((plan.keep, plan.lower), (vec![true, true, true, false], vec![0, 1, 2, 0]));
+    let table = &plan.tables.unwrap()[0];
+    let q: Vec<u16> = table[5..].chunks(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+    let want: Vec<u16> =
+        (0..64u16).map(|z| (z + 1) << [0, 1, 1, 1, 1, 1].get(z as usize).unwrap_or(&2)).collect();
+    assert_eq!(q, want);
+}
+
+/// What libjpeg would refuse stays for it to refuse: two first scans of one coefficient (a
+/// bogus progression that lowering both to Al 0 would hide) are not rescaled, and a frame
+/// with two components of one id (which libjpeg matches to scans its own way) is not touched.
+#[test]
+fn bogus_progressions_and_repeated_component_ids_are_left_to_libjpeg() {
+    let frame = [Component { id: 1, h: 1, v: 1, tq: 0 }];
+    let parsed =
+        |scans: Vec<Scan>| Parsed { comps: frame.to_vec(), scans, tables: vec![], late_tables: false };
+    let twice =
+        parsed(vec![scan(0, 0, 0, 0, 1), scan(0, 1, 63, 0, 1), scan(0, 6, 9, 0, 1), scan(0, 1, 63, 1, 0)]);
+    let keep = kept(&twice.comps, &twice.scans, 3);
+    assert!(delivered_twice(&twice, &keep));
+    assert!(first_scans_only(&[], &twice, &keep, 3).is_none());
+    assert!(plan(&[], &twice, 3, Depth::FinalBit).tables.is_none(), "not rescaled");
+    let once =
+        parsed(vec![scan(0, 0, 0, 0, 1), scan(0, 1, 5, 0, 1), scan(0, 6, 63, 0, 1), scan(0, 1, 63, 1, 0)]);
+    assert!(!delivered_twice(&once, &kept(&once.comps, &once.scans, 3)));
+    assert!(plan(&[], &once, 3, Depth::FinalBit).tables.is_some());
+
+    let full = jpeg(true);
+    let sof = full.windows(2).position(|w| w == [0xFF, 0xC2]).unwrap();
+    let mut same_ids = full.clone();
+    same_ids[sof + 10 + 6] = same_ids[sof + 10 + 3]; // Cr takes Cb's id
+    assert_eq!(frame_components(&full[sof + 4..]).map(|c| c.len()), Some(3));
+    assert!(frame_components(&same_ids[sof + 4..]).is_none());
+    let mut out = Vec::new();
+    assert!(std::ptr::eq(splice(&same_ids, eighths(3), &mut out), &same_ids[..]));
 }
 
 #[test]
