@@ -170,6 +170,7 @@ struct Plan {
     tables: Option<Vec<Vec<u8>>>,
 }
 
+/// The deepest splice `depth` allows that this file can take.
 fn plan(bytes: &[u8], p: &Parsed, eighths: u32, depth: Depth) -> Plan {
     let keep = kept(&p.comps, &p.scans, eighths);
     let plain = || Plan { lower: vec![0; keep.len()], keep: keep.clone(), tables: None };
@@ -182,8 +183,8 @@ fn plan(bytes: &[u8], p: &Parsed, eighths: u32, depth: Depth) -> Plan {
         }
     }
     // When every kept scan leaves its coefficients' last bit unknown (Al ≥ 1): the same
-    // products reach the IDCT, and libjpeg sees a complete file, so it skips block smoothing
-    // (jdcoefct.c), which otherwise estimates the missing bit at ~15% of the decode.
+    // products reach the IDCT, and libjpeg sees those coefficients whole, so it skips block
+    // smoothing (jdcoefct.c), which otherwise estimates the missing bit at ~15% of the decode.
     let lossy_everywhere = p.scans.iter().zip(&keep).all(|(s, &k)| !k || s.al >= 1);
     let ok = lossy_everywhere && !delivered_twice(p, &keep);
     match ok.then(|| scaled_tables(bytes, p, &[[1; 64]; 4])).flatten() {
@@ -201,10 +202,10 @@ fn first_scans_only(bytes: &[u8], p: &Parsed, keep: &[bool], eighths: u32) -> Op
         return None;
     }
     let keep: Vec<bool> = p.scans.iter().zip(keep).map(|(s, &k)| k && s.ah == 0).collect();
-    let mut shifts: [[Option<u8>; 64]; 4] = [[None; 64]; 4];
     if delivered_twice(p, &keep) {
         return None;
     }
+    let mut shifts: [[Option<u8>; 64]; 4] = [[None; 64]; 4];
     for (s, _) in p.scans.iter().zip(&keep).filter(|(_, &k)| k) {
         if s.al > MAX_LOST_BITS {
             return None;
