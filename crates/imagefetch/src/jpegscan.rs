@@ -113,6 +113,12 @@ pub(crate) fn splice_as<'a>(
     if plan.keep.iter().all(|&k| k) {
         return bytes;
     }
+    write(bytes, &p, &plan, out);
+    out
+}
+
+/// `bytes` as `plan` says, into `out`.
+fn write(bytes: &[u8], p: &Parsed, plan: &Plan, out: &mut Vec<u8>) {
     let mut cuts: Vec<(std::ops::Range<usize>, &[u8])> = Vec::new();
     for (range, table) in p.tables.iter().zip(plan.tables.iter().flatten()) {
         cuts.push((range.clone(), table));
@@ -135,7 +141,6 @@ pub(crate) fn splice_as<'a>(
         from = range.end;
     }
     out.extend_from_slice(&bytes[from..]);
-    out
 }
 
 /// The most bits a coefficient may lose to `Depth::FirstScans`: the standard script's Y AC

@@ -7,6 +7,11 @@ fn eighths(n: usize) -> ScalingFactor {
 
 /// A 256×192 photo-like picture (smooth gradients plus texture) as JPEG, 4:2:0, quality 90.
 fn jpeg(progressive: bool) -> Vec<u8> {
+    jpeg_as(progressive, turbojpeg::Subsamp::Sub2x2)
+}
+
+/// `jpeg` with another chroma subsampling.
+fn jpeg_as(progressive: bool, subsamp: turbojpeg::Subsamp) -> Vec<u8> {
     let (w, h) = (256usize, 192usize);
     let mut px = vec![0u8; w * h * 3];
     let mut seed = 7u32;
@@ -17,7 +22,7 @@ fn jpeg(progressive: bool) -> Vec<u8> {
     }
     let mut c = turbojpeg::Compressor::new().unwrap();
     c.set_quality(90).unwrap();
-    c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+    c.set_subsamp(subsamp).unwrap();
     c.set_progressive(progressive).unwrap();
     let image = turbojpeg::Image {
         pixels: &px[..],
@@ -46,6 +51,25 @@ pub(super) fn grey(bytes: &[u8], eighths: usize) -> Result<Vec<u8>, turbojpeg::E
     };
     d.decompress(bytes, out)?;
     Ok(px)
+}
+
+/// Decodes at `eighths`/8 to RGB; panics on an error or a warning.
+fn rgb(bytes: &[u8], eighths: usize) -> Vec<u8> {
+    let mut d = turbojpeg::Decompressor::new().unwrap();
+    let factor = turbojpeg::ScalingFactor::new(eighths, 8);
+    d.set_scaling_factor(factor).unwrap();
+    let header = d.read_header(bytes).unwrap();
+    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
+    let mut px = vec![0u8; w * h * 3];
+    let out = turbojpeg::Image {
+        pixels: &mut px[..],
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    d.decompress(bytes, out).unwrap();
+    px
 }
 
 pub(super) fn psnr(a: &[u8], b: &[u8]) -> f64 {
@@ -231,6 +255,34 @@ fn bogus_progressions_and_repeated_component_ids_are_left_to_libjpeg() {
     assert!(frame_components(&same_ids[sof + 4..]).is_none());
     let mut out = Vec::new();
     assert!(std::ptr::eq(splice(&same_ids, eighths(3), &mut out), &same_ids[..]));
+}
+
+/// The rescale is exact: a rewritten file decodes to the very pixels of the same kept scans
+/// with headers untouched, transcoded to a sequential file (libjpeg keeps each coefficient as
+/// delivered, its missing bits zero, and does not smooth a sequential file).
+#[test]
+fn rescaled_files_decode_exactly_as_their_kept_coefficients() {
+    for subsamp in [turbojpeg::Subsamp::Sub2x2, turbojpeg::Subsamp::None, turbojpeg::Subsamp::Gray] {
+        let full = jpeg_as(true, subsamp);
+        let p = parse(&full).unwrap();
+        for (depth, n) in
+            [Depth::FinalBit, Depth::FirstScans].into_iter().flat_map(|d| (1..=4).map(move |n| (d, n)))
+        {
+            let plan = plan(&full, &p, n as u32, depth);
+            assert!(plan.tables.is_some(), "{subsamp:?} {depth:?} {n}/8 not rescaled");
+            let (mut rescaled, mut kept_only) = (Vec::new(), Vec::new());
+            write(&full, &p, &plan, &mut rescaled);
+            let unscaled = Plan { keep: plan.keep.clone(), lower: vec![0; plan.keep.len()], tables: None };
+            write(&full, &p, &unscaled, &mut kept_only);
+            let sequential =
+                turbojpeg::transform(&turbojpeg::Transform::op(turbojpeg::TransformOp::None), &kept_only)
+                    .unwrap()
+                    .to_vec();
+            assert!(parse(&sequential).is_none(), "transcoded to a sequential file");
+            let (a, b) = (rgb(&rescaled, n), rgb(&sequential, n));
+            assert!(a == b, "{subsamp:?} {depth:?} {n}/8: PSNR {:.1} dB", psnr(&a, &b));
+        }
+    }
 }
 
 #[test]
