@@ -36,40 +36,24 @@ fn jpeg_as(progressive: bool, subsamp: turbojpeg::Subsamp) -> Vec<u8> {
 
 /// Decodes at `eighths`/8 to grey; Err if libjpeg-turbo reports an error or a warning.
 pub(super) fn grey(bytes: &[u8], eighths: usize) -> Result<Vec<u8>, turbojpeg::Error> {
+    pixels(bytes, eighths, turbojpeg::PixelFormat::GRAY)
+}
+
+/// Decodes at `eighths`/8 to RGB; panics on an error or a warning.
+fn rgb(bytes: &[u8], eighths: usize) -> Vec<u8> {
+    pixels(bytes, eighths, turbojpeg::PixelFormat::RGB).unwrap()
+}
+
+fn pixels(bytes: &[u8], eighths: usize, format: turbojpeg::PixelFormat) -> Result<Vec<u8>, turbojpeg::Error> {
     let mut d = turbojpeg::Decompressor::new()?;
     let factor = turbojpeg::ScalingFactor::new(eighths, 8);
     d.set_scaling_factor(factor)?;
     let header = d.read_header(bytes)?;
     let (w, h) = (factor.scale(header.width), factor.scale(header.height));
-    let mut px = vec![0u8; w * h];
-    let out = turbojpeg::Image {
-        pixels: &mut px[..],
-        width: w,
-        pitch: w,
-        height: h,
-        format: turbojpeg::PixelFormat::GRAY,
-    };
+    let mut px = vec![0u8; w * h * format.size()];
+    let out = turbojpeg::Image { pixels: &mut px[..], width: w, pitch: w * format.size(), height: h, format };
     d.decompress(bytes, out)?;
     Ok(px)
-}
-
-/// Decodes at `eighths`/8 to RGB; panics on an error or a warning.
-fn rgb(bytes: &[u8], eighths: usize) -> Vec<u8> {
-    let mut d = turbojpeg::Decompressor::new().unwrap();
-    let factor = turbojpeg::ScalingFactor::new(eighths, 8);
-    d.set_scaling_factor(factor).unwrap();
-    let header = d.read_header(bytes).unwrap();
-    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
-    let mut px = vec![0u8; w * h * 3];
-    let out = turbojpeg::Image {
-        pixels: &mut px[..],
-        width: w,
-        pitch: w * 3,
-        height: h,
-        format: turbojpeg::PixelFormat::RGB,
-    };
-    d.decompress(bytes, out).unwrap();
-    px
 }
 
 pub(super) fn psnr(a: &[u8], b: &[u8]) -> f64 {
